@@ -1,0 +1,5 @@
+import sys
+
+from vmbmc.cli import main
+
+sys.exit(main())

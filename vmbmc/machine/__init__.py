@@ -1,0 +1,55 @@
+"""The power and boot state machine shared by every protocol front end."""
+
+from vmbmc.machine.api import Machine
+from vmbmc.machine.errors import (
+    BackendUnavailable,
+    Busy,
+    Forbidden,
+    Invalid,
+    MachineError,
+    NotFound,
+    NotSupported,
+    Refused,
+)
+from vmbmc.machine.types import (
+    ActionResult,
+    BootMode,
+    BootOverride,
+    BootPersistence,
+    BootTarget,
+    Disk,
+    Effect,
+    Inventory,
+    Nic,
+    PowerAction,
+    PowerState,
+    PowerStatus,
+    Protocol,
+    Requester,
+)
+
+__all__ = [
+    "ActionResult",
+    "BackendUnavailable",
+    "BootMode",
+    "BootOverride",
+    "BootPersistence",
+    "BootTarget",
+    "Busy",
+    "Disk",
+    "Effect",
+    "Forbidden",
+    "Invalid",
+    "Inventory",
+    "Machine",
+    "MachineError",
+    "Nic",
+    "NotFound",
+    "NotSupported",
+    "PowerAction",
+    "PowerState",
+    "PowerStatus",
+    "Protocol",
+    "Refused",
+    "Requester",
+]

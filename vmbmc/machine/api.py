@@ -1,0 +1,100 @@
+"""The interface every protocol front end uses: one `Machine` per BMC.
+
+Front ends (vmbmc.kbmc, vmbmc.redfish) see only this class and the types/errors of this package;
+they never know whether the back end is KubeVirt, the emulator or a test double.
+
+Threading: `power_status`, `boot_override`, `inventory` and `submit` are thread-safe, never block
+and never call the API server (they read the watch cache), so the IPMI I/O thread may call them.
+The coroutines run on the machine's own asyncio loop (`Machine.loop`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+
+from vmbmc.machine.types import (
+    ActionResult,
+    BootMode,
+    BootOverride,
+    BootPersistence,
+    BootTarget,
+    Inventory,
+    PowerAction,
+    PowerStatus,
+    Requester,
+)
+
+
+class Machine(abc.ABC):
+    """Power and boot state of one VM as one BMC sees and changes it."""
+
+    #: "namespace/name" of the VM
+    vm: str
+    #: "namespace/name" of the VirtualMachineBMC, or None in standalone mode
+    bmc: str | None
+    #: the loop the coroutines below run on
+    loop: asyncio.AbstractEventLoop
+
+    # --- reads: from the cache, < 1 ms, never raise for a cached VM -------------------------
+    @abc.abstractmethod
+    def power_status(self) -> PowerStatus:
+        """Observed state. Raises NotFound if the VM does not exist (as far as the cache knows)."""
+
+    @abc.abstractmethod
+    def boot_override(self) -> BootOverride:
+        """The override in effect as stored, plus a write not yet confirmed by the watch."""
+
+    @abc.abstractmethod
+    def inventory(self) -> Inventory:
+        """UUID, CPUs, memory, NICs, disks and boot mode from the VM spec (and VMI status)."""
+
+    @abc.abstractmethod
+    def supported_boot_targets(self) -> tuple[BootTarget, ...]:
+        """Targets this VM can honour (None always; Pxe only with a NIC; Cd only with a cdrom...)."""
+
+    # --- actions ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def submit(self, action: PowerAction, requester: Requester) -> ActionResult:
+        """Decide at once from the cache and schedule the KubeVirt call; never blocks.
+
+        For IPMI: returns at once with effect `pending` (call scheduled) or `none` (nothing to do),
+        or raises Busy / Refused / NotSupported / NotFound. A second submit with the same
+        `requester.request_id` returns the first one's result and calls nothing.
+        """
+
+    @abc.abstractmethod
+    async def act(
+        self, action: PowerAction, requester: Requester, *, settle_timeout: float = 30.0
+    ) -> ActionResult:
+        """Like `submit` but waits: while Busy it waits up to `settle_timeout` seconds for the
+        transition to settle, then acts and awaits KubeVirt's answer (effect `called`, or raises
+        BackendUnavailable / Forbidden / NotFound). For Redfish, where the request may block.
+        """
+
+    @abc.abstractmethod
+    def submit_boot_override(
+        self,
+        requester: Requester,
+        *,
+        target: BootTarget | None = None,
+        enabled: BootPersistence | None = None,
+        mode: BootMode | None = None,
+    ) -> BootOverride:
+        """Validate at once and schedule the write; never blocks (for IPMI).
+
+        `None` keeps that part as it is. Raises Invalid / NotSupported for a target the VM cannot
+        honour (never silently accepted). The returned override is what `boot_override()` reports
+        from now on.
+        """
+
+    @abc.abstractmethod
+    async def set_boot_override(
+        self,
+        requester: Requester,
+        *,
+        target: BootTarget | None = None,
+        enabled: BootPersistence | None = None,
+        mode: BootMode | None = None,
+    ) -> BootOverride:
+        """Like `submit_boot_override` but awaits the VM patch and the stored record (Redfish)."""
