@@ -1,0 +1,96 @@
+"""Sessions (login, use, logout, expiry, bound) and failed-login accounting."""
+
+from __future__ import annotations
+
+import base64
+
+from vmbmc.redfish.sessions import SessionStore
+
+SESSIONS = "/redfish/v1/SessionService/Sessions"
+GOOD = {"UserName": "admin", "Password": "password-for-tests"}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def test_login_use_logout(anon) -> None:
+    r = await anon.post(SESSIONS, json=GOOD)
+    assert r.status_code == 201
+    token, location = r.headers["X-Auth-Token"], r.headers["Location"]
+    assert location.startswith(SESSIONS + "/")
+    assert r.json()["@odata.id"] == location and r.json()["UserName"] == "admin"
+    assert "Password" not in r.text and token not in r.text
+    auth = {"X-Auth-Token": token}
+    assert (await anon.get("/redfish/v1/Systems/vm1", headers=auth)).status_code == 200
+    members = (await anon.get(SESSIONS, headers=auth)).json()["Members"]
+    assert {"@odata.id": location} in members
+    assert (await anon.get(location, headers=auth)).status_code == 200
+    assert (await anon.delete(location, headers=auth)).status_code == 204
+    assert (await anon.get("/redfish/v1/Systems/vm1", headers=auth)).status_code == 401
+    r = await anon.delete(location, headers=basic("admin", "password-for-tests"))
+    assert r.status_code == 404
+
+
+async def test_expired_token(app, anon) -> None:
+    now = [1000.0]
+    app.state.service.sessions = SessionStore(timeout=60, clock=lambda: now[0])
+    token = (await anon.post(SESSIONS, json=GOOD)).headers["X-Auth-Token"]
+    now[0] += 59
+    assert (await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": token})).status_code == 200
+    now[0] += 59  # idle timeout: counted from the last use
+    assert (await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": token})).status_code == 200
+    now[0] += 61
+    r = await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": token})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"].endswith("NoValidSession")
+
+
+async def test_session_count_is_bounded(app, anon) -> None:
+    app.state.service.sessions = SessionStore(max_sessions=3)
+    tokens = [(await anon.post(SESSIONS, json=GOOD)).headers["X-Auth-Token"] for _ in range(4)]
+    statuses = [(await anon.get("/redfish/v1", headers={"X-Auth-Token": t})).status_code for t in tokens]
+    assert statuses == [200] * 4  # the root needs no auth; check a protected resource instead
+    statuses = [
+        (await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": t})).status_code for t in tokens
+    ]
+    assert statuses == [401, 200, 200, 200], "the least recently used session was closed"
+
+
+async def test_bad_logins(anon, limiter) -> None:
+    r = await anon.post(SESSIONS, json={"UserName": "admin", "Password": "wrong"})
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+    r = await anon.post(SESSIONS, json={"UserName": "admin"})
+    assert r.status_code == 400 and r.json()["error"]["code"].endswith("CreateFailedMissingReqProperties")
+    r = await anon.post(SESSIONS, json={"UserName": "admin", "Password": 5})
+    assert r.status_code == 400 and "5" not in r.json()["error"]["message"]
+    assert (await anon.get("/redfish/v1/Systems", headers=basic("admin", "nope"))).status_code == 401
+    assert (await anon.get("/redfish/v1/Systems", headers={"Authorization": "Basic !!"})).status_code == 401
+    assert (await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": "forged"})).status_code == 401
+    assert len(limiter._failures["127.0.0.1"]) == 2  # wrong passwords count; garbage headers do not
+
+
+async def test_blocked_client_still_gets_in_with_right_password(anon, limiter) -> None:
+    for _ in range(limiter.limit):
+        await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))
+    assert limiter.blocked("127.0.0.1")
+    assert (await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))).status_code == 401
+    ok = await anon.get("/redfish/v1/Systems", headers=basic("admin", "password-for-tests"))
+    assert ok.status_code == 200
+    assert (await anon.post(SESSIONS, json=GOOD)).status_code == 201
+
+
+async def test_no_credentials_no_power_change(anon, machine) -> None:
+    r = await anon.post("/redfish/v1/Systems/vm1/Actions/ComputerSystem.Reset", json={"ResetType": "On"})
+    assert r.status_code == 401
+    r = await anon.patch("/redfish/v1/Systems/vm1", json={"Boot": {"BootSourceOverrideTarget": "Pxe"}})
+    assert r.status_code == 401
+    assert machine.calls == [] and machine.boot_calls == []
+
+
+def test_store_keeps_only_digests() -> None:
+    store = SessionStore()
+    session, token = store.create("admin", "127.0.0.1")
+    assert token not in repr(store._by_digest)
+    assert store.lookup(token) is session
+    assert store.delete(session.id) and store.lookup(token) is None

@@ -1,0 +1,179 @@
+"""The Redfish application of one BMC: a table of resources, then the middleware around it.
+
+Request path (outermost first): access log → OData/security headers → body limit (413) →
+authentication (token or Basic) → ETag / If-Match → routes below → exception handlers (Base
+registry error bodies).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from vmbmc.auth import Credentials, LoginLimiter
+from vmbmc.machine.api import Machine
+from vmbmc.machine.errors import MachineError
+from vmbmc.redfish import paths
+from vmbmc.redfish.auth import AuthMiddleware
+from vmbmc.redfish.context import ManagerInfo, Service
+from vmbmc.redfish.errors import RedfishError, from_machine_error
+from vmbmc.redfish.etag import ETagMiddleware
+from vmbmc.redfish.middleware import AccessLogMiddleware, BodyLimitMiddleware, RedfishHeadersMiddleware
+from vmbmc.redfish.resources import (
+    accounts,
+    chassis,
+    inventory,
+    managers,
+    registries,
+    root,
+    sessions,
+    systems,
+)
+from vmbmc.redfish.sessions import SessionStore
+
+log = logging.getLogger(__name__)
+
+SYSTEM = f"{paths.SYSTEMS}/{{system_id}}"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route(path: str, **handlers: Endpoint) -> Route:
+    """One resource: its URI and an endpoint per HTTP method (HEAD is answered as GET).
+
+    One Route per URI, so a 405 names every method the resource allows in its `Allow` header.
+    """
+
+    allow = ", ".join([*handlers, "HEAD"] if "GET" in handlers else handlers)
+
+    async def dispatch(request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
+            response = await handlers["GET"](request)
+            response.headers["Allow"] = allow
+            return response
+        return await handlers[request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers), name=path)
+
+
+ROUTES = [
+    route("/redfish",                                   GET=root.versions),
+    route("/redfish/",                                  GET=root.versions),
+    route(paths.ROOT,                                   GET=root.service_root),
+    route(paths.ROOT + "/",                             GET=root.service_root),
+    route(paths.ODATA,                                  GET=root.odata),
+    route(paths.METADATA,                               GET=root.metadata),
+    route(paths.SYSTEMS,                                GET=systems.systems),
+    route(SYSTEM,                                       GET=systems.get_system, PATCH=systems.patch_system),
+    route(f"{SYSTEM}/Actions/ComputerSystem.Reset",     POST=systems.reset_system),
+    route(f"{SYSTEM}/EthernetInterfaces",               GET=inventory.ethernet_interfaces),
+    route(f"{SYSTEM}/EthernetInterfaces/{{nic_id}}",    GET=inventory.ethernet_interface),
+    route(f"{SYSTEM}/Processors",                       GET=inventory.processors),
+    route(f"{SYSTEM}/Processors/{{processor_id}}",      GET=inventory.processor),
+    route(f"{SYSTEM}/SimpleStorage",                    GET=inventory.simple_storage_collection),
+    route(f"{SYSTEM}/SimpleStorage/{{storage_id}}",     GET=inventory.simple_storage),
+    route(paths.MANAGERS,                               GET=managers.managers),
+    route(paths.MANAGER,                                GET=managers.manager),
+    route(f"{paths.MANAGER}/Actions/Manager.Reset",     POST=managers.reset_manager),
+    route(paths.NETWORK_PROTOCOL,                       GET=managers.network_protocol),
+    route(paths.CHASSIS_COLLECTION,                     GET=chassis.chassis_collection),
+    route(paths.CHASSIS,                                GET=chassis.chassis),
+    route(paths.ACCOUNT_SERVICE,                        GET=accounts.account_service),
+    route(paths.ACCOUNTS,                               GET=accounts.accounts),
+    route(f"{paths.ACCOUNTS}/{{account_id}}",           GET=accounts.account),
+    route(paths.ROLES,                                  GET=accounts.roles),
+    route(f"{paths.ROLES}/{{role_id}}",                 GET=accounts.role),
+    route(paths.SESSION_SERVICE,                        GET=sessions.session_service),
+    route(paths.SESSIONS,                               GET=sessions.sessions, POST=sessions.login),
+    route(f"{paths.SESSIONS}/Members",                  POST=sessions.login),
+    route(f"{paths.SESSIONS}/{{session_id}}",           GET=sessions.session, DELETE=sessions.logout),
+    route(paths.REGISTRIES,                             GET=registries.registries),
+    route(f"{paths.REGISTRIES}/Base",                   GET=registries.base_file),
+    route(f"{paths.REGISTRIES}/Base/{{registry}}",      GET=registries.base_registry_document),
+]
+
+
+async def _redfish_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RedfishError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        return RedfishError(404, "ResourceMissingAtURI", request.url.path).response()
+    if exc.status_code == 405:
+        return RedfishError(405, "OperationNotAllowed", headers=headers).response()
+    error = RedfishError(exc.status_code, "GeneralError", resolution=str(exc.detail), headers=headers)
+    return error.response()
+
+
+async def _machine_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MachineError)
+    return from_machine_error(exc).response()
+
+
+async def _redirect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, systems.Redirect)
+    return exc.response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"method": request.method, "path": request.url.path})
+    return RedfishError(500, "InternalError").response()
+
+
+def create_app(
+    machine: Machine,
+    credentials: Credentials,
+    *,
+    limiter: LoginLimiter | None = None,
+    manager_info: dict[str, Any] | None = None,
+    session_timeout: float = 1800.0,
+    max_sessions: int = 64,
+    settle_timeout: float = 30.0,
+    max_body: int = 64 * 1024,
+) -> Starlette:
+    """The Redfish service of one BMC: one System (the VM), Manager `BMC`, Chassis `1`.
+
+    `manager_info` keys (all optional): `ipmi_port` (int; None = no IPMI), `redfish_port` (int;
+    default: the port a request arrived on), `https` (bool, default True), `version` (str, default
+    vmbmc's). `limiter` is shared with the IPMI front end of the same BMC so failed logins count
+    across protocols.
+    """
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(AccessLogMiddleware),
+            Middleware(RedfishHeadersMiddleware),
+            Middleware(BodyLimitMiddleware),
+            Middleware(AuthMiddleware),
+            Middleware(ETagMiddleware),
+        ],
+        exception_handlers={
+            RedfishError: _redfish_error,
+            HTTPException: _http_error,
+            MachineError: _machine_error,
+            systems.Redirect: _redirect,
+            Exception: _internal_error,
+        },
+    )
+    app.state.service = Service(
+        machine=machine,
+        credentials=credentials,
+        limiter=limiter or LoginLimiter(),
+        sessions=SessionStore(timeout=session_timeout, max_sessions=max_sessions),
+        manager=ManagerInfo.from_dict(manager_info),
+        settle_timeout=settle_timeout,
+        max_body=max_body,
+    )
+    return app

@@ -1,0 +1,1 @@
+"""One module per Redfish resource kind; each exposes short async endpoints for the routes table."""

@@ -1,0 +1,84 @@
+"""Which DMTF schema versions vmbmc serves: `@odata.type` values and the `$metadata` document.
+
+Every resource's `@odata.type` is built here, and `$metadata` references exactly these schemas at
+DMTF's URIs (contracts §10: we never write CSDL ourselves). A unit test checks that each versioned
+namespace exists in DMTF's published CSDL.
+"""
+
+from __future__ import annotations
+
+import functools
+from xml.sax.saxutils import quoteattr
+
+#: schema name -> version of the namespace we implement; None for the unversioned collections
+VERSIONS: dict[str, str | None] = {
+    "ServiceRoot": "v1_17_0",
+    "ComputerSystem": "v1_22_0",
+    "ComputerSystemCollection": None,
+    "EthernetInterface": "v1_12_0",
+    "EthernetInterfaceCollection": None,
+    "SimpleStorage": "v1_3_1",
+    "SimpleStorageCollection": None,
+    "Processor": "v1_20_0",
+    "ProcessorCollection": None,
+    "Manager": "v1_19_0",
+    "ManagerCollection": None,
+    "ManagerNetworkProtocol": "v1_10_0",
+    "Chassis": "v1_25_0",
+    "ChassisCollection": None,
+    "AccountService": "v1_15_0",
+    "ManagerAccount": "v1_12_0",
+    "ManagerAccountCollection": None,
+    "Role": "v1_3_2",
+    "RoleCollection": None,
+    "SessionService": "v1_1_9",
+    "Session": "v1_7_0",
+    "SessionCollection": None,
+    "MessageRegistryFile": "v1_1_4",
+    "MessageRegistryFileCollection": None,
+    "Message": "v1_2_0",
+}
+
+#: schemas referenced by the types above (common types) that $metadata must also name
+_SUPPORT = ("Resource", "RedfishExtensions")
+
+_DMTF = "http://redfish.dmtf.org/schemas/v1"
+
+
+def odata_type(schema: str) -> str:
+    """`#ComputerSystem.v1_22_0.ComputerSystem`, or `#ComputerSystemCollection.ComputerSystemCollection`."""
+    version = VERSIONS[schema]
+    return f"#{schema}.{version}.{schema}" if version else f"#{schema}.{schema}"
+
+
+@functools.cache
+def metadata_xml() -> bytes:
+    """The service's `$metadata`: references to DMTF's CSDL for every namespace we use."""
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">',
+    ]
+    for schema, version in VERSIONS.items():
+        lines.append(f"  <edmx:Reference Uri={quoteattr(f'{_DMTF}/{schema}_v1.xml')}>")
+        lines.append(f'    <edmx:Include Namespace="{schema}"/>')
+        if version:
+            lines.append(f'    <edmx:Include Namespace="{schema}.{version}"/>')
+        lines.append("  </edmx:Reference>")
+    for schema in _SUPPORT:
+        lines.append(f"  <edmx:Reference Uri={quoteattr(f'{_DMTF}/{schema}_v1.xml')}>")
+        if schema == "RedfishExtensions":
+            lines.append('    <edmx:Include Namespace="RedfishExtensions.v1_0_0" Alias="Redfish"/>')
+        else:
+            lines.append(f'    <edmx:Include Namespace="{schema}"/>')
+            lines.append(f'    <edmx:Include Namespace="{schema}.v1_0_0"/>')
+        lines.append("  </edmx:Reference>")
+    root = f"ServiceRoot.{VERSIONS['ServiceRoot']}"
+    lines += [
+        "  <edmx:DataServices>",
+        '    <Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="Service">',
+        f'      <EntityContainer Name="Service" Extends="{root}.ServiceContainer"/>',
+        "    </Schema>",
+        "  </edmx:DataServices>",
+        "</edmx:Edmx>",
+    ]
+    return ("\n".join(lines) + "\n").encode()
