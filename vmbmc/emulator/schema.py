@@ -33,6 +33,8 @@ Fidelity notes (gaps against kube-apiserver, by design or by library):
   The Kubernetes string library (lowerAscii, upperAscii, trim, split, replace, indexOf, lastIndexOf, join,
   substring, charAt) and list helpers (isSorted, sum, min, max, indexOf, lastIndexOf) are added here;
   ``url()``, ``quantity()``, ``ip()``/``cidr()`` and ``format`` libraries are not.
+- CEL values are typed by the schema as upstream: ``format: date-time`` strings are timestamps, ``duration``
+  durations, ``byte`` bytes. ``matches()`` uses Python ``re`` rather than RE2.
 - CEL failures on objects and arrays print ``Invalid value: <message>`` (kube-apiserver >= 1.31 omits compound
   values; older servers printed ``Invalid value: "object": <message>``); on scalars the value is shown.
 - oneOf/anyOf/allOf/not use go-openapi's wording; formats checked: int32, int64, date-time, date, byte.
@@ -774,6 +776,39 @@ def _self_view(v: Any, s: dict, is_resource: bool) -> Any:
     return v
 
 
+def _to_cel(v: Any, s: dict | None) -> Any:
+    """JSON -> CEL values typed by the schema, as Kubernetes does: strings with format date-time become
+    timestamps, duration durations, byte bytes; everything else maps to its plain CEL type."""
+    if s is None:
+        return celpy.json_to_cel(v)
+    if isinstance(v, dict):
+        props: dict = s.get("properties") or {}
+        additional = s.get("additionalProperties")
+        return celtypes.MapType(
+            {
+                celtypes.StringType(k): _to_cel(
+                    x, props.get(k) if k in props else (additional if isinstance(additional, dict) else None)
+                )
+                for k, x in v.items()
+            }
+        )
+    if isinstance(v, list):
+        items = s.get("items")
+        return celtypes.ListType([_to_cel(x, items if isinstance(items, dict) else None) for x in v])
+    if isinstance(v, str) and not s.get("x-kubernetes-int-or-string"):
+        fmt = s.get("format")
+        try:
+            if fmt == "date-time":
+                return celtypes.TimestampType(v)
+            if fmt == "duration":
+                return celtypes.DurationType(v)
+            if fmt == "byte":
+                return celtypes.BytesType(base64.b64decode(v))
+        except (ValueError, TypeError):
+            return celtypes.StringType(v)
+    return celpy.json_to_cel(v)
+
+
 def _field_path_suffix(path: str, field_path: str) -> str:
     # fieldPath is a relative JSONPath: ".a.b" or "['x.y']" segments.
     out = path
@@ -787,10 +822,9 @@ def _cel_node(
 ) -> None:
     rules = s.get("x-kubernetes-validations") or []
     if rules and v is not None:
-        self_val = celpy.json_to_cel(_self_view(v, s, is_resource))
-        activation: dict = {"self": self_val}
+        activation: dict = {"self": _to_cel(_self_view(v, s, is_resource), s)}
         if has_old and old is not None:
-            activation["oldSelf"] = celpy.json_to_cel(_self_view(old, s, is_resource))
+            activation["oldSelf"] = _to_cel(_self_view(old, s, is_resource), s)
         for rule in rules:
             _cel_rule(rule, v, s, path, activation, out)
     if v is None:

@@ -804,3 +804,31 @@ def test_crd_needs_exactly_one_storage_version_and_a_schema() -> None:
     msgs = texts(S.validate_crd(bad))
     assert "spec.versions: Invalid value: must have exactly one version marked as storage version" in msgs
     assert "spec.versions[1].schema.openAPIV3Schema: Required value: schemas are required" in msgs
+
+
+def test_cel_values_typed_by_format() -> None:
+    schema = _cel(
+        [{"rule": "self.t < timestamp('2030-01-01T00:00:00Z') && self.d >= duration('1m')"}],
+        {"t": {"type": "string", "format": "date-time"}, "d": {"type": "string", "format": "duration"}},
+    )
+    assert S.validate({"spec": {"t": "2024-05-01T10:00:00Z", "d": "90s"}}, schema) == []
+    assert len(S.validate({"spec": {"t": "2031-05-01T10:00:00Z", "d": "90s"}}, schema)) == 1
+
+
+def test_cel_on_additional_properties_map_values() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "labels": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "string",
+                    "x-kubernetes-validations": [{"rule": "size(self) < 4"}],
+                },
+            }
+        },
+    }
+    assert S.validate({"labels": {"a": "abc"}}, schema) == []
+    assert texts(S.validate({"labels": {"a": "abcd"}}, schema)) == [
+        'labels[a]: Invalid value: "abcd": failed rule: size(self) < 4'
+    ]
