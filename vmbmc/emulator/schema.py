@@ -18,6 +18,8 @@ Public API (pure functions; ``schema`` is a CRD version's ``schema.openAPIV3Sche
         prune + apply_defaults + validate, the order kube-apiserver decodes and validates a custom resource.
     invalid_message(qualified_kind, name, causes) -> str
         The 422 Status message: ``<Kind>.<group> "<name>" is invalid: [c1, c2]`` (one cause: no brackets).
+    qualified_kind(kind, group) -> str
+        ``VirtualMachineBMC.virtualmachine.kubevirt.io`` (``Pod`` for the core group), for invalid_message.
     cause_text(cause) -> str
         ``"<field>: <message>"`` as field.Error.Error() prints it.
     validate_crd(crd) -> list[Cause]
@@ -33,6 +35,7 @@ Fidelity notes (gaps against kube-apiserver, by design or by library):
   The Kubernetes string library (lowerAscii, upperAscii, trim, split, replace, indexOf, lastIndexOf, join,
   substring, charAt) and list helpers (isSorted, sum, min, max, indexOf, lastIndexOf) are added here;
   ``url()``, ``quantity()``, ``ip()``/``cidr()`` and ``format`` libraries are not.
+- No validation ratcheting (kube-apiserver >= 1.30 lets an update keep an unchanged invalid value).
 - CEL values are typed by the schema as upstream: ``format: date-time`` strings are timestamps, ``duration``
   durations, ``byte`` bytes. ``matches()`` uses Python ``re`` rather than RE2.
 - CEL failures on objects and arrays print ``Invalid value: <message>`` (kube-apiserver >= 1.31 omits compound
@@ -63,6 +66,7 @@ __all__ = [
     "cause_text",
     "invalid_message",
     "prune",
+    "qualified_kind",
     "validate",
     "validate_crd",
 ]
@@ -190,6 +194,11 @@ def _cause(reason: str, field: str, value: Any = _OMIT, detail: str = "") -> Cau
 
 def cause_text(cause: Cause) -> str:
     return f"{cause['field']}: {cause['message']}"
+
+
+def qualified_kind(kind: str, group: str) -> str:
+    """schema.GroupKind.String(): ``Kind.group``, or ``Kind`` for the core group."""
+    return f"{kind}.{group}" if group else kind
 
 
 def invalid_message(qualified_kind: str, name: str, causes: Iterable[Cause]) -> str:
@@ -951,11 +960,15 @@ def validate(obj: Any, schema: dict | None, *, old: Any = None) -> list[Cause]:
     if schema is None:
         return []
     v = _Validator()
-    root = (
-        {k: x for k, x in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-        if isinstance(obj, dict)
-        else obj
-    )
+    root = obj
+    if isinstance(obj, dict):
+        # apiVersion/kind are checked by the server, metadata by ObjectMeta rules; a CRD schema may only
+        # constrain metadata.name and metadata.generateName, so only those are validated against it.
+        root = {k: x for k, x in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        if isinstance(obj.get("metadata"), dict) and "metadata" in (schema.get("properties") or {}):
+            root["metadata"] = {
+                k: obj["metadata"][k] for k in ("name", "generateName") if k in obj["metadata"]
+            }
     v.node(root, schema, "")
     causes = v.causes
     _list_types(obj, schema, "", causes)

@@ -832,3 +832,23 @@ def test_cel_on_additional_properties_map_values() -> None:
     assert texts(S.validate({"labels": {"a": "abcd"}}, schema)) == [
         'labels[a]: Invalid value: "abcd": failed rule: size(self) < 4'
     ]
+
+
+def test_metadata_name_constraints_from_schema() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}}}
+        },
+    }
+    assert S.validate({"metadata": {"name": "short", "uid": "x" * 50}}, schema) == []
+    assert texts(S.validate({"metadata": {"name": "toolong"}}, schema)) == [
+        "metadata.name: Too long: may not be more than 5 bytes"
+    ]
+
+
+def test_qualified_kind() -> None:
+    assert S.qualified_kind("VirtualMachineBMC", "virtualmachine.kubevirt.io") == (
+        "VirtualMachineBMC.virtualmachine.kubevirt.io"
+    )
+    assert S.qualified_kind("Pod", "") == "Pod"
