@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
+_IDLE_CLOSE = 0.5
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -70,6 +71,17 @@ class RedfishServer:
     async def stop(self) -> None:
         """Stop accepting, close connections (in-flight requests get up to 5 s), free the port."""
         self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), _IDLE_CLOSE)
+        except TimeoutError:
+            # Idle keep-alive TLS connections wait for the client's close_notify, which a client
+            # in its keep-alive pool never sends: drop them, as a BMC reboot would.
+            for connection in list(self._server.server_state.connections):
+                cycle = getattr(connection, "cycle", None)
+                transport = getattr(connection, "transport", None)
+                idle = cycle is None or getattr(cycle, "response_complete", False)
+                if idle and transport is not None:
+                    transport.abort()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), _STOP_TIMEOUT)
         except TimeoutError:

@@ -1,0 +1,100 @@
+"""Over a real socket: gofish/bmclib-shaped requests, TLS, keep-alive and the server lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+import httpx
+import pytest
+from conftest import PASSWORD, USER, start
+
+from vmbmc.auth import StaticCredentials
+from vmbmc.machine.types import BootMode, BootTarget, PowerAction
+from vmbmc.redfish import create_app, serve
+from vmbmc.redfish.tls import self_signed_certificate
+
+SYSTEM = "/redfish/v1/Systems/vm1"
+
+
+async def gofish_session(client: httpx.AsyncClient) -> dict[str, str]:
+    """gofish.Connect: POST the session, keep X-Auth-Token and Location."""
+    r = await client.post(
+        "/redfish/v1/SessionService/Sessions", json={"UserName": USER, "Password": PASSWORD}
+    )
+    assert r.status_code == 201
+    return {"X-Auth-Token": r.headers["X-Auth-Token"], "Location": r.headers["Location"]}
+
+
+async def test_gofish_flow(server, machine) -> None:
+    async with httpx.AsyncClient(base_url=server.url, verify=False) as client:
+        session = await gofish_session(client)
+        auth = {"X-Auth-Token": session["X-Auth-Token"]}
+        r = await client.get(SYSTEM, headers=auth)
+        etag, boot = r.headers["ETag"], r.json()["Boot"]
+        # SetBoot: the whole Boot object it read, with new values and Go zero values
+        boot.update(
+            BootSourceOverrideTarget="Pxe",
+            BootSourceOverrideEnabled="Once",
+            BootSourceOverrideMode="UEFI",
+            BootOrder=[],
+            UefiTargetBootSourceOverride="",
+            HttpBootUri="",
+        )
+        r = await client.patch(SYSTEM, json={"Boot": boot}, headers={**auth, "If-Match": etag})
+        assert r.status_code == 204, r.text
+        # Reset with the (now stale) ETag in If-Match: tolerated on actions
+        r = await client.post(
+            f"{SYSTEM}/Actions/ComputerSystem.Reset",
+            json={"ResetType": "ForceRestart"},
+            headers={**auth, "If-Match": etag},
+        )
+        assert r.status_code == 204, r.text
+        # Logout through Location
+        assert (await client.delete(session["Location"], headers=auth)).status_code == 204
+        assert (await client.get(SYSTEM, headers=auth)).status_code == 401
+    assert machine.boot_override().target is BootTarget.PXE
+    assert machine.boot_override().mode is BootMode.UEFI
+    assert [a for a, _ in machine.calls] == [PowerAction.RESET]
+
+
+async def test_keep_alive_and_basic(server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, verify=False, auth=(USER, PASSWORD)) as client:
+        for _ in range(20):
+            assert (await client.get(SYSTEM)).status_code == 200
+
+
+async def test_tls_certificate_from_files(machine, tmp_path) -> None:
+    cert, key = self_signed_certificate(names=("bmc.test",), directory=tmp_path)
+    app = create_app(machine, StaticCredentials(USER, PASSWORD))
+    srv = await serve(app, "127.0.0.1", 0, tls_cert=str(cert), tls_key=str(key))
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        async with httpx.AsyncClient(base_url=srv.url, verify=context) as client:
+            assert (await client.get("/redfish/v1/")).status_code == 200
+    finally:
+        await srv.stop()
+
+
+async def test_stop_frees_the_port_and_removes_generated_cert(machine) -> None:
+    srv = await start(machine, http=False)
+    tls_dir = srv._tls_dir
+    assert tls_dir is not None and (tls_dir / "tls.key").exists()
+    port = srv.port
+    async with httpx.AsyncClient(base_url=srv.url, verify=False) as client:
+        assert (await client.get("/redfish/v1/")).status_code == 200
+        await asyncio.wait_for(srv.stop(), 15)  # with a keep-alive connection open
+    assert not tls_dir.exists()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
+
+
+async def test_port_in_use_raises(machine) -> None:
+    srv = await start(machine, http=True)
+    try:
+        with pytest.raises(OSError):
+            await serve(create_app(machine, StaticCredentials("a", "b")), "127.0.0.1", srv.port, http=True)
+    finally:
+        await srv.stop()

@@ -1,0 +1,101 @@
+"""DMTF's Redfish Service Validator and Protocol Validator against the real server: zero failures.
+
+The service validator runs offline (contracts §10): `--schema_directory <DMTF csdl> --skipschema`
+makes it read DMTF's published CSDL from disk and never download. Both tools use `requests`, which
+prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over `verify=False`; they are removed from the
+validators' environment so the self-signed certificate is accepted as `--no-cert-check` intends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, USER
+
+CSDL = Path(os.environ.get("REDFISH_CSDL", Path(__file__).parents[3].parent / "shared/redfish/csdl"))
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not installed (pip install '.[test]')")
+    return found
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+
+
+async def _run(*argv: str, timeout: float = 100) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=_env()
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.mark.skipif(not CSDL.is_dir(), reason=f"DMTF CSDL not found at {CSDL} (set REDFISH_CSDL)")
+@pytest.mark.parametrize("authtype", ["Session", "Basic"])
+async def test_service_validator(https_server, tmp_path: Path, authtype: str) -> None:
+    code, out = await _run(
+        _tool("rf_service_validator"),
+        "-r",
+        https_server.url,
+        "-u",
+        USER,
+        "-p",
+        PASSWORD,
+        "--authtype",
+        authtype,
+        "--logdir",
+        str(tmp_path),
+        "--schema_directory",
+        str(CSDL),
+        "--skipschema",
+    )
+    summary = out[out.rfind("PASS") - 200 :] if "PASS" in out else out[-2000:]
+    fails = [
+        line for line in out.splitlines() if "FAIL" in line and "Fail: 0" not in line and "|" not in line
+    ]
+    assert code == 0 and not fails, f"service validator failed:\n{chr(10).join(fails)}\n{summary}"
+    assert "Validating /redfish/v1/Systems/vm1..." in out, "the crawl reached the System"
+
+
+async def test_protocol_validator(https_server, tmp_path: Path) -> None:
+    _, out = await _run(
+        _tool("rf_protocol_validator"),
+        "-r",
+        https_server.url,
+        "-u",
+        USER,
+        "-p",
+        PASSWORD,
+        "--report-dir",
+        str(tmp_path),
+        "--report-type",
+        "tsv",
+        "--no-cert-check",
+    )
+    reports = list(tmp_path.glob("*.tsv"))
+    assert reports, out[-2000:]
+    with reports[0].open(newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    failed = [row for row in rows if "FAIL" in row or "WARN" in row]
+    assert not failed, "\n".join("\t".join(r)[:300] for r in failed)
+    passed = [row for row in rows if "PASS" in row]
+    assert len(passed) > 200, out[-2000:]
