@@ -98,3 +98,18 @@ async def test_port_in_use_raises(machine) -> None:
             await serve(create_app(machine, StaticCredentials("a", "b")), "127.0.0.1", srv.port, http=True)
     finally:
         await srv.stop()
+
+
+async def test_no_nagle_delay_on_keep_alive(machine) -> None:
+    """Sequential keep-alive requests must not wait for the client's delayed ACK (~40 ms each)."""
+    srv = await start(machine, http=True)
+    try:
+        async with httpx.AsyncClient(base_url=srv.url, auth=(USER, PASSWORD)) as client:
+            await client.get(SYSTEM)
+            started = asyncio.get_running_loop().time()
+            for _ in range(20):
+                assert (await client.get(SYSTEM)).status_code == 200
+            elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed < 0.6, f"20 requests took {elapsed:.2f} s: TCP_NODELAY missing?"
+    finally:
+        await srv.stop()

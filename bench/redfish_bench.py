@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Redfish benchmark: GET System requests/s, p50/p99 latency and RSS, vmbmc vs sushy-emulator.
+
+    python bench/redfish_bench.py [--duration 5] [--sushy-emulator /tmp/sushyvenv/bin/sushy-emulator]
+
+Each server runs in its own process (so its RSS is its own and the load generator does not share its
+GIL); the load generator is a minimal HTTP/1.1 keep-alive client on raw asyncio streams, one
+connection per concurrent client. Scenarios: 1 client, 16 concurrent clients. vmbmc serves plain
+HTTP with a session token (what Ironic sends after login); sushy-emulator `--fake` has no
+authentication. vmbmc's System comes from the test double Machine (tests/unit/redfish), so the
+numbers measure the Redfish front end, not KubeVirt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+USER, PASSWORD = "admin", "bench-password"
+
+
+# --- servers -----------------------------------------------------------------------------------
+def serve_vmbmc(port: int) -> None:
+    """`--serve PORT`: the vmbmc Redfish server of one BMC on a test-double Machine, plain HTTP."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "redfish"))
+    from machine_double import FakeMachine
+
+    from vmbmc.auth import StaticCredentials
+    from vmbmc.redfish import create_app, serve
+
+    async def main() -> None:
+        app = create_app(FakeMachine(), StaticCredentials(USER, PASSWORD), manager_info={"https": False})
+        server = await serve(app, "127.0.0.1", port, http=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in KiB from /proc (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+# --- load generator ----------------------------------------------------------------------------
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+    reconnects: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+    }
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    close = headers.get("connection", "").lower() == "close" or lines[0].startswith("HTTP/1.0")
+    return status, close
+
+
+async def _client(host: str, port: int, request: bytes, until: float, result: Result) -> None:
+    reader = writer = None
+    while time.perf_counter() < until:
+        if writer is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        started = time.perf_counter()
+        writer.write(request)
+        try:
+            status, close = await _read_response(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            writer = None
+            result.reconnects += 1
+            continue
+        result.latencies.append(time.perf_counter() - started)
+        result.requests += 1
+        if status != 200:
+            result.errors += 1
+        if close:
+            writer.close()
+            writer = None
+            result.reconnects += 1
+    if writer is not None:
+        writer.close()
+
+
+async def load(
+    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float
+) -> Result:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Accept: application/json",
+        "Connection: keep-alive",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    warm = Result(0, 1, [], 0, 0)
+    await asyncio.gather(
+        *(_client(host, port, request, time.perf_counter() + 0.5, warm) for _ in range(clients))
+    )
+    result = Result(0, duration, [], 0, 0)
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(host, port, request, start + duration, result) for _ in range(clients)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# --- runs --------------------------------------------------------------------------------------
+def vmbmc_target() -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
+    body = json.dumps({"UserName": USER, "Password": PASSWORD}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/redfish/v1/SessionService/Sessions",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req) as r:
+        token = r.headers["X-Auth-Token"]
+    return proc, port, "/redfish/v1/Systems/vm1", {"X-Auth-Token": token}
+
+
+def sushy_target(binary: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+    port = free_port()
+    config = Path(tempfile.mkdtemp(prefix="sushy-bench-")) / "emulator.conf"
+    config.write_text("SUSHY_EMULATOR_AUTH_FILE = None\n")
+    proc = subprocess.Popen(
+        [binary, "--fake", "-i", "127.0.0.1", "-p", str(port), "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1/Systems") as r:
+        system = json.load(r)["Members"][0]["@odata.id"]
+    return proc, port, system, {}
+
+
+def run(name: str, target, duration: float) -> list[dict]:
+    proc, port, path, headers = target
+    rows = []
+    try:
+        for clients in (1, 16):
+            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration))
+            rss, hwm = rss_kib(proc.pid)
+            rows.append(
+                {
+                    "server": name,
+                    "clients": clients,
+                    "rps": round(result.rps),
+                    "p50_ms": round(result.percentile(50), 2),
+                    "p99_ms": round(result.percentile(99), 2),
+                    "errors": result.errors,
+                    "reconnects": result.reconnects,
+                    "rss_mib": round(rss / 1024, 1),
+                    "peak_rss_mib": round(hwm / 1024, 1),
+                }
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
+    parser.add_argument(
+        "--sushy-emulator",
+        default=os.environ.get("SUSHY_EMULATOR", "/tmp/sushyvenv/bin/sushy-emulator"),
+        help="sushy-emulator binary (sushy-tools 2.2.0); skipped when missing",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = parser.parse_args()
+    if args.serve:
+        serve_vmbmc(args.serve)
+        return 0
+    rows = run("vmbmc", vmbmc_target(), args.duration)
+    if Path(args.sushy_emulator).exists():
+        rows += run("sushy-emulator --fake", sushy_target(args.sushy_emulator), args.duration)
+    else:
+        print(f"# sushy-emulator not found at {args.sushy_emulator}; vmbmc only", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("| server | clients | req/s | p50 ms | p99 ms | errors | reconnects | RSS MiB | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['server']} | {r['clients']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+            f"| {r['reconnects']} | {r['rss_mib']} | {r['peak_rss_mib']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
