@@ -8,30 +8,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "redfish"))
+sys.path.insert(0, str(Path(__file__).parent))
 
-from machine_double import FakeMachine
+from redfish_servers import FakeMachine, start
 
-from vmbmc.auth import LoginLimiter, StaticCredentials
-from vmbmc.redfish import RedfishServer, create_app, serve
-
-USER, PASSWORD = "admin", "integration-password"
+from vmbmc.redfish import RedfishServer
 
 
 @pytest.fixture
 async def machine() -> FakeMachine:
     return FakeMachine(transition_delay=0.3)
-
-
-async def start(machine: FakeMachine, *, http: bool) -> RedfishServer:
-    app = create_app(
-        machine,
-        StaticCredentials(USER, PASSWORD),
-        limiter=LoginLimiter(),
-        manager_info={"ipmi_port": 10623, "https": not http, "version": "test"},
-        settle_timeout=5,
-    )
-    return await serve(app, "127.0.0.1", 0, http=http)
 
 
 @pytest.fixture(params=["http", "https"])

@@ -8,7 +8,7 @@ import ssl
 
 import httpx
 import pytest
-from conftest import PASSWORD, USER, start
+from redfish_servers import PASSWORD, USER, start
 
 from vmbmc.auth import StaticCredentials
 from vmbmc.machine.types import BootMode, BootTarget, PowerAction

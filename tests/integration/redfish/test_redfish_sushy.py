@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import sushy
 import urllib3
-from conftest import PASSWORD, USER
+from redfish_servers import PASSWORD, USER
 from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
 from vmbmc.machine.types import BootMode, BootPersistence, BootTarget

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, USER
+from redfish_servers import PASSWORD, USER
 
 CSDL = Path(os.environ.get("REDFISH_CSDL", Path(__file__).parents[3].parent / "shared/redfish/csdl"))
 BIN = Path(sys.executable).parent
