@@ -29,7 +29,7 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         value = json.loads(raw, object_pairs_hook=_no_duplicates)
     except _Duplicate as exc:
         raise RedfishError(400, "PropertyDuplicate", exc.key) from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RedfishError(400, "MalformedJSON") from None
     if not isinstance(value, dict):
         raise RedfishError(400, "MalformedJSON", resolution="The request body must be a JSON object.")

@@ -90,3 +90,36 @@ async def test_unexpected_error_is_a_redfish_500(app, machine) -> None:
         r = await client.get("/redfish/v1/Systems/vm1")
     assert r.status_code == 500 and code(r) == "InternalError"
     assert "bug" not in r.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 30000 + b"]" * 30000, b'{"ResetType": "On"', b"\xff\xfe", b"null", b'{"ResetType": NaN}'],
+)
+async def test_hostile_bodies_are_4xx(client, machine, raw) -> None:
+    r = await client.post(
+        "/redfish/v1/Systems/vm1/Actions/ComputerSystem.Reset",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert machine.calls == []
+
+
+async def test_no_request_gets_a_500(client, machine) -> None:
+    from test_redfish_resources import crawl
+
+    uris = [
+        *await crawl(client),
+        "/redfish/v1/Systems/vm1/Actions/ComputerSystem.Reset",
+        "/redfish/v1/Managers/BMC/Actions/Manager.Reset",
+        "/redfish/v1/SessionService/Sessions/Members",
+    ]
+    bodies = [b"", b"{}", b'{"x": 1}', b'{"Boot": null}', b'{"ResetType": null}', b"garbage"]
+    for uri in uris:
+        for method in ("GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"):
+            for body in bodies:
+                r = await client.request(
+                    method, uri, content=body, headers={"Content-Type": "application/json"}
+                )
+                assert r.status_code < 500, f"{method} {uri} {body!r} -> {r.status_code} {r.text}"
