@@ -94,3 +94,26 @@ def test_store_keeps_only_digests() -> None:
     assert token not in repr(store._by_digest)
     assert store.lookup(token) is session
     assert store.delete(session.id) and store.lookup(token) is None
+
+
+async def test_access_log_line_without_secrets(anon, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    r = await anon.post(SESSIONS, json=GOOD)
+    token = r.headers["X-Auth-Token"]
+    await anon.get("/redfish/v1/Systems/vm1", headers={"X-Auth-Token": token})
+    await anon.get("/redfish/v1/Systems/vm1", headers=basic("admin", "password-for-tests"))
+    lines = [rec for rec in caplog.records if rec.name == "vmbmc.redfish.access"]
+    assert len(lines) == 3
+    last = lines[-1]
+    assert (last.method, last.path, last.status, last.user, last.client) == (
+        "GET",
+        "/redfish/v1/Systems/vm1",
+        200,
+        "admin",
+        "127.0.0.1",
+    )
+    assert last.duration_ms >= 0 and len(last.request_id) == 32
+    everything = " ".join(f"{rec.getMessage()} {rec.__dict__}" for rec in caplog.records)
+    assert token not in everything and "password-for-tests" not in everything
