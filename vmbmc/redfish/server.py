@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _IDLE_CLOSE = 0.5
+#: TLS 1.2 suites: forward-secret AEAD only (uvicorn's default "TLSv1" also allows CBC/SHA-1 suites).
+#: Works with ECDSA (our generated certificate) and RSA certificates; TLS 1.3 suites are unaffected.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -113,6 +116,7 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
         port=port,
         ssl_certfile=None if http else tls_cert,
         ssl_keyfile=None if http else tls_key,
+        ssl_ciphers=_TLS12_CIPHERS,
         log_config=None,
         access_log=False,  # vmbmc.redfish.middleware writes one structured line per request
         lifespan="off",

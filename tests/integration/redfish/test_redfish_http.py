@@ -113,3 +113,18 @@ async def test_no_nagle_delay_on_keep_alive(machine) -> None:
         assert elapsed < 0.6, f"20 requests took {elapsed:.2f} s: TCP_NODELAY missing?"
     finally:
         await srv.stop()
+
+
+async def test_weak_tls_refused(https_server) -> None:
+    weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+    weak.maximum_version = ssl.TLSVersion.TLSv1_2
+    weak.set_ciphers("ECDHE-ECDSA-AES128-SHA:AES128-SHA")  # CBC with SHA-1
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # handshake alert or reset
+        _, writer = await asyncio.open_connection("127.0.0.1", https_server.port, ssl=weak)
+        writer.close()
+    strong = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    strong.check_hostname, strong.verify_mode = False, ssl.CERT_NONE
+    strong.maximum_version = ssl.TLSVersion.TLSv1_2
+    _, writer = await asyncio.open_connection("127.0.0.1", https_server.port, ssl=strong)
+    writer.close()
