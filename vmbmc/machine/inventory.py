@@ -1,0 +1,128 @@
+"""Inventory of a VM for both protocols (Redfish ComputerSystem, IPMI FRU and GUID), from its spec.
+
+Pure: the VM dict, its VMI (for MACs KubeVirt or the network plug-in assigned) and, when the caller has
+them cached, the PersistentVolumeClaims of the VM's namespace (for disk sizes).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from vmbmc.machine.boot import boot_mode
+from vmbmc.machine.types import Disk, Inventory, Nic
+
+
+def parse_quantity(value: Any) -> Decimal | None:
+    """A Kubernetes resource.Quantity ("4Gi", "500m", "1e3", 2) as a number; None when malformed."""
+    if value is None:
+        return None
+    # Imported here: the front ends import vmbmc.machine and must not pull in the Kubernetes client.
+    from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
+
+    try:
+        return Decimal(k8s_parse_quantity(value))
+    except (ValueError, TypeError, InvalidOperation):
+        return None
+
+
+def _int_quantity(value: Any) -> int | None:
+    q = parse_quantity(value)
+    return None if q is None else math.ceil(q)
+
+
+def _template_spec(vm: dict[str, Any]) -> dict[str, Any]:
+    return ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def _resource(domain: dict[str, Any], name: str) -> Any:
+    res = domain.get("resources") or {}
+    return (res.get("requests") or {}).get(name) or (res.get("limits") or {}).get(name)
+
+
+def cpus(domain: dict[str, Any]) -> int:
+    cpu = domain.get("cpu")
+    if cpu and any(k in cpu for k in ("cores", "sockets", "threads")):
+        return int(cpu.get("cores") or 1) * int(cpu.get("sockets") or 1) * int(cpu.get("threads") or 1)
+    return max(1, _int_quantity(_resource(domain, "cpu")) or 1)
+
+
+def memory_bytes(domain: dict[str, Any]) -> int:
+    guest = (domain.get("memory") or {}).get("guest")
+    return _int_quantity(guest) or _int_quantity(_resource(domain, "memory")) or 0
+
+
+def _disk_size(
+    volume: dict[str, Any] | None, vm: dict[str, Any], pvcs: dict[str, dict[str, Any]]
+) -> int | None:
+    if volume is None:
+        return None
+    if "emptyDisk" in volume:
+        return _int_quantity((volume["emptyDisk"] or {}).get("capacity"))
+    claim = None
+    if "dataVolume" in volume:
+        claim = (volume["dataVolume"] or {}).get("name")
+        for dvt in (vm.get("spec") or {}).get("dataVolumeTemplates") or []:
+            if (dvt.get("metadata") or {}).get("name") == claim:
+                spec = dvt.get("spec") or {}
+                storage = spec.get("storage") or spec.get("pvc") or {}
+                size = _int_quantity(((storage.get("resources") or {}).get("requests") or {}).get("storage"))
+                if size:
+                    return size
+    elif "persistentVolumeClaim" in volume:
+        claim = (volume["persistentVolumeClaim"] or {}).get("claimName")
+    pvc = pvcs.get(str(claim)) if claim else None
+    if pvc is not None:
+        capacity = ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
+        requested = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+        return _int_quantity(capacity or requested)
+    return None
+
+
+def inventory(
+    vm: dict[str, Any],
+    vmi: dict[str, Any] | None = None,
+    pvcs: dict[str, dict[str, Any]] | None = None,
+) -> Inventory:
+    meta = vm.get("metadata") or {}
+    tspec = _template_spec(vm)
+    domain = tspec.get("domain") or {}
+    devs = domain.get("devices") or {}
+    vmi_macs = {
+        i.get("name"): i.get("mac") or ""
+        for i in ((vmi or {}).get("status") or {}).get("interfaces") or []
+        if i.get("name")
+    }
+    nics = tuple(
+        Nic(
+            name=str(i.get("name", "")),
+            mac=str(i.get("macAddress") or vmi_macs.get(i.get("name")) or "").lower(),
+            model=str(i.get("model") or "virtio"),
+        )
+        for i in devs.get("interfaces") or []
+    )
+    volumes = {v.get("name"): v for v in tspec.get("volumes") or []}
+    disks = []
+    for d in devs.get("disks") or []:
+        kind = "cdrom" if "cdrom" in d else "lun" if "lun" in d else "disk"
+        kind_spec = d.get(kind) or d.get("floppy") or {}
+        bus = kind_spec.get("bus", "") if isinstance(kind_spec, dict) else ""
+        disks.append(
+            Disk(
+                name=str(d.get("name", "")),
+                kind=kind,
+                size_bytes=_disk_size(volumes.get(d.get("name")), vm, pvcs or {}),
+                bus=str(bus or ""),
+            )
+        )
+    return Inventory(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        uuid=str((domain.get("firmware") or {}).get("uuid") or meta.get("uid") or ""),
+        cpus=cpus(domain),
+        memory_bytes=memory_bytes(domain),
+        nics=nics,
+        disks=tuple(disks),
+        boot_mode=boot_mode(vm),
+    )
