@@ -148,6 +148,8 @@ class FakeMachine(Machine):
             raise Busy("busy (test)", retry_after=self.busy)
         effect, transitional, final = self._decide(action)
         self.calls.append((action, requester))
+        if final is PowerState.ON and action is not PowerAction.RESUME and effect is Effect.CALLED:
+            self._boot()
         if final is not None:
             if transitional is not None and self.transition_delay > 0:
                 self._state = transitional
@@ -155,6 +157,11 @@ class FakeMachine(Machine):
             else:
                 self._state = final
         return ActionResult(action=action, effect=effect, request_id=requester.request_id)
+
+    def _boot(self) -> None:
+        """The VM boots: a Once override is used up (the real back end restores the boot order)."""
+        if self._override.enabled is BootPersistence.ONCE:
+            self._override = BootOverride(mode=self._override.mode)
 
     async def act(
         self, action: PowerAction, requester: Requester, *, settle_timeout: float = 30.0
