@@ -1,0 +1,76 @@
+"""The built-in resource types this project and its clients use (a subset of kube-apiserver's)."""
+
+from __future__ import annotations
+
+from vmbmc.emulator.registry import Registry, ResourceType
+
+_STATUS = frozenset({"status"})
+
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "namespaces", "Namespace", False, "namespace", ("ns",), subresources=_STATUS),
+    ResourceType("", "v1", "pods", "Pod", True, "pod", ("po",), ("all",), subresources=_STATUS),
+    ResourceType("", "v1", "services", "Service", True, "service", ("svc",), ("all",), subresources=_STATUS),
+    ResourceType("", "v1", "endpoints", "Endpoints", True, "endpoints", ("ep",)),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",)),
+    ResourceType("", "v1", "secrets", "Secret", True, "secret"),
+    ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+    ResourceType("", "v1", "events", "Event", True, "event", ("ev",)),
+    ResourceType("", "v1", "nodes", "Node", False, "node", ("no",), subresources=_STATUS),
+    ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",)),
+    ResourceType(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        True,
+        "deployment",
+        ("deploy",),
+        ("all",),
+        subresources=frozenset({"status", "scale"}),
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        True,
+        "replicaset",
+        ("rs",),
+        ("all",),
+        subresources=frozenset({"status", "scale"}),
+    ),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+    ResourceType(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        False,
+        "clusterrolebinding",
+    ),
+    ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    ResourceType(
+        "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy", ("netpol",)
+    ),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "endpointslice"),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "customresourcedefinition",
+        ("crd", "crds"),
+        subresources=_STATUS,
+    ),
+)
+
+# core/v1 and events.k8s.io/v1 Events are one store seen through two APIs, as in kube-apiserver.
+SHARED_STORAGE = {("events.k8s.io", "events"): ("", "events")}
+
+
+def register_builtins(registry: Registry) -> None:
+    for rt in BUILTIN_TYPES:
+        registry.register(rt)

@@ -1,0 +1,37 @@
+"""`vmbmc emulator`: serve the emulated Kubernetes + KubeVirt API until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from vmbmc.emulator.harness import EmulatorThread
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", required=True, help="where to write the admin kubeconfig")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
+    parser.add_argument(
+        "--crd",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="register the CustomResourceDefinitions in FILE at start (repeatable)",
+    )
+    parser.add_argument("--no-kubevirt", action="store_true", help="serve plain Kubernetes, without KubeVirt")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmulatorThread(
+        port=args.port, kubeconfig=args.kubeconfig, kubevirt=not args.no_kubevirt, crds=args.crd
+    ) as emu:
+        print(f"emulator serving {emu.url}; kubeconfig written to {args.kubeconfig}", flush=True)
+        print(f"try: kubectl --kubeconfig {args.kubeconfig} get namespaces", flush=True)
+        stop.wait()
+    return 0
