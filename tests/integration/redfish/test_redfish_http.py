@@ -131,3 +131,42 @@ async def test_weak_tls_refused(https_server) -> None:
     strong.maximum_version = ssl.TLSVersion.TLSv1_2
     _, writer = await asyncio.open_connection("127.0.0.1", https_server.port, ssl=strong)
     writer.close()
+
+
+STANDALONE = """
+import sys
+sys.path.insert(0, {double!r})
+from machine_double import FakeMachine
+from vmbmc.auth import StaticCredentials
+from vmbmc.redfish import create_app, run
+run(create_app(FakeMachine(), StaticCredentials("a", "b")), "127.0.0.1", {port}, http=True)
+"""
+
+
+async def test_standalone_run_stops_on_sigterm() -> None:
+    import signal
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    double = str(Path(__file__).parents[2] / "unit" / "redfish")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STANDALONE.format(double=double, port=port)
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                try:
+                    r = await client.get(f"http://127.0.0.1:{port}/redfish/v1/")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

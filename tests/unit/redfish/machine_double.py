@@ -55,7 +55,10 @@ class FakeMachine(Machine):
     ) -> None:
         self.vm = f"{inventory.namespace}/{inventory.name}"
         self.bmc = None
-        self.loop = asyncio.get_running_loop()  # create the double inside the test's loop
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # made before the loop runs (standalone `run()`)
+            self.loop = None  # type: ignore[assignment]
         self._inventory: Inventory | None = inventory
         self._state = state
         self._override = BootOverride()
