@@ -85,10 +85,8 @@ class Api:
         ns: str | None = None
         if len(parts) >= 3 and parts[0] == "namespaces":
             cand = reg.get(group, version, parts[2])
-            if (
-                (cand is not None
-                and cand.namespaced)
-                or reg.subresource_handler(group, version, parts[2], parts[4] if len(parts) > 4 else "")
+            if (cand is not None and cand.namespaced) or reg.subresource_handler(
+                group, version, parts[2], parts[4] if len(parts) > 4 else ""
             ):
                 ns, parts = parts[1], parts[2:]
         if not parts or len(parts) > 3:
@@ -294,7 +292,8 @@ class Api:
         sub = store.subscribe(rt)
         initial: list[tuple[str, dict]] = []
         error: dict | None = None
-        if rv_q in (None, "", "0"):
+        send_initial = _bool_q(request, "sendInitialEvents")
+        if rv_q in (None, "", "0") or send_initial:
             items, _ = store.list(
                 rt,
                 ns,
@@ -331,6 +330,19 @@ class Api:
                 for type_, obj in initial:
                     if wanted(obj):
                         yield _line(type_, obj)
+                if send_initial:
+                    # WatchList (kubectl >= 1.35): the end of the initial state is a marked BOOKMARK.
+                    yield _line(
+                        "BOOKMARK",
+                        {
+                            "kind": rt.kind,
+                            "apiVersion": rt.api_version,
+                            "metadata": {
+                                "resourceVersion": str(last),
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    )
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:

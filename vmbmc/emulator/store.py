@@ -87,7 +87,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def decode_body(body: bytes | str | Any, content_type: str = "application/json") -> Any:
     if not isinstance(body, bytes | str):
         return body
-    text = body.decode() if isinstance(body, bytes) else body
+    if "protobuf" in content_type or "cbor" in content_type:
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - "
+            f"accepted media types include: application/json, application/yaml",
+        )
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
     if not text.strip():
         raise bad_request("the request body is empty")
     try:
