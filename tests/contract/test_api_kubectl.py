@@ -130,7 +130,7 @@ def test_patch_merge_and_json_and_strategic_is_415_on_custom_resources(kubectl, 
     assert obj["spec"] == {"size": 5, "color": "blue"}
     assert obj["metadata"]["generation"] == 3
     smp = kubectl("patch", "widget", name, "-p", '{"spec":{"size":6}}', check=False)
-    assert smp.returncode != 0 and "UnsupportedMediaType" in smp.stderr or "unknown format" in smp.stderr
+    assert (smp.returncode != 0 and "UnsupportedMediaType" in smp.stderr) or "unknown format" in smp.stderr
 
 
 def test_status_subresource_is_split(kubectl, widgets):

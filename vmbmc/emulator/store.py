@@ -91,8 +91,8 @@ def decode_body(body: bytes | str | Any, content_type: str = "application/json")
         raise ApiError(
             415,
             "UnsupportedMediaType",
-            f"the body of the request was in an unknown format - "
-            f"accepted media types include: application/json, application/yaml",
+            "the body of the request was in an unknown format - "
+            "accepted media types include: application/json, application/yaml",
         )
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     if not text.strip():
