@@ -35,5 +35,10 @@ def core_to_events_v1(obj: dict) -> dict:
     for new, old in _RENAMES.items():
         if old in out:
             out[new] = out.pop(old)
+    if not out.get("eventTime"):
+        # events.k8s.io/v1 requires eventTime; core Events written without one show their first time.
+        stamp = out.get("deprecatedFirstTimestamp") or out.get("metadata", {}).get("creationTimestamp")
+        if stamp:
+            out["eventTime"] = stamp.replace("Z", ".000000Z")
     out["apiVersion"], out["kind"] = "events.k8s.io/v1", "Event"
     return out
