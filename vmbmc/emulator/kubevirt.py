@@ -568,7 +568,16 @@ class KubeVirt:
 
     def _create_vmi(self, vm: dict, loop_time: float) -> None:
         template_spec = copy.deepcopy(((vm.get("spec") or {}).get("template") or {}).get("spec") or {})
-        created = self.store.create(VMI_RT, ks.new_vmi(vm, _now()), vm["metadata"]["namespace"])
+        vmi = ks.new_vmi(vm, _now())
+        created = self.store.create(VMI_RT, vmi, vm["metadata"]["namespace"])
+        if created.get("status") != vmi["status"]:
+            # A create through the status-split API drops status; write it as virt-controller does next.
+            status = vmi["status"]
+
+            def apply(o: dict) -> None:
+                o["status"] = status
+
+            self.store.mutate(VMI_RT, created["metadata"]["namespace"], created["metadata"]["name"], apply)
         vmi_uid = created["metadata"]["uid"]
         self._templates[vmi_uid] = template_spec
         self._since[vmi_uid] = loop_time
