@@ -1,0 +1,173 @@
+"""KubeVirtHub: one API connection and its watch caches, handing out a `Machine` per BMC.
+
+Unrestricted (the demo, benchmarks, an admin identity): one shared watch per namespace and resource, so
+a thousand BMCs in one process cost three watches per namespace. Restricted (a kbmc pod): the pod's
+Roles allow list/watch only on its own objects (`resourceNames`), which the API server honours only
+for a list/watch with `fieldSelector=metadata.name=<name>`, so each resource gets its own watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.kubevirt.informer import Informer
+from vmbmc.kubevirt.machine import KubeVirtMachine, machine_error
+from vmbmc.kubevirt.records import (
+    BmcStatusStore,
+    EventWriter,
+    RecordStore,
+    VmAnnotationStore,
+    bmc_path,
+    vm_path,
+)
+from vmbmc.machine.api import Machine
+from vmbmc.machine.errors import BackendUnavailable, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 10.0  # how long machine_for_* waits for a first list
+
+
+class KubeVirtHub:
+    def __init__(self, api: ApiClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.api = api
+        self.loop = loop
+        self.events = EventWriter(api, salt=secrets.token_hex(8))
+        self._informers: dict[tuple[str, str | None], Informer] = {}
+        self._machines: dict[int, tuple[KubeVirtMachine, list[Informer]]] = {}
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> KubeVirtHub:
+        """`kubeconfig` None: the in-cluster service account, else KUBECONFIG / ~/.kube/config."""
+        return cls(await ApiClient.connect(kubeconfig), asyncio.get_running_loop())
+
+    # --- watch caches -------------------------------------------------------------------------
+    async def _informer(self, path: str, name: str | None, *, required: bool = True) -> Informer:
+        """The shared cache of `path` (a namespaced collection), or one limited to `name`."""
+        selector = f"metadata.name={name}" if name else None
+        key = (path, selector)
+        async with self._lock:
+            inf = self._informers.get(key)
+            if inf is None:
+                inf = Informer(self.api, path, field_selector=selector)
+                self._informers[key] = inf
+                inf.start()
+            inf.refcount += 1
+        if not required:
+            return inf
+        try:
+            await asyncio.wait_for(inf.synced.wait(), SYNC_TIMEOUT)
+        except TimeoutError:
+            await self._unref([inf])
+            err = inf.last_error
+            if err is not None and err.code not in (0,) and err.code < 500:
+                raise machine_error(err, path) from err
+            raise BackendUnavailable(f"the Kubernetes API did not answer a list of {path}") from err
+        return inf
+
+    async def _unref(self, informers: list[Informer]) -> None:
+        for inf in informers:
+            inf.refcount -= 1
+            if inf.refcount <= 0:
+                self._informers.pop((inf.path, inf.field_selector), None)
+                await inf.stop()
+
+    # --- machines ------------------------------------------------------------------------------
+    async def machine_for_bmc(self, namespace: str, name: str, *, restricted: bool = False) -> Machine:
+        """A Machine for the VirtualMachineBMC `namespace/name` (its VM from `spec.virtualMachineRef`
+        or the seed's `spec.vmNamespace`/`spec.vmName`); records go to its status, Events on it."""
+        bmcs = await self._informer(bmc_path(namespace), name if restricted else None)
+        held = [bmcs]
+        try:
+            bmc = bmcs.get(name)
+            if bmc is None:
+                raise NotFound(f"VirtualMachineBMC {namespace}/{name} not found")
+            vm_ns, vm_name = vm_ref(bmc)
+            store = BmcStatusStore(self.api, bmcs, namespace, name)
+            return await self._machine(vm_ns, vm_name, store, f"{namespace}/{name}", restricted, held)
+        except BaseException:
+            await self._unref(held)
+            raise
+
+    async def machine_for_vm(self, namespace: str, name: str, *, restricted: bool = False) -> Machine:
+        """Standalone mode (no CRD): state and request records in VM annotations, Events on the VM."""
+        held: list[Informer] = []
+        vms = await self._informer(vm_path(namespace), name if restricted else None)
+        held.append(vms)
+        try:
+            store = VmAnnotationStore(self.api, vms, namespace, name)
+            return await self._machine(namespace, name, store, None, restricted, held)
+        except BaseException:
+            await self._unref(held)
+            raise
+
+    async def _machine(
+        self,
+        namespace: str,
+        name: str,
+        store: RecordStore,
+        bmc: str | None,
+        restricted: bool,
+        held: list[Informer],
+    ) -> KubeVirtMachine:
+        only = name if restricted else None
+        vms = await self._informer(vm_path(namespace), only)
+        held.append(vms)
+        vmis = await self._informer(vm_path(namespace, resource="virtualmachineinstances"), only)
+        held.append(vmis)
+        pvcs = None
+        if not restricted:  # a pod's Roles grant no PVC access: sizes then come from dataVolumeTemplates only
+            pvcs = await self._informer(
+                f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", None, required=False
+            )
+            held.append(pvcs)
+        machine = KubeVirtMachine(self, namespace, name, vms=vms, vmis=vmis, store=store, bmc=bmc, pvcs=pvcs)
+        self._machines[id(machine)] = (machine, held)
+        machine.check_once_restore()  # an override consumed while no kbmc was running
+        log.info("machine ready", extra={"vm": machine.vm, "bmc": bmc, "restricted": restricted})
+        return machine
+
+    async def release(self, machine: Machine) -> None:
+        entry = self._machines.pop(id(machine), None)
+        if entry is None:
+            return
+        entry[0].close()
+        await self._unref(entry[1])
+
+    def ready(self) -> bool:
+        """Every watch has synced at least once (for /readyz)."""
+        return all(
+            inf.synced.is_set()
+            for inf in self._informers.values()
+            if "persistentvolumeclaims" not in inf.path
+        )
+
+    async def close(self) -> None:
+        for machine, _ in list(self._machines.values()):
+            machine.close()
+        self._machines.clear()
+        for inf in list(self._informers.values()):
+            await inf.stop()
+        self._informers.clear()
+        await self.api.close()
+
+
+def vm_ref(bmc: dict[str, Any]) -> tuple[str, str]:
+    """The VM a BMC points at: `spec.virtualMachineRef` {namespace, name}, or the seed's vmNamespace/vmName.
+    A ref without a namespace means the BMC's own namespace."""
+    spec = bmc.get("spec") or {}
+    ref = spec.get("virtualMachineRef") or {}
+    own = (bmc.get("metadata") or {}).get("namespace") or ""
+    name = ref.get("name") or spec.get("vmName")
+    namespace = ref.get("namespace") or spec.get("vmNamespace") or own
+    if not name:
+        raise Invalid(f"VirtualMachineBMC {own}/{bmc['metadata']['name']} names no VM")
+    return str(namespace), str(name)
+
+
+__all__ = ["ApiError", "KubeVirtHub", "vm_ref"]

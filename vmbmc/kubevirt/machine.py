@@ -1,0 +1,677 @@
+"""`Machine` on KubeVirt: decisions from the watch cache, calls through KubeVirt's subresources.
+
+Threads: reads and `submit*` may come from any thread (the IPMI I/O thread); they look only at the
+cache and a few fields guarded by `self._lock`, and hand the work to the hub's loop with
+`call_soon_threadsafe`. Everything that talks to the API runs on that loop.
+
+In flight: after a call is accepted the BMC shows PoweringOn/PoweringOff (the "expected" overlay)
+until the watch shows the call took effect, at most OVERLAY_SECONDS; so a second request, or an IPMI
+retransmit with a new sequence number, is decided against the state being entered and calls nothing
+twice. Requests with one request id are one request: the second gets the first one's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmbmc.kubevirt.client import JSON_PATCH, ApiError
+from vmbmc.kubevirt.informer import Informer, rv_newer
+from vmbmc.kubevirt.records import EventWriter, RecordStore, now_rfc3339, subresource_path, vm_path
+from vmbmc.machine import boot
+from vmbmc.machine.api import Machine
+from vmbmc.machine.errors import (
+    BackendUnavailable,
+    Busy,
+    Forbidden,
+    Invalid,
+    MachineError,
+    NotFound,
+    NotSupported,
+    Refused,
+)
+from vmbmc.machine.inventory import inventory
+from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
+from vmbmc.machine.power import (
+    BOOT_OVERRIDE_REASON,
+    CALL_SHOWS,
+    REQUEST_REASONS,
+    KubeVirtCall,
+    Verdict,
+    decide,
+    reaches,
+    verified,
+)
+from vmbmc.machine.types import (
+    ActionResult,
+    BootMode,
+    BootOverride,
+    BootPersistence,
+    BootTarget,
+    Effect,
+    Inventory,
+    PowerAction,
+    PowerState,
+    PowerStatus,
+    Protocol,
+    Requester,
+)
+
+if TYPE_CHECKING:
+    from vmbmc.kubevirt.hub import KubeVirtHub
+
+log = logging.getLogger(__name__)
+
+OVERLAY_SECONDS = 20.0  # how long an accepted call may show a transition the watch has not seen yet
+DEDUP_SECONDS = 120.0  # how long a request id is remembered
+DEDUP_MAX = 512
+PATCH_RETRIES = 5
+BOOT_ACTION = "boot_override"
+
+_CALLS: dict[KubeVirtCall, tuple[str, str, dict[str, Any] | None]] = {
+    # call → (resource, subresource, body)
+    KubeVirtCall.START: ("virtualmachines", "start", {}),
+    KubeVirtCall.STOP_FORCE: ("virtualmachines", "stop", {"gracePeriod": 0}),
+    KubeVirtCall.STOP_GRACEFUL: ("virtualmachines", "stop", {}),
+    KubeVirtCall.RESTART_FORCE: ("virtualmachines", "restart", {"gracePeriodSeconds": 0}),
+    KubeVirtCall.RESTART_GRACEFUL: ("virtualmachines", "restart", None),
+    KubeVirtCall.PAUSE: ("virtualmachineinstances", "pause", {}),
+    KubeVirtCall.UNPAUSE: ("virtualmachineinstances", "unpause", {}),
+}
+_RESTARTS = (KubeVirtCall.RESTART_FORCE, KubeVirtCall.RESTART_GRACEFUL)
+
+
+@dataclass
+class _InFlight:
+    call: KubeVirtCall
+    vmi_uid: str  # the VMI when the call was accepted (a restart is done once another one exists)
+    deadline: float
+    answered: bool = False  # KubeVirt accepted the call
+
+
+@dataclass
+class _Remembered:
+    at: float
+    result: ActionResult | None = None
+    error: MachineError | None = None
+    future: concurrent.futures.Future[Any] | None = None
+    boot: BootOverride | None = None
+
+
+def describe(requester: Requester) -> str:
+    return (
+        f"by {requester.protocol.value.upper() if requester.protocol is Protocol.IPMI else 'Redfish'} "
+        f"user {requester.user} from {requester.client} (request {requester.request_id})"
+    )
+
+
+def machine_error(err: ApiError, what: str) -> MachineError:
+    """One mapping of API answers onto the state machine's errors (409 is handled by the caller)."""
+    if err.code == 404:
+        return NotFound(f"{what} not found")
+    if err.code in (401, 403):
+        return Forbidden(f"the API server refused this BMC's identity for {what}: {err.message}")
+    if err.code in (400, 422):
+        return Invalid(f"KubeVirt refused the request for {what}: {err.message}")
+    if err.code == 409:
+        return Busy(f"{what} is changing state: {err.message}")
+    return BackendUnavailable(f"the Kubernetes API is unavailable ({err.message})")
+
+
+class KubeVirtMachine(Machine):
+    def __init__(
+        self,
+        hub: KubeVirtHub,
+        namespace: str,
+        name: str,
+        *,
+        vms: Informer,
+        vmis: Informer,
+        store: RecordStore,
+        bmc: str | None,
+        pvcs: Informer | None = None,
+    ) -> None:
+        self.hub = hub
+        self.api = hub.api
+        self.loop = hub.loop
+        self.namespace, self.name = namespace, name
+        self.vm = f"{namespace}/{name}"
+        self.bmc = bmc
+        self.vms, self.vmis, self.pvcs = vms, vmis, pvcs
+        self.store = store
+        self.events: EventWriter = hub.events
+        self._lock = threading.Lock()
+        self._inflight: _InFlight | None = None
+        self._remembered: collections.OrderedDict[str, _Remembered] = collections.OrderedDict()
+        self._boot_shown: tuple[BootOverride, float] | None = None
+        self._boot_lock = asyncio.Lock()
+        self._latest_vm: dict[str, Any] | None = None  # our own last VM patch's answer
+        self._changed = asyncio.Event()
+        self._restoring: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        vms.subscribe(name, self._on_change)
+        vmis.subscribe(name, self._on_change)
+        store.informer.subscribe(store.name, self._on_change)
+
+    def close(self) -> None:
+        self.vms.unsubscribe(self.name, self._on_change)
+        self.vmis.unsubscribe(self.name, self._on_change)
+        self.store.informer.unsubscribe(self.store.name, self._on_change)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --- cache ----------------------------------------------------------------------------
+    def _on_change(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """On the loop, for every change of our VM, VMI or record holder."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self.check_once_restore()
+
+    async def wait_change(self, timeout: float) -> None:
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def _vm(self) -> dict[str, Any]:
+        vm = self.vms.get(self.name)
+        if vm is None:
+            raise NotFound(f"VirtualMachine {self.vm} not found")
+        if self.store.kind == "VirtualMachine":
+            vm = self.store.current() or vm  # our annotation writes are VM versions too
+        return rv_newer(vm, self._latest_vm) or vm
+
+    def _note_vm(self, vm: dict[str, Any]) -> None:
+        """Our own write's answer is the newest VM we know until the watch shows a newer one."""
+        self._latest_vm = rv_newer(self._latest_vm, vm)
+        if self.store.kind == "VirtualMachine":
+            self.store.note(vm)
+
+    def _vmi(self) -> dict[str, Any] | None:
+        return self.vmis.get(self.name)
+
+    def _shown(self, observed: PowerState, vmi: dict[str, Any] | None) -> PowerState:
+        """The observed state with the in-flight overlay applied (call with self._lock held)."""
+        flight = self._inflight
+        if flight is None:
+            return observed
+        if time.monotonic() > flight.deadline:
+            self._inflight = None
+            return observed
+        if flight.call in _RESTARTS:
+            if vmi_alive(vmi) and vmi_uid(vmi) != flight.vmi_uid:
+                self._inflight = None  # a new VMI: the restart has happened
+                return observed
+            return PowerState.POWERING_OFF
+        if reaches(flight.call, observed):
+            self._inflight = None
+            return observed
+        if flight.call in (KubeVirtCall.PAUSE, KubeVirtCall.UNPAUSE) and not flight.answered:
+            return observed
+        return CALL_SHOWS[flight.call]
+
+    # --- reads ----------------------------------------------------------------------------
+    def power_status(self) -> PowerStatus:
+        vm, vmi = self._vm(), self._vmi()
+        with self._lock:
+            state = self._shown(observe(vm, vmi), vmi)
+        return PowerStatus(
+            state=state,
+            age=max(self.vms.age(), self.vmis.age()),
+            stale=self.vms.stale or self.vmis.stale,
+            vmi_uid=vmi_uid(vmi) if vmi_alive(vmi) else "",
+        )
+
+    def boot_override(self) -> BootOverride:
+        vm = self._vm()
+        with self._lock:
+            if self._boot_shown is not None and time.monotonic() < self._boot_shown[1]:
+                return self._boot_shown[0]
+        return boot.reported(vm, self.store.override())
+
+    def inventory(self) -> Inventory:
+        pvcs = self.pvcs.objects if self.pvcs is not None else None
+        return inventory(self._vm(), self._vmi(), pvcs)
+
+    def supported_boot_targets(self) -> tuple[BootTarget, ...]:
+        return boot.supported_targets(self._vm())
+
+    # --- power ----------------------------------------------------------------------------
+    def submit(self, action: PowerAction, requester: Requester) -> ActionResult:
+        return self._submit(action, requester)[0]
+
+    async def act(
+        self, action: PowerAction, requester: Requester, *, settle_timeout: float = 30.0
+    ) -> ActionResult:
+        deadline = self.loop.time() + settle_timeout
+        while True:
+            try:
+                result, future = self._submit(action, requester)
+            except (Busy, BackendUnavailable):
+                remaining = deadline - self.loop.time()
+                if remaining <= 0:
+                    raise
+                await self.wait_change(min(remaining, 0.5))
+                continue
+            if future is None:
+                return result
+            try:
+                return await asyncio.wrap_future(future)
+            except Busy:
+                # KubeVirt said busy after all (try then verify): wait for the state and decide again.
+                with self._lock:
+                    self._remembered.pop(requester.request_id, None)
+                remaining = deadline - self.loop.time()
+                if remaining <= 0:
+                    raise
+                await self.wait_change(min(remaining, 0.5))
+
+    def _remember(self, request_id: str) -> _Remembered | None:
+        now = time.monotonic()
+        while self._remembered:
+            first = next(iter(self._remembered.values()))
+            if now - first.at < DEDUP_SECONDS and len(self._remembered) <= DEDUP_MAX:
+                break
+            self._remembered.popitem(last=False)
+        return self._remembered.get(request_id)
+
+    def _submit(
+        self, action: PowerAction, requester: Requester
+    ) -> tuple[ActionResult, concurrent.futures.Future[ActionResult] | None]:
+        with self._lock:
+            seen = self._remember(requester.request_id)
+            if seen is not None:
+                if seen.error is not None:
+                    raise seen.error
+                assert seen.result is not None
+                return seen.result, seen.future
+        if self.vms.stale or self.vmis.stale:
+            raise BackendUnavailable("the Kubernetes API is unreachable; the VM's state is not known now")
+        vm, vmi = self._vm(), self._vmi()
+        with self._lock:
+            seen = self._remember(requester.request_id)  # a racing retransmit on another thread
+            if seen is not None:
+                if seen.error is not None:
+                    raise seen.error
+                assert seen.result is not None
+                return seen.result, seen.future
+            state = self._shown(observe(vm, vmi), vmi)
+            restarting = self._inflight is not None and self._inflight.call in _RESTARTS
+            decision = decide(action, state, requester.protocol, restarting=restarting)
+            remembered = _Remembered(at=time.monotonic())
+            if decision.verdict is Verdict.BUSY:
+                raise Busy(decision.why)
+            if decision.verdict in (Verdict.REFUSED, Verdict.NOT_SUPPORTED):
+                cls = Refused if decision.verdict is Verdict.REFUSED else NotSupported
+                remembered.error = cls(decision.why)
+                self._remembered[requester.request_id] = remembered
+                self._schedule(self._record(action, requester, Effect.REFUSED, decision.why))
+                raise remembered.error
+            if decision.verdict is Verdict.NOOP:
+                remembered.result = ActionResult(action, Effect.NONE, requester.request_id, decision.why)
+                self._remembered[requester.request_id] = remembered
+                self._schedule(self._record(action, requester, Effect.NONE, decision.why))
+                return remembered.result, None
+            assert decision.call is not None
+            self._inflight = _InFlight(decision.call, vmi_uid(vmi), time.monotonic() + OVERLAY_SECONDS)
+            remembered.result = ActionResult(action, Effect.PENDING, requester.request_id)
+            remembered.future = concurrent.futures.Future()
+            self._remembered[requester.request_id] = remembered
+        log.info(
+            "power request accepted",
+            extra={
+                "vm": self.vm,
+                "action": action.value,
+                "call": decision.call.value,
+                "state": state.value,
+                "protocol": requester.protocol.value,
+                "user": requester.user,
+                "client": requester.client,
+                "request_id": requester.request_id,
+            },
+        )
+        self._schedule(self._carry_out(action, decision.call, requester, remembered.future))
+        return remembered.result, remembered.future
+
+    def _schedule(self, coro: Any) -> None:
+        """Run `coro` on the machine's loop, from any thread."""
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self.loop.call_soon_threadsafe(start)
+
+    async def _record(
+        self, action: str, requester: Requester, effect: Effect, note: str = "", *, event: bool = True
+    ) -> None:
+        """The request record (contracts §4) and, the first time, its Normal Event. Never raises."""
+        entry = {
+            "id": requester.request_id,
+            "time": now_rfc3339(),
+            "protocol": requester.protocol.value,
+            "action": action,
+            "user": requester.user,
+            "client": requester.client,
+            "effect": effect.value,
+        }
+        jobs = [self._write_record(entry)]
+        if event:
+            reason = BOOT_OVERRIDE_REASON if action == BOOT_ACTION else REQUEST_REASONS[PowerAction(action)]
+            message = f"{action} requested {describe(requester)}: effect {effect.value}"
+            if note:
+                message += f" ({note})"
+            jobs.append(
+                self.events.emit(
+                    self.store.involved_object(),
+                    "Normal",
+                    reason,
+                    message,
+                    f"{self.vm}/{requester.request_id}",
+                )
+            )
+        await asyncio.gather(*jobs)
+
+    async def _write_record(self, entry: dict[str, Any]) -> None:
+        try:
+            await self.store.record_request(entry)
+        except (ApiError, KeyError) as err:
+            log.warning(
+                "could not write the request record",
+                extra={"vm": self.vm, "request_id": entry["id"], "error": str(err)},
+            )
+
+    async def _carry_out(
+        self,
+        action: PowerAction,
+        call: KubeVirtCall,
+        requester: Requester,
+        future: concurrent.futures.Future[ActionResult],
+    ) -> None:
+        await self._record(action.value, requester, Effect.PENDING)  # before any KubeVirt call
+        started = time.monotonic()
+        try:
+            effect = await self._call(call, requester)
+        except MachineError as err:
+            with self._lock:
+                if self._inflight is not None and self._inflight.call is call:
+                    self._inflight = None
+            log.warning(
+                "power request failed",
+                extra={
+                    "vm": self.vm,
+                    "action": action.value,
+                    "call": call.value,
+                    "error": err.message,
+                    "request_id": requester.request_id,
+                },
+            )
+            await asyncio.gather(
+                self._record(action.value, requester, Effect.FAILED, event=False),
+                self.events.emit(
+                    self.store.involved_object(),
+                    "Warning",
+                    "PowerActionFailed",
+                    f"{action.value} {describe(requester)} failed: {err.message}",
+                    f"{self.vm}/{requester.request_id}/failed",
+                ),
+            )
+            future.set_exception(err)
+            return
+        with self._lock:
+            if self._inflight is not None and self._inflight.call is call:
+                self._inflight.answered = True
+                if effect is Effect.NONE:
+                    self._inflight = None
+        log.info(
+            "power request done",
+            extra={
+                "vm": self.vm,
+                "action": action.value,
+                "call": call.value,
+                "effect": effect.value,
+                "seconds": round(time.monotonic() - started, 4),
+                "request_id": requester.request_id,
+            },
+        )
+        await self._record(action.value, requester, effect, event=False)
+        future.set_result(ActionResult(action, effect, requester.request_id))
+
+    async def _call(self, call: KubeVirtCall, requester: Requester) -> Effect:
+        """The KubeVirt call; on 409 re-read and decide: success (effect none), or Busy."""
+        resource, sub, body = _CALLS[call]
+        what = f"VirtualMachine {self.vm}"
+        try:
+            await self.api.request(
+                "PUT", subresource_path(self.namespace, self.name, resource, sub), body=body
+            )
+            return Effect.CALLED
+        except ApiError as err:
+            if err.code == 404 and resource == "virtualmachineinstances":
+                # no VMI: the VM stopped meanwhile (or the VM is gone: find out)
+                if await self._fresh_vm() is None:
+                    raise NotFound(f"{what} not found") from err
+                raise Busy(f"{what} is not running now") from err
+            if err.code != 409:
+                raise machine_error(err, what) from err
+        vm = await self._fresh_vm()
+        if vm is None:
+            raise NotFound(f"{what} not found")
+        vmi = await self._fresh_vmi()
+        state = observe(vm, vmi)
+        if verified(call, state, pending_change(vm)):
+            return Effect.NONE
+        if call in _RESTARTS and state is PowerState.OFF and requester.protocol is Protocol.REDFISH:
+            # restart of a VM that turned out to be off: a Redfish restart ends On (DMTF)
+            return await self._call(KubeVirtCall.START, requester)
+        raise Busy(f"{what} is {state.value}; retry when the transition has settled")
+
+    async def _fresh_vm(self) -> dict[str, Any] | None:
+        try:
+            return await self.api.request("GET", vm_path(self.namespace, self.name))
+        except ApiError as err:
+            if err.code == 404:
+                return None
+            raise machine_error(err, f"VirtualMachine {self.vm}") from err
+
+    async def _fresh_vmi(self) -> dict[str, Any] | None:
+        try:
+            return await self.api.request(
+                "GET", vm_path(self.namespace, self.name, "virtualmachineinstances")
+            )
+        except ApiError as err:
+            if err.code == 404:
+                return None
+            raise machine_error(err, f"VirtualMachineInstance {self.vm}") from err
+
+    # --- boot override ----------------------------------------------------------------------
+    def submit_boot_override(
+        self,
+        requester: Requester,
+        *,
+        target: BootTarget | None = None,
+        enabled: BootPersistence | None = None,
+        mode: BootMode | None = None,
+    ) -> BootOverride:
+        return self._submit_boot(requester, target, enabled, mode)[0]
+
+    async def set_boot_override(
+        self,
+        requester: Requester,
+        *,
+        target: BootTarget | None = None,
+        enabled: BootPersistence | None = None,
+        mode: BootMode | None = None,
+    ) -> BootOverride:
+        result, future = self._submit_boot(requester, target, enabled, mode)
+        return result if future is None else await asyncio.wrap_future(future)
+
+    def _submit_boot(
+        self,
+        requester: Requester,
+        target: BootTarget | None,
+        enabled: BootPersistence | None,
+        mode: BootMode | None,
+    ) -> tuple[BootOverride, concurrent.futures.Future[BootOverride] | None]:
+        key = f"boot/{requester.request_id}"
+        with self._lock:
+            seen = self._remember(key)
+        if seen is not None and seen.boot is not None:
+            return seen.boot, seen.future
+        if self.vms.stale:
+            raise BackendUnavailable("the Kubernetes API is unreachable; cannot change the boot order now")
+        vm = self._vm()
+        plan = boot.plan_override(
+            vm, self._stored_now(), vmi_uid(self._vmi()), target=target, enabled=enabled, mode=mode
+        )  # raises NotSupported / Invalid at once
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._remembered[key] = _Remembered(at=time.monotonic(), future=future, boot=plan.result)
+            self._boot_shown = (plan.result, time.monotonic() + OVERLAY_SECONDS)
+        log.info(
+            "boot override accepted",
+            extra={
+                "vm": self.vm,
+                "target": plan.result.target.value,
+                "enabled": plan.result.enabled.value,
+                "mode": plan.result.mode.value,
+                "protocol": requester.protocol.value,
+                "user": requester.user,
+                "client": requester.client,
+                "request_id": requester.request_id,
+            },
+        )
+        self._schedule(self._apply_boot(requester, target, enabled, mode, future))
+        return plan.result, future
+
+    def _stored_now(self) -> boot.StoredOverride | None:
+        return self.store.override()
+
+    async def _apply_boot(
+        self,
+        requester: Requester,
+        target: BootTarget | None,
+        enabled: BootPersistence | None,
+        mode: BootMode | None,
+        future: concurrent.futures.Future[BootOverride],
+    ) -> None:
+        await self._record(BOOT_ACTION, requester, Effect.PENDING)
+        try:
+            async with self._boot_lock:
+                result = await self._apply_boot_locked(target, enabled, mode)
+        except MachineError as err:
+            with self._lock:
+                self._boot_shown = None
+            await asyncio.gather(
+                self._record(BOOT_ACTION, requester, Effect.FAILED, event=False),
+                self.events.emit(
+                    self.store.involved_object(),
+                    "Warning",
+                    "PowerActionFailed",
+                    f"boot override {describe(requester)} failed: {err.message}",
+                    f"{self.vm}/{requester.request_id}/failed",
+                ),
+            )
+            future.set_exception(err)
+            return
+        with self._lock:
+            self._boot_shown = None
+        await self._record(BOOT_ACTION, requester, Effect.CALLED, event=False)
+        future.set_result(result)
+
+    async def _apply_boot_locked(
+        self, target: BootTarget | None, enabled: BootPersistence | None, mode: BootMode | None
+    ) -> BootOverride:
+        """Store the override (status first: a crash then leaves a record, never a lost backup), then
+        patch the VM guarded by uid and resourceVersion; a stale read is re-read and re-planned. If the
+        VM patch fails for good, the record is put back: no half-applied override stays behind."""
+        before = self.store.override()
+        vm: dict[str, Any] | None = self._vm()
+        stored = before
+        for attempt in range(PATCH_RETRIES):
+            if vm is None:
+                raise NotFound(f"VirtualMachine {self.vm} not found")
+            plan = boot.plan_override(
+                vm, before, vmi_uid(self._vmi()), target=target, enabled=enabled, mode=mode
+            )
+            try:
+                if plan.stored != stored:
+                    await self.store.write_override(plan.stored)
+                    stored = plan.stored
+                    if self.store.kind == "VirtualMachine":
+                        # the annotation write changed the VM's resourceVersion: patch that version
+                        vm = self.store.current()
+                        if vm is not None:
+                            self._note_vm(vm)
+                if plan.ops:
+                    await self._patch_vm(vm, plan.ops)
+                return plan.result
+            except ApiError as err:
+                if err.code in (409, 422) and attempt < PATCH_RETRIES - 1:
+                    vm = await self._fresh_vm()  # changed since we read it: read again, plan again
+                    continue
+                if stored != before:
+                    try:
+                        await self.store.write_override(before)
+                    except ApiError:
+                        log.exception("could not roll back the boot override record", extra={"vm": self.vm})
+                raise machine_error(err, f"VirtualMachine {self.vm}") from err
+        raise Busy(f"VirtualMachine {self.vm} keeps changing; retry")
+
+    async def _patch_vm(self, vm: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+        self._note_vm(
+            await self.api.request(
+                "PATCH",
+                vm_path(self.namespace, self.name),
+                body=boot.guard_ops(vm) + ops,
+                content_type=JSON_PATCH,
+            )
+        )
+
+    # --- Once restore -------------------------------------------------------------------------
+    def check_once_restore(self) -> None:
+        """On the loop: a Once override whose VMI has been replaced is consumed; put the order back."""
+        if self._restoring is not None and not self._restoring.done():
+            return
+        stored = self.store.override()
+        vmi = self._vmi()
+        if stored is None or not stored.pending_once or vmi is None or vmi_uid(vmi) == stored.vmi_uid:
+            return
+        self._restoring = self.loop.create_task(self._restore_once())
+        self._tasks.add(self._restoring)
+        self._restoring.add_done_callback(self._tasks.discard)
+
+    async def _restore_once(self) -> None:
+        async with self._boot_lock:
+            for attempt in range(PATCH_RETRIES):
+                stored = self.store.override()
+                vmi = self._vmi()
+                if stored is None or not stored.pending_once or vmi is None or vmi_uid(vmi) == stored.vmi_uid:
+                    return
+                try:
+                    vm = self._vm() if attempt == 0 else await self._fresh_vm()
+                    if vm is None:
+                        return
+                    ops = boot.restore_ops(vm, stored)
+                    if ops:
+                        await self._patch_vm(vm, ops)
+                    await self.store.write_override(None)
+                    log.info(
+                        "Once boot override consumed; boot order restored",
+                        extra={"vm": self.vm, "vmi_uid": vmi_uid(vmi), "target": stored.target.value},
+                    )
+                    return
+                except (ApiError, MachineError) as err:
+                    log.warning(
+                        "boot order restore failed; retrying",
+                        extra={"vm": self.vm, "error": str(err), "attempt": attempt + 1},
+                    )
+                    await asyncio.sleep(0.2 * (attempt + 1))
