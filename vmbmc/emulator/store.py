@@ -120,6 +120,10 @@ class Store:
         self.gc_dirty = False
         # hooks run after a create/delete of a CustomResourceDefinition (registration lives in crds.py)
         self.on_crd: Callable[[str, dict], None] | None = None
+        # Set by vmbmc.emulator.workloads: admission plug-ins per storage key (Service IP allocation),
+        # and graceful pod deletion (the emulated kubelet finishes it with a grace period of 0).
+        self.admission_hooks: dict[tuple[str, str], list[Callable[[dict, dict | None], dict]]] = {}
+        self.graceful_pod_deletion = False
 
     # --- identity -----------------------------------------------------------------------------
     def storage_key(self, rt: ResourceType) -> tuple[str, str]:
@@ -252,6 +256,8 @@ class Store:
 
     def _admit(self, rt: ResourceType, obj: dict, old: dict | None) -> dict:
         name = obj["metadata"].get("name", "")
+        for hook in self.admission_hooks.get(rt.key, ()):
+            obj = hook(obj, old)
         if rt.schema is not None:
             obj, causes = crd_schema.apply_schema(obj, rt.schema, old=old)
             blocking = [c for c in causes if c]
@@ -531,6 +537,22 @@ class Store:
         finalizers = list(meta.get("finalizers") or [])
         if propagation_policy == "Orphan" and "orphan" not in finalizers:
             self._orphan_dependents(meta["uid"])
+        if self.graceful_pod_deletion and rt.key == ("", "pods"):
+            # kube-apiserver's pod strategy: a scheduled, unfinished pod is only marked; its kubelet ends it.
+            spec, phase = obj.get("spec") or {}, (obj.get("status") or {}).get("phase")
+            grace = grace_period_seconds
+            if grace is None:
+                grace = spec.get("terminationGracePeriodSeconds", 30)
+            if spec.get("nodeName") and phase not in ("Succeeded", "Failed") and grace and grace > 0:
+                if meta.get("deletionTimestamp") and grace >= (meta.get("deletionGracePeriodSeconds") or 0):
+                    return self._from_storage(rt, obj)
+                new = copy.deepcopy(obj)
+                new["metadata"]["deletionTimestamp"] = meta.get("deletionTimestamp") or now_ts()
+                new["metadata"]["deletionGracePeriodSeconds"] = int(grace)
+                new["metadata"]["resourceVersion"] = self._next_rv()
+                self._bucket(rt)[(self._ns(rt, namespace), name)] = new
+                self._emit("MODIFIED", rt, new)
+                return self._from_storage(rt, new)
         if finalizers:
             if meta.get("deletionTimestamp"):
                 return self._from_storage(rt, obj)

@@ -330,6 +330,11 @@ class WorkloadController:
                 if not (owner and owner.get("kind") == "ReplicaSet"):
                     continue
                 self._dirty.add(("ReplicaSet", ns, owner["name"]))
+                # A Recreate rollout waits for old pods to be gone: their deletion concerns the Deployment.
+                rs = self.emulator.store.try_get(self._rt("replicasets"), ns, owner["name"])
+                deployment = controller_of(rs) if rs is not None else None
+                if deployment and deployment.get("kind") == "Deployment":
+                    self._dirty.add(("Deployment", ns, deployment["name"]))
             else:
                 continue
             self._wake.set()
@@ -514,6 +519,9 @@ def install_workloads(
         endpoints=EndpointsController(emulator, allocator, lb_ingress=lb_ingress),
         allocator=allocator,
     )
+    # kube-apiserver's part: Service IPs on create/update, graceful pod deletion finished by the kubelet.
+    emulator.store.admission_hooks.setdefault(("", "services"), []).append(allocator.admit)
+    emulator.store.graceful_pod_deletion = True
     emulator.add_controller(workloads.controller)
     emulator.add_controller(workloads.kubelet)
     emulator.add_controller(workloads.endpoints)

@@ -48,6 +48,8 @@ class FakeStore:
         self.objects: dict[tuple, dict] = {}
         self.subs: set[Subscription] = set()
         self.rv = itertools.count(1)
+        self.admission_hooks: dict[tuple[str, str], list[Callable[[dict, dict | None], dict]]] = {}
+        self.graceful_pod_deletion = False
 
     def _emit(self, kind: str, rt: Any, obj: dict) -> None:
         for sub in list(self.subs):
