@@ -73,6 +73,11 @@ class RedfishServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.https else 'http'}://{host}:{self.port}"
 
+    @property
+    def service_url(self) -> str:
+        """The service root, e.g. for the demo's endpoints file: `https://127.0.0.1:8443/redfish/v1`."""
+        return f"{self.url}/redfish/v1"
+
     async def stop(self) -> None:
         """Stop accepting, close connections (in-flight requests get up to 5 s), free the port."""
         self._server.should_exit = True

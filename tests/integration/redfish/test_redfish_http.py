@@ -63,6 +63,7 @@ async def test_gofish_flow(server, machine) -> None:
 
 
 async def test_keep_alive_and_basic(server) -> None:
+    assert server.service_url == server.url + "/redfish/v1"
     async with httpx.AsyncClient(base_url=server.url, verify=False, auth=(USER, PASSWORD)) as client:
         for _ in range(20):
             assert (await client.get(SYSTEM)).status_code == 200
