@@ -30,7 +30,7 @@ BOOT_PROPERTIES = frozenset({
     "StopBootOnFault", "TrustedModuleRequiredToBoot", "UefiTargetBootSourceOverride",
 })
 
-#: DMTF's BootSource enum: a valid Redfish target we may still not support (→ PropertyValueNotInList)
+# property paths as error messages name them
 _TARGET = "Boot/BootSourceOverrideTarget"
 _ENABLED = "Boot/BootSourceOverrideEnabled"
 _MODE = "Boot/BootSourceOverrideMode"
@@ -57,7 +57,10 @@ def boot_resource(override: BootOverride, targets: tuple[BootTarget, ...]) -> di
     }
 
 
-def _enum_value(value: Any, prop: str, enum: type[BootTarget | BootPersistence | BootMode], allowed) -> Any:
+def _enum_value(
+    value: Any, prop: str, enum: type[BootTarget | BootPersistence | BootMode], allowed: tuple[Any, ...]
+) -> Any:
+    """The enum member `value` names; 400 for a non-string or a value outside `allowed`."""
     if not isinstance(value, str):
         raise RedfishError(400, "PropertyValueTypeError", _render(value), prop)
     try:
