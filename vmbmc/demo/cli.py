@@ -1,0 +1,117 @@
+"""`vmbmc demo`: an emulated cluster with sample VMs and a BMC for each, all on localhost."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vmbmc.demo.endpoints import BmcEndpoint, write_endpoints
+from vmbmc.demo.samples import sample_vm
+from vmbmc.emulator.harness import EmulatorThread
+
+log = logging.getLogger("vmbmc.demo")
+
+
+def _crd_files() -> list[Path]:
+    """The project's CRDs: from a source checkout, or packaged beside the code."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent.parent / "crds", here.parent / "crds"):
+        files = sorted(candidate.glob("*.yaml"))
+        if files:
+            return [f for f in files if "CustomResourceDefinition" in f.read_text()]
+    return []
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vms", type=int, default=3, help="number of sample VMs (default 3)")
+    parser.add_argument(
+        "--redfish", action="store_true", help="enable Redfish (always on while IPMI is absent)"
+    )
+    parser.add_argument(
+        "--redfish-http", action="store_true", help="serve Redfish over plain HTTP, not HTTPS"
+    )
+    parser.add_argument(
+        "--endpoints-file", metavar="PATH", help="write the BMC endpoints here as JSON when ready"
+    )
+    parser.add_argument(
+        "--workdir", metavar="DIR", help="where the kubeconfig goes (default: a temporary dir)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str | None) -> None:
+    k = f"kubectl --kubeconfig {shlex.quote(kubeconfig)}"
+    lines = ["", "vmbmc demo is ready.", "", f"  {k} get vm,vmi", ""]
+    for b in bmcs:
+        lines.append(f"  VM {b.vm}  user {b.username}  password {b.password}")
+        if b.ipmi_host is not None:
+            lines.append(
+                f"    ipmitool -I lanplus -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
+                f"-P {shlex.quote(b.password)} power status"
+            )
+        if b.redfish is not None:
+            system = f"{b.redfish}/Systems/{b.vm.split('/', 1)[1]}"
+            lines.append(f"    curl -sk -u {b.username}:{shlex.quote(b.password)} {system}")
+            lines.append(
+                f"    curl -sk -u {b.username}:{shlex.quote(b.password)} -X POST -H 'Content-Type: "
+                f'application/json\' -d \'{{"ResetType":"On"}}\' '
+                f"{system}/Actions/ComputerSystem.Reset"
+            )
+        ns, name = b.vm.split("/", 1)
+        lines.append(f"    {k} -n {ns} describe vm {name}")
+        lines.append("")
+    if endpoints_file:
+        lines.append(f"Endpoints written to {endpoints_file}")
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+async def _serve(args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]]) -> int:
+    from vmbmc.demo.standalone import StandaloneBmcs
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bmcs = StandaloneBmcs(emu.kubeconfig, redfish_http=args.redfish_http)
+    try:
+        endpoints = await bmcs.start(vms)
+        if args.endpoints_file:
+            write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
+        _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)
+        await stop.wait()
+        print("stopping…", flush=True)
+    finally:
+        await asyncio.wait_for(bmcs.stop(), 8)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.vms < 1:
+        print("vmbmc demo: --vms must be at least 1", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with EmulatorThread(port=args.port, kubeconfig=workdir / "kubeconfig", crds=_crd_files()) as emu:
+        vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
+        vms = []
+        for i in range(1, args.vms + 1):
+            obj = sample_vm(i)
+            emu.call(emu.emulator.store.create, vm_rt, obj, "default")
+            vms.append(("default", obj["metadata"]["name"]))
+        code = asyncio.run(_serve(args, emu, vms))
+        log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
+    return code
