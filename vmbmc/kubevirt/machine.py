@@ -254,7 +254,7 @@ class KubeVirtMachine(Machine):
         while True:
             try:
                 result, future = self._submit(action, requester)
-            except (Busy, BackendUnavailable):
+            except Busy:  # an API outage is not waited out: the client hears 503 at once
                 remaining = deadline - self.loop.time()
                 if remaining <= 0:
                     raise

@@ -143,7 +143,11 @@ async def test_kbmc_restart_mid_override(emu: EmulatorThread, cluster: Cluster) 
 
     hub2 = await KubeVirtHub.connect(emu.kubeconfig)
     try:
-        m2 = await hub2.machine_for_bmc("default", name + "-bmc")
+        # as a kbmc pod does: watches limited to its own objects (fieldSelector=metadata.name=...)
+        m2 = await hub2.machine_for_bmc("default", name + "-bmc", restricted=True)
+        assert all(inf.field_selector for inf in hub2._informers.values())
+        with pytest.raises(NotFound):
+            await hub2.machine_for_bmc("default", "no-such-bmc", restricted=True)
         await wait_for(lambda: template(cluster.vm(name)) == original, what="restore by the new process")
         await wait_for(
             lambda: "bootOverride" not in cluster.bmc(name + "-bmc")["status"], what="record cleared"
