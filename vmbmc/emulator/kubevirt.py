@@ -646,6 +646,12 @@ class KubeVirt:
             log.info("vmi gone", extra={"namespace": namespace, "vmi": name, "vmi_uid": vmi_uid})
             return
         current = ks.phase(vmi)
+        if current == "":
+            now = _now()
+            self.store.mutate(VMI_RT, namespace, name, lambda o: ks.adopt_standalone(o, now))
+            self._since[vmi_uid] = loop_time
+            self._enqueue_later(key, self.start_delay / 3)
+            return
         if current not in ks.BOOT_PHASES or current == ks.RUNNING:
             return
         since = self._since.setdefault(vmi_uid, loop_time)

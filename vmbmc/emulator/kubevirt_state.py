@@ -460,6 +460,34 @@ def new_vmi(vm: dict, now: str) -> dict:
     }
 
 
+def adopt_standalone(vmi: dict, now: str) -> None:
+    """A VMI created directly (not by a VM) gets what the VMI mutating webhook and virt-controller give it."""
+    meta = vmi.setdefault("metadata", {})
+    finalizers = meta.setdefault("finalizers", [])
+    if "foregroundDeleteVirtualMachine" not in finalizers:
+        finalizers.append("foregroundDeleteVirtualMachine")
+    spec = vmi.setdefault("spec", {})
+    devices = spec.setdefault("domain", {}).setdefault("devices", {})
+    if (
+        not spec.get("networks")
+        and not devices.get("interfaces")
+        and devices.get("autoattachPodInterface", True)
+    ):
+        spec["networks"] = [{"name": "default", "pod": {}}]
+        devices["interfaces"] = [{"name": "default", "masquerade": {}}]
+    for iface in devices.get("interfaces") or []:
+        iface.setdefault(
+            "macAddress", stable_mac(meta.get("namespace", ""), meta.get("name", ""), iface.get("name", ""))
+        )
+    spec.setdefault("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+    vmi["status"] = {
+        "phase": PENDING,
+        "phaseTransitionTimestamps": [{"phase": PENDING, "phaseTransitionTimestamp": now}],
+        "guestOSInfo": {},
+        "qosClass": "Burstable",
+    }
+
+
 def advance_phase(vmi: dict, new_phase: str, now: str, *, node: str, ip: str) -> None:
     """Move a VMI along Pending → Scheduling → Scheduled → Running (in place), as KubeVirt does."""
     status = vmi.setdefault("status", {})

@@ -239,3 +239,13 @@ async def test_legacy_running_flag(cluster: tuple[FakeEmulator, KubeVirt]) -> No
     kv.call("stop", NS, "vm1", {"gracePeriod": 0})
     assert vm(emu)["spec"]["running"] is False
     await until(lambda: status(emu) == "Stopped")
+
+
+async def test_standalone_vmi_boots_and_deletes_gracefully(cluster: tuple[FakeEmulator, KubeVirt]) -> None:
+    emu, _ = cluster
+    emu.store.create(VMI_RT, {"metadata": {"name": "solo"}, "spec": {"domain": {"devices": {}}}}, NS)
+    await until(lambda: (vmi(emu, "solo") or {}).get("status", {}).get("phase") == "Running")
+    assert "foregroundDeleteVirtualMachine" in vmi(emu, "solo")["metadata"]["finalizers"]
+    emu.store.delete(VMI_RT, NS, "solo")
+    assert vmi(emu, "solo")["metadata"]["deletionTimestamp"]
+    await until(lambda: vmi(emu, "solo") is None)
