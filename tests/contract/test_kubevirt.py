@@ -336,3 +336,15 @@ spec:
     wait_for(lambda: endpoint_ips() == [pods[0].status.pod_ip])
     ep = client.CoreV1Api(api).read_namespaced_endpoints("web", namespace)
     assert ep.subsets[0].ports[0].port == 8080
+
+
+def test_api_latency_hook(cluster: EmulatorThread, api: client.ApiClient, namespace: str) -> None:
+    apply_vm(cluster, namespace)
+    hook(cluster, "set_delays", api=0.4)
+    try:
+        started = time.monotonic()
+        assert subresource(api, namespace, "vm1", "start")[0] == 202
+        assert time.monotonic() - started >= 0.4
+    finally:
+        hook(cluster, "set_delays", api=0.0)
+    wait_ready(cluster, namespace, "vm1")

@@ -237,12 +237,14 @@ class KubeVirt:
         start_delay: float = 0.3,
         stop_delay: float = 0.3,
         grace_scale: float = 0.01,
+        api_delay: float = 0.0,
         node_name: str = "node01",
     ) -> None:
         self.emulator = emulator
         self.start_delay = start_delay
         self.stop_delay = stop_delay
         self.grace_scale = grace_scale
+        self.api_delay = api_delay
         self.node_name = node_name
         self._failures: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
         self._templates: dict[str, dict] = {}  # VMI uid -> VM template spec it was started from
@@ -258,8 +260,16 @@ class KubeVirt:
     # ---------------------------------------------------------------- test hooks
 
     def set_delays(
-        self, *, start: float | None = None, stop: float | None = None, grace_scale: float | None = None
+        self,
+        *,
+        start: float | None = None,
+        stop: float | None = None,
+        grace_scale: float | None = None,
+        api: float | None = None,
     ) -> None:
+        """Boot time, guest shutdown time, grace-period scale, and virt-api's answer latency (seconds)."""
+        if api is not None:
+            self.api_delay = api
         if start is not None:
             self.start_delay = start
         if stop is not None:
@@ -394,6 +404,8 @@ class KubeVirt:
                     "MethodNotAllowed",
                     "the server does not allow this method on the requested resource",
                 )
+            if self.api_delay > 0:
+                await asyncio.sleep(self.api_delay)  # virt-api's round trip to the API server / virt-handler
             return self.call(action, namespace, name, body), None
 
         return handle
