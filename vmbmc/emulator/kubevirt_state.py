@@ -320,7 +320,7 @@ def paused_condition(now: str, reason: str = "PausedByUser", message: str = "VMI
         "status": "True",
         "reason": reason,
         "message": message,
-        "lastProbeTime": None,
+        "lastProbeTime": now,
         "lastTransitionTime": now,
     }
 
@@ -521,7 +521,7 @@ def advance_phase(vmi: dict, new_phase: str, now: str, *, node: str, ip: str) ->
             {"type": "AgentConnected", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
         )
         if spec.get("startStrategy") == "Paused":
-            conds.append(paused_condition(now, "PausedStartStrategy", "VMI was paused by start strategy"))
+            conds.append(paused_condition(now))
         status["conditions"] = conds
 
 

@@ -249,3 +249,15 @@ async def test_standalone_vmi_boots_and_deletes_gracefully(cluster: tuple[FakeEm
     emu.store.delete(VMI_RT, NS, "solo")
     assert vmi(emu, "solo")["metadata"]["deletionTimestamp"]
     await until(lambda: vmi(emu, "solo") is None)
+
+
+async def test_start_paused(cluster: tuple[FakeEmulator, KubeVirt]) -> None:
+    emu, kv = cluster
+    emu.store.create(VM_RT, vm_manifest(), NS)
+    assert kv.call("start", NS, "vm1", {"paused": True}) == 202
+    await until(lambda: status(emu) == "Paused")
+    assert vm(emu)["spec"]["runStrategy"] == "Always"
+    assert vmi(emu)["spec"]["startStrategy"] == "Paused"
+    assert "stateChangeRequests" not in vm(emu)["status"]
+    kv.call("unpause", NS, "vm1", None)
+    await until(lambda: status(emu) == "Running")
