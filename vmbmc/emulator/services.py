@@ -283,6 +283,20 @@ class EndpointsController:
         self._dirty: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._members: dict[tuple[str, str], set[str]] = {}  # pod (ns, name) -> service names
+        # Indexes kept from watch events (an informer's cache): namespace -> name -> selector / labels.
+        self._selectors: dict[str, dict[str, dict]] = {}
+        self._pod_labels: dict[str, dict[str, dict]] = {}
+
+    def _note(self, plural: str, obj: dict, deleted: bool) -> None:
+        meta = obj.get("metadata") or {}
+        table = self._selectors if plural == "services" else self._pod_labels
+        names = table.setdefault(meta.get("namespace", ""), {})
+        if deleted:
+            names.pop(meta.get("name", ""), None)
+        elif plural == "services":
+            names[meta.get("name", "")] = dict((obj.get("spec") or {}).get("selector") or {})
+        else:
+            names[meta.get("name", "")] = dict(meta.get("labels") or {})
 
     def _rt(self, group: str, version: str, plural: str) -> Any:
         return self.emulator.registry.get(group, version, plural)
@@ -293,8 +307,12 @@ class EndpointsController:
         store = emulator.store
         sub = store.subscribe()
         try:
+            pods, _ = store.list(self._rt("", "v1", "pods"))
+            for pod in pods:
+                self._note("pods", pod, False)
             services, _ = store.list(self._rt("", "v1", "services"))
             for svc in services:
+                self._note("services", svc, False)
                 self._dirty.add((svc["metadata"]["namespace"], svc["metadata"]["name"]))
             self._wake.set()
             reader = asyncio.create_task(self._read(sub))
@@ -325,13 +343,15 @@ class EndpointsController:
             if rt.group == "" and rt.plural == "services":
                 if event.type == "DELETED":
                     self.allocator.release(obj)
+                self._note("services", obj, event.type == "DELETED")
                 self._dirty.add((ns, meta.get("name", "")))
             elif rt.group == "" and rt.plural == "pods":
+                self._note("pods", obj, event.type == "DELETED")
                 key = (ns, meta.get("name", ""))
                 names = set(self._members.get(key, set()))
-                for svc in self._services_in(ns):
-                    if selector_matches((svc.get("spec") or {}).get("selector"), meta.get("labels")):
-                        names.add(svc["metadata"]["name"])
+                for svc_name, selector in self._selectors.get(ns, {}).items():
+                    if selector_matches(selector, meta.get("labels")):
+                        names.add(svc_name)
                 if event.type == "DELETED":
                     self._members.pop(key, None)
                 for name in names:
@@ -339,10 +359,6 @@ class EndpointsController:
             else:
                 continue
             self._wake.set()
-
-    def _services_in(self, namespace: str) -> list[dict]:
-        services, _ = self.emulator.store.list(self._rt("", "v1", "services"), namespace)
-        return services
 
     def sync(self, namespace: str, name: str) -> None:
         store = self.emulator.store
@@ -358,8 +374,13 @@ class EndpointsController:
         selector = (svc.get("spec") or {}).get("selector")
         if not selector or (svc.get("spec") or {}).get("type") == "ExternalName":
             return
-        selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        pods, _ = store.list(self._rt("", "v1", "pods"), namespace, label_selector=selector_text)
+        pod_rt = self._rt("", "v1", "pods")
+        pods = []
+        for pod_name, labels in sorted(self._pod_labels.get(namespace, {}).items()):
+            if selector_matches(selector, labels):
+                pod = store.try_get(pod_rt, namespace, pod_name)
+                if pod is not None and selector_matches(selector, pod["metadata"].get("labels")):
+                    pods.append(pod)
         for pod in pods:
             self._members.setdefault((namespace, pod["metadata"]["name"]), set()).add(name)
         subsets = endpoints_for(svc, pods)

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -275,6 +276,29 @@ class WorkloadController:
         self.emulator = emulator
         self._dirty: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
         self._wake = asyncio.Event()
+        # Owner uid -> names of its dependents, kept from watch events and our own creates (an informer's
+        # index): listing a namespace per sync would cost O(objects) each time.
+        self._children: dict[str, set[str]] = defaultdict(set)
+
+    def _index(self, obj: dict, deleted: bool = False) -> None:
+        owner = controller_of(obj)
+        if owner and owner.get("uid"):
+            names = self._children[owner["uid"]]
+            if deleted:
+                names.discard(obj["metadata"]["name"])
+                if not names:
+                    del self._children[owner["uid"]]
+            else:
+                names.add(obj["metadata"]["name"])
+
+    def _dependents(self, owner: dict, plural: str) -> list[dict]:
+        meta = owner["metadata"]
+        out = []
+        for name in sorted(self._children.get(meta["uid"], ())):
+            obj = self.emulator.store.try_get(self._rt(plural), meta["namespace"], name)
+            if obj is not None and (controller_of(obj) or {}).get("uid") == meta["uid"]:
+                out.append(obj)
+        return out
 
     def _rt(self, plural: str) -> Any:
         if plural == "pods":
@@ -288,10 +312,12 @@ class WorkloadController:
         sub = store.subscribe()
         reader = asyncio.create_task(self._read(sub))
         try:
-            for plural, kind in (("deployments", "Deployment"), ("replicasets", "ReplicaSet")):
+            for plural, kind in (("deployments", "Deployment"), ("replicasets", "ReplicaSet"), ("pods", "")):
                 objs, _ = store.list(self._rt(plural))
                 for obj in objs:
-                    self._dirty.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                    self._index(obj)
+                    if kind:
+                        self._dirty.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
             self._wake.set()
             while True:
                 await self._wake.wait()
@@ -320,6 +346,8 @@ class WorkloadController:
             meta = obj.get("metadata") or {}
             ns = meta.get("namespace", "")
             owner = controller_of(obj)
+            if (rt.group, rt.plural) in (("apps", "replicasets"), ("", "pods")):
+                self._index(obj, deleted=event.type == "DELETED")
             if rt.group == "apps" and rt.plural == "deployments":
                 self._dirty.add(("Deployment", ns, meta.get("name", "")))
             elif rt.group == "apps" and rt.plural == "replicasets":
@@ -342,12 +370,7 @@ class WorkloadController:
     # ---------------------------------------------------------------- replicaset controller
 
     def _owned_pods(self, rs: dict) -> list[dict]:
-        meta = rs["metadata"]
-        selector = selector_string((rs.get("spec") or {}).get("selector"))
-        pods, _ = self.emulator.store.list(
-            self._rt("pods"), meta["namespace"], label_selector=selector or None
-        )
-        return [p for p in pods if (controller_of(p) or {}).get("uid") == meta["uid"]]
+        return self._dependents(rs, "pods")
 
     def sync_replicaset(self, namespace: str, name: str) -> None:
         store = self.emulator.store
@@ -360,6 +383,7 @@ class WorkloadController:
         if len(active) < want:
             for _ in range(want - len(active)):
                 pod = store.create(self._rt("pods"), new_pod(rs), namespace)
+                self._index(pod)
                 active.append(pod)
                 log.info(
                     "pod created",
@@ -409,8 +433,7 @@ class WorkloadController:
         pod_hash = template_hash(
             spec.get("template") or {}, (deploy.get("status") or {}).get("collisionCount", 0)
         )
-        all_rs, _ = store.list(self._rt("replicasets"), namespace)
-        owned = [r for r in all_rs if (controller_of(r) or {}).get("uid") == deploy["metadata"]["uid"]]
+        owned = self._dependents(deploy, "replicasets")
         new_rs = next(
             (r for r in owned if (r["metadata"].get("labels") or {}).get(HASH_LABEL) == pod_hash), None
         )
@@ -421,6 +444,7 @@ class WorkloadController:
             new_rs = store.create(
                 self._rt("replicasets"), new_replicaset(deploy, pod_hash, revision), namespace
             )
+            self._index(new_rs)
             log.info(
                 "replicaset created",
                 extra={"namespace": namespace, "deployment": name, "replicaset": new_rs["metadata"]["name"]},
