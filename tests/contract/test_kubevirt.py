@@ -187,7 +187,12 @@ def test_apply_get_start_wait(cluster: EmulatorThread, api: client.ApiClient, na
     phases = [p["phase"] for p in vmi["status"]["phaseTransitionTimestamps"]]
     assert phases == ["Pending", "Scheduling", "Scheduled", "Running"]
     vmi_row = kubectl(cluster, "-n", namespace, "get", "vmi", "vm1", "--no-headers").split()
-    assert vmi_row[2:] == ["Running", vmi["status"]["interfaces"][0]["ipAddress"], "node01", "True"]
+    assert vmi_row[2:] == [
+        "Running",
+        vmi["status"]["interfaces"][0]["ipAddress"],
+        vmi["status"]["nodeName"],
+        "True",
+    ]
 
 
 def test_transitional_states_are_visible(

@@ -513,12 +513,18 @@ def advance_phase(vmi: dict, new_phase: str, now: str, *, node: str, ip: str) ->
             for i, iface in enumerate(ifaces)
         ]
         status["guestOSInfo"] = {"id": "fedora", "name": "Fedora Linux", "kernelRelease": "6.8.5"}
+        launcher = hashlib.sha256(f"launcher/{uid(vmi)}".encode()).hexdigest()
+        status["activePods"] = {str(uuid.UUID(launcher[:32])): node}
+        status["launcherContainerImageVersion"] = "quay.io/kubevirt/virt-launcher:v1.6.0"
         status["machine"] = {"type": "pc-q35-rhel9.4.0"}
         status["migrationMethod"] = "BlockMigration"
         conds = [c for c in status.get("conditions") or [] if c.get("type") not in ("Ready", "Paused")]
         conds.append({"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": now})
         conds.append(
             {"type": "AgentConnected", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+        )
+        conds.append(
+            {"type": "LiveMigratable", "status": "True", "lastProbeTime": None, "lastTransitionTime": None}
         )
         if spec.get("startStrategy") == "Paused":
             conds.append(paused_condition(now))
@@ -536,7 +542,7 @@ def end_vmi(vmi: dict, final_phase: str, now: str) -> None:
     conds = [
         c
         for c in status.get("conditions") or []
-        if c.get("type") not in ("Ready", "Paused", "AgentConnected")
+        if c.get("type") not in ("Ready", "Paused", "AgentConnected", "LiveMigratable")
     ]
     conds.append(
         {
