@@ -251,6 +251,7 @@ class KubeVirtMachine(Machine):
         self, action: PowerAction, requester: Requester, *, settle_timeout: float = 30.0
     ) -> ActionResult:
         deadline = self.loop.time() + settle_timeout
+        backoff = 0.2
         while True:
             try:
                 result, future = self._submit(action, requester)
@@ -265,13 +266,15 @@ class KubeVirtMachine(Machine):
             try:
                 return await asyncio.wrap_future(future)
             except Busy:
-                # KubeVirt said busy after all (try then verify): wait for the state and decide again.
+                # KubeVirt said busy after all (try then verify): back off, then decide again. Not woken
+                # by watch events: our own record writes would make that a busy loop against the API.
                 with self._lock:
                     self._remembered.pop(requester.request_id, None)
                 remaining = deadline - self.loop.time()
                 if remaining <= 0:
                     raise
-                await self.wait_change(min(remaining, 0.5))
+                await asyncio.sleep(min(remaining, backoff))
+                backoff = min(backoff * 2, 2.0)
 
     def _remember(self, request_id: str) -> _Remembered | None:
         now = time.monotonic()

@@ -72,6 +72,7 @@ async def test_retransmit_is_one_request(emu: EmulatorThread, cluster: Cluster) 
         assert first_event["reportingComponent"] == "vmbmc-kbmc" and first_event["count"] == 1
         assert first_event["firstTimestamp"] == first_event["lastTimestamp"]
     finally:
+        emu.emulator.faults.clear()
         await hub.close()
 
 
@@ -95,6 +96,7 @@ async def test_two_threads_submit_at_once(emu: EmulatorThread, cluster: Cluster)
         assert sorted(r.effect for r in results) == [Effect.NONE] * 7 + [Effect.PENDING]
         await wait_for(lambda: state_is(m, PowerState.ON), what="On")
     finally:
+        emu.emulator.faults.clear()
         await hub.close()
 
 
@@ -173,6 +175,7 @@ async def test_external_changes_show_in_the_observed_state(emu: EmulatorThread, 
         await wait_for(lambda: state_is(m, PowerState.OFF), what="Off by virtctl")
         assert m.power_status().vmi_uid == ""
     finally:
+        emu.emulator.faults.clear()
         await hub.close()
 
 
@@ -249,10 +252,13 @@ async def test_kubevirt_conflict_is_verified(emu: EmulatorThread, cluster: Clust
         )  # retried within the wait
         assert result.effect is Effect.CALLED
         await wait_for(lambda: state_is(m, PowerState.ON), what="On")
-        # KubeVirt keeps refusing while the VM stays On: Busy once the wait is over
-        emu.call(emu.kubevirt.fail_next, "stop", 409, count=3)
+        # KubeVirt keeps refusing while the VM stays On: Busy once the wait is over, and not a call storm
+        rule = emu.emulator.faults.add("PUT", rf"/virtualmachines/{name}/stop$", status=409, count=100)
         with pytest.raises(Busy):
-            await m.act(PowerAction.OFF, req(), settle_timeout=0.3)
+            await m.act(PowerAction.OFF, req(), settle_timeout=1.0)
+        assert 2 <= 100 - (rule.count or 0) <= 4  # calls backed off (0.2 s, 0.4 s, ...) within the second
+        emu.emulator.faults.clear()
         assert (await m.act(PowerAction.OFF, req(), settle_timeout=5)).effect is Effect.CALLED
     finally:
+        emu.emulator.faults.clear()
         await hub.close()
