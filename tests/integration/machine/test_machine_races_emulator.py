@@ -262,3 +262,25 @@ async def test_kubevirt_conflict_is_verified(emu: EmulatorThread, cluster: Clust
     finally:
         emu.emulator.faults.clear()
         await hub.close()
+
+
+async def test_many_machines_share_one_watch_per_namespace(emu: EmulatorThread, cluster: Cluster) -> None:
+    names = [unique() for _ in range(5)]
+    for n in names:
+        cluster.create_vm(n)
+    hub = await KubeVirtHub.connect(emu.kubeconfig)
+    try:
+        machines = [await hub.machine_for_vm("default", n) for n in names]
+        paths = sorted(inf.path.rsplit("/", 1)[-1] for inf in hub._informers.values())
+        assert paths == ["persistentvolumeclaims", "virtualmachineinstances", "virtualmachines"]
+        await machines[0].act(PowerAction.ON, req())
+        await wait_for(lambda: state_is(machines[0], PowerState.ON), what="On")
+        inv = machines[0].inventory()
+        assert inv.nics[0].mac  # assigned by KubeVirt, read from the VMI
+        assert (inv.cpus, inv.memory_bytes, inv.uuid) == (2, 1 << 30, inv.uuid) and inv.uuid
+        assert all(state_is(m, PowerState.OFF) for m in machines[1:])
+        for m in machines:
+            await hub.release(m)
+        assert hub._informers == {}
+    finally:
+        await hub.close()
