@@ -353,3 +353,19 @@ def test_api_latency_hook(cluster: EmulatorThread, api: client.ApiClient, namesp
     finally:
         hook(cluster, "set_delays", api=0.0)
     wait_ready(cluster, namespace, "vm1")
+
+
+def test_delete_vm_stops_vmi_and_orphan_keeps_it(
+    cluster: EmulatorThread, api: client.ApiClient, namespace: str
+) -> None:
+    apply_vm(cluster, namespace, "a", run_strategy="Always")
+    apply_vm(cluster, namespace, "b", run_strategy="Always")
+    wait_ready(cluster, namespace, "a")
+    wait_ready(cluster, namespace, "b")
+    kubectl(cluster, "-n", namespace, "delete", "vm", "a", "--timeout=20s")
+    assert try_get_vmi(api, namespace, "a") is None
+    kubectl(cluster, "-n", namespace, "delete", "vm", "b", "--cascade=orphan", "--timeout=20s")
+    time.sleep(0.5)
+    orphan = try_get_vmi(api, namespace, "b")
+    assert orphan is not None and orphan["status"]["phase"] == "Running"
+    assert not orphan["metadata"].get("ownerReferences")

@@ -563,7 +563,11 @@ class KubeVirt:
 
     def _terminate(self, vm: dict, vmi: dict | None) -> None:
         meta = vm["metadata"]
-        if vmi is not None:
+        owned = any(
+            r.get("uid") == meta["uid"] for r in (vmi or {}).get("metadata", {}).get("ownerReferences") or []
+        )
+        if vmi is not None and owned:
+            # An orphaning delete (--cascade=orphan) already took the VMI's ownerReference: it keeps running.
             if not ks.is_deleting(vmi):
                 self._delete_vmi(vmi)
             self._write_status(vm, self.store.try_get(VMI_RT, meta["namespace"], meta["name"]))
