@@ -630,6 +630,8 @@ class KubeVirt:
         grace = ks.grace_seconds(vmi)
         if grace <= 0:
             return 0.0
+        if ks.has_condition_true(vmi, "Paused"):
+            return grace * self.grace_scale  # a paused guest cannot act on ACPI: killed at the deadline
         return min(self.stop_delay, grace * self.grace_scale)
 
     def _drive_vmi(self, namespace: str, name: str, loop_time: float) -> None:
