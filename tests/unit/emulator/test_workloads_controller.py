@@ -219,3 +219,30 @@ async def test_load_balancer_and_node_port(cluster: FakeEmulator) -> None:
     svc = emu.store.get(SERVICES, NS, "lb")
     assert 30000 <= svc["spec"]["ports"][0]["nodePort"] <= 32767
     assert ingress()[0]["ip"].startswith("172.18.255.")
+
+
+async def test_pod_runner_exit_restarts_or_ends() -> None:
+    runner = Runner()
+    emu, _, tasks = await start_cluster(runner)
+    try:
+        emu.store.create(DEPLOYMENTS, deployment(), NS)
+        await until(lambda: len(ready_pods(emu)) == 1)
+        name = pods(emu)[0]["metadata"]["name"]
+        runner.events[name].exited(1)
+        await until(lambda: pods(emu)[0]["status"]["containerStatuses"][0]["restartCount"] == 1, timeout=5)
+        await until(lambda: len(ready_pods(emu)) == 1)
+        bare = {
+            "metadata": {"name": "job"},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]},
+        }
+        emu.store.create(PODS, bare, NS)
+        await until(lambda: "job" in runner.events)
+        await until(lambda: (emu.store.get(PODS, NS, "job").get("status") or {}).get("phase") == "Running")
+        runner.events["job"].exited(0)
+        await until(lambda: emu.store.get(PODS, NS, "job")["status"]["phase"] == "Succeeded")
+        state = emu.store.get(PODS, NS, "job")["status"]["containerStatuses"][0]["state"]
+        assert state["terminated"]["exitCode"] == 0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
