@@ -369,3 +369,15 @@ def test_delete_vm_stops_vmi_and_orphan_keeps_it(
     orphan = try_get_vmi(api, namespace, "b")
     assert orphan is not None and orphan["status"]["phase"] == "Running"
     assert not orphan["metadata"].get("ownerReferences")
+
+
+def test_webhook_refuses_bad_run_strategy(cluster: EmulatorThread, namespace: str) -> None:
+    both = VM_MANIFEST.format(name="both", namespace=namespace, run_strategy="Always").replace(
+        "  runStrategy: Always\n", "  runStrategy: Always\n  running: true\n"
+    )
+    out = kubectl(cluster, "apply", "--validate=false", "-f", "-", input=both, check=False)
+    # kubectl renders a 422 with causes and no kind/name as KubeVirt users see it.
+    assert "The request is invalid: spec.running: Running and RunStrategy are mutually exclusive" in out
+    bogus = VM_MANIFEST.format(name="bogus", namespace=namespace, run_strategy="Sometimes")
+    out = kubectl(cluster, "apply", "--validate=false", "-f", "-", input=bogus, check=False)
+    assert "Invalid RunStrategy (Sometimes)" in out

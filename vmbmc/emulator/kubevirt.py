@@ -708,5 +708,14 @@ def install_kubevirt(emulator: Emulator, **options: Any) -> KubeVirt:
         registry.add_subresource_handler(SUBRESOURCE_GROUP, "v1", VM_RT.plural, action, kv._handler(action))
     for action in VMI_ACTIONS:
         registry.add_subresource_handler(SUBRESOURCE_GROUP, "v1", VMI_RT.plural, action, kv._handler(action))
+    emulator.store.admission_hooks.setdefault(VM_RT.key, []).append(_admit_vm)
     emulator.add_controller(kv)
     return kv
+
+
+def _admit_vm(vm: dict, old: dict | None) -> dict:
+    """KubeVirt's validating webhook for VirtualMachines (the runStrategy part)."""
+    causes = ks.validate_vm(vm)
+    if causes:
+        raise _api_error(ks.webhook_denial(causes))
+    return vm

@@ -115,6 +115,45 @@ def run_strategy(vm: dict) -> str:
     return ALWAYS if running else HALTED
 
 
+VM_VALIDATOR = "virtualmachine-validator.kubevirt.io"
+
+
+def validate_vm(vm: dict) -> list[dict]:
+    """The runStrategy checks of KubeVirt's VM admission webhook, as status causes."""
+    spec = vm.get("spec") or {}
+    causes = []
+    if spec.get("running") is not None and spec.get("runStrategy") is not None:
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": "Running and RunStrategy are mutually exclusive. "
+                "Note that Running is deprecated, please use RunStrategy instead",
+                "field": "spec.running",
+            }
+        )
+    rs = spec.get("runStrategy")
+    if rs is not None and rs not in (*RUN_STRATEGIES, "WaitAsReceiver"):
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": f"Invalid RunStrategy ({rs})",
+                "field": "spec.runStrategy",
+            }
+        )
+    return causes
+
+
+def webhook_denial(causes: list[dict]) -> Refusal:
+    """How kube-apiserver answers when KubeVirt's validating webhook refuses an object."""
+    message = ", ".join(c["message"] for c in causes)
+    return Refusal(
+        422,
+        "Invalid",
+        f'admission webhook "{VM_VALIDATOR}" denied the request: {message}',
+        {"causes": causes},
+    )
+
+
 def phase(vmi: dict | None) -> str:
     return ((vmi or {}).get("status") or {}).get("phase") or ""
 

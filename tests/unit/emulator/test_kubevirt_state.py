@@ -346,3 +346,17 @@ class TestVmStatus:
         v["status"] = ks.vm_status(v, None, NOW)
         again = ks.vm_status(v, None, "2026-01-01T00:05:00Z")
         assert again == v["status"]
+
+
+def test_webhook_validation() -> None:
+    assert ks.validate_vm(vm("Always")) == []
+    assert ks.validate_vm(vm(None, running=True)) == []
+    causes = ks.validate_vm(vm("Always", running=True))
+    assert [c["field"] for c in causes] == ["spec.running"]
+    bad = ks.validate_vm(vm("Sometimes"))
+    assert bad[0]["message"] == "Invalid RunStrategy (Sometimes)"
+    refusal = ks.webhook_denial(bad)
+    assert refusal.code == 422
+    assert refusal.message.startswith(
+        'admission webhook "virtualmachine-validator.kubevirt.io" denied the request: '
+    )
