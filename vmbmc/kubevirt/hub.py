@@ -60,14 +60,19 @@ class KubeVirtHub:
             inf.refcount += 1
         if not required:
             return inf
+        deadline = self.loop.time() + SYNC_TIMEOUT
         try:
-            await asyncio.wait_for(inf.synced.wait(), SYNC_TIMEOUT)
+            await asyncio.wait_for(inf.first_result.wait(), SYNC_TIMEOUT)
+            err = inf.last_error
+            if not inf.synced.is_set() and err is not None and 400 <= err.code < 500 and err.code != 429:
+                raise machine_error(err, path)  # 403, 404 (CRD not served): no point in waiting
+            await asyncio.wait_for(inf.synced.wait(), max(0.0, deadline - self.loop.time()))
         except TimeoutError:
             await self._unref([inf])
-            err = inf.last_error
-            if err is not None and err.code not in (0,) and err.code < 500:
-                raise machine_error(err, path) from err
-            raise BackendUnavailable(f"the Kubernetes API did not answer a list of {path}") from err
+            raise BackendUnavailable(f"the Kubernetes API did not answer a list of {path}") from None
+        except BaseException:
+            await self._unref([inf])
+            raise
         return inf
 
     async def _unref(self, informers: list[Informer]) -> None:

@@ -284,3 +284,22 @@ async def test_many_machines_share_one_watch_per_namespace(emu: EmulatorThread, 
         assert hub._informers == {}
     finally:
         await hub.close()
+
+
+async def test_forbidden_list_fails_at_once(emu: EmulatorThread, cluster: Cluster) -> None:
+    name = unique()
+    cluster.create_vm(name)
+    cluster.create_bmc(name + "-bmc", name)
+    hub = await KubeVirtHub.connect(emu.kubeconfig)
+    try:
+        emu.emulator.faults.add("GET", r"/virtualmachinebmcs$", status=403, count=1)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Forbidden):
+            await hub.machine_for_bmc("default", name + "-bmc")
+        assert asyncio.get_running_loop().time() - started < 2
+        assert hub._informers == {}
+        m = await hub.machine_for_bmc("default", name + "-bmc")  # allowed again: works
+        assert m.power_status().state is PowerState.OFF
+    finally:
+        emu.emulator.faults.clear()
+        await hub.close()
