@@ -170,12 +170,7 @@ class Api:
             return _json(self.emu.store.patch(rt, ns, name, ctype, raw, subresource=sub))
         if method == "DELETE":
             opts = await self._delete_options(request)
-            obj = self.emu.store.delete(rt, ns, name, **opts)
-            if obj["metadata"].get("deletionTimestamp") and self.emu.store.try_get(rt, ns, name) is not None:
-                return _json(obj, 200)
-            return _json(obj, 200)
-        if method == "POST" and rt.key == ("", "serviceaccounts") and sub == "token":
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return _json(self.emu.store.delete(rt, ns, name, **opts))
         raise ApiError(
             405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
         )
