@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from vmbmc.machine.boot import boot_mode
+from vmbmc.machine.observe import run_strategy
 from vmbmc.machine.types import Disk, Inventory, Nic
 
 
@@ -125,4 +126,6 @@ def inventory(
         nics=nics,
         disks=tuple(disks),
         boot_mode=boot_mode(vm),
+        run_strategy=run_strategy(vm),
     )
+

@@ -143,3 +143,4 @@ class Inventory:
     nics: tuple[Nic, ...] = field(default_factory=tuple)
     disks: tuple[Disk, ...] = field(default_factory=tuple)
     boot_mode: BootMode = BootMode.LEGACY
+    run_strategy: str = ""  # KubeVirt runStrategy (IPMI reports it as the power restore policy)

@@ -1,0 +1,324 @@
+"""IPMI commands of an authenticated session → the state machine, and back to completion codes.
+
+One table: (NetFn, Cmd) → name, least privilege, handler. Reads come from the machine's cache and
+actions are handed to it with `submit` (never blocking, contracts §3); every machine error maps to
+one completion code here. Anything not in the table is 0xC1 "invalid command".
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmbmc import __version__
+from vmbmc.kbmc import fru
+from vmbmc.kbmc.sessions import Priv
+from vmbmc.kbmc.wire import Request
+from vmbmc.machine import errors
+from vmbmc.machine.api import Machine
+from vmbmc.machine.types import (
+    BootMode,
+    BootOverride,
+    BootPersistence,
+    BootTarget,
+    PowerAction,
+    PowerState,
+    Protocol,
+    Requester,
+)
+
+log = logging.getLogger(__name__)
+
+# Completion codes (IPMI 2.0 §5.2)
+CC_OK = 0x00
+CC_PARAM_UNSUPPORTED = 0x80  # Get/Set System Boot Options: parameter not supported
+CC_BUSY = 0xC0
+CC_INVALID_COMMAND = 0xC1
+CC_BAD_LENGTH = 0xC7
+CC_OUT_OF_RANGE = 0xC9
+CC_NOT_PRESENT = 0xCB
+CC_INVALID_FIELD = 0xCC
+CC_INSUFFICIENT_PRIV = 0xD4
+CC_NOT_NOW = 0xD5
+CC_UNSPECIFIED = 0xFF
+
+NETFN_CHASSIS, NETFN_APP, NETFN_STORAGE = 0x00, 0x06, 0x0A
+
+ERROR_CODES: dict[type[errors.MachineError], int] = {
+    errors.Busy: CC_BUSY,
+    errors.Refused: CC_NOT_NOW,
+    errors.NotSupported: CC_INVALID_FIELD,
+    errors.Invalid: CC_INVALID_FIELD,
+    errors.NotFound: CC_NOT_NOW,
+    errors.Forbidden: CC_INSUFFICIENT_PRIV,
+    errors.BackendUnavailable: CC_UNSPECIFIED,
+}
+
+CHASSIS_CONTROL: dict[int, PowerAction] = {
+    0x00: PowerAction.OFF,
+    0x01: PowerAction.ON,
+    0x02: PowerAction.CYCLE,
+    0x03: PowerAction.RESET,
+    0x04: PowerAction.NMI,
+    0x05: PowerAction.SHUTDOWN,
+}
+
+# Boot flags (parameter 5) device selector <-> target; safe mode, floppy and the remote-media
+# selectors have no KubeVirt meaning and are refused with 0xCC rather than approximated.
+SELECTOR_TO_TARGET = {0x0: BootTarget.NONE, 0x1: BootTarget.PXE, 0x2: BootTarget.HDD, 0x5: BootTarget.CD, 0x6: BootTarget.BIOS_SETUP}
+TARGET_TO_SELECTOR = {v: k for k, v in SELECTOR_TO_TARGET.items()}
+BOOT_VALID, BOOT_PERSISTENT, BOOT_EFI = 0x80, 0x40, 0x20
+
+# Runstrategy -> power restore policy bits 6:5 of Get Chassis Status byte 1.
+RESTORE_POLICY = {"Always": 0x40, "RerunOnFailure": 0x20, "Once": 0x00, "Halted": 0x00, "Manual": 0x00}
+
+# Plain boot option parameters kept as given (0 set in progress, 1/2 service partition,
+# 3 valid-bit clearing, 4 boot info acknowledge): parameter -> data length.
+PLAIN_BOOT_PARAMS = {0: 1, 1: 1, 2: 1, 3: 1, 4: 2}
+
+DEVICE_ID = 0x20
+MANUFACTURER_ID = 0  # no IANA number of our own; 0 reads "Unknown" and triggers no vendor quirks
+PRODUCT_ID = 0x4B56  # "KV"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: str
+    client: str  # address, as in logs and request records
+    priv: Priv
+
+
+Handler = Callable[["Commands", Caller, bytes], tuple[int, bytes]]
+
+
+def firmware_revision(version: str = __version__) -> tuple[int, int]:
+    """(major, BCD minor) of Get Device ID from the vmbmc version."""
+    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]] + [0, 0]
+    minor = min(parts[1], 99)
+    return min(parts[0], 127), (minor // 10) << 4 | minor % 10
+
+
+class Commands:
+    """The command set of one BMC; runs on the BMC's event loop."""
+
+    def __init__(self, machine: Machine, *, on_bmc_reset: Callable[[], None] | None = None) -> None:
+        self.machine = machine
+        self.on_bmc_reset = on_bmc_reset
+        self.boot_params: dict[int, bytes] = {0: b"\x00", 1: b"\x00", 2: b"\x00", 3: b"\x00", 4: b"\x00\x00"}
+        self.identify_until = 0.0  # monotonic deadline; inf = on until turned off
+        self.powered_on_by_ipmi = False
+
+    def handle(self, caller: Caller, req: Request) -> tuple[str, int, bytes]:
+        """(command name, completion code, response data)."""
+        entry = COMMANDS.get((req.netfn, req.cmd))
+        if entry is None:
+            return f"netfn 0x{req.netfn:02x} cmd 0x{req.cmd:02x}", CC_INVALID_COMMAND, b""
+        name, least, handler = entry
+        if caller.priv < least:
+            return name, CC_INSUFFICIENT_PRIV, b""
+        try:
+            code, data = handler(self, caller, req.data)
+        except errors.MachineError as err:
+            code, data = ERROR_CODES.get(type(err), CC_UNSPECIFIED), b""
+            log.info("request refused by the state machine", extra={"command": name, "reason": err.message})
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("IPMI handler failed", extra={"command": name})
+            code, data = CC_UNSPECIFIED, b""
+        return name, code, data
+
+    def _requester(self, caller: Caller) -> Requester:
+        return Requester(Protocol.IPMI, caller.user, caller.client, secrets.token_hex(8))
+
+    # --- App -------------------------------------------------------------------------------
+    def get_device_id(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        major, minor = firmware_revision()
+        # 15 bytes (IPMI 2.0 §20.1): 3-byte manufacturer id, 2-byte product id, 4-byte aux revision.
+        # Additional device support: chassis device (0x80) and FRU inventory (0x08).
+        return CC_OK, (
+            bytes((DEVICE_ID, 0x01, major, minor, 0x02, 0x88))
+            + MANUFACTURER_ID.to_bytes(3, "little")
+            + PRODUCT_ID.to_bytes(2, "little")
+            + bytes(4)
+        )
+
+    def bmc_reset(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        # A BMC reset does not touch the host; ours drops every session, as a real one does.
+        if self.on_bmc_reset:
+            self.on_bmc_reset()
+        return CC_OK, b""
+
+    def get_self_test(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_OK, b"\x55\x00"  # "no error"
+
+    def get_acpi_power_state(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        on = self._chassis_on()
+        return CC_OK, bytes((0x00 if on else 0x05, 0x00))  # S0/G0 working, or S5/G2 soft off; D0
+
+    def get_system_guid(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        inv = self.machine.inventory()
+        try:
+            guid = uuid.UUID(inv.uuid)
+        except ValueError:
+            return CC_NOT_PRESENT, b""
+        return CC_OK, guid.bytes_le  # SMBIOS byte order, as the guest's dmidecode shows it
+
+    # --- Chassis ---------------------------------------------------------------------------
+    def _chassis_on(self) -> bool:
+        state = self.machine.power_status().state
+        if state is PowerState.UNKNOWN:
+            raise errors.BackendUnavailable("the VM's power state is unknown")
+        # During a transition the state being left is read (contracts §3).
+        return state in (PowerState.ON, PowerState.PAUSED, PowerState.POWERING_OFF)
+
+    def get_chassis_status(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        on = self._chassis_on()
+        policy = RESTORE_POLICY.get(self.machine.inventory().run_strategy, 0x60)
+        last_event = 0x10 if self.powered_on_by_ipmi else 0x00
+        identify = 0
+        if self.identify_until > time.monotonic():
+            identify = 0x20 if self.identify_until == float("inf") else 0x10
+        return CC_OK, bytes(((0x01 if on else 0x00) | policy, last_event, 0x40 | identify))
+
+    def chassis_control(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 1:
+            return CC_BAD_LENGTH, b""
+        action = CHASSIS_CONTROL.get(data[0] & 0x0F)
+        if action is None:
+            return CC_INVALID_FIELD, b""
+        self.machine.submit(action, self._requester(caller))
+        if action is PowerAction.ON:
+            self.powered_on_by_ipmi = True
+        return CC_OK, b""
+
+    def chassis_identify(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) > 2:
+            return CC_BAD_LENGTH, b""
+        interval = data[0] if data else 15
+        if len(data) == 2 and data[1] & 0x01:
+            self.identify_until = float("inf")
+        else:
+            self.identify_until = time.monotonic() + interval if interval else 0.0
+        return CC_OK, b""
+
+    # --- System boot options (IPMI 2.0 §28.12, §28.13) ------------------------------------
+    def set_boot_options(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if not data:
+            return CC_BAD_LENGTH, b""
+        param, value = data[0] & 0x7F, data[1:]
+        if param in PLAIN_BOOT_PARAMS:
+            if len(value) != PLAIN_BOOT_PARAMS[param]:
+                return CC_BAD_LENGTH, b""
+            if param == 4:  # boot info acknowledge: byte 1 is a write mask for byte 2
+                mask, old = value[0], self.boot_params[4][1]
+                value = bytes((0, (old & ~mask) | (value[1] & mask)))
+            self.boot_params[param] = bytes(value)
+            return CC_OK, b""
+        if param != 5:
+            return CC_PARAM_UNSUPPORTED, b""
+        if len(value) != 5:
+            return CC_BAD_LENGTH, b""
+        flags, selector = value[0], (value[1] >> 2) & 0x0F
+        target = SELECTOR_TO_TARGET.get(selector)
+        if target is None:
+            return CC_INVALID_FIELD, b""
+        requester = self._requester(caller)
+        if not flags & BOOT_VALID or target is BootTarget.NONE:
+            self.machine.submit_boot_override(
+                requester, target=BootTarget.NONE, enabled=BootPersistence.DISABLED
+            )
+            return CC_OK, b""
+        enabled = BootPersistence.CONTINUOUS if flags & BOOT_PERSISTENT else BootPersistence.ONCE
+        # Without the EFI bit the VM's firmware is kept: `chassis bootdev pxe` must not turn a
+        # UEFI VM into a BIOS one (docs/kbmc.md).
+        mode = BootMode.UEFI if flags & BOOT_EFI else None
+        self.machine.submit_boot_override(requester, target=target, enabled=enabled, mode=mode)
+        return CC_OK, b""
+
+    def get_boot_options(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 3:
+            return CC_BAD_LENGTH, b""
+        param = data[0] & 0x7F
+        if param in PLAIN_BOOT_PARAMS:
+            return CC_OK, bytes((0x01, param)) + self.boot_params[param]
+        if param != 5:
+            return CC_PARAM_UNSUPPORTED, b""
+        return CC_OK, bytes((0x01, 5)) + boot_flags(self.machine.boot_override())
+
+    # --- Storage: FRU and an empty SEL -----------------------------------------------------
+    def _fru(self) -> bytes:
+        return fru.image(self.machine.inventory(), __version__)
+
+    def get_fru_area_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 1:
+            return CC_BAD_LENGTH, b""
+        if data[0] != 0:
+            return CC_NOT_PRESENT, b""
+        return CC_OK, struct.pack("<HB", len(self._fru()), 0)  # byte access
+
+    def read_fru_data(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 4:
+            return CC_BAD_LENGTH, b""
+        if data[0] != 0:
+            return CC_NOT_PRESENT, b""
+        offset, count = struct.unpack("<H", data[1:3])[0], data[3]
+        image = self._fru()
+        if offset >= len(image):
+            return CC_OUT_OF_RANGE, b""
+        chunk = image[offset : offset + min(count, 64)]
+        return CC_OK, bytes((len(chunk),)) + chunk
+
+    def get_sel_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        # SEL version 1.5, no entries, no free space, timestamps unspecified, supports only
+        # Clear SEL and Reserve SEL. KubeVirt has no system event log to show.
+        return CC_OK, bytes((0x51, 0, 0, 0, 0)) + b"\xff" * 8 + bytes((0x02,))
+
+    def reserve_sel(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_OK, b"\x01\x00"
+
+    def get_sel_entry(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_NOT_PRESENT, b""
+
+    def clear_sel(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 6 or data[2:5] != b"CLR":
+            return CC_INVALID_FIELD, b""
+        return CC_OK, b"\x01"  # erasure completed
+
+    def get_sel_time(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_OK, struct.pack("<I", int(time.time()) & 0xFFFFFFFF)
+
+
+def boot_flags(override: BootOverride) -> bytes:
+    """Boot flags parameter data (5 bytes) as the override really is."""
+    flags = BOOT_EFI if override.mode is BootMode.UEFI else 0
+    active = override.enabled is not BootPersistence.DISABLED and override.target is not BootTarget.NONE
+    if not active:
+        return bytes((flags, 0, 0, 0, 0))
+    flags |= BOOT_VALID | (BOOT_PERSISTENT if override.enabled is BootPersistence.CONTINUOUS else 0)
+    return bytes((flags, TARGET_TO_SELECTOR[override.target] << 2, 0, 0, 0))
+
+
+COMMANDS: dict[tuple[int, int], tuple[str, Priv, Handler]] = {
+    (NETFN_APP, 0x01): ("Get Device ID", Priv.USER, Commands.get_device_id),
+    (NETFN_APP, 0x02): ("Cold Reset", Priv.ADMIN, Commands.bmc_reset),
+    (NETFN_APP, 0x03): ("Warm Reset", Priv.ADMIN, Commands.bmc_reset),
+    (NETFN_APP, 0x04): ("Get Self Test Results", Priv.USER, Commands.get_self_test),
+    (NETFN_APP, 0x07): ("Get ACPI Power State", Priv.USER, Commands.get_acpi_power_state),
+    (NETFN_APP, 0x37): ("Get System GUID", Priv.USER, Commands.get_system_guid),
+    (NETFN_CHASSIS, 0x01): ("Get Chassis Status", Priv.USER, Commands.get_chassis_status),
+    (NETFN_CHASSIS, 0x02): ("Chassis Control", Priv.OPERATOR, Commands.chassis_control),
+    (NETFN_CHASSIS, 0x04): ("Chassis Identify", Priv.OPERATOR, Commands.chassis_identify),
+    (NETFN_CHASSIS, 0x08): ("Set System Boot Options", Priv.OPERATOR, Commands.set_boot_options),
+    (NETFN_CHASSIS, 0x09): ("Get System Boot Options", Priv.USER, Commands.get_boot_options),
+    (NETFN_STORAGE, 0x10): ("Get FRU Inventory Area Info", Priv.USER, Commands.get_fru_area_info),
+    (NETFN_STORAGE, 0x11): ("Read FRU Data", Priv.USER, Commands.read_fru_data),
+    (NETFN_STORAGE, 0x40): ("Get SEL Info", Priv.USER, Commands.get_sel_info),
+    (NETFN_STORAGE, 0x42): ("Reserve SEL", Priv.USER, Commands.reserve_sel),
+    (NETFN_STORAGE, 0x43): ("Get SEL Entry", Priv.USER, Commands.get_sel_entry),
+    (NETFN_STORAGE, 0x47): ("Clear SEL", Priv.OPERATOR, Commands.clear_sel),
+    (NETFN_STORAGE, 0x48): ("Get SEL Time", Priv.USER, Commands.get_sel_time),
+}

@@ -1,0 +1,134 @@
+"""The IPMI endpoint of one BMC: a UDP socket on the asyncio loop, feeding its LAN channel.
+
+Many `IpmiServer`s may share one loop (one per BMC, each on its own address:port with its own
+credentials), started and stopped at run time. Handling a datagram never waits: crypto is
+microseconds, reads come from the machine's cache and actions are submitted to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+
+from vmbmc.auth import Credentials, LoginLimiter
+from vmbmc.kbmc.commands import Commands
+from vmbmc.kbmc.lan import Identity, LanChannel
+from vmbmc.kbmc.sessions import SessionTable
+from vmbmc.machine.api import Machine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 10623
+PRUNE_INTERVAL = 10.0
+
+
+def _bmc_guid(machine: Machine) -> bytes:
+    try:
+        return uuid.UUID(machine.inventory().uuid).bytes
+    except Exception:  # VM not cached yet or no UUID: a stable one from the names
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"vmbmc:{machine.bmc or machine.vm}").bytes
+
+
+def _peer(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:  # IPv4 client on a dual-stack socket
+        host = host[7:]
+    return host, addr[1]
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket on host:port; `::` (or "") is dual-stack, IPv6 and IPv4."""
+    host = host or "::"
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setblocking(False)
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: IpmiServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            out = self.server.lan.handle(data, _peer(addr))
+        except Exception:  # never let one datagram take the endpoint down
+            log.exception("IPMI datagram handling failed", extra={"client": addr[0]})
+            return
+        if out is not None and self.transport is not None:
+            self.transport.sendto(out, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error", extra={"error": str(exc)})
+
+
+class IpmiServer:
+    def __init__(
+        self,
+        machine: Machine,
+        credentials: Credentials,
+        *,
+        host: str = "::",
+        port: int = DEFAULT_PORT,
+        limiter: LoginLimiter | None = None,
+        table: SessionTable | None = None,
+    ) -> None:
+        self.machine = machine
+        self.host, self._port = host, port
+        self.commands = Commands(machine, on_bmc_reset=self._reset_soon)
+        self.lan = LanChannel(
+            self.commands, credentials, limiter or LoginLimiter(), Identity(_bmc_guid(machine)), table
+        )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pruner: asyncio.TimerHandle | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def start(self) -> IpmiServer:
+        loop = asyncio.get_running_loop()
+        sock = bind_udp(self.host, self._port)
+        self._port = sock.getsockname()[1]
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        self._transport = transport  # type: ignore[assignment]
+        self._schedule_prune()
+        log.info("IPMI listening", extra={"host": self.host, "port": self._port, "vm": self.machine.vm})
+        return self
+
+    def _schedule_prune(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def prune() -> None:
+            for s in self.lan.table.prune():
+                log.info("session expired", extra={"user": s.user, "client": s.client[0]})
+            self._pruner = loop.call_later(PRUNE_INTERVAL, prune)
+
+        self._pruner = loop.call_later(PRUNE_INTERVAL, prune)
+
+    def _reset_soon(self) -> None:
+        # After the reply has gone out, as a BMC resets after answering Cold Reset.
+        asyncio.get_running_loop().call_later(0.2, self.lan.reset)
+
+    async def stop(self) -> None:
+        if self._pruner:
+            self._pruner.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        with contextlib.suppress(Exception):
+            self.lan.reset()
