@@ -47,7 +47,7 @@ CC_INSUFFICIENT_PRIV = 0xD4
 CC_NOT_NOW = 0xD5
 CC_UNSPECIFIED = 0xFF
 
-NETFN_CHASSIS, NETFN_APP, NETFN_STORAGE = 0x00, 0x06, 0x0A
+NETFN_CHASSIS, NETFN_SENSOR, NETFN_APP, NETFN_STORAGE = 0x00, 0x04, 0x06, 0x0A
 
 ERROR_CODES: dict[type[errors.MachineError], int] = {
     errors.Busy: CC_BUSY,
@@ -138,9 +138,11 @@ class Commands:
     def get_device_id(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         major, minor = firmware_revision()
         # 15 bytes (IPMI 2.0 §20.1): 3-byte manufacturer id, 2-byte product id, 4-byte aux revision.
-        # Additional device support: chassis device (0x80) and FRU inventory (0x08).
+        # "Provides device SDRs" (an empty set) and sensor device, not an SDR repository: with an
+        # empty repository ipmitool tries to rebuild it, and `fru print` / `sdr list` fail.
+        # Additional device support: chassis (0x80), FRU inventory (0x08), sensor device (0x01).
         return CC_OK, (
-            bytes((DEVICE_ID, 0x01, major, minor, 0x02, 0x88))
+            bytes((DEVICE_ID, 0x81, major, minor, 0x02, 0x89))
             + MANUFACTURER_ID.to_bytes(3, "little")
             + PRODUCT_ID.to_bytes(2, "little")
             + bytes(4)
@@ -165,7 +167,7 @@ class Commands:
             guid = uuid.UUID(inv.uuid)
         except ValueError:
             return CC_NOT_PRESENT, b""
-        return CC_OK, guid.bytes_le  # SMBIOS byte order, as the guest's dmidecode shows it
+        return CC_OK, guid.bytes[::-1]  # IPMI order: least significant byte first (§20.8)
 
     # --- Chassis ---------------------------------------------------------------------------
     def _chassis_on(self) -> bool:
@@ -272,6 +274,25 @@ class Commands:
         chunk = image[offset : offset + min(count, 64)]
         return CC_OK, bytes((len(chunk),)) + chunk
 
+    def get_device_sdr_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        # One record, the BMC's own locator, and no sensors: a VM has none to show, and
+        # `fru print` / `sdr list` finish cleanly (ipmitool always reads record 0).
+        return CC_OK, bytes((0, 0x01))  # 0 sensors, static, LUN 0
+
+    def reserve_sdr(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_OK, b"\x01\x00"
+
+    def get_sdr(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 6:
+            return CC_BAD_LENGTH, b""
+        record_id, offset, count = struct.unpack("<H", data[2:4])[0], data[4], data[5]
+        if record_id not in (0x0000, 0xFFFF):  # 0 = first, FFFF = last: both are our one record
+            return CC_NOT_PRESENT, b""
+        record = mc_locator_record(self.machine.inventory().name)
+        if offset > len(record):
+            return CC_OUT_OF_RANGE, b""
+        return CC_OK, b"\xff\xff" + record[offset : offset + count]
+
     def get_sel_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         # SEL version 1.5, no entries, no free space, timestamps unspecified, supports only
         # Clear SEL and Reserve SEL. KubeVirt has no system event log to show.
@@ -290,6 +311,13 @@ class Commands:
 
     def get_sel_time(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         return CC_OK, struct.pack("<I", int(time.time()) & 0xFFFFFFFF)
+
+
+def mc_locator_record(name: str) -> bytes:
+    """SDR type 12h, Management Controller Device Locator (IPMI 2.0 §43.9), for this BMC."""
+    label = name.encode("ascii", "replace")[:16]
+    body = bytes((0x20, 0x00, 0x00, 0x89, 0, 0, 0, 0x06, 0x01, 0x00, 0xC0 | len(label))) + label
+    return struct.pack("<HBBB", 0x0000, 0x51, 0x12, len(body)) + body
 
 
 def boot_flags(override: BootOverride) -> bytes:
@@ -316,6 +344,10 @@ COMMANDS: dict[tuple[int, int], tuple[str, Priv, Handler]] = {
     (NETFN_CHASSIS, 0x09): ("Get System Boot Options", Priv.USER, Commands.get_boot_options),
     (NETFN_STORAGE, 0x10): ("Get FRU Inventory Area Info", Priv.USER, Commands.get_fru_area_info),
     (NETFN_STORAGE, 0x11): ("Read FRU Data", Priv.USER, Commands.read_fru_data),
+    (NETFN_SENSOR, 0x20): ("Get Device SDR Info", Priv.USER, Commands.get_device_sdr_info),
+    (NETFN_SENSOR, 0x21): ("Get Device SDR", Priv.USER, Commands.get_sdr),
+    (NETFN_STORAGE, 0x23): ("Get SDR", Priv.USER, Commands.get_sdr),
+    (NETFN_SENSOR, 0x22): ("Reserve Device SDR Repository", Priv.USER, Commands.reserve_sdr),
     (NETFN_STORAGE, 0x40): ("Get SEL Info", Priv.USER, Commands.get_sel_info),
     (NETFN_STORAGE, 0x42): ("Reserve SEL", Priv.USER, Commands.reserve_sel),
     (NETFN_STORAGE, 0x43): ("Get SEL Entry", Priv.USER, Commands.get_sel_entry),

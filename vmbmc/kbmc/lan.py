@@ -165,9 +165,9 @@ class LanChannel:
             self.bad.note(client[0], "dropped a command before Activate Session")
             return None
 
-        def answer(code: int, data: bytes = b"") -> bytes:
+        def answer(code: int, data: bytes = b"", seq: int = 0) -> bytes:
             msg = req.response(code, data)
-            return wire.build_v15(wire.AUTH_MD5, 0, s.id, crypto.md5_auth_code(s.key16, s.id, msg, 0), msg)
+            return wire.build_v15(wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, msg, seq), msg)
 
         expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
         if not hmac.compare_digest(expected, pkt.authcode):
@@ -185,11 +185,15 @@ class LanChannel:
         inbound = int.from_bytes(os.urandom(4), "little") or 1
         s.active, s.max_priv, s.priv = True, Priv(max_priv), Priv(min(max_priv, Priv.USER))
         s.window = SeqWindow(inbound - 1)
-        s.out_seq = (struct.unpack("<I", out_seq)[0] - 1) & 0xFFFFFFFF
+        # The answer carries the console's initial outbound number; ours count on from it
+        # (FreeIPMI checks this, IPMI 2.0 §22.17).
+        s.out_seq = struct.unpack("<I", out_seq)[0]
         self.table.touch(s)
         self.limiter.success(client[0])
         log.info("session opened", extra=self._extra(s, "Activate Session", CC_OK, protocol="lan"))
-        return answer(CC_OK, bytes((wire.AUTH_MD5,)) + struct.pack("<II", s.id, inbound) + bytes((max_priv,)))
+        return answer(
+            CC_OK, bytes((wire.AUTH_MD5,)) + struct.pack("<II", s.id, inbound) + bytes((max_priv,)), s.out_seq
+        )
 
     # --- IPMI 2.0 / RMCP+ ------------------------------------------------------------------
     def _v20(self, pkt: wire.V20, client: Client) -> bytes | None:
@@ -395,6 +399,15 @@ class LanChannel:
         index = data[2] & 0x3F
         return CC_OK, bytes((CHANNEL,)) + records[index * 16 : index * 16 + 16]
 
+    def _channel_info(self, s: Session, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 1:
+            return CC_BAD_LENGTH, b""
+        if data[0] & 0x0F not in (CURRENT_CHANNEL, CHANNEL):
+            return CC_INVALID_FIELD, b""  # one channel: this LAN channel
+        sessions = min(len(self.table.active()), 0x3F)
+        # 802.3 LAN, IPMB-1.0 protocol, multi-session, IPMI forum IANA 7154, no aux info.
+        return CC_OK, bytes((CHANNEL, 0x04, 0x01, 0x80 | sessions)) + (7154).to_bytes(3, "little") + bytes(2)
+
     def _in_session(self, s: Session, req: Request) -> bytes:
         """The response message; a retransmitted request gets the first answer again."""
         key = (req.rq_seq, req.netfn, req.cmd, req.data)
@@ -404,6 +417,8 @@ class LanChannel:
         s.requests += 1
         if req.netfn == 0x06 and req.cmd in (0x3B, 0x3C):
             name, code, data = self._session_command(s, req)
+        elif req.netfn == 0x06 and req.cmd == 0x42:
+            name, (code, data) = "Get Channel Info", self._channel_info(s, req.data)
         elif req.netfn == 0x06 and req.cmd in (0x38, 0x54):
             name = "Get Channel Auth Capabilities" if req.cmd == 0x38 else "Get Channel Cipher Suites"
             code, data = self._auth_capabilities(req.data) if req.cmd == 0x38 else self._cipher_suites(req.data)
