@@ -70,7 +70,13 @@ CHASSIS_CONTROL: dict[int, PowerAction] = {
 
 # Boot flags (parameter 5) device selector <-> target; safe mode, floppy and the remote-media
 # selectors have no KubeVirt meaning and are refused with 0xCC rather than approximated.
-SELECTOR_TO_TARGET = {0x0: BootTarget.NONE, 0x1: BootTarget.PXE, 0x2: BootTarget.HDD, 0x5: BootTarget.CD, 0x6: BootTarget.BIOS_SETUP}
+SELECTOR_TO_TARGET = {
+    0x0: BootTarget.NONE,
+    0x1: BootTarget.PXE,
+    0x2: BootTarget.HDD,
+    0x5: BootTarget.CD,
+    0x6: BootTarget.BIOS_SETUP,
+}
 TARGET_TO_SELECTOR = {v: k for k, v in SELECTOR_TO_TARGET.items()}
 BOOT_VALID, BOOT_PERSISTENT, BOOT_EFI = 0x80, 0x40, 0x20
 

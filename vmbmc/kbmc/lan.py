@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 
 from vmbmc.auth import Credentials, LoginLimiter
-from vmbmc.kbmc import crypto, wire
+from vmbmc.kbmc import crypto, metrics, wire
 from vmbmc.kbmc.commands import (
     CC_BAD_LENGTH,
     CC_BUSY,
@@ -167,7 +167,9 @@ class LanChannel:
 
         def answer(code: int, data: bytes = b"", seq: int = 0) -> bytes:
             msg = req.response(code, data)
-            return wire.build_v15(wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, msg, seq), msg)
+            return wire.build_v15(
+                wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, msg, seq), msg
+            )
 
         expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
         if not hmac.compare_digest(expected, pkt.authcode):
@@ -177,7 +179,12 @@ class LanChannel:
             return answer(CC_INSUFFICIENT_PRIV)
         if len(req.data) != 22:
             return answer(CC_BAD_LENGTH)
-        authtype, max_priv, challenge, out_seq = req.data[0], req.data[1] & 0x0F, req.data[2:18], req.data[18:22]
+        authtype, max_priv, challenge, out_seq = (
+            req.data[0],
+            req.data[1] & 0x0F,
+            req.data[2:18],
+            req.data[18:22],
+        )
         if authtype != wire.AUTH_MD5 or not hmac.compare_digest(challenge, s.challenge):
             return answer(CC_INVALID_FIELD)
         if not Priv.CALLBACK <= max_priv <= Priv.ADMIN:
@@ -190,6 +197,7 @@ class LanChannel:
         s.out_seq = struct.unpack("<I", out_seq)[0]
         self.table.touch(s)
         self.limiter.success(client[0])
+        metrics.SESSIONS_OPENED.labels("lan").inc()
         log.info("session opened", extra=self._extra(s, "Activate Session", CC_OK, protocol="lan"))
         return answer(
             CC_OK, bytes((wire.AUTH_MD5,)) + struct.pack("<II", s.id, inbound) + bytes((max_priv,)), s.out_seq
@@ -234,7 +242,12 @@ class LanChannel:
         response = self._in_session(s, Request.parse(plain))
         keys = s.keys
         return wire.build_v20(
-            wire.PAYLOAD_IPMI, s.peer_id, s.next_out_seq(), keys.encrypt(response), encrypted=True, sign=keys.auth_code
+            wire.PAYLOAD_IPMI,
+            s.peer_id,
+            s.next_out_seq(),
+            keys.encrypt(response),
+            encrypted=True,
+            sign=keys.auth_code,
         )
 
     def _open_session(self, p: bytes, client: Client) -> bytes | None:
@@ -243,7 +256,9 @@ class LanChannel:
         tag, priv, console_id = p[0], p[1] & 0x0F, struct.unpack("<I", p[4:8])[0]
 
         def answer(status: int, body: bytes = b"") -> bytes:
-            out = bytes((tag, status, 0 if status else priv_granted, 0)) + struct.pack("<I", console_id) + body
+            out = (
+                bytes((tag, status, 0 if status else priv_granted, 0)) + struct.pack("<I", console_id) + body
+            )
             return wire.build_v20(wire.PAYLOAD_OPEN_RSP, 0, 0, out)
 
         priv_granted = Priv.ADMIN if priv == 0 else priv
@@ -283,7 +298,9 @@ class LanChannel:
 
         def answer(status: int, body: bytes = b"") -> bytes:
             console = s.peer_id if s else 0
-            return wire.build_v20(wire.PAYLOAD_RAKP2, 0, 0, bytes((tag, status, 0, 0)) + struct.pack("<I", console) + body)
+            return wire.build_v20(
+                wire.PAYLOAD_RAKP2, 0, 0, bytes((tag, status, 0, 0)) + struct.pack("<I", console) + body
+            )
 
         if s is None or s.handshake is None:
             return answer(RS_INVALID_SESSION)
@@ -299,7 +316,9 @@ class LanChannel:
         kuid = crypto.password_key(password, 20) if password is not None else None
         if kuid is None:
             self.table.close(s.id)
-            self._failed(client, user, "unknown user" if password is None else "password longer than 20 bytes")
+            self._failed(
+                client, user, "unknown user" if password is None else "password longer than 20 bytes"
+            )
             return answer(RS_UNAUTHORIZED_NAME)
         hs.rakp1, hs.console_rand, hs.bmc_rand, hs.role = p, p[8:24], os.urandom(16), role
         s.user, s.max_priv = user, Priv(priv)
@@ -311,7 +330,15 @@ class LanChannel:
     def _rakp(self, s: Session) -> crypto.Rakp:
         hs = s.handshake
         assert hs is not None
-        return crypto.Rakp(s.peer_id, s.id, hs.console_rand, hs.bmc_rand, self.identity.guid, hs.role, s.user.encode("latin-1"))
+        return crypto.Rakp(
+            s.peer_id,
+            s.id,
+            hs.console_rand,
+            hs.bmc_rand,
+            self.identity.guid,
+            hs.role,
+            s.user.encode("latin-1"),
+        )
 
     def _rakp3(self, p: bytes, client: Client) -> bytes | None:
         if len(p) < 8:
@@ -352,6 +379,7 @@ class LanChannel:
         hs.rakp4 = answer(RS_OK, rakp.rakp4_code(hs.suite, sik))
         self.table.touch(s)
         self.limiter.success(client[0])
+        metrics.SESSIONS_OPENED.labels("lanplus").inc()
         log.info(
             "session opened",
             extra=self._extra(s, "RAKP 3", CC_OK, protocol="lanplus", cipher_suite=hs.suite.id),
@@ -421,12 +449,15 @@ class LanChannel:
             name, (code, data) = "Get Channel Info", self._channel_info(s, req.data)
         elif req.netfn == 0x06 and req.cmd in (0x38, 0x54):
             name = "Get Channel Auth Capabilities" if req.cmd == 0x38 else "Get Channel Cipher Suites"
-            code, data = self._auth_capabilities(req.data) if req.cmd == 0x38 else self._cipher_suites(req.data)
+            code, data = (
+                self._auth_capabilities(req.data) if req.cmd == 0x38 else self._cipher_suites(req.data)
+            )
         else:
             caller = Caller(s.user, client_text(s.client), s.priv)
             name, code, data = self.commands.handle(caller, req)
         response = req.response(code, data)
         s.remember(key, response)
+        metrics.REQUESTS.labels(name, f"0x{code:02x}").inc()
         level = logging.INFO if code != CC_INVALID_COMMAND else logging.DEBUG
         log.log(level, "ipmi request", extra=self._extra(s, name, code))
         return response
@@ -458,6 +489,7 @@ class LanChannel:
 
     # --- helpers ---------------------------------------------------------------------------
     def _failed(self, client: Client, user: str, why: str) -> None:
+        metrics.LOGIN_FAILURES.inc()
         was_blocked = self.limiter.blocked(client[0])
         self.limiter.failure(client[0])
         if not was_blocked:  # once blocked, the limiter has logged it; stay quiet
@@ -465,4 +497,10 @@ class LanChannel:
 
     @staticmethod
     def _extra(s: Session, command: str, code: int, **more: object) -> dict[str, object]:
-        return {"client": client_text(s.client), "user": s.user, "command": command, "cc": f"0x{code:02x}", **more}
+        return {
+            "client": client_text(s.client),
+            "user": s.user,
+            "command": command,
+            "cc": f"0x{code:02x}",
+            **more,
+        }

@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from vmbmc.kbmc import metrics
+
 
 class RateLimitedLog:
     def __init__(
@@ -25,6 +27,7 @@ class RateLimitedLog:
 
     def note(self, client: str, message: str) -> bool:
         """Log `message` for `client` unless it was logged within the interval; True if logged."""
+        metrics.DROPPED.inc()
         now = self._clock()
         key = (client, message)
         last = self._last.get(key)

@@ -42,7 +42,9 @@ def _peer(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
 def bind_udp(host: str, port: int) -> socket.socket:
     """A UDP socket on host:port; `::` (or "") is dual-stack, IPv6 and IPv4."""
     host = host or "::"
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6 and host == "::":

@@ -79,9 +79,7 @@ class Session:
     window: SeqWindow = field(default_factory=SeqWindow)
     last_seen: float = 0.0
     requests: int = 0
-    answered: OrderedDict[tuple[int, int, int, bytes], tuple[int, bytes]] = field(
-        default_factory=OrderedDict
-    )
+    answered: OrderedDict[tuple[int, int, int, bytes], tuple[int, bytes]] = field(default_factory=OrderedDict)
 
     def next_out_seq(self) -> int:
         self.out_seq = (self.out_seq + 1) & 0xFFFFFFFF or 1

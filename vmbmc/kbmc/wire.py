@@ -90,7 +90,11 @@ def asf_pong(body: bytes, rmcp_seq: int) -> bytes | None:
         return None
     # Supported entities 0x81: IPMI supported, ASF version 1.0; no interactions.
     data = struct.pack(">II", ASF_IANA, 0) + bytes((0x81, 0x00)) + bytes(6)
-    return rmcp_header(rmcp_seq, RMCP_CLASS_ASF) + struct.pack(">IBBBB", ASF_IANA, ASF_PONG, tag, 0, len(data)) + data
+    return (
+        rmcp_header(rmcp_seq, RMCP_CLASS_ASF)
+        + struct.pack(">IBBBB", ASF_IANA, ASF_PONG, tag, 0, len(data))
+        + data
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +163,7 @@ class V20:
         if len(payload) != length:
             raise Malformed("payload shorter than its length")
         trailer = body[pos + length :]
-        return cls(
-            bool(ptype & 0x80), bool(ptype & 0x40), ptype & 0x3F, sid, seq, payload, trailer, body
-        )
+        return cls(bool(ptype & 0x80), bool(ptype & 0x40), ptype & 0x3F, sid, seq, payload, trailer, body)
 
     def split_trailer(self, icv_len: int) -> tuple[bytes, bytes] | None:
         """(signed bytes, auth code) of an authenticated packet, or None if the trailer is wrong."""

@@ -1,0 +1,48 @@
+"""Fixtures for the IPMI front end: the real `vmbmc kbmc` process against the emulator."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
+
+from kbmc_process import KbmcProcess, start_kbmc
+from machine_cluster import Cluster, crd_files
+
+from vmbmc.emulator.harness import EmulatorThread
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorThread]:
+    with (
+        tempfile.TemporaryDirectory(prefix="vmbmc-kbmc-") as tmp,
+        EmulatorThread(
+            kubeconfig=Path(tmp) / "kubeconfig",
+            crds=crd_files(),
+            kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
+        ) as emulator,
+    ):
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def cluster(emu: EmulatorThread) -> Cluster:
+    return Cluster(emu)
+
+
+@pytest.fixture(scope="module")
+def kbmc(
+    emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KbmcProcess]:
+    """One VM with a VirtualMachineBMC, served by a `vmbmc kbmc --bmc` process on 127.0.0.1."""
+    cluster.create_vm("ipmi-vm")
+    cluster.create_bmc("ipmi-bmc", "ipmi-vm")
+    proc = start_kbmc(emu.kubeconfig, tmp_path_factory.mktemp("kbmc"), "--bmc", "default/ipmi-bmc")
+    yield proc
+    proc.stop()

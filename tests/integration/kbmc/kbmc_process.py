@@ -1,0 +1,143 @@
+"""Run `vmbmc kbmc` as a user would, and real IPMI clients against it (bounded in time)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VMBMC = str(Path(sys.executable).with_name("vmbmc"))
+USER, PASSWORD = "admin", "kbmc-test-pw-16c"  # 16 characters: IPMI 1.5 and 2.0 both take it
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class KbmcProcess:
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+    health_port: int
+    log: Path
+    user: str = USER
+    password: str = PASSWORD
+
+    def ipmitool(
+        self,
+        *args: str,
+        interface: str = "lanplus",
+        timeout: float = 30,
+        password: str | None = None,
+        user: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            "ipmitool",
+            "-I",
+            interface,
+            "-H",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user if user is None else user,
+            "-P",
+            self.password if password is None else password,
+            *extra,
+            *args,
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+    def freeipmi(
+        self, tool: str, *args: str, driver: str = "LAN_2_0", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            tool,
+            "-D",
+            driver,
+            "-h",
+            f"{self.host}:{self.port}",
+            "-u",
+            self.user,
+            "-p",
+            self.password,
+            *args,
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_kbmc(
+    kubeconfig: str,
+    workdir: Path,
+    *who: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> KbmcProcess:
+    creds = workdir / "credentials"
+    creds.mkdir(exist_ok=True)
+    (creds / "username").write_text(USER + "\n")
+    (creds / "password").write_text(PASSWORD + "\n")
+    port = port or free_udp_port(host)
+    health = free_tcp_port()
+    log = workdir / "kbmc.log"
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    proc = subprocess.Popen(
+        [
+            VMBMC,
+            "kbmc",
+            *who,
+            "--kubeconfig",
+            kubeconfig,
+            "--address",
+            host,
+            "--ipmi-port",
+            str(port),
+            "--health-port",
+            str(health),
+            "--credentials-dir",
+            str(creds),
+            *extra,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    kp = KbmcProcess(proc, host, port, health, log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"kbmc exited {proc.returncode}:\n{log.read_text()}")
+        if "kbmc ready" in log.read_text():
+            return kp
+        time.sleep(0.05)
+    kp.stop()
+    raise AssertionError(f"kbmc not ready in 20 s:\n{log.read_text()}")

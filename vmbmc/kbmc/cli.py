@@ -1,0 +1,155 @@
+"""`vmbmc kbmc`: the BMC of one VirtualMachineBMC (`--bmc`) or of one VM without the CRD (`--vm`).
+
+The one place where the front ends and the KubeVirt back end are wired together (contracts §6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from vmbmc.auth import Credentials, FileCredentials, StaticCredentials
+from vmbmc.kbmc.server import DEFAULT_PORT
+from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
+
+log = logging.getLogger("vmbmc.kbmc")
+
+
+def _ref(value: str) -> tuple[str, str]:
+    ns, sep, name = value.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {value!r}")
+    return ns, name
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--bmc", type=_ref, metavar="NS/NAME", help="serve this VirtualMachineBMC")
+    who.add_argument("--vm", type=_ref, metavar="NS/NAME", help="serve this VM without the CRD (standalone)")
+    parser.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, then KUBECONFIG")
+    parser.add_argument("--address", default="::", help="address to listen on (default :: , IPv6 and IPv4)")
+    parser.add_argument("--ipmi-port", type=int, default=DEFAULT_PORT, help="UDP port (default 10623)")
+    parser.add_argument(
+        "--redfish-port",
+        type=int,
+        default=None,
+        help=f"serve Redfish on this port (--bmc: only when spec.redfish.enabled; usual {REDFISH_PORT})",
+    )
+    parser.add_argument("--redfish-http", action="store_true", help="plain HTTP instead of HTTPS")
+    parser.add_argument("--tls-cert", metavar="FILE")
+    parser.add_argument("--tls-key", metavar="FILE")
+    parser.add_argument(
+        "--credentials-dir",
+        metavar="DIR",
+        help="directory with files 'username' and 'password' (the mounted Secret); "
+        "else VMBMC_USERNAME / VMBMC_PASSWORD",
+    )
+    parser.add_argument("--health-port", type=int, default=8081, help="/healthz /readyz /metrics; -1: off")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def credentials(args: argparse.Namespace) -> Credentials:
+    if args.credentials_dir:
+        return FileCredentials(args.credentials_dir)
+    user, password = os.environ.get("VMBMC_USERNAME", ""), os.environ.get("VMBMC_PASSWORD", "")
+    if user and password:
+        return StaticCredentials(user, password)
+    raise ValueError("no credentials: give --credentials-dir DIR, or set VMBMC_USERNAME and VMBMC_PASSWORD")
+
+
+def setup_logging(verbose: bool) -> None:
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from vmbmc.kubevirt.hub import KubeVirtHub
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        log.error("--tls-cert and --tls-key go together")
+        return 2
+    creds = credentials(args)
+    hub = await KubeVirtHub.connect(args.kubeconfig)
+    # In a pod the Roles allow only name-restricted lists and watches (contracts §6, §8).
+    restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    health = None
+    service: BmcService | None = None
+    machine = None
+    try:
+        if args.health_port >= 0:
+            from vmbmc.kbmc.health import health_app
+            from vmbmc.redfish.server import serve as serve_asgi
+
+            health = await serve_asgi(health_app(hub.ready), args.address, args.health_port, http=True)
+        if args.bmc:
+            machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)
+            redfish = args.redfish_port if _redfish_enabled(machine) else None
+        else:
+            machine = await hub.machine_for_vm(*args.vm, restricted=restricted)
+            redfish = args.redfish_port
+        opts = ServiceOptions(
+            address=args.address,
+            ipmi_port=args.ipmi_port,
+            redfish_port=redfish,
+            redfish_http=args.redfish_http,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+        service = await BmcService(machine, creds, opts).start()
+        log.info(
+            "kbmc ready",
+            extra={
+                "vm": machine.vm,
+                "bmc": machine.bmc,
+                "ipmi_port": service.ipmi.port if service.ipmi else None,
+                "redfish": service.redfish_url,
+                "health_port": health.port if health else None,
+            },
+        )
+        await stop.wait()
+        return 0
+    finally:
+        if service is not None:
+            await service.stop()
+        if health is not None:
+            await health.stop()
+        if machine is not None:
+            await hub.release(machine)
+        await hub.close()
+
+
+def _redfish_enabled(machine: object) -> bool:
+    """spec.redfish.enabled of the served VirtualMachineBMC (default false, contracts §2)."""
+    store = getattr(machine, "store", None)
+    bmc = store.current() if store is not None else None
+    return bool((((bmc or {}).get("spec") or {}).get("redfish") or {}).get("enabled", False))
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve(args, stop)
+
+    try:
+        return asyncio.run(main())
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"vmbmc kbmc: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # e.g. NotFound for the BMC or VM: say what, not a traceback
+        with contextlib.suppress(Exception):
+            log.error("kbmc failed", extra={"error": str(err)})
+        print(f"vmbmc kbmc: {getattr(err, 'message', err)}", file=sys.stderr)
+        return 1
