@@ -32,7 +32,7 @@ def _crd_files() -> list[Path]:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vms", type=int, default=3, help="number of sample VMs (default 3)")
     parser.add_argument(
-        "--redfish", action="store_true", help="enable Redfish (always on while IPMI is absent)"
+        "--redfish", action="store_true", help="also serve Redfish (HTTPS on port 8443 of each BMC)"
     )
     parser.add_argument(
         "--redfish-http", action="store_true", help="serve Redfish over plain HTTP, not HTTPS"
@@ -81,7 +81,9 @@ async def _serve(args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    bmcs = StandaloneBmcs(emu.kubeconfig, redfish_http=args.redfish_http)
+    bmcs = StandaloneBmcs(
+        emu.kubeconfig, redfish=args.redfish or args.redfish_http, redfish_http=args.redfish_http
+    )
     try:
         endpoints = await bmcs.start(vms)
         if args.endpoints_file:

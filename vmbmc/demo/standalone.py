@@ -13,18 +13,18 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmbmc.auth import LoginLimiter, StaticCredentials
+from vmbmc.auth import StaticCredentials
 from vmbmc.demo.endpoints import BmcEndpoint
+from vmbmc.kbmc.server import DEFAULT_PORT as IPMI_PORT
+from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.kubevirt.hub import KubeVirtHub
-from vmbmc.redfish.app import create_app
-from vmbmc.redfish.server import RedfishServer, serve
 
 log = logging.getLogger("vmbmc.demo")
-REDFISH_PORT = 8443  # the container port (contracts §6)
+PASSWORD_LENGTH = 20  # IPMI 2.0 takes at most 20 bytes; contracts §8 asks for at least 20
 
 
-def generate_password(length: int = 24) -> str:
-    """RAKP lets anyone who reaches the port try passwords offline: ≥ 20 random characters (contracts §8)."""
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """RAKP lets anyone who reaches the port try passwords offline: 20 random characters (contracts §8)."""
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
@@ -33,7 +33,7 @@ def loopback_address(index: int) -> str:
     """127.10.0.N where the OS answers on all of 127/8 (Linux); 127.0.0.1 elsewhere (macOS)."""
     candidate = f"127.10.0.{index + 1}"
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((candidate, 0))
         return candidate
     except OSError:
@@ -43,9 +43,10 @@ def loopback_address(index: int) -> str:
 @dataclass
 class StandaloneBmcs:
     kubeconfig: str
+    redfish: bool = False
     redfish_http: bool = False
     hub: KubeVirtHub | None = None
-    servers: list[RedfishServer] = field(default_factory=list)
+    services: list[BmcService] = field(default_factory=list)
     machines: list[Any] = field(default_factory=list)
 
     async def start(self, vms: list[tuple[str, str]]) -> list[BmcEndpoint]:
@@ -56,35 +57,40 @@ class StandaloneBmcs:
             self.machines.append(machine)
             creds = StaticCredentials("admin", generate_password())
             host = loopback_address(i)
-            port = REDFISH_PORT if host != "127.0.0.1" else 0
-            app = create_app(
-                machine,
-                creds,
-                limiter=LoginLimiter(),
-                manager_info={"redfish_port": port, "https": not self.redfish_http},
+            shared = host == "127.0.0.1"  # one address for all: ports of their own
+            opts = ServiceOptions(
+                address=host,
+                ipmi_port=0 if shared else IPMI_PORT,
+                redfish_port=(0 if shared else REDFISH_PORT) if self.redfish else None,
+                redfish_http=self.redfish_http,
             )
             try:
-                server = await serve(app, host, port, http=self.redfish_http)
-            except OSError:
-                server = await serve(app, host, 0, http=self.redfish_http)
-            self.servers.append(server)
+                service = await BmcService(machine, creds, opts).start()
+            except OSError:  # the container ports are taken on this address: any free ones
+                opts = ServiceOptions(host, 0, 0 if self.redfish else None, self.redfish_http)
+                service = await BmcService(machine, creds, opts).start()
+            self.services.append(service)
+            assert service.ipmi is not None
             endpoints.append(
                 BmcEndpoint(
                     vm=f"{namespace}/{name}",
                     bmc=None,
-                    ipmi_host=None,
-                    ipmi_port=None,
-                    redfish=f"{server.url}/redfish/v1",
+                    ipmi_host=host,
+                    ipmi_port=service.ipmi.port,
+                    redfish=service.redfish_url,
                     username=creds.username(),
                     password=creds.password_for(creds.username()) or "",
                 )
             )
-            log.info("standalone BMC ready", extra={"vm": f"{namespace}/{name}", "redfish": server.url})
+            log.info(
+                "standalone BMC ready",
+                extra={"vm": f"{namespace}/{name}", "ipmi": f"{host}:{service.ipmi.port}"},
+            )
         return endpoints
 
     async def stop(self) -> None:
-        for server in self.servers:
-            await server.stop()
+        for service in self.services:
+            await service.stop()
         if self.hub is not None:
             for machine in self.machines:
                 await self.hub.release(machine)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -32,6 +34,7 @@ def demo(tmp_path):
             "demo",
             "--vms",
             "2",
+            "--redfish",
             "--endpoints-file",
             str(endpoints),
             "--workdir",
@@ -49,17 +52,55 @@ def demo(tmp_path):
     if not endpoints.exists():
         proc.kill()
         pytest.fail(f"no endpoints file; demo output:\n{proc.stdout.read() if proc.stdout else ''}")
-    yield proc, json.loads(endpoints.read_text()), time.monotonic() - started
+    try:
+        guide = _read_guide(proc, deadline=time.monotonic() + 10)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    yield proc, json.loads(endpoints.read_text()), time.monotonic() - started, guide
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _read_guide(proc: subprocess.Popen[str], deadline: float) -> list[str]:
+    """The demo's printed guide, up to "Press Ctrl-C to stop." (bounded in time).
+
+    Read from the raw descriptor: select() does not see what a text wrapper has buffered."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    while time.monotonic() < deadline and b"Press Ctrl-C" not in data:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
+    if not any(line.startswith("Press Ctrl-C") for line in lines):
+        pytest.fail("the demo printed no complete guide:\n" + "\n".join(lines))
+    return lines
+
+
 def test_demo_endpoints_commands_and_clean_stop(demo):
-    proc, doc, startup = demo
+    proc, doc, startup, guide = demo
     assert startup < 10, f"the demo took {startup:.1f} s to be ready"
     assert set(doc) == {"kubeconfig", "bmcs"} and len(doc["bmcs"]) == 2
     bmc = doc["bmcs"][0]
     assert bmc["vm"] == "default/demo-vm-1" and len(bmc["password"]) >= 20
+    assert bmc["ipmi"]["host"] and bmc["ipmi"]["port"]
+    # The printed ipmitool and curl commands work exactly as printed.
+    printed = [line for line in guide if line.startswith(("ipmitool ", "curl "))]
+    assert any(line.startswith("ipmitool ") for line in printed), guide
+    for line in printed:
+        if "-X POST" in line:
+            continue  # the Redfish power-on is checked below
+        out = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, (line, out.stderr)
+        if line.startswith("ipmitool "):
+            assert out.stdout.strip() == "Chassis Power is off", (line, out)
+        else:
+            assert json.loads(out.stdout)["PowerState"] == "Off", (line, out.stdout[:200])
     kubectl = [KUBECTL, "--kubeconfig", doc["kubeconfig"]]
     assert "demo-vm-1" in subprocess.run([*kubectl, "get", "vm"], capture_output=True, text=True).stdout
     # The printed Redfish commands, as curl would send them.
@@ -79,6 +120,28 @@ def test_demo_endpoints_commands_and_clean_stop(demo):
         text=True,
     ).stdout
     assert status == "Running"
+    ipmi = bmc["ipmi"]
+    out = subprocess.run(
+        [
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-H",
+            ipmi["host"],
+            "-p",
+            str(ipmi["port"]),
+            "-U",
+            bmc["username"],
+            "-P",
+            bmc["password"],
+            "power",
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.stdout.strip() == "Chassis Power is on", out
     described = subprocess.run(
         [*kubectl, "describe", "vm", "demo-vm-1"], capture_output=True, text=True
     ).stdout
