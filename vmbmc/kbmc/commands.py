@@ -175,6 +175,11 @@ class Commands:
             return CC_NOT_PRESENT, b""
         return CC_OK, guid.bytes[::-1]  # IPMI order: least significant byte first (§20.8)
 
+    def get_device_guid(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        # The BMC's own GUID, stable for its name: not the VM's (that is the system GUID).
+        name = self.machine.bmc or self.machine.vm
+        return CC_OK, uuid.uuid5(uuid.NAMESPACE_URL, f"vmbmc:{name}").bytes[::-1]
+
     # --- Chassis ---------------------------------------------------------------------------
     def _chassis_on(self) -> bool:
         state = self.machine.power_status().state
@@ -342,6 +347,7 @@ COMMANDS: dict[tuple[int, int], tuple[str, Priv, Handler]] = {
     (NETFN_APP, 0x03): ("Warm Reset", Priv.ADMIN, Commands.bmc_reset),
     (NETFN_APP, 0x04): ("Get Self Test Results", Priv.USER, Commands.get_self_test),
     (NETFN_APP, 0x07): ("Get ACPI Power State", Priv.USER, Commands.get_acpi_power_state),
+    (NETFN_APP, 0x08): ("Get Device GUID", Priv.USER, Commands.get_device_guid),
     (NETFN_APP, 0x37): ("Get System GUID", Priv.USER, Commands.get_system_guid),
     (NETFN_CHASSIS, 0x01): ("Get Chassis Status", Priv.USER, Commands.get_chassis_status),
     (NETFN_CHASSIS, 0x02): ("Chassis Control", Priv.OPERATOR, Commands.chassis_control),
