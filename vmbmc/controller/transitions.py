@@ -1,0 +1,567 @@
+"""Power transitions of a VM as the controller records them (contracts §4): pure logic, no I/O, no clock.
+
+`observe(vm, vmi)` reduces what KubeVirt shows to an `Observed`; `step(memory, observed, now)` compares it
+with what was last seen (`Memory`) and returns the transitions in between; `attribute(...)` names their
+cause from the BMC's request records. `vmbmc.controller.recorder` does the I/O.
+
+How KubeVirt tells the causes apart (and the emulator shows them the same way):
+- guest shutdown: the VMI reaches `Succeeded` with no `deletionTimestamp` (or before it: the VM controller
+  deletes a final VMI right after);
+- VMI failed: phase `Failed`, likewise;
+- stopped through the API (`virtctl stop`, or the BMC's `stop`): the VMI is deleted while the VM asks to stop
+  (runStrategy `Halted` / `running: false`, or a `Stop` stateChangeRequest for that VMI);
+- restarted (`virtctl restart`, or the BMC's `restart`): the VMI is deleted while a `Start` request is
+  pending, and a new VMI (new UID) replaces it;
+- VMI deleted: a deletion with none of these (`kubectl delete vmi`); runStrategy Always then starts a new one.
+Evidence for how a VMI ended is kept from the first observation that shows it (`End`), because the
+intermediate states may last milliseconds and a later observation may only show the VMI gone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# Transition reasons (Event reasons, contracts §4).
+POWERED_ON = "PoweredOn"
+POWERED_OFF = "PoweredOff"
+RESTARTED = "Restarted"
+PAUSED = "Paused"
+RESUMED = "Resumed"
+BOOT_DEVICE_CHANGED = "BootDeviceChanged"
+
+# Power states (status.powerState); only the first three are settled and appear in powerHistory.
+ON, OFF, PAUSED_STATE = "On", "Off", "Paused"
+POWERING_ON, POWERING_OFF, UNKNOWN = "PoweringOn", "PoweringOff", "Unknown"
+SETTLED = (ON, OFF, PAUSED_STATE)
+
+# External causes: what KubeVirt shows, after "outside the BMC: ".
+EXTERNAL_PREFIX = "outside the BMC: "
+STOPPED_API = "stopped through the KubeVirt API"
+STARTED_API = "started through the KubeVirt API"
+RESTARTED_API = "restarted through the KubeVirt API"
+PAUSED_API = "paused through the KubeVirt API"
+RESUMED_API = "resumed through the KubeVirt API"
+GUEST_SHUTDOWN = "guest shutdown"
+VMI_FAILED = "VMI failed"
+VMI_DELETED = "VMI deleted"
+VM_DELETED = "VirtualMachine deleted"
+BOOT_SPEC_CHANGED = "boot order changed in the VirtualMachine spec"
+
+REQUEST_WINDOW_SECONDS = 120
+ACTIVE_EFFECTS = ("pending", "called")
+BOOT_ACTION = "boot_override"  # vmbmc.kubevirt.machine.BOOT_ACTION
+
+# Which request actions lead to which transitions (contracts §4).
+LEADS_TO: dict[str, tuple[str, ...]] = {
+    "on": (POWERED_ON, RESUMED),
+    "off": (POWERED_OFF,),
+    "shutdown": (POWERED_OFF,),
+    "reset": (RESTARTED, POWERED_ON),
+    "cycle": (RESTARTED, POWERED_ON),
+    "graceful_restart": (RESTARTED, POWERED_ON),
+    "pause": (PAUSED,),
+    "resume": (RESUMED,),
+    BOOT_ACTION: (BOOT_DEVICE_CHANGED,),
+}
+
+_BOOTING = ("", "Pending", "Scheduling", "Scheduled")
+_FINAL = ("Succeeded", "Failed")
+
+
+def transition_id(*parts: str) -> str:
+    """First 16 hex digits of sha256 of what KubeVirt recorded (contracts §4)."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+# --- reading KubeVirt's objects ----------------------------------------------------------------------
+
+
+def _meta(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return (obj or {}).get("metadata") or {}
+
+
+def _status(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return (obj or {}).get("status") or {}
+
+
+def _condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    for c in _status(obj).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return None
+
+
+def phase_time(vmi: dict[str, Any] | None, phase: str) -> str:
+    """When the VMI last entered `phase` (status.phaseTransitionTimestamps), "" when it never did."""
+    found = ""
+    for entry in _status(vmi).get("phaseTransitionTimestamps") or []:
+        if entry.get("phase") == phase and entry.get("phaseTransitionTimestamp"):
+            found = str(entry["phaseTransitionTimestamp"])
+    return found
+
+
+def run_strategy(vm: dict[str, Any]) -> str:
+    spec = vm.get("spec") or {}
+    if spec.get("runStrategy"):
+        return str(spec["runStrategy"])
+    return "Always" if spec.get("running") else "Halted"
+
+
+def _change_requests(vm: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_status(vm).get("stateChangeRequests") or [])
+
+
+def start_pending(vm: dict[str, Any]) -> bool:
+    return any(r.get("action") == "Start" for r in _change_requests(vm))
+
+
+def stop_asked(vm: dict[str, Any], vmi_uid: str) -> bool:
+    """The VM asks for this VMI to stop: runStrategy Halted, or a Stop request naming it."""
+    if run_strategy(vm) == "Halted":
+        return True
+    return any(r.get("action") == "Stop" and r.get("uid") in (None, vmi_uid) for r in _change_requests(vm))
+
+
+def wants_running(vm: dict[str, Any]) -> bool:
+    """KubeVirt will (re)create a VMI on its own: runStrategy Always or a pending Start request."""
+    return run_strategy(vm) == "Always" or start_pending(vm)
+
+
+def boot_spec(vm: dict[str, Any]) -> dict[str, Any]:
+    """What decides the boot device: bootOrder of every disk and interface, and firmware.bootloader."""
+    domain = ((((vm.get("spec") or {}).get("template") or {}).get("spec") or {}).get("domain")) or {}
+    devices = domain.get("devices") or {}
+    order = []
+    for disk in devices.get("disks") or []:
+        if disk.get("bootOrder") is not None:
+            kind = "cdrom" if "cdrom" in disk else "disk"
+            order.append([f"{kind}:{disk.get('name')}", int(disk["bootOrder"])])
+    for iface in devices.get("interfaces") or []:
+        if iface.get("bootOrder") is not None:
+            order.append([f"interface:{iface.get('name')}", int(iface["bootOrder"])])
+    order.sort(key=lambda d: (d[1], d[0]))
+    return {"order": order, "bootloader": (domain.get("firmware") or {}).get("bootloader")}
+
+
+def boot_hash(vm: dict[str, Any] | None) -> str:
+    if vm is None:
+        return ""
+    raw = json.dumps(boot_spec(vm), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def describe_boot(vm: dict[str, Any]) -> str:
+    spec = boot_spec(vm)
+    order = ", ".join(f"{d[0]}={d[1]}" for d in spec["order"]) or "none"
+    loader = spec["bootloader"]
+    firmware = "UEFI" if isinstance(loader, dict) and "efi" in loader else "BIOS"
+    return f"boot order {order}; firmware {firmware}"
+
+
+# --- what is observed --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class End:
+    """How a VMI ended (or is ending), as first observed."""
+
+    vmi: str
+    cause: str  # one of the External causes above
+    time: str  # final phase time when known, else the deletionTimestamp
+    by_itself: bool  # the guest went down on its own (shutdown, failure), not through a deletion
+    final: bool  # the VMI had reached Succeeded/Failed
+
+    def merged(self, newer: End | None) -> End:
+        """The first evidence decides the cause; a later one may bring the time the guest was down."""
+        if newer is None or newer.vmi != self.vmi or self.final or not newer.final:
+            return self
+        return replace(self, time=newer.time, final=True)
+
+
+def end_of(vm: dict[str, Any], vmi: dict[str, Any] | None) -> End | None:
+    if vmi is None:
+        return None
+    uid = str(_meta(vmi).get("uid") or "")
+    phase = _status(vmi).get("phase") or ""
+    deleted = str(_meta(vmi).get("deletionTimestamp") or "")
+    final = phase in _FINAL
+    if not final and not deleted:
+        return None
+    final_at = phase_time(vmi, phase) if final else ""
+    # A final phase at or before the deletion: the guest went down first and the VM controller then removed
+    # the VMI (Always / RerunOnFailure do so at once). Timestamps have 1 s resolution: a tie counts as
+    # "first" (a deletion takes the guest's shutdown time, which is seldom under a second on a real VM).
+    if final and (not deleted or (final_at and final_at <= deleted)):
+        cause = VMI_FAILED if phase == "Failed" else GUEST_SHUTDOWN
+        return End(uid, cause, final_at or deleted, by_itself=True, final=True)
+    if _meta(vm).get("deletionTimestamp"):
+        cause = VM_DELETED
+    elif start_pending(vm):
+        cause = RESTARTED_API
+    elif stop_asked(vm, uid):
+        cause = STOPPED_API
+    else:
+        cause = VMI_DELETED
+    return End(uid, cause, final_at or deleted, by_itself=False, final=final)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What KubeVirt shows now, reduced to what the history needs."""
+
+    state: str  # On | Off | Paused | PoweringOn | PoweringOff | Unknown
+    vmi: str = ""  # UID of the VMI that exists now ("" = none)
+    running_since: str = ""  # when that VMI reached Running
+    paused_since: str = ""  # lastTransitionTime of its Paused condition ("" = not paused)
+    end: End | None = None  # how that VMI is ending, if it is
+    boot: str = ""  # boot_hash of the VM
+    boot_text: str = ""
+    vm_uid: str = ""
+    generation: int = 0
+    run_strategy: str = ""
+
+
+def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> Observed:
+    if vm is None:
+        # No VM (not yet, or gone): nothing to say about power; a VMI alone is not this BMC's machine.
+        return Observed(UNKNOWN)
+    base = Observed(
+        UNKNOWN,
+        boot=boot_hash(vm),
+        boot_text=describe_boot(vm),
+        vm_uid=str(_meta(vm).get("uid") or ""),
+        generation=int(_meta(vm).get("generation") or 0),
+        run_strategy=run_strategy(vm),
+    )
+    if vmi is None:
+        return replace(base, state=POWERING_ON if wants_running(vm) else OFF)
+    uid = str(_meta(vmi).get("uid") or "")
+    end = end_of(vm, vmi)
+    phase = _status(vmi).get("phase") or ""
+    running_since = phase_time(vmi, "Running")
+    base = replace(base, vmi=uid, end=end, running_since=running_since)
+    if end is None:
+        if phase == "Running":
+            paused = _condition(vmi, "Paused")
+            if paused and paused.get("status") == "True":
+                since = str(paused.get("lastTransitionTime") or running_since)
+                return replace(base, state=PAUSED_STATE, paused_since=since)
+            return replace(base, state=ON)
+        return replace(base, state=POWERING_ON if phase in _BOOTING else UNKNOWN)
+    if not end.final:
+        return replace(base, state=POWERING_OFF)
+    if not end.by_itself and wants_running(vm):
+        return replace(base, state=POWERING_ON)  # a restart: the replacement VMI comes next
+    return replace(base, state=OFF)
+
+
+# --- what is remembered -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The last settled state and the evidence collected since; also kept in the BMC's marker annotation."""
+
+    state: str  # On | Off | Paused
+    vmi: str = ""  # the VMI that state refers to (for Off: the one that ended, if any)
+    paused_since: str = ""
+    boot: str = ""
+    end: End | None = None  # how `vmi` ended, when seen
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Memory | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            end = data.get("end")
+            memory = cls(
+                state=str(data["state"]),
+                vmi=str(data.get("vmi") or ""),
+                paused_since=str(data.get("paused_since") or ""),
+                boot=str(data.get("boot") or ""),
+                end=End(**end) if isinstance(end, dict) else None,
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # a marker we cannot read counts as none: the next observation starts afresh
+        return memory if memory.state in SETTLED else None
+
+
+@dataclass(frozen=True)
+class Transition:
+    id: str
+    reason: str
+    time: str
+    from_state: str
+    to_state: str
+    external: str  # the External cause, used when no request accounts for it
+    vmi: str = ""
+    warning: bool = False
+    aliases: tuple[str, ...] = ()  # ids of transitions that record the same thing (see `step`)
+    attributable: bool = True  # False for failures: no request makes a VMI fail
+
+
+def _start_ids(vmi: str) -> tuple[str, ...]:
+    # A new VMI is recorded once, as PoweredOn or as Restarted, whichever the observations showed:
+    # a restarted controller may see it differently and must not record it a second time.
+    return (transition_id(vmi, POWERED_ON), transition_id(vmi, RESTARTED))
+
+
+def _started(reason: str, vmi: str, time: str, from_state: str, external: str) -> Transition:
+    return Transition(
+        transition_id(vmi, reason), reason, time, from_state, ON, external, vmi, aliases=_start_ids(vmi)
+    )
+
+
+def _powered_off(memory: Memory, end: End | None, fallback: str, now: str) -> Transition:
+    cause = end.cause if end else fallback
+    failed = cause == VMI_FAILED
+    return Transition(
+        transition_id(memory.vmi, POWERED_OFF),
+        POWERED_OFF,
+        (end.time if end else "") or now,
+        memory.state,
+        OFF,
+        cause,
+        memory.vmi,
+        warning=failed,
+        attributable=not failed,
+    )
+
+
+def _paused(vmi: str, since: str) -> Transition:
+    return Transition(transition_id(vmi, PAUSED, since), PAUSED, since, ON, PAUSED_STATE, PAUSED_API, vmi)
+
+
+def _resumed(vmi: str, since: str, now: str, to_state: str = ON) -> Transition:
+    # KubeVirt drops the Paused condition on unpause and records no time for it: the id keeps the pause's
+    # time (so it is the same for every observer); the entry's time is when we saw it.
+    return Transition(
+        transition_id(vmi, RESUMED, since), RESUMED, now, PAUSED_STATE, to_state, RESUMED_API, vmi
+    )
+
+
+def initial_memory(obs: Observed) -> Memory | None:
+    """The first observation of a BMC: its state, no transition. A transitional state counts as the state
+    being left, so the transition that completes it is recorded."""
+    if obs.state in SETTLED:
+        return Memory(obs.state, obs.vmi, obs.paused_since, obs.boot, obs.end)
+    if obs.state == POWERING_ON:
+        return Memory(OFF, "", "", obs.boot)
+    if obs.state == POWERING_OFF and obs.vmi:
+        return Memory(ON, obs.vmi, "", obs.boot, obs.end)
+    return None
+
+
+def step(memory: Memory | None, obs: Observed, now: str) -> tuple[Memory | None, list[Transition]]:
+    """The transitions from `memory` to `obs` (oldest first) and what to remember next."""
+    if memory is None:
+        return initial_memory(obs), []
+    end = memory.end
+    if obs.end is not None and obs.end.vmi == memory.vmi and memory.vmi:
+        end = end.merged(obs.end) if end and end.vmi == memory.vmi else obs.end
+    memory = replace(memory, end=end)
+    found: list[Transition] = []
+    if obs.state == OFF:
+        if memory.state != OFF:
+            fallback = STOPPED_API if obs.run_strategy == "Halted" else VMI_DELETED
+            found.append(_powered_off(memory, end, fallback, now))
+        new = Memory(OFF, obs.vmi or memory.vmi, "", obs.boot or memory.boot, end if end else obs.end)
+    elif obs.state in (ON, PAUSED_STATE):
+        found += _to_running(memory, obs, end, now)
+        new = Memory(obs.state, obs.vmi, obs.paused_since, obs.boot or memory.boot, None)
+    else:  # transitional or unknown: nothing settled yet, keep collecting evidence
+        new = replace(memory, boot=obs.boot or memory.boot)
+    if memory.boot and obs.boot and obs.boot != memory.boot:
+        settled = new.state
+        found.append(
+            Transition(
+                transition_id(obs.vm_uid, BOOT_DEVICE_CHANGED, str(obs.generation), obs.boot),
+                BOOT_DEVICE_CHANGED,
+                now,
+                settled,
+                settled,
+                BOOT_SPEC_CHANGED + f" ({obs.boot_text})",
+                obs.vmi,
+            )
+        )
+    return new, found
+
+
+def _to_running(memory: Memory, obs: Observed, end: End | None, now: str) -> list[Transition]:
+    found: list[Transition] = []
+    since = obs.running_since or now
+    # The VM stopped in between (the guest went down, or it was stopped) even if no observation showed it
+    # Off: a power-off and a power-on, not a restart.
+    stopped = end is not None and (end.by_itself or end.cause in (STOPPED_API, VM_DELETED))
+    if memory.state == OFF or (memory.vmi != obs.vmi and stopped):
+        if memory.state != OFF:
+            found.append(_powered_off(memory, end, VMI_DELETED, now))
+        again = end is not None and end.by_itself and _restarts_itself(obs.run_strategy, end)
+        cause = f"started again by KubeVirt (runStrategy {obs.run_strategy})" if again else STARTED_API
+        found.append(_started(POWERED_ON, obs.vmi, since, OFF, cause))
+        if obs.state == PAUSED_STATE:
+            found.append(_paused(obs.vmi, obs.paused_since))
+        return found
+    if memory.vmi != obs.vmi:
+        cause = end.cause if end is not None else RESTARTED_API
+        found.append(_started(RESTARTED, obs.vmi, since, memory.state, cause))
+        if obs.state == PAUSED_STATE:
+            found.append(_paused(obs.vmi, obs.paused_since))
+        return found
+    # The same VMI: only pause and resume.
+    if memory.state == PAUSED_STATE and (obs.state == ON or obs.paused_since != memory.paused_since):
+        found.append(_resumed(obs.vmi, memory.paused_since, now))
+    if obs.state == PAUSED_STATE and (memory.state == ON or obs.paused_since != memory.paused_since):
+        found.append(_paused(obs.vmi, obs.paused_since))
+    return found
+
+
+def _restarts_itself(strategy: str, end: End) -> bool:
+    return strategy == "Always" or (strategy == "RerunOnFailure" and end.cause == VMI_FAILED)
+
+
+# --- attribution --------------------------------------------------------------------------------------
+
+
+def parse_time(value: str) -> datetime.datetime | None:
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def find_request(
+    transition: Transition, requests: Sequence[dict[str, Any]], consumed: Iterable[str]
+) -> dict[str, Any] | None:
+    """The oldest active, unconsumed request whose action leads to the transition, made before it and at
+    most REQUEST_WINDOW_SECONDS before it."""
+    if not transition.attributable:
+        return None
+    at = parse_time(transition.time)
+    if at is None:
+        return None
+    used = set(consumed)
+    candidates = []
+    for req in requests:
+        if req.get("effect") not in ACTIVE_EFFECTS or req.get("id") in used:
+            continue
+        if transition.reason not in LEADS_TO.get(str(req.get("action")), ()):
+            continue
+        made = parse_time(str(req.get("time") or ""))
+        if made is None or made > at or (at - made).total_seconds() > REQUEST_WINDOW_SECONDS:
+            continue
+        candidates.append((made, req))
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: c[0])[1]  # min is stable: list order breaks ties
+
+
+def requester_text(req: dict[str, Any]) -> str:
+    protocol = "IPMI" if req.get("protocol") == "ipmi" else "Redfish"
+    return f"{protocol} user {req.get('user') or '?'} from {req.get('client') or '?'}"
+
+
+def history_entry(transition: Transition, req: dict[str, Any] | None) -> dict[str, Any]:
+    """A `status.powerHistory` entry (contracts §2); its message is also the Events' message."""
+    entry: dict[str, Any] = {
+        "id": transition.id,
+        "time": transition.time,
+        "from": transition.from_state,
+        "to": transition.to_state,
+    }
+    if req is None:
+        entry.update(cause="External", message=EXTERNAL_PREFIX + transition.external)
+    else:
+        entry.update(
+            cause="Request",
+            requester=requester_text(req),
+            requestId=str(req.get("id")),
+            message=f"by {requester_text(req)} (request {req.get('id')})",
+        )
+    return entry
+
+
+def attribute(
+    transitions: Sequence[Transition], requests: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """History entries for `transitions` (oldest first); a request accounts for one transition only."""
+    consumed = {str(e["requestId"]) for e in history if e.get("requestId")}
+    out = []
+    for t in transitions:
+        req = find_request(t, requests, consumed)
+        if req is not None:
+            consumed.add(str(req.get("id")))
+        out.append(history_entry(t, req))
+    return out
+
+
+def unrecorded(transitions: Sequence[Transition], history: Sequence[dict[str, Any]]) -> list[Transition]:
+    """Drop what `powerHistory` already holds, under its id or an alias (exactly once, contracts §4)."""
+    known = {str(e.get("id")) for e in history}
+    return [t for t in transitions if t.id not in known and not known.intersection(t.aliases)]
+
+
+# --- conditions -----------------------------------------------------------------------------------------
+
+_POWERED_ON_CONDITION = {
+    ON: ("True", "Running", "the VM is running"),
+    PAUSED_STATE: ("True", "Paused", "the VM is paused"),
+    OFF: ("False", "Stopped", "the VM is off"),
+    POWERING_ON: ("False", "PoweringOn", "the VM is starting"),
+    POWERING_OFF: ("True", "PoweringOff", "the VM is stopping"),
+    UNKNOWN: ("Unknown", "Unknown", "the VM's power state is not known"),
+}
+
+
+def powered_on_condition(state: str) -> tuple[str, str, str]:
+    """(status, reason, message) of the PoweredOn condition."""
+    return _POWERED_ON_CONDITION.get(state, _POWERED_ON_CONDITION[UNKNOWN])
+
+
+def boot_override_pending(bmc: dict[str, Any], vmi_uid: str) -> tuple[str, str, str]:
+    """BootOverridePending: a stored Once override not consumed yet, i.e. no VMI other than the one it was
+    set under has appeared (the kbmc restores the boot order when one does)."""
+    stored = _status(bmc).get("bootOverride") or {}
+    pending = stored.get("enabled") == "Once" and stored.get("savedBootOrder") is not None
+    if pending and (not vmi_uid or vmi_uid == stored.get("vmiUID")):
+        target = stored.get("target") or "None"
+        return "True", "OnceOverridePending", f"the next power-on boots from {target} once"
+    return "False", "NoPendingOverride", "no one-time boot override is waiting"
+
+
+def set_condition(
+    conditions: Sequence[dict[str, Any]],
+    ctype: str,
+    value: tuple[str, str, str],
+    now: str,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """Replace one condition in a list, keeping lastTransitionTime while its status stays the same."""
+    status, reason, message = value
+    out = [dict(c) for c in conditions]
+    old = next((c for c in out if c.get("type") == ctype), None)
+    new = {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": old["lastTransitionTime"]
+        if old and old.get("status") == status and old.get("lastTransitionTime")
+        else now,
+        "observedGeneration": generation,
+    }
+    if old is None:
+        out.append(new)
+    else:
+        out[out.index(old)] = new
+    return out
