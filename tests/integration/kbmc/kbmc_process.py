@@ -16,7 +16,8 @@ USER, PASSWORD = "admin", "kbmc-test-pw-16c"  # 16 characters: IPMI 1.5 and 2.0 
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -163,3 +163,35 @@ def test_cli_errors_are_clear(emu: EmulatorThread, tmp_path: Path) -> None:
     )
     assert out.returncode == 1 and "default/missing not found" in out.stderr, out
     assert sys.executable  # the venv's vmbmc ran
+
+
+def test_ipv6_and_dual_stack(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    cluster.create_vm("ipv6-vm")
+    kp = start_kbmc(emu.kubeconfig, tmp_path, "--vm", "default/ipv6-vm", host="::")
+    try:
+        for host in ("::1", "127.0.0.1"):  # `::` serves IPv6 and IPv4 on one socket
+            out = subprocess.run(
+                [
+                    "ipmitool",
+                    "-I",
+                    "lanplus",
+                    "-H",
+                    host,
+                    "-p",
+                    str(kp.port),
+                    "-U",
+                    kp.user,
+                    "-P",
+                    kp.password,
+                    "power",
+                    "status",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert out.stdout.strip() == "Chassis Power is off", (host, out)
+    finally:
+        kp.stop()
