@@ -102,11 +102,12 @@ def rss_mib(pid: int) -> float:
 
 
 # --- measurements ---------------------------------------------------------------------------
-def ipmitool_latency(port: int, runs: int) -> tuple[float, float]:
-    cmd = [
+def ipmitool(port: int, *extra: str) -> list[str]:
+    return [
         "ipmitool",
         "-I",
         "lanplus",
+        *extra,
         "-H",
         "127.0.0.1",
         "-p",
@@ -115,9 +116,11 @@ def ipmitool_latency(port: int, runs: int) -> tuple[float, float]:
         USER,
         "-P",
         PASSWORD,
-        "power",
-        "status",
     ]
+
+
+def ipmitool_latency(port: int, runs: int) -> tuple[float, float]:
+    cmd = [*ipmitool(port), "power", "status"]
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -133,21 +136,7 @@ def session_throughput(port: int, count: int) -> float:
     (pyghmi's client picks suite 17, which pyghmi's server cannot serve)."""
     script = Path(f"/tmp/vmbmc-ipmi-bench-{os.getpid()}.txt")
     script.write_text("power status\n" * count)
-    cmd = [
-        "ipmitool",
-        "-I",
-        "lanplus",
-        "-C",
-        "3",
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-U",
-        USER,
-        "-P",
-        PASSWORD,
-    ]
+    cmd = ipmitool(port, "-C", "3")
     try:
         t0 = time.perf_counter()
         out = subprocess.run([*cmd, "exec", str(script)], capture_output=True, text=True, timeout=600)

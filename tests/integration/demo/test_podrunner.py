@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
+from kbmc_process import wait_until
 from machine_cluster import Cluster, crd_files
 
 from vmbmc.demo.podrunner import LocalPodRunner
@@ -59,14 +60,8 @@ def kbmc_pod(bmc: str) -> dict:
     }
 
 
-def wait_until(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def ipmitool(ip: str) -> list[str]:
+    return ["ipmitool", "-I", "lanplus", "-H", ip, "-p", "10623", "-U", "admin", "-P", PASSWORD]
 
 
 def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
@@ -100,17 +95,7 @@ def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
         assert ip.startswith("127.10.")
         out = subprocess.run(
             [
-                "ipmitool",
-                "-I",
-                "lanplus",
-                "-H",
-                ip,
-                "-p",
-                "10623",
-                "-U",
-                "admin",
-                "-P",
-                PASSWORD,
+                *ipmitool(ip),
                 "power",
                 "status",
             ],
@@ -127,17 +112,7 @@ def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
         )
         out = subprocess.run(
             [
-                "ipmitool",
-                "-I",
-                "lanplus",
-                "-H",
-                ip,
-                "-p",
-                "10623",
-                "-U",
-                "admin",
-                "-P",
-                PASSWORD,
+                *ipmitool(ip),
                 "-R",
                 "1",
                 "-N",

@@ -9,20 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from kbmc_process import KbmcProcess
+from kbmc_process import KbmcProcess, wait_until
 from machine_cluster import Cluster
 
 INTERFACES = [("lan", ()), ("lanplus", ()), ("lanplus", ("-C", "3")), ("lanplus", ("-C", "17"))]
-
-
-def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def power(kbmc: KbmcProcess, *args: str, **kw) -> subprocess.CompletedProcess[str]:
