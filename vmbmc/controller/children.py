@@ -1,0 +1,332 @@
+"""The manifests of a BMC's children (contracts §1, §5, §6, §8): pure functions of the BMC and options."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from vmbmc.controller import naming as n
+
+IPMI_PORT = 10623
+REDFISH_PORT = 8443
+HEALTH_PORT = 8081
+CREDENTIALS_DIR = "/etc/vmbmc/credentials"
+PASSWORD_LENGTH = 24  # contracts §8: ≥ 20 random characters (RAKP allows offline guessing)
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class BmcInfo:
+    """What the builders need to know about one BMC."""
+
+    namespace: str
+    name: str
+    uid: str
+    vm_namespace: str
+    vm_name: str
+    ipmi: bool = True
+    redfish: bool = False
+    insecure_http: bool = False
+    service_type: str = "ClusterIP"
+
+    @classmethod
+    def from_body(cls, bmc: dict[str, Any]) -> BmcInfo:
+        meta, spec = bmc.get("metadata") or {}, bmc.get("spec") or {}
+        vm_ns, vm_name = n.vm_ref(bmc)
+        redfish = spec.get("redfish") or {}
+        return cls(
+            namespace=str(meta.get("namespace")),
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid") or ""),
+            vm_namespace=vm_ns,
+            vm_name=vm_name,
+            ipmi=bool((spec.get("ipmi") or {}).get("enabled", True)),
+            redfish=bool(redfish.get("enabled", False)),
+            insecure_http=bool(redfish.get("insecureHTTP", False)),
+            service_type=str((spec.get("service") or {}).get("type") or "ClusterIP"),
+        )
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return n.child_labels(self.name, self.vm_namespace, self.vm_name)
+
+    @property
+    def owner(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{n.GROUP}/{n.VERSION}",
+            "kind": n.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def meta(self, name: str, *, owned: bool = True, namespace: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace or self.namespace,
+            "labels": self.labels,
+            "annotations": {n.ANNOTATION_VM: n.vm_key(self.vm_namespace, self.vm_name)},
+        }
+        if owned:
+            meta["ownerReferences"] = [self.owner]
+        return meta
+
+
+def generate_password() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def service_account(b: BmcInfo) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": b.meta(n.kbmc_name(b.name))}
+
+
+def credentials_secret(b: BmcInfo, username: str, password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": b.meta(n.credentials_name(b.name)),
+        "type": "Opaque",
+        "data": {"username": b64(username), "password": b64(password)},
+    }
+
+
+def bmc_role(b: BmcInfo) -> dict[str, Any]:
+    """The kbmc's rights in the BMC's namespace: its own BMC and its status, and creating Events."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": b.meta(n.bmc_role_name(b.name)),
+        "rules": [
+            {
+                "apiGroups": [n.GROUP],
+                "resources": [n.PLURAL],
+                "resourceNames": [b.name],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [n.GROUP],
+                "resources": [f"{n.PLURAL}/status"],
+                "resourceNames": [b.name],
+                "verbs": ["get", "patch"],
+            },
+            # create cannot be limited by name (the name does not exist yet)
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ],
+    }
+
+
+def vm_role(b: BmcInfo) -> dict[str, Any]:
+    """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources.
+
+    No ownerReference: the owner may live in another namespace, and Kubernetes' garbage collector would
+    delete the Role at once (contracts §5); the BMC's finalizer deletes it by its labels instead."""
+    vm = [b.vm_name]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _vm_ns_meta(b, n.vm_role_name(b.name)),
+        "rules": [
+            {
+                "apiGroups": ["kubevirt.io"],
+                "resources": ["virtualmachines"],
+                "resourceNames": vm,
+                "verbs": ["get", "list", "watch", "patch"],
+            },
+            {
+                "apiGroups": ["kubevirt.io"],
+                "resources": ["virtualmachineinstances"],
+                "resourceNames": vm,
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": ["subresources.kubevirt.io"],
+                "resources": [
+                    "virtualmachines/start",
+                    "virtualmachines/stop",
+                    "virtualmachines/restart",
+                    "virtualmachineinstances/pause",
+                    "virtualmachineinstances/unpause",
+                ],
+                "resourceNames": vm,
+                "verbs": ["update"],
+            },
+        ],
+    }
+
+
+def _vm_ns_meta(b: BmcInfo, name: str) -> dict[str, Any]:
+    meta = b.meta(name, owned=b.vm_namespace == b.namespace, namespace=b.vm_namespace)
+    meta["labels"] = {**meta["labels"], n.LABEL_BMC_NAMESPACE: n.label_value(b.namespace)}
+    return meta
+
+
+def _binding(b: BmcInfo, meta: dict[str, Any], role: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": n.kbmc_name(b.name), "namespace": b.namespace}],
+    }
+
+
+def bmc_role_binding(b: BmcInfo) -> dict[str, Any]:
+    return _binding(b, b.meta(n.bmc_role_name(b.name)), n.bmc_role_name(b.name))
+
+
+def vm_role_binding(b: BmcInfo) -> dict[str, Any]:
+    return _binding(b, _vm_ns_meta(b, n.vm_role_name(b.name)), n.vm_role_name(b.name))
+
+
+def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
+    args = [
+        "kbmc",
+        "--bmc",
+        f"{b.namespace}/{b.name}",
+        "--ipmi-port",
+        str(IPMI_PORT),
+        "--redfish-port",
+        str(REDFISH_PORT),
+        "--health-port",
+        str(HEALTH_PORT),
+        "--credentials-dir",
+        CREDENTIALS_DIR,
+    ]
+    if b.redfish and b.insecure_http:
+        args.append("--redfish-http")
+    ports: list[dict[str, Any]] = [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}]
+    if b.ipmi:
+        ports.insert(0, {"name": "ipmi", "containerPort": IPMI_PORT, "protocol": "UDP"})
+    if b.redfish:
+        ports.insert(-1, {"name": "redfish", "containerPort": REDFISH_PORT, "protocol": "TCP"})
+    selector = {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"}
+    container = {
+        "name": "kbmc",
+        "image": image,
+        "args": args,
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": ports,
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": HEALTH_PORT},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "48Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "volumeMounts": [
+            {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": b.meta(n.kbmc_name(b.name)),
+        "spec": {
+            "replicas": 1,
+            # Never two kbmcs for one VM: two writers of the same status and two IPMI answerers.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": b.labels},
+                "spec": {
+                    "serviceAccountName": n.kbmc_name(b.name),
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "credentials",
+                            "secret": {"secretName": secret_name, "defaultMode": 0o440},
+                        },
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(b: BmcInfo) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = []
+    if b.ipmi:
+        ports.append({"name": "ipmi", "port": 623, "targetPort": IPMI_PORT, "protocol": "UDP"})
+    if b.redfish:
+        ports.append({"name": "redfish", "port": 443, "targetPort": REDFISH_PORT, "protocol": "TCP"})
+    if not ports:
+        # A Service needs a port; the health port keeps it valid when both front ends are off.
+        ports.append({"name": "health", "port": HEALTH_PORT, "targetPort": HEALTH_PORT, "protocol": "TCP"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": b.meta(n.kbmc_name(b.name)),
+        "spec": {
+            "type": b.service_type,
+            "selector": {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"},
+            "ports": ports,
+        },
+    }
+
+
+def network_policy(namespace: str) -> dict[str, Any]:
+    """One per BMC namespace: only pods labelled as BMC clients reach the kbmc ports (contracts §8).
+
+    Its ownerReferences name every BMC of the namespace (the handlers add them), so the garbage collector
+    removes it with the last BMC."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": n.NETWORK_POLICY,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "vmbmc",
+                "app.kubernetes.io/managed-by": n.MANAGED_BY,
+                "app.kubernetes.io/component": "kbmc",
+            },
+        },
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/component": "kbmc", "app.kubernetes.io/name": "vmbmc"}
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {n.LABEL_CLIENT: "true"}}}],
+                    "ports": [
+                        {"protocol": "UDP", "port": IPMI_PORT},
+                        {"protocol": "TCP", "port": REDFISH_PORT},
+                    ],
+                },
+                # health and metrics stay reachable for probes and Prometheus
+                {"ports": [{"protocol": "TCP", "port": HEALTH_PORT}]},
+            ],
+        },
+    }

@@ -1,0 +1,69 @@
+"""`vmbmc controller`: the VirtualMachineBMC controller (flags as in deploy/controller.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from vmbmc.controller.naming import SYSTEM_NAMESPACE
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then KUBECONFIG)")
+    parser.add_argument(
+        "--namespace", default=SYSTEM_NAMESPACE, help="system namespace (auto-created BMCs, Lease)"
+    )
+    parser.add_argument("--leader-elect", action="store_true", help="take the Lease vmbmc-controller first")
+    parser.add_argument("--health-port", type=int, default=8080, help="/healthz, /readyz, /metrics (0: any)")
+    parser.add_argument("--kbmc-image", default="vmbmc:dev", help="image of the kbmc pods")
+    parser.add_argument("--no-auto-create", action="store_true", help="do not create a BMC for every VM")
+    parser.add_argument(
+        "--vm-namespace-selector",
+        metavar="LABELSEL",
+        help="auto-create BMCs only for VMs in matching namespaces",
+    )
+    parser.add_argument(
+        "--redfish-default", action="store_true", help="auto-created BMCs get spec.redfish.enabled: true"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmbmc.controller.operator import run_controller
+    from vmbmc.controller.options import ControllerOptions
+    from vmbmc.controller.selectors import parse
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        parse(args.vm_namespace_selector)
+    except ValueError as err:
+        logging.error("--vm-namespace-selector: %s", err)
+        return 2
+    options = ControllerOptions(
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        leader_elect=args.leader_elect,
+        health_port=args.health_port,
+        kbmc_image=args.kbmc_image,
+        auto_create=not args.no_auto_create,
+        vm_namespace_selector=args.vm_namespace_selector,
+        redfish_default=args.redfish_default,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_controller(options, stop_flag=stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,293 @@
+"""The kopf handlers of one controller, registered on a registry of their own (several controllers can
+then run in one process: tests, leader election).
+
+Watched, never written: VirtualMachines, VirtualMachineInstances (on.event and indices only; kopf's
+changing handlers would put annotations and finalizers on them), Deployments of kbmcs, Namespaces (only
+with --vm-namespace-selector). Reconciled: VirtualMachineBMCs (create/update/resume, finalizer, timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import kopf
+
+from vmbmc.controller import autocreate, kube, reconcile
+from vmbmc.controller import naming as n
+from vmbmc.controller.state import State
+from vmbmc.kubevirt.client import ApiError
+
+log = logging.getLogger(__name__)
+BMC = (n.GROUP, n.VERSION, n.PLURAL)
+VM = ("kubevirt.io", "v1", "virtualmachines")
+VMI = ("kubevirt.io", "v1", "virtualmachineinstances")
+EVENT_RETRY_DELAYS = (0.5, 2.0, 5.0)  # on.event handlers are not retried by kopf: retry here
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+def _first(store: Any) -> dict[str, Any] | None:
+    for item in store or ():
+        return dict(item)
+    return None
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """Contracts §2 and §9: progress and diff-base in annotations (the status schema prunes anything
+    else), our finalizer name, no kopf peering (it would pause operators of equal priority)."""
+    prefix = "vmbmc.kubevirt.io"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
+    settings.persistence.finalizer = n.FINALIZER
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
+    # Resources are known at start-up (the CRD is installed first); watching CRDs would need more RBAC.
+    settings.scanning.disabled = True
+    # Our own Events are written directly (deterministic names); kopf posts only its warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+async def _with_retries(state: State, what: str, fn: Callable[[], Awaitable[None]]) -> None:
+    for attempt, delay in enumerate((*EVENT_RETRY_DELAYS, None)):
+        try:
+            await fn()
+            return
+        except ApiError as err:
+            state.metrics.errors.labels(what).inc()
+            if delay is None or (not err.retryable and err.code != 409):
+                log.error("%s failed: %s", what, err)
+                return
+            log.warning("%s failed (attempt %d), retrying: %s", what, attempt + 1, err)
+            await asyncio.sleep(delay)
+
+
+def build_registry(state: State) -> kopf.OperatorRegistry:
+    reg = kopf.OperatorRegistry()
+    opts = state.options
+
+    @kopf.on.startup(registry=reg, id="startup")
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+
+    @kopf.on.login(registry=reg, id="login")
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        cfg = state.api.cfg
+        token = await cfg.get_api_key_with_prefix("BearerToken")
+        scheme, _, raw = (token or "").partition(" ")
+        return kopf.ConnectionInfo(
+            server=str(cfg.host),
+            ca_path=cfg.ssl_ca_cert or None,
+            insecure=not cfg.verify_ssl,
+            scheme=scheme or None,
+            token=raw or None,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            certificate_path=cfg.cert_file or None,
+            private_key_path=cfg.key_file or None,
+        )
+
+    # --- indices: the latest of every object, by key ------------------------------------------------
+    @kopf.index(*BMC, registry=reg, id="bmcs_by_vm")
+    def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {n.vm_ref(body): plain(body)}
+
+    @kopf.index(*BMC, registry=reg, id="bmc_vm_annotation")
+    def bmc_vm_annotation(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): (body.metadata.annotations or {}).get(n.ANNOTATION_VM, "")}
+
+    @kopf.index(*VM, registry=reg, id="vms")
+    def vms(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): plain(body)}
+
+    @kopf.index(*VMI, registry=reg, id="vmis")
+    def vmis(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): plain(body)}
+
+    namespace_labels: dict[str, dict[str, str]] = {}
+
+    if opts.vm_namespace_selector:
+
+        @kopf.index("v1", "namespaces", registry=reg, id="namespaces")
+        def namespaces(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+            return {name: dict(body.metadata.labels or {})}
+
+        @kopf.on.event("v1", "namespaces", registry=reg, id="namespace_event")
+        async def namespace_event(
+            event: Mapping[str, Any],
+            name: str,
+            namespaces: kopf.Index,
+            vms: kopf.Index,
+            bmcs_by_vm: kopf.Index,
+            bmc_vm_annotation: kopf.Index,
+            **_: Any,
+        ) -> None:
+            labels = _first(namespaces.get(name)) if event.get("type") != "DELETED" else None
+            old = namespace_labels.get(name)
+            namespace_labels[name] = labels or {}
+            if old == labels:
+                return
+            for ns, vm_name in [k for k in vms if k[0] == name]:
+                await sync(ns, vm_name, _first(vms.get((ns, vm_name))), bmcs_by_vm, bmc_vm_annotation, labels)
+
+    async def sync(
+        ns: str,
+        name: str,
+        vm: dict[str, Any] | None,
+        bmcs_by_vm: kopf.Index,
+        annotations: kopf.Index,
+        ns_labels: Mapping[str, str] | None,
+    ) -> None:
+        candidates = [dict(b) for b in bmcs_by_vm.get((ns, name), ())]
+
+        def owner_of(bmc_name: str) -> str | None:
+            found = annotations.get((opts.namespace, bmc_name))
+            return None if found is None else str(_first_value(found))
+
+        await _with_retries(
+            state,
+            "vm",
+            lambda: autocreate.sync_vm(state, ns, name, vm, ns_labels, candidates, owner_of),
+        )
+
+    # --- VMs and VMIs: auto-create and the recorder ------------------------------------------------
+    @kopf.on.event(*VM, registry=reg, id="vm_event")
+    async def vm_event(
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        bmcs_by_vm: kopf.Index,
+        bmc_vm_annotation: kopf.Index,
+        vmis: kopf.Index,
+        **kwargs: Any,
+    ) -> None:
+        vm = None if event.get("type") == "DELETED" else plain(body)
+        ns_labels = None
+        if opts.vm_namespace_selector:
+            ns_labels = _first(kwargs["namespaces"].get(namespace))
+        await sync(namespace, name, vm, bmcs_by_vm, bmc_vm_annotation, ns_labels)
+        vmi = _first(vmis.get((namespace, name)))
+        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
+            await state.recorder.observe(dict(bmc), vm, vmi)
+
+    @kopf.on.event(*VMI, registry=reg, id="vmi_event")
+    async def vmi_event(
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        bmcs_by_vm: kopf.Index,
+        vms: kopf.Index,
+        **_: Any,
+    ) -> None:
+        vmi = None if event.get("type") == "DELETED" else plain(body)
+        vm = _first(vms.get((namespace, name)))
+        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
+            await state.recorder.observe(dict(bmc), vm, vmi)
+
+    # --- BMCs ---------------------------------------------------------------------------------------
+    @kopf.on.resume(*BMC, registry=reg, id="bmc_changed", backoff=2)
+    @kopf.on.create(*BMC, registry=reg, id="bmc_changed", backoff=2)
+    @kopf.on.update(*BMC, registry=reg, id="bmc_changed", backoff=2)
+    async def bmc_changed(body: kopf.Body, **_: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return None
+        try:
+            await reconcile.reconcile(state, plain(body))
+        except Exception:
+            state.metrics.reconciles.labels("error").inc()
+            state.metrics.errors.labels("reconcile").inc()
+            raise
+        state.metrics.reconciles.labels("success").inc()
+        return None
+
+    @kopf.on.delete(*BMC, registry=reg, id="bmc_deleted", backoff=2)
+    async def bmc_deleted(namespace: str, name: str, **_: Any) -> None:
+        await reconcile.cleanup(state, namespace, name)
+        return None
+
+    @kopf.on.event(*BMC, registry=reg, id="bmc_event")
+    async def bmc_event(
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        vms: kopf.Index,
+        vmis: kopf.Index,
+        **_: Any,
+    ) -> None:
+        key = (namespace, name)
+        if event.get("type") == "DELETED":
+            state.history_ids.pop(key, None)
+            state.recorder.forget(namespace, name)
+            state.metrics.bmcs.set(len(state.history_ids))
+            return
+        bmc = plain(body)
+        ids = {str(h.get("id")) for h in (bmc.get("status") or {}).get("powerHistory") or []}
+        seen = state.history_ids.get(key)
+        if seen is not None and ids - seen:
+            state.metrics.transitions.inc(len(ids - seen))
+        state.history_ids[key] = ids
+        state.metrics.bmcs.set(len(state.history_ids))
+        vm_key = n.vm_ref(bmc)
+        await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)))
+
+    @kopf.timer(
+        *BMC,
+        registry=reg,
+        id="resync",
+        interval=opts.resync_seconds,
+        initial_delay=opts.resync_seconds,
+        labels={"app.kubernetes.io/managed-by": n.MANAGED_BY},
+    )
+    async def resync(body: kopf.Body, namespace: str, name: str, vms: kopf.Index, **_: Any) -> None:
+        """The periodic half of 'VM gone → its auto-created BMC goes' (a missed DELETED event)."""
+        if namespace != opts.namespace or body.metadata.get("deletionTimestamp"):
+            return None
+        vm_ns, vm_name = n.vm_ref(body)
+        if (vm_ns, vm_name) in vms:
+            return None
+        if await kube.get(state.api, "VirtualMachine", vm_ns, vm_name) is None:
+            log.info("resync: VM %s/%s is gone; deleting its BMC %s/%s", vm_ns, vm_name, namespace, name)
+            await kube.delete(state.api, n.KIND, namespace, name)
+        return None
+
+    # --- kbmc Deployments: readiness, and re-creating a deleted one ---------------------------------
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        registry=reg,
+        labels={"app.kubernetes.io/managed-by": n.MANAGED_BY, "app.kubernetes.io/component": "kbmc"},
+    )
+    async def deployment_event(event: Mapping[str, Any], body: kopf.Body, namespace: str, **_: Any) -> None:
+        owner = next((o for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == n.KIND), None)
+        if owner is None:
+            return
+        bmc_name = str(owner["name"])
+        if event.get("type") != "DELETED":
+            await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, bmc_name))
+            return
+
+        async def recreate() -> None:
+            bmc = await kube.get(state.api, n.KIND, namespace, bmc_name)
+            if bmc is not None and not bmc["metadata"].get("deletionTimestamp"):
+                await reconcile.reconcile(state, bmc)
+
+        await _with_retries(state, "deployment", recreate)
+
+    return reg
+
+
+def _first_value(store: Any) -> Any:
+    for item in store or ():
+        return item
+    return None

@@ -1,0 +1,244 @@
+"""The controller's API calls: create-or-patch of children, the BMC's status, Events (on ApiClient)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from vmbmc.controller import naming as n
+from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
+
+log = logging.getLogger(__name__)
+
+# (apiVersion, kind) -> (path prefix, plural)
+_PATHS: dict[str, tuple[str, str]] = {
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Secret": ("/api/v1", "secrets"),
+    "Service": ("/api/v1", "services"),
+    "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    n.KIND: (f"/apis/{n.GROUP}/{n.VERSION}", n.PLURAL),
+    "VirtualMachine": ("/apis/kubevirt.io/v1", "virtualmachines"),
+    "VirtualMachineInstance": ("/apis/kubevirt.io/v1", "virtualmachineinstances"),
+}
+CONFLICT_RETRIES = 8
+
+
+def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    prefix, plural = _PATHS[kind]
+    p = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+    return f"{p}/{name}" if name else p
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def get(api: ApiClient, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    try:
+        return await api.request("GET", path(kind, namespace, name))
+    except ApiError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
+async def delete(api: ApiClient, kind: str, namespace: str | None, name: str) -> bool:
+    """Delete; False if it was already gone."""
+    try:
+        await api.request("DELETE", path(kind, namespace, name))
+        return True
+    except ApiError as err:
+        if err.code == 404:
+            return False
+        raise
+
+
+async def list_items(
+    api: ApiClient, kind: str, namespace: str | None = None, label_selector: str | None = None
+) -> list[dict[str, Any]]:
+    params = {"labelSelector": label_selector} if label_selector else None
+    out = await api.request("GET", path(kind, namespace), params=params)
+    return list((out or {}).get("items") or [])
+
+
+def contains(existing: Any, desired: Any) -> bool:
+    """Whether `existing` already holds everything `desired` says (server defaults may add more).
+
+    Lists must match element by element: a merge patch replaces them wholesale, so a list that differs
+    in length or in any element is written again."""
+    if isinstance(desired, Mapping):
+        return isinstance(existing, Mapping) and all(contains(existing.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(existing, list)
+            and len(existing) == len(desired)
+            and all(contains(e, d) for e, d in zip(existing, desired, strict=True))
+        )
+    return bool(existing == desired)
+
+
+def _patch_body(existing: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}
+    meta = desired.get("metadata") or {}
+    body["metadata"] = {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta}
+    return body
+
+
+async def apply(api: ApiClient, desired: dict[str, Any], *, create_only: bool = False) -> dict[str, Any]:
+    """Create `desired`, or bring the existing object up to it with a merge patch (nothing if it holds
+    it already). `create_only`: an existing object is kept as it is (generated Secrets)."""
+    kind, meta = desired["kind"], desired["metadata"]
+    ns, name = meta.get("namespace"), meta["name"]
+    for _ in range(CONFLICT_RETRIES):
+        existing = await get(api, kind, ns, name)
+        if existing is None:
+            try:
+                return dict(await api.request("POST", path(kind, ns), body=desired))
+            except ApiError as err:
+                if err.code == 409:  # created meanwhile (another worker, or a re-list): read it again
+                    continue
+                raise
+        if create_only or contains(existing, _patch_body(existing, desired)):
+            return existing
+        log.info("updating %s %s/%s", kind, ns, name)
+        return dict(
+            await api.request(
+                "PATCH", path(kind, ns, name), body=_patch_body(existing, desired), content_type=MERGE_PATCH
+            )
+        )
+    raise ApiError(409, "Conflict", f"{kind} {ns}/{name}: gave up after repeated conflicts")
+
+
+def merge_conditions(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], generation: int | None
+) -> list[dict[str, Any]]:
+    """The conditions list with `new` merged in by type; lastTransitionTime moves only when status does."""
+    by_type = {c.get("type"): dict(c) for c in old or []}
+    stamp = now()
+    for cond in new:
+        prev = by_type.get(cond["type"])
+        merged = {**cond}
+        if generation is not None:
+            merged["observedGeneration"] = generation
+        if prev is not None and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
+            merged["lastTransitionTime"] = prev["lastTransitionTime"]
+        else:
+            merged["lastTransitionTime"] = stamp
+        by_type[cond["type"]] = merged
+    return list(by_type.values())
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def _field_patch(status: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes `status` hold `fields`. A None inside a dict value removes that key;
+    a dict left empty removes the whole field."""
+    patch: dict[str, Any] = {}
+    for key, value in fields.items():
+        old = status.get(key)
+        if isinstance(value, Mapping):
+            clean = {k: v for k, v in value.items() if v is not None}
+            if (old or {}) == clean and (clean or old is None):
+                continue
+            if clean:
+                patch[key] = {**{k: None for k in (old or {}) if k not in clean}, **clean}
+            else:
+                patch[key] = None
+        elif old != value:
+            patch[key] = value
+    return patch
+
+
+async def patch_status(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    fields: Mapping[str, Any],
+    conditions: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    *,
+    remove: tuple[str, ...] = (),
+) -> bool:
+    """Write the controller's own status fields (read-modify-write for conditions, guarded by
+    resourceVersion, retried on 409). Only our keys are sent: the recorder and the kbmc own the rest.
+    Returns False when the BMC is gone. Skips the write when nothing would change."""
+    for _ in range(CONFLICT_RETRIES):
+        bmc = await get(api, n.KIND, namespace, name)
+        if bmc is None:
+            return False
+        status = bmc.get("status") or {}
+        gen = (bmc.get("metadata") or {}).get("generation")
+        patch = _field_patch(status, fields)
+        for key in remove:
+            if key in status:
+                patch[key] = None
+        if conditions:
+            merged = merge_conditions(status.get("conditions") or [], list(conditions), gen)
+            if merged != (status.get("conditions") or []):
+                patch["conditions"] = merged
+        if not patch:
+            return True
+        body = {"metadata": {"resourceVersion": bmc["metadata"]["resourceVersion"]}, "status": patch}
+        try:
+            await api.request(
+                "PATCH", path(n.KIND, namespace, name) + "/status", body=body, content_type=MERGE_PATCH
+            )
+            return True
+        except ApiError as err:
+            if err.code == 404:
+                return False
+            if err.code != 409:
+                raise
+        await asyncio.sleep(0.05)
+    raise ApiError(409, "Conflict", f"status of {namespace}/{name}: gave up after repeated conflicts")
+
+
+async def emit_event(
+    api: ApiClient,
+    obj: Mapping[str, Any],
+    *,
+    key: str,
+    type_: str,
+    reason: str,
+    message: str,
+    instance: str,
+) -> None:
+    """A core/v1 Event with a deterministic name `<obj>.<key>`: written once (409 = already there)."""
+    meta = obj.get("metadata") or {}
+    stamp = now()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{key}", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", f"{n.GROUP}/{n.VERSION}"),
+            "kind": obj.get("kind", n.KIND),
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": n.MANAGED_BY},
+        "reportingComponent": n.MANAGED_BY,
+        "reportingInstance": instance,
+    }
+    try:
+        await api.request("POST", path("Event", meta["namespace"]), body=event)
+    except ApiError as err:
+        if err.code != 409:
+            log.warning("could not write Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)

@@ -1,0 +1,226 @@
+"""One BMC's reconciliation: validate it, create or patch its children, write the controller's status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from vmbmc.controller import children as ch
+from vmbmc.controller import kube
+from vmbmc.controller import naming as n
+from vmbmc.controller.state import State
+from vmbmc.kubevirt.client import MERGE_PATCH, ApiError
+
+log = logging.getLogger(__name__)
+
+
+def refusal(state: State, info: ch.BmcInfo) -> str | None:
+    """Why this BMC may not exist as it is, or None (contracts §5: tenants keep to their namespace)."""
+    if not info.vm_name:
+        return "the BMC names no VirtualMachine"
+    if info.namespace != state.options.namespace and info.vm_namespace != info.namespace:
+        return (
+            f"a BMC in namespace {info.namespace} may only point at VMs in its own namespace, "
+            f"not at {info.vm_namespace}/{info.vm_name} (only BMCs in {state.options.namespace} may)"
+        )
+    return None
+
+
+async def reconcile(state: State, bmc: dict[str, Any]) -> None:
+    info = ch.BmcInfo.from_body(bmc)
+    meta = bmc.get("metadata") or {}
+    gen = meta.get("generation")
+    base: dict[str, Any] = {
+        "virtualMachine": n.vm_key(info.vm_namespace, info.vm_name),
+        "observedGeneration": gen,
+    }
+    why = refusal(state, info)
+    if why is not None:
+        await remove_workload(state, info, keep_vm_namespace=None)
+        await kube.patch_status(
+            state.api,
+            info.namespace,
+            info.name,
+            {**base, "ready": False},
+            [kube.condition("Ready", False, "Refused", why)],
+        )
+        await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
+        return
+
+    vm = await kube.get(state.api, "VirtualMachine", info.vm_namespace, info.vm_name)
+    if vm is None:
+        found = kube.condition(
+            "VirtualMachineFound",
+            False,
+            "VirtualMachineNotFound",
+            f"VirtualMachine {info.vm_namespace}/{info.vm_name} does not exist",
+        )
+        await _event(state, bmc, f"vmnotfound.g{gen}", "Warning", "VirtualMachineNotFound", found["message"])
+    else:
+        found = kube.condition(
+            "VirtualMachineFound",
+            True,
+            "VirtualMachineFound",
+            f"VirtualMachine {info.vm_namespace}/{info.vm_name}",
+        )
+
+    secret = await ensure_credentials(state, info, bmc)
+    await kube.apply(state.api, ch.service_account(info))
+    await kube.apply(state.api, ch.bmc_role(info))
+    await kube.apply(state.api, ch.bmc_role_binding(info))
+    await kube.apply(state.api, ch.vm_role(info))
+    await kube.apply(state.api, ch.vm_role_binding(info))
+    await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
+    await ensure_network_policy(state, info)
+    await kube.apply(state.api, ch.deployment(info, state.options.kbmc_image, secret))
+    svc = await kube.apply(state.api, ch.service(info))
+
+    ip = str((svc.get("spec") or {}).get("clusterIP") or "")
+    await kube.patch_status(
+        state.api,
+        info.namespace,
+        info.name,
+        {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip)},
+        [found],
+    )
+    await update_ready(state, info.namespace, info.name)
+
+
+def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:
+    """status.endpoints; a front end that is off (or no address yet) gets null, which removes its key."""
+    out: dict[str, Any] = {"ipmi": None, "redfish": None}
+    if not ip or ip == "None":
+        return out
+    if info.ipmi:
+        out["ipmi"] = f"{ip}:623"
+    if info.redfish:
+        out["redfish"] = f"{'http' if info.insecure_http else 'https'}://{ip}/redfish/v1"
+    return out
+
+
+def deployment_ready(deployment: dict[str, Any] | None) -> bool:
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("readyReplicas") or 0) >= 1
+
+
+async def update_ready(state: State, namespace: str, name: str) -> None:
+    """`ready` and the Ready condition follow the kbmc pod's readiness (the Deployment's readyReplicas).
+
+    Serialised per BMC, with the Deployment read inside the lock: the last writer has read the newest
+    Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
+    lock = state.ready_locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        deployment = await kube.get(state.api, "Deployment", namespace, n.kbmc_name(name))
+        ok = deployment_ready(deployment)
+        cond = kube.condition(
+            "Ready",
+            ok,
+            "KbmcReady" if ok else "KbmcNotReady",
+            "the kbmc pod is ready" if ok else "waiting for the kbmc pod to become ready",
+        )
+        await kube.patch_status(state.api, namespace, name, {"ready": ok}, [cond])
+
+
+async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]) -> str:
+    """The name of the Secret the kbmc mounts: the user's (authSecretRef), a copy of the seed's inline
+    credentials, or a generated one (kept once made: a new password on every reconcile would lock out
+    every client)."""
+    spec = bmc.get("spec") or {}
+    ref = spec.get("authSecretRef") or {}
+    if ref.get("name"):
+        return str(ref["name"])
+    if spec.get("username") and spec.get("password"):
+        await kube.apply(state.api, ch.credentials_secret(info, str(spec["username"]), str(spec["password"])))
+        await _event(
+            state,
+            bmc,
+            "inlinecredentials",
+            "Warning",
+            "InlineCredentials",
+            "spec.username/spec.password are stored in the BMC itself; they were copied into Secret "
+            f"{n.credentials_name(info.name)}. Use spec.authSecretRef to keep credentials out of the BMC.",
+        )
+        return n.credentials_name(info.name)
+    secret = await kube.apply(
+        state.api, ch.credentials_secret(info, "admin", ch.generate_password()), create_only=True
+    )
+    data = secret.get("data") or {}
+    if not data.get("username") or not data.get("password"):  # emptied by hand: make it usable again
+        await kube.apply(state.api, ch.credentials_secret(info, "admin", ch.generate_password()))
+    return n.credentials_name(info.name)
+
+
+async def ensure_network_policy(state: State, info: ch.BmcInfo) -> None:
+    """One NetworkPolicy per BMC namespace, owned by all of its BMCs (read-modify-write of the owner list,
+    guarded by resourceVersion), so it goes with the namespace's last BMC."""
+    desired = ch.network_policy(info.namespace)
+    owner = {**info.owner, "controller": False}
+    for _ in range(kube.CONFLICT_RETRIES):
+        existing = await kube.get(state.api, "NetworkPolicy", info.namespace, n.NETWORK_POLICY)
+        if existing is None:
+            desired["metadata"]["ownerReferences"] = [owner]
+            try:
+                await state.api.request("POST", kube.path("NetworkPolicy", info.namespace), body=desired)
+                return
+            except ApiError as err:
+                if err.code != 409:
+                    raise
+                continue
+        owners = list(existing["metadata"].get("ownerReferences") or [])
+        has_owner = any(o.get("uid") == info.uid for o in owners)
+        if has_owner and kube.contains(existing.get("spec"), desired["spec"]):
+            return
+        if not has_owner:
+            owners.append(owner)
+        body = {
+            "metadata": {
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+                "ownerReferences": owners,
+            },
+            "spec": desired["spec"],
+        }
+        try:
+            await state.api.request(
+                "PATCH",
+                kube.path("NetworkPolicy", info.namespace, n.NETWORK_POLICY),
+                body=body,
+                content_type=MERGE_PATCH,
+            )
+            return
+        except ApiError as err:
+            if err.code != 409:
+                raise
+
+
+def vm_namespace_selector(namespace: str, name: str) -> str:
+    return f"{n.LABEL_BMC}={n.label_value(name)},{n.LABEL_BMC_NAMESPACE}={n.label_value(namespace)}"
+
+
+async def remove_workload(
+    state: State, info: ch.BmcInfo, *, keep_vm_namespace: str | None, deployment: bool = True
+) -> None:
+    """Delete the VM-namespace Role/RoleBinding everywhere but `keep_vm_namespace` (a BMC re-pointed at a
+    VM elsewhere, refused, or deleted), and the kbmc Deployment when `deployment`."""
+    selector = vm_namespace_selector(info.namespace, info.name)
+    for kind in ("RoleBinding", "Role"):
+        for obj in await kube.list_items(state.api, kind, None, selector):
+            meta = obj["metadata"]
+            if meta.get("namespace") != keep_vm_namespace and meta.get("name") == n.vm_role_name(info.name):
+                await kube.delete(state.api, kind, meta["namespace"], meta["name"])
+    if deployment:
+        await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))
+
+
+async def cleanup(state: State, namespace: str, name: str) -> None:
+    """The finalizer's work: what the garbage collector cannot do (the VM namespace's Role/RoleBinding)."""
+    info = ch.BmcInfo(namespace=namespace, name=name, uid="", vm_namespace="", vm_name="")
+    await remove_workload(state, info, keep_vm_namespace=None, deployment=False)
+    state.recorder.forget(namespace, name)
+    state.ready_locks.pop((namespace, name), None)
+
+
+async def _event(state: State, bmc: dict[str, Any], key: str, type_: str, reason: str, message: str) -> None:
+    await kube.emit_event(
+        state.api, bmc, key=key, type_=type_, reason=reason, message=message, instance=state.options.identity
+    )
