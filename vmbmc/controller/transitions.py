@@ -177,10 +177,17 @@ class End:
     final: bool  # the VMI had reached Succeeded/Failed
 
     def merged(self, newer: End | None) -> End:
-        """The first evidence decides the cause; a later one may bring the time the guest was down."""
-        if newer is None or newer.vmi != self.vmi or self.final or not newer.final:
+        """The first evidence decides the cause, with two exceptions: a later one may bring the time the
+        guest was down, and a bare deletion may turn out to come with a VM request (the VM and the VMI
+        are watched separately, so the VM's stop or restart request may arrive after the VMI's deletion)."""
+        if newer is None or newer.vmi != self.vmi:
             return self
-        return replace(self, time=newer.time, final=True)
+        out = self
+        if self.cause == VMI_DELETED and newer.cause in (RESTARTED_API, STOPPED_API, VM_DELETED):
+            out = replace(out, cause=newer.cause)
+        if newer.final and not self.final:
+            out = replace(out, time=newer.time, final=True)
+        return out
 
 
 def end_of(vm: dict[str, Any], vmi: dict[str, Any] | None) -> End | None:
@@ -196,7 +203,7 @@ def end_of(vm: dict[str, Any], vmi: dict[str, Any] | None) -> End | None:
     # A final phase at or before the deletion: the guest went down first and the VM controller then removed
     # the VMI (Always / RerunOnFailure do so at once). Timestamps have 1 s resolution: a tie counts as
     # "first" (a deletion takes the guest's shutdown time, which is seldom under a second on a real VM).
-    if final and (not deleted or (final_at and final_at <= deleted)):
+    if final and (not deleted or (final_at and final_at <= deleted and not start_pending(vm))):
         cause = VMI_FAILED if phase == "Failed" else GUEST_SHUTDOWN
         return End(uid, cause, final_at or deleted, by_itself=True, final=True)
     if _meta(vm).get("deletionTimestamp"):
@@ -224,6 +231,7 @@ class Observed:
     vm_uid: str = ""
     generation: int = 0
     run_strategy: str = ""
+    wants_running: bool = False  # KubeVirt will start a VMI on its own (see `wants_running`)
 
 
 def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> Observed:
@@ -237,6 +245,7 @@ def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> Observed:
         vm_uid=str(_meta(vm).get("uid") or ""),
         generation=int(_meta(vm).get("generation") or 0),
         run_strategy=run_strategy(vm),
+        wants_running=wants_running(vm),
     )
     if vmi is None:
         return replace(base, state=POWERING_ON if wants_running(vm) else OFF)
@@ -369,6 +378,10 @@ def step(memory: Memory | None, obs: Observed, now: str) -> tuple[Memory | None,
     if obs.end is not None and obs.end.vmi == memory.vmi and memory.vmi:
         end = end.merged(obs.end) if end and end.vmi == memory.vmi else obs.end
     memory = replace(memory, end=end)
+    if obs.state == OFF and end is not None and not end.by_itself and obs.wants_running and obs.vmi:
+        # The final VMI looked as if it went down by itself (same-second timestamps), but we saw it
+        # deleted first: KubeVirt replaces it, this is a restart under way, not a power-off.
+        obs = replace(obs, state=POWERING_ON)
     found: list[Transition] = []
     if obs.state == OFF:
         if memory.state != OFF:
