@@ -1,0 +1,132 @@
+"""The real controller (ControllerThread: kopf, in-process) against the emulator; small HTTP helpers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.samples import sample_vm
+
+SYSTEM = "virtualmachinebmc-system"
+BMCS = "/apis/virtualmachine.kubevirt.io/v1"
+PATHS = {
+    "vmbmc": (BMCS, "virtualmachinebmcs"),
+    "vm": ("/apis/kubevirt.io/v1", "virtualmachines"),
+    "deployment": ("/apis/apps/v1", "deployments"),
+    "service": ("/api/v1", "services"),
+    "serviceaccount": ("/api/v1", "serviceaccounts"),
+    "secret": ("/api/v1", "secrets"),
+    "event": ("/api/v1", "events"),
+    "pod": ("/api/v1", "pods"),
+    "namespace": ("/api/v1", "namespaces"),
+    "role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "rolebinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "networkpolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "lease": ("/apis/coordination.k8s.io/v1", "leases"),
+}
+
+
+class Api:
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def path(self, kind: str, ns: str | None, name: str | None = None) -> str:
+        prefix, plural = PATHS[kind]
+        p = f"{prefix}/namespaces/{ns}/{plural}" if ns else f"{prefix}/{plural}"
+        return f"{p}/{name}" if name else p
+
+    def get(self, kind: str, ns: str | None, name: str) -> dict[str, Any] | None:
+        r = self.http.get(self.path(kind, ns, name))
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.json()
+
+    def list(self, kind: str, ns: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": selector} if selector else {}
+        r = self.http.get(self.path(kind, ns), params=params)
+        r.raise_for_status()
+        return r.json()["items"]
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = obj["kind"].lower().replace("virtualmachinebmc", "vmbmc").replace("virtualmachine", "vm")
+        r = self.http.post(self.path(kind, obj["metadata"].get("namespace")), json=obj)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def delete(self, kind: str, ns: str | None, name: str) -> None:
+        r = self.http.delete(self.path(kind, ns, name))
+        assert r.status_code in (200, 202, 404), r.text
+
+    def merge(self, kind: str, ns: str | None, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.patch(
+            self.path(kind, ns, name),
+            content=json.dumps(body),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        if self.get("namespace", None, name) is None:
+            self.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+            )
+
+    def vm(self, ns: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        self.namespace(ns)
+        vm = copy.deepcopy(sample_vm(1, ns))
+        vm["metadata"]["name"] = name
+        vm["metadata"]["labels"] = {**vm["metadata"]["labels"], **(labels or {})}
+        return self.create(vm)
+
+
+def until(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `fn` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def api(emulator: Any) -> Api:
+    if not getattr(emulator, "url", ""):
+        pytest.skip("needs the emulator")
+    client = Api(emulator.url, emulator.token)
+    client.namespace(SYSTEM)
+    return client
+
+
+def options(emulator: Any, **kw: Any) -> ControllerOptions:
+    base: dict[str, Any] = {
+        "kubeconfig": str(emulator.kubeconfig),
+        "health_port": 0,
+        "health_address": "127.0.0.1",
+        "resync_seconds": 2.0,
+        "identity": "test-controller",
+    }
+    return ControllerOptions(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def controller(emulator: Any, api: Api) -> Iterator[ControllerThread]:
+    thread = ControllerThread(options(emulator)).start()
+    yield thread
+    thread.stop()
+    assert thread.error is None, thread.error
