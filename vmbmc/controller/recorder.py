@@ -116,6 +116,14 @@ class PowerRecorder:
         else:
             memory = tr.Memory.from_json(_annotations(bmc).get(MARKER_ANNOTATION))
         new_memory, found = tr.step(memory, observed, now)
+        if found:
+            # The caller's copy of the BMC may lag (an index or a watch of another resource than the one
+            # that changed): read it again, so the kbmc's newest request records take part in attribution
+            # and the history check sees what is stored.
+            fresh = await self._get(bmc_path(key[0], key[1]))
+            if fresh is None or str(fresh["metadata"].get("uid") or "") != uid:
+                return  # deleted (or replaced): forget() follows
+            bmc = fresh
         status = bmc.get("status") or {}
         history = list(status.get("powerHistory") or [])
         found = tr.unrecorded(found, history)
