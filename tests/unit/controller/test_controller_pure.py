@@ -1,0 +1,94 @@
+"""Pure parts of the controller: selectors, manifests, status merging."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmbmc.controller import children as ch
+from vmbmc.controller import kube, selectors
+from vmbmc.controller.cli import configure
+
+
+def test_label_selectors() -> None:
+    m = selectors.parse("env=prod,tier!=db,zone in (a, b),!legacy,team")
+    assert m({"env": "prod", "zone": "a", "team": "x"})
+    assert not m({"env": "prod", "zone": "c", "team": "x"})
+    assert not m({"env": "prod", "zone": "a", "team": "x", "legacy": ""})
+    assert not m({"env": "prod", "zone": "a"})
+    assert not m({"env": "prod", "zone": "a", "team": "x", "tier": "db"})
+    assert selectors.parse("")({})
+    assert selectors.parse("x notin (1)")({"x": "2"})
+    with pytest.raises(ValueError):
+        selectors.parse("a in b c")
+
+
+def info(**kw: object) -> ch.BmcInfo:
+    base: dict[str, object] = {
+        "namespace": "ns", "name": "b", "uid": "u", "vm_namespace": "vmns", "vm_name": "vm",
+    }  # fmt: skip
+    return ch.BmcInfo(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_deployment_has_no_secret_literal_and_redfish_flags() -> None:
+    dep = ch.deployment(info(redfish=True, insecure_http=True), "img:1", "sec")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--redfish-http" in c["args"]
+    assert all("valueFrom" in e and "secretKeyRef" not in e["valueFrom"] for e in c["env"])
+    assert {p["containerPort"] for p in c["ports"]} == {10623, 8443, 8081}
+    plain = ch.deployment(info(redfish=True), "img:1", "sec")
+    assert "--redfish-http" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_vm_namespace_rbac_has_no_cross_namespace_owner() -> None:
+    assert "ownerReferences" not in ch.vm_role(info())["metadata"]
+    assert ch.vm_role(info(vm_namespace="ns"))["metadata"]["ownerReferences"][0]["uid"] == "u"
+    assert ch.vm_role_binding(info())["metadata"]["namespace"] == "vmns"
+
+
+def test_password_length() -> None:
+    assert len(ch.generate_password()) >= 20
+    assert ch.generate_password() != ch.generate_password()
+
+
+def test_contains_and_field_patch() -> None:
+    assert kube.contains({"a": 1, "b": [{"x": 1, "y": 2}]}, {"b": [{"x": 1}]})
+    assert not kube.contains({"b": [{"x": 1}, {"x": 2}]}, {"b": [{"x": 1}]})
+    patch = kube._field_patch(
+        {"endpoints": {"ipmi": "a", "redfish": "b"}}, {"endpoints": {"ipmi": "a", "redfish": None}}
+    )
+    assert patch == {"endpoints": {"ipmi": "a", "redfish": None}}
+    assert (
+        kube._field_patch({"endpoints": {"ipmi": "a"}}, {"endpoints": {"ipmi": "a", "redfish": None}}) == {}
+    )
+    assert kube._field_patch({}, {"endpoints": {"ipmi": None}}) == {}
+
+
+def test_merge_conditions_keeps_transition_time() -> None:
+    old = [
+        {"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "T0"},
+        {"type": "PoweredOn", "status": "False", "reason": "x", "message": "y", "lastTransitionTime": "T1"},
+    ]
+    merged = kube.merge_conditions(old, [kube.condition("Ready", True, "r2", "m2")], 3)
+    ready = next(c for c in merged if c["type"] == "Ready")
+    assert (
+        ready["lastTransitionTime"] == "T0" and ready["reason"] == "r2" and ready["observedGeneration"] == 3
+    )
+    assert any(c["type"] == "PoweredOn" and c["lastTransitionTime"] == "T1" for c in merged)
+    flipped = kube.merge_conditions(old, [kube.condition("Ready", False, "r", "m")], 3)
+    assert next(c for c in flipped if c["type"] == "Ready")["lastTransitionTime"] != "T0"
+
+
+def test_cli_flags() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(
+        [
+            *("--namespace=virtualmachinebmc-system", "--leader-elect", "--health-port=8080"),
+            *("--kbmc-image=vmbmc:dev", "--no-auto-create", "--vm-namespace-selector", "a=b"),
+            *("--redfish-default", "-v", "--kubeconfig", "k"),
+        ]
+    )
+    assert args.leader_elect and args.no_auto_create and args.redfish_default and args.verbose
+    assert args.vm_namespace_selector == "a=b" and args.kbmc_image == "vmbmc:dev"
