@@ -14,7 +14,8 @@ IPMI_PORT = 10623
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
-PASSWORD_LENGTH = 20  # contracts §8: ≥ 20 random characters (RAKP allows offline guessing); IPMI 2.0 takes ≤ 20
+# contracts §8: ≥ 20 random characters (RAKP allows offline guessing); IPMI 2.0 takes at most 20
+PASSWORD_LENGTH = 20
 _ALPHABET = string.ascii_letters + string.digits
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
 from vmbmc.controller.naming import SYSTEM_NAMESPACE
 
@@ -58,12 +57,5 @@ def run(args: argparse.Namespace) -> int:
         redfish_default=args.redfish_default,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_controller(options, stop_flag=stop)
-
-    asyncio.run(main())
+    asyncio.run(run_controller(options, handle_signals=True))
     return 0

@@ -32,8 +32,9 @@ class HealthServer:
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n" if self.alive else "stopping\n", status=200 if self.alive else 503)

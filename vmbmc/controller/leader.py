@@ -27,6 +27,18 @@ def _micro_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`, less when `stop` is set; True if it was. Polls rather than
+    `wait_for(stop.wait())`: that spawns a task kopf would count as hung at shutdown (5 s wait)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(left, 0.1))
+    return True
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -110,21 +122,15 @@ class LeaderElector:
             if not logged:
                 log.info("waiting for Lease %s/%s (another replica leads)", self.namespace, self.name)
                 logged = True
-            try:
-                await asyncio.wait_for(stop.wait(), self.retry_seconds)
-            except TimeoutError:
-                pass
+            await _sleep_unless(stop, self.retry_seconds)
         return False
 
     async def hold(self, stop: asyncio.Event, on_lost: Callable[[], Awaitable[None] | None]) -> None:
         """Renew until `stop`; call `on_lost` when the lease could not be renewed in time."""
         last_renew = time.monotonic()
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.renew_seconds)
+            if await _sleep_unless(stop, self.renew_seconds):
                 return
-            except TimeoutError:
-                pass
             try:
                 if await self.try_acquire_or_renew():
                     last_renew = time.monotonic()

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -50,8 +51,9 @@ def _set_flag(flag: Flag | None) -> None:
 
 
 class Controller:
-    def __init__(self, options: ControllerOptions) -> None:
+    def __init__(self, options: ControllerOptions, *, handle_signals: bool = False) -> None:
         self.options = options
+        self.handle_signals = handle_signals  # SIGINT/SIGTERM stop it (the CLI; main thread only)
         self.metrics = Metrics()
         self.health = HealthServer(self.metrics, options.health_address, options.health_port)
         self.health_port: int | None = None
@@ -62,6 +64,9 @@ class Controller:
         watcher = asyncio.ensure_future(_wait_flag(stop_flag)) if stop_flag is not None else None
         if watcher is not None:
             watcher.add_done_callback(lambda _: stop.set())
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # while waiting for leadership, too
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         api = await ApiClient.connect(opts.kubeconfig)
         self.health_port = await self.health.start()
         log.info("health, readiness and metrics on port %d", self.health_port)
@@ -86,26 +91,40 @@ class Controller:
             state = State(api=api, options=opts, metrics=self.metrics, recorder=recorder)
             settings = kopf.OperatorSettings()
             configure_settings(settings)
-            kopf_ready = asyncio.Event()
+            kopf_ready, kopf_stop = asyncio.Event(), asyncio.Event()
 
             async def mark_ready() -> None:
                 await kopf_ready.wait()
+                if self.handle_signals and threading.current_thread() is threading.main_thread():
+                    # kopf put its own SIGINT/SIGTERM handlers in place; ours stop in the order below.
+                    loop = asyncio.get_running_loop()
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(sig, stop.set)
                 self.health.ready = True
                 _set_flag(ready_flag)
 
-            marker = asyncio.ensure_future(mark_ready())
+            async def stopper() -> None:
+                await stop.wait()
+                # The health server first: kopf waits 5 s for tasks spawned while it ran (aiohttp's
+                # connection handlers for probes among them) before it returns.
+                self.health.ready = False
+                await self.health.stop()
+                kopf_stop.set()
+
+            helpers = [asyncio.ensure_future(mark_ready()), asyncio.ensure_future(stopper())]
             try:
                 await kopf.operator(
                     registry=build_registry(state),
                     settings=settings,
                     clusterwide=True,
                     standalone=True,
-                    stop_flag=stop,
+                    stop_flag=kopf_stop,
                     ready_flag=kopf_ready,
                     memo=kopf.Memo(),
                 )
             finally:
-                marker.cancel()
+                for helper in helpers:
+                    helper.cancel()
         finally:
             self.health.ready = False
             self.health.alive = False
@@ -127,10 +146,15 @@ class Controller:
 
 
 async def run_controller(
-    options: ControllerOptions, *, stop_flag: Flag | None = None, ready_flag: Flag | None = None
+    options: ControllerOptions,
+    *,
+    stop_flag: Flag | None = None,
+    ready_flag: Flag | None = None,
+    handle_signals: bool = False,
 ) -> None:
-    """Run one controller until `stop_flag` is set (or, with leader election, leadership is lost)."""
-    await Controller(options).run(stop_flag=stop_flag, ready_flag=ready_flag)
+    """Run one controller until `stop_flag` is set (or, with leader election, leadership is lost;
+    with `handle_signals`, on SIGINT/SIGTERM)."""
+    await Controller(options, handle_signals=handle_signals).run(stop_flag=stop_flag, ready_flag=ready_flag)
 
 
 class ControllerThread:
