@@ -1,0 +1,125 @@
+"""The whole chain on the emulator: VM → the real controller auto-creates its VirtualMachineBMC and
+kbmc Deployment → the pod runner runs that pod as a real `vmbmc kbmc` process → `ipmitool power on`
+→ the VM runs → `kubectl describe vmbmc` names the IPMI user; a stop outside the BMC is told so;
+the VM deleted takes everything with it."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
+
+from kbmc_process import wait_until
+from machine_cluster import crd_files
+
+from tests.conftest import KUBECTL
+from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.podrunner import LocalPodRunner
+from vmbmc.demo.samples import sample_vm
+from vmbmc.emulator.harness import EmulatorThread
+
+SYSTEM = "virtualmachinebmc-system"
+
+
+def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=180)
+    with EmulatorThread(
+        kubeconfig=kubeconfig,
+        crds=crd_files(),
+        pod_runner=runner,
+        kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
+    ) as emu:
+        runner.attach(emu.emulator)
+        store, reg = emu.emulator.store, emu.emulator.registry
+        ns_rt, vm_rt = reg.get("", "v1", "namespaces"), reg.get("kubevirt.io", "v1", "virtualmachines")
+        for ns in (SYSTEM, "tenant"):
+            emu.call(
+                store.create, ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, None
+            )
+        opts = ControllerOptions(
+            kubeconfig=str(kubeconfig),
+            health_port=0,
+            health_address="127.0.0.1",
+            resync_seconds=2.0,
+            identity="e2e",
+        )
+        with ControllerThread(opts):
+            emu.call(store.create, vm_rt, sample_vm(1, "tenant"), "tenant")
+            bmc_rt, pods = (
+                reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"),
+                reg.get("", "v1", "pods"),
+            )
+            name = "tenant-demo-vm-1"
+            bmc = wait_until(
+                lambda: (
+                    (b := emu.call(store.try_get, bmc_rt, SYSTEM, name))
+                    and b.get("status", {}).get("ready")
+                    and b
+                ),
+                timeout=30,
+                what="the auto-created BMC Ready",
+            )
+            secret = emu.call(
+                store.get, reg.get("", "v1", "secrets"), SYSTEM, bmc["status"]["credentialsSecret"]
+            )
+            user = base64.b64decode(secret["data"]["username"]).decode()
+            password = base64.b64decode(secret["data"]["password"]).decode()
+            pod_list, _ = emu.call(store.list, pods, SYSTEM)
+            pod = next(
+                p
+                for p in pod_list
+                if p["metadata"]["labels"].get("virtualmachinebmc.kubevirt.io/bmc") == name
+            )
+            ip = pod["status"]["podIP"]
+            assert ip.startswith("127.10."), ip
+            assert password not in str(pod["spec"])  # mounted from the Secret, never in the Pod spec
+
+            def ipmitool(*args: str) -> subprocess.CompletedProcess[str]:
+                cmd = [
+                    "ipmitool",
+                    "-I",
+                    "lanplus",
+                    "-H",
+                    ip,
+                    "-p",
+                    "10623",
+                    "-U",
+                    user,
+                    "-P",
+                    password,
+                    *args,
+                ]
+                return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+            assert ipmitool("power", "status").stdout.strip() == "Chassis Power is off"
+            assert ipmitool("power", "on").stdout.strip() == "Chassis Power Control: Up/On"
+            wait_until(lambda: "is on" in ipmitool("power", "status").stdout, what="power on")
+
+            def describe() -> str:
+                return subprocess.run(
+                    [KUBECTL, "--kubeconfig", str(kubeconfig), "-n", SYSTEM, "describe", "vmbmc", name],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout
+
+            text = wait_until(
+                lambda: (d := describe()) and "PoweredOn" in d and d, timeout=20, what="PoweredOn"
+            )
+            assert "by IPMI user admin from 127.0.0.1" in text, text
+            emu.call(emu.kubevirt.virtctl, "tenant", "demo-vm-1", "stop")
+            text = wait_until(
+                lambda: (d := describe()) and "PoweredOff" in d and d, timeout=20, what="PoweredOff"
+            )
+            assert "outside the BMC: " in text, text
+            assert "Chassis Power is off" in ipmitool("power", "status").stdout
+            emu.call(store.delete, vm_rt, "tenant", "demo-vm-1")
+            wait_until(
+                lambda: emu.call(store.try_get, bmc_rt, SYSTEM, name) is None, timeout=30, what="BMC deleted"
+            )
+            wait_until(lambda: not runner._running, timeout=30, what="kbmc process gone")
