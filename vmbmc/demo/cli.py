@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workdir", metavar="DIR", help="where the kubeconfig goes (default: a temporary dir)"
     )
     parser.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any)")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="serve the BMCs in-process, without the controller and the CRD's pods",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
 
@@ -66,6 +71,9 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
                 f"{system}/Actions/ComputerSystem.Reset"
             )
         ns, name = b.vm.split("/", 1)
+        if b.bmc is not None:
+            bns, bname = b.bmc.split("/", 1)
+            lines.append(f"    {k} -n {bns} describe vmbmc {bname}")
         lines.append(f"    {k} -n {ns} describe vm {name}")
         lines.append("")
     if endpoints_file:
@@ -74,13 +82,57 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
     print("\n".join(lines), flush=True)
 
 
-async def _serve(args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]]) -> int:
-    from vmbmc.demo.standalone import StandaloneBmcs
-
+async def _serve(
+    args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]], runner: object
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.standalone:
+        return await _serve_standalone(args, emu, vms, stop)
+    from vmbmc.controller import ControllerOptions
+    from vmbmc.controller.operator import run_controller
+    from vmbmc.demo.cluster import wait_for_bmcs
+
+    options = ControllerOptions(
+        kubeconfig=emu.kubeconfig,
+        health_port=0,
+        health_address="127.0.0.1",
+        redfish_default=args.redfish or args.redfish_http,
+        identity="vmbmc-demo",
+    )
+    ready = asyncio.Event()
+    controller = asyncio.ensure_future(run_controller(options, stop_flag=stop, ready_flag=ready))
+    try:
+        endpoints = await wait_for_bmcs(emu, vms)
+        await asyncio.wait_for(ready.wait(), 30)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # kopf took them over in the main thread: ours again
+            loop.add_signal_handler(sig, stop.set)
+        if args.endpoints_file:
+            write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
+        _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)
+        await asyncio.wait(
+            [controller, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if controller.done() and controller.exception():
+            raise controller.exception()  # type: ignore[misc]
+        print("stopping…", flush=True)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(controller, 8)
+        except Exception as err:  # stopping anyway; say why it was not clean
+            log.warning("controller did not stop cleanly", extra={"error": str(err)})
+        runner.kill_all()  # type: ignore[attr-defined]
+    return 0
+
+
+async def _serve_standalone(
+    args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]], stop: asyncio.Event
+) -> int:
+    from vmbmc.demo.standalone import StandaloneBmcs
+
     bmcs = StandaloneBmcs(
         emu.kubeconfig, redfish=args.redfish or args.redfish_http, redfish_http=args.redfish_http
     )
@@ -107,13 +159,25 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    with EmulatorThread(port=args.port, kubeconfig=workdir / "kubeconfig", crds=_crd_files()) as emu:
+    from vmbmc.demo.podrunner import LocalPodRunner
+
+    runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
+    with EmulatorThread(
+        port=args.port,
+        kubeconfig=workdir / "kubeconfig",
+        crds=_crd_files(),
+        pod_runner=None if args.standalone else runner,
+    ) as emu:
+        runner.attach(emu.emulator)
+        ns_rt = emu.call(lambda: emu.emulator.registry.get("", "v1", "namespaces"))
+        system = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "virtualmachinebmc-system"}}
+        emu.call(emu.emulator.store.create, ns_rt, system, None)
         vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
         vms = []
         for i in range(1, args.vms + 1):
             obj = sample_vm(i)
             emu.call(emu.emulator.store.create, vm_rt, obj, "default")
             vms.append(("default", obj["metadata"]["name"]))
-        code = asyncio.run(_serve(args, emu, vms))
+        code = asyncio.run(_serve(args, emu, vms, runner))
         log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
     return code

@@ -142,10 +142,21 @@ def test_demo_endpoints_commands_and_clean_stop(demo):
         timeout=30,
     )
     assert out.stdout.strip() == "Chassis Power is on", out
-    described = subprocess.run(
-        [*kubectl, "describe", "vm", "demo-vm-1"], capture_output=True, text=True
-    ).stdout
-    assert "PowerOnRequested" in described and "Redfish user admin" in described
+    bns, bname = bmc["bmc"].split("/", 1)
+
+    def describe(*what: str) -> str:
+        return subprocess.run(
+            [*kubectl, "describe", *what], capture_output=True, text=True, timeout=30
+        ).stdout
+
+    # The VM tells its power story (the controller writes it as it sees it); its BMC has the request too.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "by Redfish user admin" not in describe("vm", "demo-vm-1"):
+        time.sleep(0.2)
+    described = describe("vm", "demo-vm-1")
+    assert "PoweredOn" in described and "by Redfish user admin" in described, described
+    described = describe("-n", bns, "vmbmc", bname)
+    assert "PowerOnRequested" in described and "PoweredOn" in described, described
     # SIGTERM: everything stops within 10 s and nothing the demo started survives.
     children = _children(proc.pid)
     t0 = time.monotonic()

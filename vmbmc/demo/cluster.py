@@ -1,0 +1,74 @@
+"""The demo as a cluster runs it: the controller auto-creates a VirtualMachineBMC per sample VM and a
+kbmc Deployment for each; the pod runner runs every kbmc pod as a local `vmbmc kbmc` process on its
+own loopback address (contracts §7). The endpoints file then names those addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any
+
+from vmbmc.controller.naming import SYSTEM_NAMESPACE
+from vmbmc.demo.endpoints import BmcEndpoint
+from vmbmc.emulator.harness import EmulatorThread
+
+log = logging.getLogger("vmbmc.demo")
+
+IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (contracts §6)
+BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
+
+
+def _ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | None:
+    """The endpoint of the VM's BMC once it is Ready and its pod has an address, else None."""
+    store, reg = emu.emulator.store, emu.emulator.registry
+    bmcs, _ = store.list(reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"), SYSTEM_NAMESPACE)
+    ns, name = vm
+    bmc = next(
+        (
+            b
+            for b in bmcs
+            if (b.get("metadata", {}).get("annotations") or {}).get("virtualmachinebmc.kubevirt.io/vm")
+            == f"{ns}/{name}"
+        ),
+        None,
+    )
+    status: dict[str, Any] = (bmc or {}).get("status") or {}
+    if bmc is None or not status.get("ready") or not status.get("credentialsSecret"):
+        return None
+    bmc_name = bmc["metadata"]["name"]
+    pods, _ = store.list(reg.get("", "v1", "pods"), SYSTEM_NAMESPACE)
+    pod = next((p for p in pods if (p["metadata"].get("labels") or {}).get(BMC_LABEL) == bmc_name), None)
+    ip = ((pod or {}).get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    secret = store.try_get(reg.get("", "v1", "secrets"), SYSTEM_NAMESPACE, status["credentialsSecret"])
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    redfish = (bmc.get("spec") or {}).get("redfish") or {}
+    scheme = "http" if redfish.get("insecureHTTP") else "https"
+    return BmcEndpoint(
+        vm=f"{ns}/{name}",
+        bmc=f"{SYSTEM_NAMESPACE}/{bmc_name}",
+        ipmi_host=ip,
+        ipmi_port=IPMI_PORT,
+        redfish=f"{scheme}://{ip}:{REDFISH_PORT}/redfish/v1" if redfish.get("enabled") else None,
+        username=base64.b64decode(data.get("username", "")).decode(),
+        password=base64.b64decode(data.get("password", "")).decode(),
+    )
+
+
+async def wait_for_bmcs(
+    emu: EmulatorThread, vms: list[tuple[str, str]], timeout: float = 60.0
+) -> list[BmcEndpoint]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = [await asyncio.to_thread(emu.call, _ready_endpoint, emu, vm) for vm in vms]
+        if all(found):
+            return [e for e in found if e is not None]
+        if loop.time() > deadline:
+            missing = [f"{ns}/{n}" for (ns, n), e in zip(vms, found, strict=True) if e is None]
+            raise TimeoutError(f"no Ready BMC after {timeout:.0f} s for: {', '.join(missing)}")
+        await asyncio.sleep(0.2)
