@@ -34,9 +34,13 @@ READY_POLL = 0.2
 
 
 def _can_bind(address: str) -> bool:
+    """The address exists here and the kbmc's container ports are free on it (a leftover process
+    from an earlier run would make the pod crash-loop)."""
+    checks = ((socket.SOCK_DGRAM, 10623), (socket.SOCK_STREAM, 8443), (socket.SOCK_STREAM, 8081))
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((address, 0))
+        for kind, port in checks:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind((address, port))
         return True
     except OSError:
         return False
