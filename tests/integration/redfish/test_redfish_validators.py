@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from redfish_servers import PASSWORD, USER
 
@@ -76,6 +77,27 @@ async def test_service_validator(https_server, tmp_path: Path, authtype: str) ->
     assert "Validating /redfish/v1/Systems/vm1..." in out, "the crawl reached the System"
 
 
+TOKEN_RANDOMNESS = "RESP_HEADERS_X_AUTH_TOKEN"
+
+
+async def _tokens_pass_randomness(url: str, count: int) -> int:
+    """How many of `count` fresh session tokens pass the validator's own randomness tests."""
+    from redfish_protocol_validator.utils import random_sequence
+
+    passed = 0
+    async with httpx.AsyncClient(verify=False, timeout=10) as http:
+        for _ in range(count):
+            r = await http.post(
+                f"{url}/redfish/v1/SessionService/Sessions", json={"UserName": USER, "Password": PASSWORD}
+            )
+            assert r.status_code == 201, r.text
+            passed += bool(random_sequence(r.headers["X-Auth-Token"]))
+            await http.delete(
+                f"{url}{r.headers['Location']}", headers={"X-Auth-Token": r.headers["X-Auth-Token"]}
+            )
+    return passed
+
+
 async def test_protocol_validator(https_server, tmp_path: Path) -> None:
     _, out = await _run(
         _tool("rf_protocol_validator"),
@@ -96,6 +118,10 @@ async def test_protocol_validator(https_server, tmp_path: Path) -> None:
     with reports[0].open(newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     failed = [row for row in rows if "FAIL" in row or "WARN" in row]
+    if [r[0] for r in failed] == [TOKEN_RANDOMNESS]:
+        # That check runs NIST monobit and runs tests (p < 0.01) on one token: a random token
+        # fails it about 2% of the time. Judge the tokens on a sample instead (~98% must pass).
+        failed = [] if await _tokens_pass_randomness(https_server.url, 40) >= 34 else failed
     assert not failed, "\n".join("\t".join(r)[:300] for r in failed)
     passed = [row for row in rows if "PASS" in row]
     assert len(passed) > 200, out[-2000:]
