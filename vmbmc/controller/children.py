@@ -296,26 +296,19 @@ def service(b: BmcInfo) -> dict[str, Any]:
     }
 
 
-def network_policy(namespace: str) -> dict[str, Any]:
-    """One per BMC namespace: only pods labelled as BMC clients reach the kbmc ports (contracts §8).
+def network_policy(b: BmcInfo) -> dict[str, Any]:
+    """Only pods labelled as BMC clients reach this BMC's kbmc ports (contracts §8).
 
-    Its ownerReferences name every BMC of the namespace (the handlers add them), so the garbage collector
-    removes it with the last BMC."""
+    One per BMC, owned by it (so the garbage collector removes it with the BMC). Not one shared per
+    namespace: a shared object owned by every BMC is a write hot spot (1,000 BMCs created at once
+    fought over its owner list for minutes) and grows with the namespace."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": n.NETWORK_POLICY,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "vmbmc",
-                "app.kubernetes.io/managed-by": n.MANAGED_BY,
-                "app.kubernetes.io/component": "kbmc",
-            },
-        },
+        "metadata": b.meta(n.kbmc_name(b.name)),
         "spec": {
             "podSelector": {
-                "matchLabels": {"app.kubernetes.io/component": "kbmc", "app.kubernetes.io/name": "vmbmc"}
+                "matchLabels": {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"}
             },
             "policyTypes": ["Ingress"],
             "ingress": [

@@ -143,6 +143,3 @@ def bmc_role_name(bmc: str) -> str:
 
 def vm_role_name(bmc: str) -> str:
     return f"vmbmc-{bmc}-vm"
-
-
-NETWORK_POLICY = "vmbmc-kbmc-clients"

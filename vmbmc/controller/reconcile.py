@@ -10,7 +10,6 @@ from vmbmc.controller import children as ch
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
-from vmbmc.kubevirt.client import MERGE_PATCH, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.vm_role(info))
     await kube.apply(state.api, ch.vm_role_binding(info))
     await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
-    await ensure_network_policy(state, info)
+    await kube.apply(state.api, ch.network_policy(info))
     await kube.apply(state.api, ch.deployment(info, state.options.kbmc_image, secret))
     svc = await kube.apply(state.api, ch.service(info))
 
@@ -149,48 +148,6 @@ async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]
     if not data.get("username") or not data.get("password"):  # emptied by hand: make it usable again
         await kube.apply(state.api, ch.credentials_secret(info, "admin", ch.generate_password()))
     return n.credentials_name(info.name)
-
-
-async def ensure_network_policy(state: State, info: ch.BmcInfo) -> None:
-    """One NetworkPolicy per BMC namespace, owned by all of its BMCs (read-modify-write of the owner list,
-    guarded by resourceVersion), so it goes with the namespace's last BMC."""
-    desired = ch.network_policy(info.namespace)
-    owner = {**info.owner, "controller": False}
-    for _ in range(kube.CONFLICT_RETRIES):
-        existing = await kube.get(state.api, "NetworkPolicy", info.namespace, n.NETWORK_POLICY)
-        if existing is None:
-            desired["metadata"]["ownerReferences"] = [owner]
-            try:
-                await state.api.request("POST", kube.path("NetworkPolicy", info.namespace), body=desired)
-                return
-            except ApiError as err:
-                if err.code != 409:
-                    raise
-                continue
-        owners = list(existing["metadata"].get("ownerReferences") or [])
-        has_owner = any(o.get("uid") == info.uid for o in owners)
-        if has_owner and kube.contains(existing.get("spec"), desired["spec"]):
-            return
-        if not has_owner:
-            owners.append(owner)
-        body = {
-            "metadata": {
-                "resourceVersion": existing["metadata"]["resourceVersion"],
-                "ownerReferences": owners,
-            },
-            "spec": desired["spec"],
-        }
-        try:
-            await state.api.request(
-                "PATCH",
-                kube.path("NetworkPolicy", info.namespace, n.NETWORK_POLICY),
-                body=body,
-                content_type=MERGE_PATCH,
-            )
-            return
-        except ApiError as err:
-            if err.code != 409:
-                raise
 
 
 def vm_namespace_selector(namespace: str, name: str) -> str:

@@ -128,14 +128,15 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
         assert rb["subjects"] == [{"kind": "ServiceAccount", "name": f"{name}-kbmc", "namespace": SYSTEM}]
 
     # NetworkPolicy
-    np = api.get("networkpolicy", SYSTEM, "vmbmc-kbmc-clients")
+    np = api.get("networkpolicy", SYSTEM, f"{name}-kbmc")
     assert np is not None
     rule = np["spec"]["ingress"][0]
     assert rule["from"] == [
         {"podSelector": {"matchLabels": {"virtualmachinebmc.kubevirt.io/client": "true"}}}
     ]
     assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 10623), ("TCP", 8443)}
-    assert any(r["uid"] == bmc["metadata"]["uid"] for r in np["metadata"]["ownerReferences"])
+    assert [r["uid"] for r in np["metadata"]["ownerReferences"]] == [bmc["metadata"]["uid"]]
+    assert np["spec"]["podSelector"]["matchLabels"][BMC_LABEL] == name
 
     # The VM is never written to.
     after = api.get("vm", "tenant-a", "web.1")
@@ -218,7 +219,7 @@ def test_inline_credentials_are_copied_into_a_secret(api: Api, controller: Any) 
     pods = api.list("pod", "tenant-c", f"{BMC_LABEL}=db-bmc")
     assert pods and all("s3cret-Inline-pass" not in json.dumps(p) for p in pods)
     # a NetworkPolicy in this BMC namespace too
-    assert api.get("networkpolicy", "tenant-c", "vmbmc-kbmc-clients") is not None
+    assert api.get("networkpolicy", "tenant-c", "db-bmc-kbmc") is not None
 
 
 def test_cross_namespace_bmc_is_refused(api: Api, controller: Any) -> None:
@@ -246,7 +247,12 @@ def test_redfish_insecure_http(api: Api, controller: Any) -> None:
     api.vm("rf", "vm")
     api.create(_user_bmc("rf", "rf-bmc", {"virtualMachineRef": {"name": "vm"},
                                           "redfish": {"enabled": True, "insecureHTTP": True}}))  # fmt: skip
-    bmc = until(lambda: bmc_ready(api, "rf", "rf-bmc"), 20, "redfish BMC ready")
+    # `ready` (from the Deployment) and `endpoints` (from the reconcile) are written separately.
+    bmc = until(
+        lambda: (b := bmc_ready(api, "rf", "rf-bmc")) and "redfish" in b["status"].get("endpoints", {}) and b,
+        20,
+        "redfish BMC ready with its endpoints",
+    )
     ip = bmc["status"]["serviceIP"]
     assert bmc["status"]["endpoints"] == {"ipmi": f"{ip}:623", "redfish": f"http://{ip}/redfish/v1"}
     svc = api.get("service", "rf", "rf-bmc-kbmc")
