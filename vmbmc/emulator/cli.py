@@ -21,6 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="register the CustomResourceDefinitions in FILE at start (repeatable)",
     )
     parser.add_argument("--no-kubevirt", action="store_true", help="serve plain Kubernetes, without KubeVirt")
+    parser.add_argument(
+        "--rbac",
+        action="store_true",
+        help="enforce RBAC (default: AlwaysAllow; bad tokens are refused in both modes)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with EmulatorThread(
-        port=args.port, kubeconfig=args.kubeconfig, kubevirt=not args.no_kubevirt, crds=args.crd
+        port=args.port,
+        kubeconfig=args.kubeconfig,
+        kubevirt=not args.no_kubevirt,
+        crds=args.crd,
+        rbac=args.rbac,
     ) as emu:
         print(f"emulator serving {emu.url}; kubeconfig written to {args.kubeconfig}", flush=True)
         print(f"try: kubectl --kubeconfig {args.kubeconfig} get namespaces", flush=True)

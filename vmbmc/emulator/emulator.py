@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,11 +74,14 @@ class FaultInjector:
 
 
 class Emulator:
-    def __init__(self) -> None:
+    def __init__(self, *, authorization: str | None = None) -> None:
+        """`authorization`: "AlwaysAllow" (default for now) or "RBAC" (see vmbmc.emulator.access)."""
         self.registry = Registry()
         register_builtins(self.registry)
         self.store = Store(self.registry)
         self.faults = FaultInjector()
+        # create-only resources answered by code (the review APIs), keyed by storage key
+        self.create_handlers: dict[tuple[str, str], Callable[[Emulator, str, dict], dict]] = {}
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
         self._controllers: list[Controller] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -96,6 +100,9 @@ class Emulator:
                     "status": {"phase": "Active"},
                 },
             )
+        from vmbmc.emulator.access import install_security
+
+        self.security = install_security(self, authorization)
 
     def add_controller(self, controller: Controller) -> None:
         self._controllers.append(controller)

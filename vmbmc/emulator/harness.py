@@ -29,7 +29,9 @@ log = logging.getLogger("vmbmc.emulator")
 T = TypeVar("T")
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, *, user: str = "admin") -> None:
+def write_kubeconfig(
+    path: str | os.PathLike[str], url: str, token: str, *, user: str = "admin", namespace: str = "default"
+) -> None:
     """A kubeconfig with current-context set and the token inline, written atomically."""
     doc = {
         "apiVersion": "v1",
@@ -39,7 +41,7 @@ def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, *, user
         "contexts": [
             {
                 "name": "vmbmc-emulator",
-                "context": {"cluster": "vmbmc-emulator", "user": user, "namespace": "default"},
+                "context": {"cluster": "vmbmc-emulator", "user": user, "namespace": namespace},
             }
         ],
         "current-context": "vmbmc-emulator",
@@ -65,8 +67,12 @@ class EmulatorThread:
         pod_runner: Any = None,
         crds: Sequence[str | os.PathLike[str]] = (),
         host: str = "127.0.0.1",
+        rbac: bool = False,
     ) -> None:
+        """`rbac=True` enforces RBAC (kube-apiserver's `--authorization-mode=RBAC`); the default
+        authorizes every authenticated or anonymous request (AlwaysAllow). Bad tokens are 401 in both."""
         self.host, self._port = host, port
+        self.rbac = rbac
         self._own_dir: tempfile.TemporaryDirectory[str] | None = None
         if kubeconfig is None:
             self._own_dir = tempfile.TemporaryDirectory(prefix="vmbmc-emulator-")
@@ -125,7 +131,10 @@ class EmulatorThread:
             loop.close()
 
     async def _main(self, sock: socket.socket) -> None:
-        self.emulator = Emulator()
+        from vmbmc.emulator.authn import ADMIN
+
+        self.emulator = Emulator(authorization="RBAC" if self.rbac else None)
+        self.emulator.security.authn.add_static_token(self.token, ADMIN)
         if self._kubevirt:
             from vmbmc.emulator.kubevirt import install_kubevirt
             from vmbmc.emulator.workloads import install_workloads
@@ -166,6 +175,24 @@ class EmulatorThread:
             self._thread.join(timeout)
         if self._own_dir is not None:
             self._own_dir.cleanup()
+
+    # --- identities -----------------------------------------------------------------------------
+    def token_for(self, namespace: str, service_account: str, expiration: int = 3600) -> str:
+        """A ServiceAccount token, as TokenRequest issues it (any expiration, even past, for tests)."""
+
+        def issue() -> str:
+            authn = self.emulator.security.authn
+            return authn.issue_service_account_token(namespace, service_account, expiration=expiration)[0]
+
+        return str(self.call(issue))
+
+    def write_service_account_kubeconfig(
+        self, path: str | os.PathLike[str], namespace: str, sa: str, expiration: int = 3600
+    ) -> str:
+        """Write a kubeconfig that authenticates as ServiceAccount `namespace/sa`; → its token."""
+        token = self.token_for(namespace, sa, expiration)
+        write_kubeconfig(path, self.url, token, user=f"{namespace}-{sa}", namespace=namespace)
+        return token
 
     # --- reaching in ----------------------------------------------------------------------------
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
