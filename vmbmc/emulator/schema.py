@@ -829,6 +829,10 @@ def _field_path_suffix(path: str, field_path: str) -> str:
 def _cel_node(
     v: Any, old: Any, s: dict, path: str, is_resource: bool, has_old: bool, out: list[Cause]
 ) -> None:
+    if has_old and not is_resource and v == old:
+        # Validation ratcheting (kube-apiserver ≥ 1.30, on by default): an unchanged value is not
+        # re-validated, so a status write does not re-run every spec rule.
+        return
     rules = s.get("x-kubernetes-validations") or []
     if rules and v is not None:
         activation: dict = {"self": _to_cel(_self_view(v, s, is_resource), s)}

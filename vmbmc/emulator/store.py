@@ -225,8 +225,12 @@ class Store:
             ]
         items = []
         for obj in candidates:
+            # Labels first, on the stored object: a selective list must not copy every object
+            # (the controller's label-selected lists were O(n) deep copies each).
+            if not by_label(obj):
+                continue
             view = self._from_storage(rt, obj)
-            if by_label(view) and by_field(view):
+            if by_field(view):
                 items.append(view)
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items, str(self._rv)
