@@ -7,6 +7,7 @@ loop (k8s-test-backend.md §5), hence the thread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import inspect
 import logging
@@ -30,13 +31,25 @@ T = TypeVar("T")
 
 
 def write_kubeconfig(
-    path: str | os.PathLike[str], url: str, token: str, *, user: str = "admin", namespace: str = "default"
+    path: str | os.PathLike[str],
+    url: str,
+    token: str,
+    *,
+    user: str = "admin",
+    namespace: str = "default",
+    ca_file: str | os.PathLike[str] | None = None,
 ) -> None:
-    """A kubeconfig with current-context set and the token inline, written atomically."""
+    """A kubeconfig with current-context set and the token inline, written atomically.
+
+    kubectl sends a bearer token only over TLS (kubernetes/kubectl#744): pass the emulator's
+    certificate as `ca_file` for an https:// URL, or kubectl's requests arrive anonymous."""
+    cluster: dict[str, str] = {"server": url}
+    if ca_file is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(Path(ca_file).read_bytes()).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "vmbmc-emulator", "cluster": {"server": url}}],
+        "clusters": [{"name": "vmbmc-emulator", "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [
             {
@@ -68,11 +81,16 @@ class EmulatorThread:
         crds: Sequence[str | os.PathLike[str]] = (),
         host: str = "127.0.0.1",
         rbac: bool = False,
+        tls: bool | None = None,
     ) -> None:
         """`rbac=True` enforces RBAC (kube-apiserver's `--authorization-mode=RBAC`); the default
-        authorizes every authenticated or anonymous request (AlwaysAllow). Bad tokens are 401 in both."""
+        authorizes every authenticated or anonymous request (AlwaysAllow). Bad tokens are 401 in both.
+        `tls` (default: on with RBAC) serves https with a self-signed certificate (`.ca_file`), since
+        kubectl withholds tokens from plain http."""
         self.host, self._port = host, port
         self.rbac = rbac
+        self.tls = rbac if tls is None else tls
+        self.ca_file: str | None = None
         self._own_dir: tempfile.TemporaryDirectory[str] | None = None
         if kubeconfig is None:
             self._own_dir = tempfile.TemporaryDirectory(prefix="vmbmc-emulator-")
@@ -105,14 +123,22 @@ class EmulatorThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
-        self.url = f"http://{self.host}:{self._port}"
+        scheme = "http"
+        if self.tls:
+            from vmbmc.redfish.tls import self_signed_certificate
+
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="vmbmc-emulator-tls-")
+            cert, key = self_signed_certificate(directory=self._tls_dir.name)
+            self.ca_file, self._key_file = str(cert), str(key)
+            scheme = "https"
+        self.url = f"{scheme}://{self.host}:{self._port}"
         self._thread = threading.Thread(target=self._run, args=(sock,), name="vmbmc-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("the emulator did not start in time")
         if self._error is not None:
             raise RuntimeError("the emulator failed to start") from self._error
-        write_kubeconfig(self.kubeconfig, self.url, self.token)
+        write_kubeconfig(self.kubeconfig, self.url, self.token, ca_file=self.ca_file)
 
     @property
     def port(self) -> int:
@@ -150,6 +176,8 @@ class EmulatorThread:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=2,
+            ssl_certfile=self.ca_file if self.tls else None,
+            ssl_keyfile=self._key_file if self.tls else None,
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -175,6 +203,8 @@ class EmulatorThread:
             self._thread.join(timeout)
         if self._own_dir is not None:
             self._own_dir.cleanup()
+        if self.tls and hasattr(self, "_tls_dir"):
+            self._tls_dir.cleanup()
 
     # --- identities -----------------------------------------------------------------------------
     def token_for(self, namespace: str, service_account: str, expiration: int = 3600) -> str:
@@ -191,7 +221,9 @@ class EmulatorThread:
     ) -> str:
         """Write a kubeconfig that authenticates as ServiceAccount `namespace/sa`; → its token."""
         token = self.token_for(namespace, sa, expiration)
-        write_kubeconfig(path, self.url, token, user=f"{namespace}-{sa}", namespace=namespace)
+        write_kubeconfig(
+            path, self.url, token, user=f"{namespace}-{sa}", namespace=namespace, ca_file=self.ca_file
+        )
         return token
 
     # --- reaching in ----------------------------------------------------------------------------

@@ -251,8 +251,12 @@ class Api:
             )
         raw = await self._raw(request)
         body = None
-        if raw.strip():
-            body = decode_body(raw, request.headers.get("content-type", "application/json"))
+        ctype = request.headers.get("content-type", "application/json")
+        protobuf = getattr(spec.handler, "decode_protobuf", None)
+        if protobuf is not None and ctype.startswith("application/vnd.kubernetes.protobuf"):
+            body = protobuf(raw)  # `kubectl create token` posts a protobuf TokenRequest
+        elif raw.strip():
+            body = decode_body(raw, ctype)
             if not isinstance(body, dict):
                 raise bad_request("the request body must be a JSON object")
         code, answer = await spec.handler(self.emu, ns, name, request.method, body)

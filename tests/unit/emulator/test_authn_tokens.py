@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 @pytest.fixture(params=["RBAC", "AlwaysAllow"])
 def client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
     emu = Emulator(authorization=request.param)
     emu.security.authn.add_static_token(ADMIN_TOKEN, ADMIN)
     emu.store.create(emu.registry.get("", "v1", "namespaces"), {"metadata": {"name": "ns"}})

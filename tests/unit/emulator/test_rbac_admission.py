@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ SA_GROUPS = '["system:serviceaccounts" "system:serviceaccounts:ns" "system:authe
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
+    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
     emu = Emulator(authorization="RBAC")
     emu.security.authn.add_static_token("admin", ADMIN)
     emu.store.create(emu.registry.get("", "v1", "namespaces"), {"metadata": {"name": "ns"}})

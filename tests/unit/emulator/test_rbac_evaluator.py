@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from vmbmc.emulator.authn import ANONYMOUS_USER, service_account_user
@@ -112,6 +114,7 @@ def test_discovery_paths_are_non_resource(method: str, path: str, verb: str) -> 
 # --- decisions ------------------------------------------------------------------------------------------
 @pytest.fixture
 def emu() -> Emulator:
+    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
     e = Emulator(authorization="RBAC")
     ns_rt = e.registry.get("", "v1", "namespaces")
     e.store.create(ns_rt, {"metadata": {"name": "ns"}})
