@@ -52,12 +52,31 @@ class LocalPodRunner:
         self.workdir = Path(workdir)
         self._next = itertools.count(first_address)
         self._emulator: Any = None
+        self._url: str | None = None
+        self._ca_file: str | None = None
         self.addresses: dict[str, str] = {}  # "ns/pod" -> address
         self._running: set[asyncio.subprocess.Process] = set()
 
-    def attach(self, emulator: Any) -> None:
-        """The emulator whose Secrets the pods mount (the runner runs on its loop)."""
+    def attach(self, emulator: Any, *, url: str | None = None, ca_file: str | None = None) -> None:
+        """The emulator whose Secrets the pods mount (the runner runs on its loop). With `url`, each pod
+        gets a kubeconfig with its own ServiceAccount's token, as a projected token would be (contracts
+        §7, issue 12); without, the shared admin kubeconfig."""
         self._emulator = emulator
+        self._url, self._ca_file = url, ca_file
+
+    def _pod_kubeconfig(self, pod: dict[str, Any], root: Path) -> tuple[str, bool]:
+        """(kubeconfig path, restricted): the pod's ServiceAccount token when the emulator can issue one."""
+        if self._url is None:
+            return self.kubeconfig, False
+        from vmbmc.emulator.harness import write_kubeconfig
+
+        ns = pod["metadata"]["namespace"]
+        sa = pod["spec"].get("serviceAccountName") or "default"
+        token, _ = self._emulator.security.authn.issue_service_account_token(ns, sa, expiration=3600)
+        path = root / "kubeconfig"
+        write_kubeconfig(path, self._url, token, user=f"{ns}-{sa}", namespace=ns, ca_file=self._ca_file)
+        path.chmod(0o600)
+        return str(path), True
 
     def _address(self) -> str:
         for _ in range(250):
@@ -106,15 +125,18 @@ class LocalPodRunner:
         mounts = self._write_volumes(pod, root)
         args = list(pod["spec"]["containers"][0].get("args") or [])
         args = [_local_path(a, mounts) for a in args]  # paths inside the container -> our files
+        kubeconfig, restricted = self._pod_kubeconfig(pod, root)
         args = [
             *_without(args, "--address", "--kubeconfig"),
             "--address",
             address,
             "--kubeconfig",
-            self.kubeconfig,
+            kubeconfig,
         ]
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         env.update(POD_NAME=meta["name"], TMPDIR=mounts.get("/tmp", str(root)))
+        if restricted:  # its Roles allow only name-limited lists and watches, as in a pod
+            env["VMBMC_RESTRICTED"] = "1"
         log_file = (root / "kbmc.log").open("ab")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "vmbmc", *args, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=env

@@ -79,7 +79,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     creds = credentials(args)
     hub = await KubeVirtHub.connect(args.kubeconfig)
     # In a pod the Roles allow only name-restricted lists and watches (contracts §6, §8).
-    restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or os.environ.get("VMBMC_RESTRICTED") == "1"
     health = None
     service: BmcService | None = None
     machine = None
