@@ -96,7 +96,7 @@ async def _serve(
     from vmbmc.demo.cluster import wait_for_bmcs
 
     options = ControllerOptions(
-        kubeconfig=emu.kubeconfig,
+        kubeconfig=args.controller_kubeconfig or emu.kubeconfig,
         health_port=0,
         health_address="127.0.0.1",
         redfish_default=args.redfish or args.redfish_http,
@@ -162,16 +162,28 @@ def run(args: argparse.Namespace) -> int:
     from vmbmc.demo.podrunner import LocalPodRunner
 
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
+    from vmbmc.demo.identity import install_controller_identity, rbac_file
+
+    # With the controller, the emulator enforces RBAC and every process runs under its own identity;
+    # the standalone BMCs use the admin kubeconfig.
+    rbac = None if args.standalone else rbac_file()
     with EmulatorThread(
         port=args.port,
         kubeconfig=workdir / "kubeconfig",
         crds=_crd_files(),
         pod_runner=None if args.standalone else runner,
+        rbac=rbac is not None,
     ) as emu:
-        runner.attach(emu.emulator)
         ns_rt = emu.call(lambda: emu.emulator.registry.get("", "v1", "namespaces"))
         system = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "virtualmachinebmc-system"}}
         emu.call(emu.emulator.store.create, ns_rt, system, None)
+        args.controller_kubeconfig = None
+        if rbac is not None:
+            args.controller_kubeconfig = str(workdir / "controller.kubeconfig")
+            install_controller_identity(emu, rbac, Path(args.controller_kubeconfig))
+            runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
+        else:
+            runner.attach(emu.emulator)
         vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
         vms = []
         for i in range(1, args.vms + 1):

@@ -19,17 +19,12 @@ from kbmc_process import wait_until
 from machine_cluster import ROOT, crd_files
 
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
 
 SYSTEM = "virtualmachinebmc-system"
-PLURALS = {
-    "ClusterRole": "clusterroles",
-    "ClusterRoleBinding": "clusterrolebindings",
-    "Role": "roles",
-    "RoleBinding": "rolebindings",
-}
 
 
 def test_controller_and_kbmc_under_their_own_identities(tmp_path: Path) -> None:
@@ -50,23 +45,8 @@ def test_controller_and_kbmc_under_their_own_identities(tmp_path: Path) -> None:
                 store.create, ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, None
             )
         # What `kubectl apply -k deploy/` installs for the controller: its ServiceAccount and RBAC.
-        sa = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "vmbmc-controller", "namespace": SYSTEM},
-        }
-        emu.call(store.create, reg.get("", "v1", "serviceaccounts"), sa, SYSTEM)
-        for doc in yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text()):
-            if not doc:
-                continue
-            group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
-            rt = reg.get(group, doc["apiVersion"].split("/")[-1], PLURALS[doc["kind"]])
-            namespace = (
-                None if doc["kind"].startswith("Cluster") else doc["metadata"].get("namespace", SYSTEM)
-            )
-            emu.call(store.create, rt, doc, namespace)
         controller_kc = tmp_path / "controller.kubeconfig"
-        emu.write_service_account_kubeconfig(controller_kc, SYSTEM, "vmbmc-controller")
+        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
         opts = ControllerOptions(
             kubeconfig=str(controller_kc),
             health_port=0,

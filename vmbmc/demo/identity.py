@@ -1,0 +1,44 @@
+"""The controller's identity in the demo: its ServiceAccount bound to the rules `deploy/rbac.yaml` ships,
+installed into the emulator as `kubectl apply -k deploy/` would, and a kubeconfig with that account's
+token (issue 12: every process runs under the identity it has in a cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SYSTEM = "virtualmachinebmc-system"
+SERVICE_ACCOUNT = "vmbmc-controller"
+PLURALS = {
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+}
+
+
+def rbac_file() -> Path | None:
+    """deploy/rbac.yaml of a source checkout (the demo runs from one), else None."""
+    candidate = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def install_controller_identity(emu: Any, rbac: Path, kubeconfig: Path) -> None:
+    """Create the controller's ServiceAccount and RBAC objects; write its kubeconfig to `kubeconfig`."""
+    store, reg = emu.emulator.store, emu.emulator.registry
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": SERVICE_ACCOUNT, "namespace": SYSTEM},
+    }
+    emu.call(store.create, reg.get("", "v1", "serviceaccounts"), sa, SYSTEM)
+    for doc in yaml.safe_load_all(rbac.read_text()):
+        if not doc:
+            continue
+        group, _, version = doc["apiVersion"].rpartition("/")
+        rt = reg.get(group, version, PLURALS[doc["kind"]])
+        namespace = None if doc["kind"].startswith("Cluster") else doc["metadata"].get("namespace", SYSTEM)
+        emu.call(store.create, rt, doc, namespace)
+    emu.write_service_account_kubeconfig(kubeconfig, SYSTEM, SERVICE_ACCOUNT)
