@@ -19,7 +19,7 @@ IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (contracts §6)
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 
 
-def _ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | None:
+def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | None:
     """The endpoint of the VM's BMC once it is Ready and its pod has an address, else None."""
     store, reg = emu.emulator.store, emu.emulator.registry
     bmcs, _ = store.list(reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"), SYSTEM_NAMESPACE)
@@ -65,7 +65,7 @@ async def wait_for_bmcs(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        found = [await asyncio.to_thread(emu.call, _ready_endpoint, emu, vm) for vm in vms]
+        found = [await asyncio.to_thread(emu.call, ready_endpoint, emu, vm) for vm in vms]
         if all(found):
             return [e for e in found if e is not None]
         if loop.time() > deadline:

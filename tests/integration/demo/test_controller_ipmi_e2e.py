@@ -5,7 +5,6 @@ the VM deleted takes everything with it."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from machine_cluster import crd_files
 
 from tests.conftest import KUBECTL
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.cluster import ready_endpoint
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
@@ -55,29 +55,15 @@ def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
                 reg.get("", "v1", "pods"),
             )
             name = "tenant-demo-vm-1"
-            bmc = wait_until(
-                lambda: (
-                    (b := emu.call(store.try_get, bmc_rt, SYSTEM, name))
-                    and b.get("status", {}).get("ready")
-                    and b
-                ),
+            endpoint = wait_until(
+                lambda: emu.call(ready_endpoint, emu, ("tenant", "demo-vm-1")),
                 timeout=30,
                 what="the auto-created BMC Ready",
             )
-            secret = emu.call(
-                store.get, reg.get("", "v1", "secrets"), SYSTEM, bmc["status"]["credentialsSecret"]
-            )
-            user = base64.b64decode(secret["data"]["username"]).decode()
-            password = base64.b64decode(secret["data"]["password"]).decode()
+            ip, user, password = endpoint.ipmi_host, endpoint.username, endpoint.password
+            assert endpoint.bmc == f"{SYSTEM}/{name}" and ip.startswith("127.10."), endpoint
             pod_list, _ = emu.call(store.list, pods, SYSTEM)
-            pod = next(
-                p
-                for p in pod_list
-                if p["metadata"]["labels"].get("virtualmachinebmc.kubevirt.io/bmc") == name
-            )
-            ip = pod["status"]["podIP"]
-            assert ip.startswith("127.10."), ip
-            assert password not in str(pod["spec"])  # mounted from the Secret, never in the Pod spec
+            assert pod_list and all(password not in str(p["spec"]) for p in pod_list)  # a Secret volume
 
             def ipmitool(*args: str) -> subprocess.CompletedProcess[str]:
                 cmd = [

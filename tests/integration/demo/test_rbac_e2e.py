@@ -4,7 +4,6 @@ kbmc pod gets its own ServiceAccount's token; a missing rule fails here as it wo
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from kbmc_process import wait_until
 from machine_cluster import ROOT, crd_files
 
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.cluster import ready_endpoint
 from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
@@ -66,26 +66,15 @@ def test_controller_and_kbmc_under_their_own_identities(tmp_path: Path) -> None:
                 reg.get("", "v1", "pods"),
             )
             name = "tenant-demo-vm-1"
-            bmc = wait_until(
-                lambda: (
-                    (b := emu.call(store.try_get, bmc_rt, SYSTEM, name))
-                    and b.get("status", {}).get("ready")
-                    and b
-                ),
+            endpoint = wait_until(
+                lambda: emu.call(ready_endpoint, emu, ("tenant", "demo-vm-1")),
                 timeout=40,
                 what="the auto-created BMC Ready (controller under its own ServiceAccount)",
             )
-            secret = emu.call(
-                store.get, reg.get("", "v1", "secrets"), SYSTEM, bmc["status"]["credentialsSecret"]
-            )
-            password = base64.b64decode(secret["data"]["password"]).decode()
-            pod_list, _ = emu.call(store.list, pods, SYSTEM)
-            pod = next(
-                p
-                for p in pod_list
-                if p["metadata"]["labels"].get("virtualmachinebmc.kubevirt.io/bmc") == name
-            )
-            ip = pod["status"]["podIP"]
+            ip, password = endpoint.ipmi_host, endpoint.password
+            (pod,) = emu.call(
+                store.list, pods, SYSTEM, label_selector=f"virtualmachinebmc.kubevirt.io/bmc={name}"
+            )[0]
             pod_kc = tmp_path / "work" / "pods" / f"{SYSTEM}-{pod['metadata']['name']}" / "kubeconfig"
             assert emu.token not in pod_kc.read_text()  # its own token, never the admin's
             pod_token = yaml.safe_load(pod_kc.read_text())["users"][0]["user"]["token"]
