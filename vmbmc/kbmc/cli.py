@@ -91,13 +91,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             health = await serve_asgi(health_app(hub.ready), args.address, args.health_port, http=True)
         if args.bmc:
             machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)
-            redfish = args.redfish_port if _redfish_enabled(machine) else None
+            redfish = args.redfish_port if _enabled(machine, "redfish", False) else None
+            ipmi = args.ipmi_port if _enabled(machine, "ipmi", True) else None
         else:
             machine = await hub.machine_for_vm(*args.vm, restricted=restricted)
-            redfish = args.redfish_port
+            redfish, ipmi = args.redfish_port, args.ipmi_port
         opts = ServiceOptions(
             address=args.address,
-            ipmi_port=args.ipmi_port,
+            ipmi_port=ipmi,
             redfish_port=redfish,
             redfish_http=args.redfish_http,
             tls_cert=args.tls_cert,
@@ -126,11 +127,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         await hub.close()
 
 
-def _redfish_enabled(machine: object) -> bool:
-    """spec.redfish.enabled of the served VirtualMachineBMC (default false, contracts §2)."""
+def _enabled(machine: object, protocol: str, default: bool) -> bool:
+    """spec.<protocol>.enabled of the served VirtualMachineBMC (contracts §2: ipmi true, redfish false)."""
     store = getattr(machine, "store", None)
     bmc = store.current() if store is not None else None
-    return bool((((bmc or {}).get("spec") or {}).get("redfish") or {}).get("enabled", False))
+    return bool((((bmc or {}).get("spec") or {}).get(protocol) or {}).get("enabled", default))
 
 
 def run(args: argparse.Namespace) -> int:
