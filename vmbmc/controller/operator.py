@@ -17,11 +17,11 @@ from typing import Any
 import kopf
 
 from vmbmc.controller.handlers import build_registry, configure_settings
-from vmbmc.controller.health import HealthServer
 from vmbmc.controller.leader import LeaderElector
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.state import State, make_recorder
+from vmbmc.health import HealthServer
 from vmbmc.kubevirt.client import ApiClient
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Controller:
         self.options = options
         self.handle_signals = handle_signals  # SIGINT/SIGTERM stop it (the CLI; main thread only)
         self.metrics = Metrics()
-        self.health = HealthServer(self.metrics, options.health_address, options.health_port)
+        self.health = HealthServer(self.metrics.render, options.health_address, options.health_port)
         self.health_port: int | None = None
 
     async def run(self, *, stop_flag: Flag | None = None, ready_flag: Flag | None = None) -> None:

@@ -85,10 +85,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     machine = None
     try:
         if args.health_port >= 0:
-            from vmbmc.kbmc.health import health_app
-            from vmbmc.redfish.server import serve as serve_asgi
+            from prometheus_client import generate_latest
 
-            health = await serve_asgi(health_app(hub.ready), args.address, args.health_port, http=True)
+            from vmbmc.health import HealthServer
+
+            # Ready once the VM watch has synced: before that the BMC would answer from nothing.
+            health = HealthServer(generate_latest, args.address, args.health_port, ready_check=hub.ready)
+            health.ready_reason = "watch not synced"
+            await health.start()
         if args.bmc:
             machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)
             redfish = args.redfish_port if _enabled(machine, "redfish", False) else None

@@ -1,16 +1,26 @@
-"""/healthz, /readyz and /metrics on the health port (aiohttp, on the controller's loop)."""
+"""/healthz, /readyz and /metrics on a health port (aiohttp, on the caller's loop): the controller's and
+the kbmc's (contracts §6). aiohttp, not uvicorn, so an IPMI-only kbmc loads no HTTP server stack."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from vmbmc.controller.metrics import Metrics
-
 
 class HealthServer:
-    def __init__(self, metrics: Metrics, address: str, port: int) -> None:
-        self.metrics = metrics
+    def __init__(
+        self,
+        render_metrics: Callable[[], bytes],
+        address: str,
+        port: int,
+        *,
+        ready_check: Callable[[], bool] | None = None,
+    ) -> None:
+        """`ready_check`, when given, decides /readyz; otherwise the `ready` attribute does."""
+        self.render_metrics = render_metrics
+        self.ready_check = ready_check
         self.address, self.port = address, port
         self.ready = False  # set while kopf runs (after leadership, if elected)
         self.ready_reason = "starting"
@@ -40,9 +50,9 @@ class HealthServer:
         return web.Response(text="ok\n" if self.alive else "stopping\n", status=200 if self.alive else 503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if self.ready:
+        if self.ready if self.ready_check is None else self.ready_check():
             return web.Response(text="ok\n")
         return web.Response(text=f"not ready: {self.ready_reason}\n", status=503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
