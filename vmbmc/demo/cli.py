@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from vmbmc.demo.endpoints import BmcEndpoint, write_endpoints
+from vmbmc.demo.identity import install_controller_identity, rbac_file
+from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
 
@@ -83,7 +85,11 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
 
 
 async def _serve(
-    args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]], runner: object
+    args: argparse.Namespace,
+    emu: EmulatorThread,
+    vms: list[tuple[str, str]],
+    runner: LocalPodRunner,
+    controller_kubeconfig: str,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +102,7 @@ async def _serve(
     from vmbmc.demo.cluster import wait_for_bmcs
 
     options = ControllerOptions(
-        kubeconfig=args.controller_kubeconfig or emu.kubeconfig,
+        kubeconfig=controller_kubeconfig,
         health_port=0,
         health_address="127.0.0.1",
         redfish_default=args.redfish or args.redfish_http,
@@ -124,7 +130,7 @@ async def _serve(
             await asyncio.wait_for(controller, 8)
         except Exception as err:  # stopping anyway; say why it was not clean
             log.warning("controller did not stop cleanly", extra={"error": str(err)})
-        runner.kill_all()  # type: ignore[attr-defined]
+        runner.kill_all()
     return 0
 
 
@@ -159,11 +165,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    from vmbmc.demo.podrunner import LocalPodRunner
-
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
-    from vmbmc.demo.identity import install_controller_identity, rbac_file
-
     # With the controller, the emulator enforces RBAC and every process runs under its own identity;
     # the standalone BMCs use the admin kubeconfig.
     rbac = None if args.standalone else rbac_file()
@@ -177,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
         ns_rt = emu.call(lambda: emu.emulator.registry.get("", "v1", "namespaces"))
         system = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "virtualmachinebmc-system"}}
         emu.call(emu.emulator.store.create, ns_rt, system, None)
-        args.controller_kubeconfig = None
+        controller_kubeconfig = emu.kubeconfig
         if rbac is not None:
-            args.controller_kubeconfig = str(workdir / "controller.kubeconfig")
-            install_controller_identity(emu, rbac, Path(args.controller_kubeconfig))
+            controller_kubeconfig = str(workdir / "controller.kubeconfig")
+            install_controller_identity(emu, rbac, Path(controller_kubeconfig))
             runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
         else:
             runner.attach(emu.emulator)
@@ -190,6 +192,6 @@ def run(args: argparse.Namespace) -> int:
             obj = sample_vm(i)
             emu.call(emu.emulator.store.create, vm_rt, obj, "default")
             vms.append(("default", obj["metadata"]["name"]))
-        code = asyncio.run(_serve(args, emu, vms, runner))
+        code = asyncio.run(_serve(args, emu, vms, runner, controller_kubeconfig))
         log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
     return code

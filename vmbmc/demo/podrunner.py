@@ -33,7 +33,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 READY_POLL = 0.2
 
 
-def _can_bind(address: str) -> bool:
+def kbmc_ports_free(address: str) -> bool:
     """The address exists here and the kbmc's container ports are free on it (a leftover process
     from an earlier run would make the pod crash-loop)."""
     checks = ((socket.SOCK_DGRAM, 10623), (socket.SOCK_STREAM, 8443), (socket.SOCK_STREAM, 8081))
@@ -82,7 +82,7 @@ class LocalPodRunner:
         for _ in range(250):
             n = next(self._next)
             candidate = f"127.10.{n // 250}.{n % 250 + 1}"
-            if _can_bind(candidate):
+            if kbmc_ports_free(candidate):
                 return candidate
         raise OSError("no free loopback address in 127.10.0.0/16 (macOS needs aliases; see README)")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from vmbmc.auth import StaticCredentials
 from vmbmc.demo.endpoints import BmcEndpoint
+from vmbmc.demo.podrunner import kbmc_ports_free
 from vmbmc.kbmc.server import DEFAULT_PORT as IPMI_PORT
 from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.kubevirt.hub import KubeVirtHub
@@ -30,14 +30,10 @@ def generate_password(length: int = PASSWORD_LENGTH) -> str:
 
 
 def loopback_address(index: int) -> str:
-    """127.10.0.N where the OS answers on all of 127/8 (Linux); 127.0.0.1 elsewhere (macOS)."""
+    """127.10.0.N where the OS answers on all of 127/8 (Linux) and the BMC ports are free there;
+    127.0.0.1 otherwise (macOS), with ports of its own."""
     candidate = f"127.10.0.{index + 1}"
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((candidate, 0))
-        return candidate
-    except OSError:
-        return "127.0.0.1"
+    return candidate if kbmc_ports_free(candidate) else "127.0.0.1"
 
 
 @dataclass
@@ -64,11 +60,7 @@ class StandaloneBmcs:
                 redfish_port=(0 if shared else REDFISH_PORT) if self.redfish else None,
                 redfish_http=self.redfish_http,
             )
-            try:
-                service = await BmcService(machine, creds, opts).start()
-            except OSError:  # the container ports are taken on this address: any free ones
-                opts = ServiceOptions(host, 0, 0 if self.redfish else None, self.redfish_http)
-                service = await BmcService(machine, creds, opts).start()
+            service = await BmcService(machine, creds, opts).start()
             self.services.append(service)
             assert service.ipmi is not None
             endpoints.append(
