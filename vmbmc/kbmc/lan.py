@@ -51,7 +51,6 @@ RS_NO_CIPHER_MATCH = 0x11
 # Activate Session / Get Session Challenge completion codes (IPMI 2.0 §22.15, §22.17)
 CC_INVALID_USER = 0x81
 CC_NULL_USER = 0x82
-CC_NO_SLOT = 0x81
 CC_INVALID_SESSION_ID = 0x87
 CC_PRIV_NOT_AVAILABLE = 0x81  # Set Session Privilege Level
 
