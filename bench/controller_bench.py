@@ -58,6 +58,7 @@ def main() -> int:
             kubeconfig=Path(tmp) / "kubeconfig",
             crds=crds,
             kubevirt_options={"start_delay": 0.1, "stop_delay": 0.1},
+            rbac=False,  # the figures in bench/README.md were taken without TLS and RBAC
         ) as emu,
     ):
         store, reg = emu.emulator.store, emu.emulator.registry

@@ -113,6 +113,7 @@ def main() -> int:
             kubeconfig=Path(tmp) / "kubeconfig",
             crds=crd_files(),
             kubevirt_options={"start_delay": args.delay, "stop_delay": args.delay},
+            rbac=False,  # the figures in bench/README.md were taken without TLS and RBAC
         ) as emu,
     ):
         result = asyncio.run(bench(args, emu))

@@ -205,6 +205,7 @@ def test_watch_streams_changes_and_ends_with_its_timeout(kubectl):
 
 
 def test_bad_input_gets_a_status_not_a_500(emulator):
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -216,6 +217,7 @@ def test_bad_input_gets_a_status_not_a_500(emulator):
         ("POST", "/api/v1/namespaces/default/configmaps/x/nonsense", b"{}", 404),
         ("PATCH", "/api/v1/namespaces/default/configmaps/missing", b"{}", 404),
     ]
+    tls = ssl.create_default_context(cafile=emulator.ca_file)
     for method, path, body, code in cases:
         req = urllib.request.Request(
             emulator.url + path,
@@ -227,7 +229,7 @@ def test_bad_input_gets_a_status_not_a_500(emulator):
             },
         )
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=5)
+            urllib.request.urlopen(req, timeout=5, context=tls)
         assert err.value.code == code, (method, path)
         status = json.loads(err.value.read())
         assert status["kind"] == "Status" and status["code"] == code

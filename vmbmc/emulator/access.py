@@ -1,10 +1,11 @@
 """Wiring of authentication and authorization into the emulator (kube-apiserver's filter chain).
 
 Every request is authenticated (a bad bearer token is always a 401, in every mode) and then
-authorized by the configured mode: `AlwaysAllow` (the default for now, as before issue 12) or
-`RBAC`. Both run before routing, as upstream, so an anonymous request for an unknown path is a 403
-under RBAC, not a 404. The user travels to admission (escalation checks) and to the review
-endpoints in a context variable: the store calls admission synchronously inside the request task.
+authorized by the configured mode: `RBAC` (the default, as in every real cluster) or `AlwaysAllow`
+(an explicit opt-in for quick experiments). Both run before routing, as upstream, so an anonymous
+request for an unknown path is a 403 under RBAC, not a 404. The user travels to admission (escalation
+checks) and to the review endpoints in a context variable: the store calls admission synchronously
+inside the request task.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,8 +44,8 @@ log = logging.getLogger("vmbmc.emulator.access")
 
 ALWAYS_ALLOW = "AlwaysAllow"
 RBAC = "RBAC"
-# Flip this to RBAC to enforce RBAC by default (issue 12 wants it eventually; see docs/emulator.md).
-DEFAULT_AUTHORIZATION = ALWAYS_ALLOW
+# RBAC, as kube-apiserver is configured in every real cluster; AlwaysAllow is an explicit opt-in.
+DEFAULT_AUTHORIZATION = RBAC
 
 # The user of the request being served; None inside the emulator's own controllers (they act as the
 # API server's loopback client, which is in system:masters upstream).
@@ -69,6 +71,9 @@ class Security:
         self.rules = RuleSource(emulator.store, emulator.registry)
         self._rbac = RBACAuthorizer(self.rules)
         self._allow = AlwaysAllow()
+        # The latest authorization denials as (username, message): lets a test prove an identity never
+        # hit a missing rule, even where the client retried or logged the 403 and went on.
+        self.denials: deque[tuple[str, str]] = deque(maxlen=1000)
 
     @property
     def rbac_enabled(self) -> bool:
@@ -85,12 +90,9 @@ class Security:
         attrs = request_attributes(method, path, query)
         decision = self.authorize(user, attrs)
         if not decision.allowed:
-            raise ApiError(
-                403,
-                "Forbidden",
-                forbidden_message(user, attrs, decision.reason),
-                details=forbidden_details(attrs),
-            )
+            message = forbidden_message(user, attrs, decision.reason)
+            self.denials.append((user.name, message))
+            raise ApiError(403, "Forbidden", message, details=forbidden_details(attrs))
         return user
 
 

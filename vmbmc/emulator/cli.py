@@ -21,11 +21,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="register the CustomResourceDefinitions in FILE at start (repeatable)",
     )
     parser.add_argument("--no-kubevirt", action="store_true", help="serve plain Kubernetes, without KubeVirt")
-    parser.add_argument(
-        "--rbac",
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--allow-all",
         action="store_true",
-        help="enforce RBAC (default: AlwaysAllow; bad tokens are refused in both modes)",
+        help="authorize every request (AlwaysAllow) over plain http, for quick experiments; by default "
+        "RBAC is enforced over https, as in a real cluster (bad tokens are refused in both modes)",
     )
+    # The default since RBAC became it; kept so older command lines still work.
+    mode.add_argument("--rbac", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         kubevirt=not args.no_kubevirt,
         crds=args.crd,
-        rbac=args.rbac,
+        rbac=not args.allow_all,
     ) as emu:
         print(f"emulator serving {emu.url}; kubeconfig written to {args.kubeconfig}", flush=True)
         print(f"try: kubectl --kubeconfig {args.kubeconfig} get namespaces", flush=True)

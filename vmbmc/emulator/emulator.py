@@ -75,7 +75,7 @@ class FaultInjector:
 
 class Emulator:
     def __init__(self, *, authorization: str | None = None) -> None:
-        """`authorization`: "AlwaysAllow" (default for now) or "RBAC" (see vmbmc.emulator.access)."""
+        """`authorization`: "RBAC" (the default) or "AlwaysAllow" (see vmbmc.emulator.access)."""
         self.registry = Registry()
         register_builtins(self.registry)
         self.store = Store(self.registry)

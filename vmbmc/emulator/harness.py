@@ -80,11 +80,12 @@ class EmulatorThread:
         pod_runner: Any = None,
         crds: Sequence[str | os.PathLike[str]] = (),
         host: str = "127.0.0.1",
-        rbac: bool = False,
+        rbac: bool = True,
         tls: bool | None = None,
     ) -> None:
-        """`rbac=True` enforces RBAC (kube-apiserver's `--authorization-mode=RBAC`); the default
-        authorizes every authenticated or anonymous request (AlwaysAllow). Bad tokens are 401 in both.
+        """RBAC is enforced by default (kube-apiserver's `--authorization-mode=RBAC`); `rbac=False`
+        authorizes every authenticated or anonymous request (AlwaysAllow, for quick experiments).
+        Bad tokens are 401 in both.
         `tls` (default: on with RBAC) serves https with a self-signed certificate (`.ca_file`), since
         kubectl withholds tokens from plain http."""
         self.host, self._port = host, port
@@ -159,7 +160,7 @@ class EmulatorThread:
     async def _main(self, sock: socket.socket) -> None:
         from vmbmc.emulator.authn import ADMIN
 
-        self.emulator = Emulator(authorization="RBAC" if self.rbac else None)
+        self.emulator = Emulator(authorization="RBAC" if self.rbac else "AlwaysAllow")
         self.emulator.security.authn.add_static_token(self.token, ADMIN)
         if self._kubevirt:
             from vmbmc.emulator.kubevirt import install_kubevirt

@@ -1,4 +1,9 @@
-"""The real controller (ControllerThread: kopf, in-process) against the emulator; small HTTP helpers."""
+"""The real controller (ControllerThread: kopf, in-process) against the emulator; small HTTP helpers.
+
+The emulator enforces RBAC and the controller runs as its ServiceAccount bound to exactly what
+`deploy/rbac.yaml` ships (issue 12), so a rule the controller lacks fails these tests as it would fail in
+a cluster. The tests themselves act as the cluster admin.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.samples import sample_vm
 
 SYSTEM = "virtualmachinebmc-system"
+CONTROLLER_USER = f"system:serviceaccount:{SYSTEM}:vmbmc-controller"
+RBAC_FILE = Path(__file__).resolve().parents[3] / "deploy" / "rbac.yaml"
 BMCS = "/apis/virtualmachine.kubevirt.io/v1"
 PATHS = {
     "vmbmc": (BMCS, "virtualmachinebmcs"),
@@ -38,8 +46,10 @@ PATHS = {
 
 
 class Api:
-    def __init__(self, url: str, token: str) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    def __init__(self, url: str, token: str, ca_file: str | None = None) -> None:
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=ca_file or True
+        )
 
     def path(self, kind: str, ns: str | None, name: str | None = None) -> str:
         prefix, plural = PATHS[kind]
@@ -108,14 +118,26 @@ def until(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition")
 def api(emulator: Any) -> Api:
     if not getattr(emulator, "url", ""):
         pytest.skip("needs the emulator")
-    client = Api(emulator.url, emulator.token)
+    client = Api(emulator.url, emulator.token, emulator.ca_file)
     client.namespace(SYSTEM)
     return client
 
 
+def controller_kubeconfig(emulator: Any) -> str:
+    """The controller's ServiceAccount kubeconfig, bound to deploy/rbac.yaml (made once per emulator)."""
+    existing = getattr(emulator, "vmbmc_controller_kubeconfig", None)
+    if existing:
+        return str(existing)
+    Api(emulator.url, emulator.token, emulator.ca_file).namespace(SYSTEM)
+    path = Path(emulator.kubeconfig).with_name(f"controller-{emulator.port}.kubeconfig")
+    install_controller_identity(emulator, RBAC_FILE, path)
+    emulator.vmbmc_controller_kubeconfig = path
+    return str(path)
+
+
 def options(emulator: Any, **kw: Any) -> ControllerOptions:
     base: dict[str, Any] = {
-        "kubeconfig": str(emulator.kubeconfig),
+        "kubeconfig": controller_kubeconfig(emulator),
         "health_port": 0,
         "health_address": "127.0.0.1",
         "resync_seconds": 2.0,
@@ -124,9 +146,23 @@ def options(emulator: Any, **kw: Any) -> ControllerOptions:
     return ControllerOptions(**{**base, **kw})
 
 
+def controller_denials(emulator: Any) -> list[str]:
+    """Every 403 the controller's identity was given: a missing rule in deploy/rbac.yaml."""
+    denials = emulator.call(lambda: list(emulator.emulator.security.denials))
+    return [message for user, message in denials if user == CONTROLLER_USER]
+
+
 @pytest.fixture(scope="module")
 def controller(emulator: Any, api: Api) -> Iterator[ControllerThread]:
     thread = ControllerThread(options(emulator)).start()
     yield thread
     thread.stop()
     assert thread.error is None, thread.error
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shipped_rules_suffice(emulator: Any) -> Iterator[None]:
+    """The controller's rules suffice for this whole suite: none of its requests was refused."""
+    yield
+    if getattr(emulator, "emulator", None) is not None:
+        assert controller_denials(emulator) == []

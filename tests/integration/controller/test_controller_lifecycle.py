@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import SYSTEM, Api, options, until
+from conftest import CONTROLLER_USER, SYSTEM, Api, controller_kubeconfig, options, until
 
 from vmbmc.controller import ControllerThread
 
@@ -132,3 +132,32 @@ def test_namespace_selector_redfish_default_and_no_auto_create(emulator: Any, ap
         time.sleep(1.5)
         assert api.get("vmbmc", SYSTEM, "manual-vm") is None
         assert api.get("vmbmc", SYSTEM, "sel-on-vm") is not None, "existing BMCs are kept"
+
+
+def test_controller_runs_as_its_service_account_with_only_the_shipped_rules(
+    emulator: Any, api: Api, kubectl: Any
+) -> None:
+    """The suite's controller is not the admin: what deploy/rbac.yaml does not grant is refused."""
+    own = ["--kubeconfig", controller_kubeconfig(emulator)]
+    api.vm("rules-probe", "vm")
+    cases = [
+        ("delete", "virtualmachine", "vm", "-n", "rules-probe"),
+        ("get", "secrets", "-n", "rules-probe"),  # no list on Secrets: it never reads them by listing
+        ("get", "configmaps", "-n", "rules-probe"),
+        ("create", "clusterrolebinding", "x", "--clusterrole=cluster-admin", f"--user={CONTROLLER_USER}"),
+    ]
+    for args in cases:
+        proc = kubectl(*own, *args, check=False)
+        assert proc.returncode != 0, args
+        assert "forbidden" in proc.stderr.lower() and f'User "{CONTROLLER_USER}"' in proc.stderr, proc.stderr
+    assert kubectl(*own, "get", "virtualmachines", "-n", "rules-probe", "-o", "name").stdout.strip() == (
+        "virtualmachine.kubevirt.io/vm"
+    )
+    # these probes were meant to be refused; the suite-wide check counts only unexpected ones
+    def forget_probes() -> None:
+        denials = emulator.emulator.security.denials
+        kept = [d for d in denials if "rules-probe" not in d[1] and "clusterrolebindings" not in d[1]]
+        denials.clear()
+        denials.extend(kept)
+
+    emulator.call(forget_probes)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from conftest import controller_kubeconfig
 
 from vmbmc.controller.recorder import MARKER_ANNOTATION, PowerRecorder
 from vmbmc.emulator.harness import EmulatorThread
@@ -209,6 +210,14 @@ async def api(emulator: EmulatorThread) -> AsyncIterator[ApiClient]:
 
 
 @pytest.fixture
+async def as_controller(emulator: EmulatorThread) -> AsyncIterator[ApiClient]:
+    """The recorder's client: the controller's ServiceAccount with exactly deploy/rbac.yaml."""
+    client = await ApiClient.connect(controller_kubeconfig(emulator))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
 async def hub(emulator: EmulatorThread) -> AsyncIterator[KubeVirtHub]:
     h = await KubeVirtHub.connect(emulator.kubeconfig)
     yield h
@@ -218,13 +227,14 @@ async def hub(emulator: EmulatorThread) -> AsyncIterator[KubeVirtHub]:
 async def test_requests_and_outside_changes(
     emulator: EmulatorThread,
     api: ApiClient,
+    as_controller: ApiClient,
     hub: KubeVirtHub,
     kubectl: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     scene = Scene(emulator, api)
     await scene.create()
-    recorder = PowerRecorder(api, "controller-test-0")
-    async with Driver(api, recorder, scene.bmc, scene.vm):
+    recorder = PowerRecorder(as_controller, "controller-test-0")
+    async with Driver(as_controller, recorder, scene.bmc, scene.vm):
         await wait_for(lambda: _state(scene, "Off"), "first observation: Off")
         bmc = await scene.get_bmc()
         assert not (bmc.get("status") or {}).get("powerHistory")  # nothing invented
@@ -319,11 +329,11 @@ async def test_requests_and_outside_changes(
     )
 
     # A restarted controller (new recorder, same objects, re-listed) adds nothing.
-    again_recorder = PowerRecorder(api, "controller-test-1")
+    again_recorder = PowerRecorder(as_controller, "controller-test-1")
     bmc_now = await scene.get_bmc()
     vm_now, vmi_now = await scene.get("virtualmachines"), await scene.get("virtualmachineinstances")
     await asyncio.gather(*(again_recorder.observe(bmc_now, vm_now, vmi_now) for _ in range(3)))
-    async with Driver(api, again_recorder, scene.bmc, scene.vm):
+    async with Driver(as_controller, again_recorder, scene.bmc, scene.vm):
         await asyncio.sleep(0.5)
     assert [h["id"] for h in await scene.history()] == ids
     assert len(await scene.events()) == len(events)
@@ -337,21 +347,23 @@ async def test_requests_and_outside_changes(
     await again_recorder.close()
 
 
-async def test_change_while_the_controller_is_down(emulator: EmulatorThread, api: ApiClient) -> None:
+async def test_change_while_the_controller_is_down(
+    emulator: EmulatorThread, api: ApiClient, as_controller: ApiClient
+) -> None:
     """The marker tells a new controller which VMI it last saw: a stop made while it was down is recorded
     once, with the time KubeVirt recorded."""
     scene = Scene(emulator, api)
     await scene.create()
-    recorder = PowerRecorder(api, "controller-a")
-    async with Driver(api, recorder, scene.bmc, scene.vm):
+    recorder = PowerRecorder(as_controller, "controller-a")
+    async with Driver(as_controller, recorder, scene.bmc, scene.vm):
         scene.hook("virtctl", "start")
         await scene.wait_entry("PoweredOn")
     await recorder.close()
     scene.hook("virtctl", "stop")
     await scene.wait_vm("Stopped")
     assert len(await scene.history()) == 1
-    successor = PowerRecorder(api, "controller-b")
-    async with Driver(api, successor, scene.bmc, scene.vm):
+    successor = PowerRecorder(as_controller, "controller-b")
+    async with Driver(as_controller, successor, scene.bmc, scene.vm):
         off = await scene.wait_entry("PoweredOff")
         assert off["message"] == "outside the BMC: stopped through the KubeVirt API"
         await asyncio.sleep(0.3)
@@ -360,13 +372,15 @@ async def test_change_while_the_controller_is_down(emulator: EmulatorThread, api
     await successor.close()
 
 
-async def test_status_write_fails_then_retries_once(emulator: EmulatorThread, api: ApiClient) -> None:
+async def test_status_write_fails_then_retries_once(
+    emulator: EmulatorThread, api: ApiClient, as_controller: ApiClient
+) -> None:
     """Events are written before the status; when the status write fails, the recorder retries on its own
     and the Events it already wrote are not written twice."""
     scene = Scene(emulator, api)
     await scene.create()
-    recorder = PowerRecorder(api, "controller-retry")
-    async with Driver(api, recorder, scene.bmc, scene.vm):
+    recorder = PowerRecorder(as_controller, "controller-retry")
+    async with Driver(as_controller, recorder, scene.bmc, scene.vm):
         await wait_for(lambda: _state(scene, "Off"), "first observation")
         # ApiClient itself retries a 5xx three times; five failures make the recorder's own attempt fail.
         emulator.call(
@@ -390,13 +404,13 @@ async def _state(scene: Scene, value: str) -> bool:
 
 
 async def test_history_is_bounded_and_boot_changes_are_recorded(
-    emulator: EmulatorThread, api: ApiClient
+    emulator: EmulatorThread, api: ApiClient, as_controller: ApiClient
 ) -> None:
     scene = Scene(emulator, api)
     await scene.create()
-    recorder = PowerRecorder(api, "controller-boot")
+    recorder = PowerRecorder(as_controller, "controller-boot")
     path = vm_path(NS, scene.vm)
-    async with Driver(api, recorder, scene.bmc, scene.vm):
+    async with Driver(as_controller, recorder, scene.bmc, scene.vm):
         await wait_for(lambda: _state(scene, "Off"), "first observation")
         for i in range(23):
             order = 2 + i % 2

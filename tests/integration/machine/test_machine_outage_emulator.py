@@ -65,7 +65,8 @@ async def test_outage_and_recovery(emu: EmulatorThread, cluster: Cluster, tmp_pa
     proxy = Proxy(emu.port)
     port = await proxy.start()
     config = yaml.safe_load(Path(emu.kubeconfig).read_text())
-    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    scheme = emu.url.partition(":")[0]  # the proxy relays TLS untouched
+    config["clusters"][0]["cluster"]["server"] = f"{scheme}://127.0.0.1:{port}"
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
     hub = await KubeVirtHub.connect(str(kubeconfig))
