@@ -42,3 +42,32 @@ def install_controller_identity(emu: Any, rbac: Path, kubeconfig: Path) -> None:
         namespace = None if doc["kind"].startswith("Cluster") else doc["metadata"].get("namespace", SYSTEM)
         emu.call(store.create, rt, doc, namespace)
     emu.write_service_account_kubeconfig(kubeconfig, SYSTEM, SERVICE_ACCOUNT)
+
+
+def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
+    """Give a kbmc run without the controller the identity the controller would give it: its
+    ServiceAccount, the two Roles and RoleBindings of contracts §8 (built by vmbmc.controller.children,
+    so exactly what the controller writes), and a kubeconfig with that account's token.
+
+    `bmc` is a vmbmc.controller.children.BmcInfo; one without a uid (a VM served with `--vm`) gets
+    objects without owner references."""
+    from vmbmc.controller import children, naming
+
+    store, reg = emu.emulator.store, emu.emulator.registry
+    plurals = {
+        "ServiceAccount": ("", "v1", "serviceaccounts"),
+        "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+        "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    }
+    for build in (
+        children.service_account,
+        children.bmc_role,
+        children.bmc_role_binding,
+        children.vm_role,
+        children.vm_role_binding,
+    ):
+        obj = build(bmc)
+        if not bmc.uid:
+            obj["metadata"].pop("ownerReferences", None)
+        emu.call(store.create, reg.get(*plurals[obj["kind"]]), obj, obj["metadata"]["namespace"])
+    emu.write_service_account_kubeconfig(kubeconfig, bmc.namespace, naming.kbmc_name(bmc.name))

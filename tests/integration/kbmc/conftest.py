@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from kbmc_process import KbmcProcess, start_kbmc
+from kbmc_process import KbmcProcess, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster, crd_files
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -40,9 +40,23 @@ def cluster(emu: EmulatorThread) -> Cluster:
 def kbmc(
     emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KbmcProcess]:
-    """One VM with a VirtualMachineBMC, served by a `vmbmc kbmc --bmc` process on 127.0.0.1."""
+    """One VM with a VirtualMachineBMC, served by a `vmbmc kbmc --bmc` process on 127.0.0.1 under the
+    ServiceAccount and Roles the controller would give it."""
     cluster.create_vm("ipmi-vm")
-    cluster.create_bmc("ipmi-bmc", "ipmi-vm")
-    proc = start_kbmc(emu.kubeconfig, tmp_path_factory.mktemp("kbmc"), "--bmc", "default/ipmi-bmc")
+    bmc = cluster.create_bmc("ipmi-bmc", "ipmi-vm")
+    work = tmp_path_factory.mktemp("kbmc")
+    kubeconfig = kbmc_kubeconfig(emu, work, "default", "ipmi-bmc", "ipmi-vm", bmc["metadata"]["uid"])
+    proc = start_kbmc(kubeconfig, work, "--bmc", "default/ipmi-bmc")
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kbmc_roles_suffice(emu: EmulatorThread) -> Iterator[None]:
+    """The Roles the controller gives a kbmc suffice for everything this suite does: the emulator
+    refused none of the kbmc ServiceAccounts' requests (a client may retry a 403 and go on)."""
+    yield
+    denials = emu.call(lambda: list(emu.emulator.security.denials))
+    assert [
+        m for user, m in denials if user.startswith("system:serviceaccount:") and user.endswith("-kbmc")
+    ] == []

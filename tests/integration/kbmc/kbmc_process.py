@@ -10,6 +10,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from vmbmc.controller.children import BmcInfo
+from vmbmc.demo.identity import install_kbmc_identity
 
 VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 USER, PASSWORD = "admin", "kbmc-test-pw-16c"  # 16 characters: IPMI 1.5 and 2.0 both take it
@@ -112,6 +116,7 @@ def start_kbmc(
     host: str = "127.0.0.1",
     port: int | None = None,
     extra: tuple[str, ...] = (),
+    restricted: bool = True,
 ) -> KbmcProcess:
     creds = workdir / "credentials"
     creds.mkdir(exist_ok=True)
@@ -121,6 +126,8 @@ def start_kbmc(
     health = free_tcp_port()
     log = workdir / "kbmc.log"
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    if restricted:  # as in a pod: only the name-restricted lists and watches its Roles allow
+        env["VMBMC_RESTRICTED"] = "1"
     proc = subprocess.Popen(
         [
             VMBMC,
@@ -153,3 +160,12 @@ def start_kbmc(
         time.sleep(0.05)
     kp.stop()
     raise AssertionError(f"kbmc not ready in 20 s:\n{log.read_text()}")
+
+
+def kbmc_kubeconfig(emu: Any, workdir: Path, namespace: str, name: str, vm: str, uid: str = "") -> str:
+    """A kubeconfig for the kbmc of BMC `namespace/name` (VM `vm` in the same namespace) holding only the
+    ServiceAccount and Roles the controller would give it, never the admin token (issue 12)."""
+    path = workdir / "kbmc.kubeconfig"
+    info = BmcInfo(namespace=namespace, name=name, uid=uid, vm_namespace=namespace, vm_name=vm)
+    install_kbmc_identity(emu, info, path)
+    return str(path)

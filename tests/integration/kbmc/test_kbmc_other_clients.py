@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import VMBMC, KbmcProcess, start_kbmc
+from kbmc_process import VMBMC, KbmcProcess, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -72,9 +72,9 @@ def kbmc623(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.Temp
     if not _can_bind_623(host):
         pytest.skip("UDP 623 is not bindable here (needs root, as in CI)")
     cluster.create_vm("port623-vm")
-    kp = start_kbmc(
-        emu.kubeconfig, tmp_path_factory.mktemp("k623"), "--vm", "default/port623-vm", host=host, port=623
-    )
+    work = tmp_path_factory.mktemp("k623")
+    kubeconfig = kbmc_kubeconfig(emu, work, "default", "port623", "port623-vm")
+    kp = start_kbmc(kubeconfig, work, "--vm", "default/port623-vm", host=host, port=623)
     yield kp
     kp.stop()
 
@@ -169,7 +169,8 @@ def test_ipv6_and_dual_stack(emu: EmulatorThread, cluster: Cluster, tmp_path: Pa
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
     cluster.create_vm("ipv6-vm")
-    kp = start_kbmc(emu.kubeconfig, tmp_path, "--vm", "default/ipv6-vm", host="::")
+    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", "ipv6", "ipv6-vm")
+    kp = start_kbmc(kubeconfig, tmp_path, "--vm", "default/ipv6-vm", host="::")
     try:
         for host in ("::1", "127.0.0.1"):  # `::` serves IPv6 and IPv4 on one socket
             out = subprocess.run(
