@@ -10,6 +10,7 @@ import asyncio
 import base64
 import concurrent.futures
 import inspect
+import ipaddress
 import logging
 import os
 import secrets
@@ -69,6 +70,13 @@ def write_kubeconfig(
     os.replace(tmp, target)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class EmulatorThread:
     def __init__(
         self,
@@ -88,6 +96,9 @@ class EmulatorThread:
         Bad tokens are 401 in both.
         `tls` (default: on with RBAC) serves https with a self-signed certificate (`.ca_file`), since
         kubectl withholds tokens from plain http."""
+        if not _is_loopback(host):
+            # contracts §8: the emulator has an admin token and no real security boundary
+            raise ValueError(f"the emulator listens on loopback only, not on {host!r}")
         self.host, self._port = host, port
         self.rbac = rbac
         self.tls = rbac if tls is None else tls

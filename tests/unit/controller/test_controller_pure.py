@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from vmbmc.controller import children as ch
@@ -45,9 +47,21 @@ def test_vm_namespace_rbac_has_no_cross_namespace_owner() -> None:
     assert ch.vm_role_binding(info())["metadata"]["namespace"] == "vmns"
 
 
-def test_password_length() -> None:
-    assert len(ch.generate_password()) >= 20
-    assert ch.generate_password() != ch.generate_password()
+def test_generated_passwords_have_20_random_characters() -> None:
+    """contracts §8: RAKP exposes a hash to anyone who reaches the port, so ≥ 20 random characters
+    (20 from 62 symbols: about 119 bits) that still fit IPMI 2.0's 20-byte password field."""
+    passwords = [ch.generate_password() for _ in range(500)]
+    assert all(len(p) == 20 for p in passwords)
+    assert len(set(passwords)) == len(passwords)
+    used = set("".join(passwords))
+    assert used <= set(string.ascii_letters + string.digits)
+    assert len(used) == 62  # every symbol turns up across 10,000 draws: no narrowed alphabet
+
+
+def test_passwords_come_from_the_secrets_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(ch.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
+    assert ch.generate_password() == "a" * 20 and len(calls) == 20
 
 
 def test_contains_and_field_patch() -> None:
