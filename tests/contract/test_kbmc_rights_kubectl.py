@@ -1,0 +1,163 @@
+"""Real requests with a kbmc's token, under exactly the Roles the controller writes (contracts §8,
+issue 12): what its own VM, VMI, BMC and Events allow, and what every other object refuses, with
+kube-apiserver's 403 wording. The emulator enforces RBAC (its default)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vmbmc.controller.children import BmcInfo
+from vmbmc.demo.identity import install_kbmc_identity
+from vmbmc.demo.samples import sample_vm
+
+NS = "kbmc-rights"
+USER = f"system:serviceaccount:{NS}:bmc-a-kbmc"
+SUB = f"/apis/subresources.kubevirt.io/v1/namespaces/{NS}"
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _vm(name: str) -> dict[str, Any]:
+    vm = copy.deepcopy(sample_vm(1, NS))
+    vm["metadata"]["name"] = name
+    return vm
+
+
+def _bmc(name: str, vm: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "virtualmachine.kubevirt.io/v1",
+        "kind": "VirtualMachineBMC",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"virtualMachineRef": {"namespace": NS, "name": vm}},
+    }
+
+
+@pytest.fixture(scope="module")
+def as_kbmc(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+    """kubectl as BMC `bmc-a`'s kbmc (VM `vm-a`); `vm-b` and `bmc-b` belong to another BMC."""
+    if not getattr(emulator, "emulator", None):
+        pytest.skip("needs the emulator (installs the kbmc identity directly)")
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}]
+    docs += [_vm("vm-a"), _vm("vm-b"), _bmc("bmc-a", "vm-a"), _bmc("bmc-b", "vm-b")]
+    admin = [emulator.kubeconfig]
+    proc = _kubectl(
+        admin[0], "create", "--validate=false", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs)
+    )
+    assert proc.returncode == 0, proc.stderr
+    bmc = json.loads(_kubectl(admin[0], "get", "vmbmc", "bmc-a", "-n", NS, "-o", "json").stdout)
+    path = tmp_path_factory.mktemp("kbmc-rights") / "kbmc.kubeconfig"
+    install_kbmc_identity(emulator, BmcInfo.from_body(bmc), path)
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return _kubectl(str(path), *args, "-n", NS, input=input)
+
+    return run
+
+
+def _kubectl(kubeconfig: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import KUBECTL
+
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", kubeconfig, *args], input=input, capture_output=True, text=True, timeout=60
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _forbidden(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "(Forbidden)" in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def _until(fn: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[..., Any]) -> None:
+    assert _ok(as_kbmc("get", "vm", "vm-a", "-o", "name")).strip() == "virtualmachine.kubevirt.io/vm-a"
+    by_name = _ok(as_kbmc("get", "vms", "--field-selector", "metadata.name=vm-a", "-o", "name"))
+    assert by_name.strip() == "virtualmachine.kubevirt.io/vm-a"
+    _ok(as_kbmc("patch", "vm", "vm-a", "--type", "merge", "-p", '{"metadata":{"labels":{"boot":"pxe"}}}'))
+    _ok(as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-a/start", "-f", "-", input="{}"))
+
+    def running() -> bool:
+        proc = as_kbmc("get", "vmi", "vm-a", "-o", "jsonpath={.status.phase}")
+        return proc.returncode == 0 and proc.stdout == "Running"
+
+    _until(running, "its VMI Running (read with its own rights)")
+    for action in ("pause", "unpause"):
+        _ok(
+            as_kbmc("replace", "--raw", f"{SUB}/virtualmachineinstances/vm-a/{action}", "-f", "-", input="{}")
+        )
+    restart = '{"gracePeriodSeconds": 0}'
+    _ok(as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-a/restart", "-f", "-", input=restart))
+    _ok(as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-a/stop", "-f", "-", input="{}"))
+    assert _ok(as_kbmc("get", "vmbmc", "bmc-a", "-o", "name")).strip().endswith("/bmc-a")
+    status = '{"status": {"powerState": "Off"}}'
+    _ok(as_kbmc("patch", "vmbmc", "bmc-a", "--subresource=status", "--type", "merge", "-p", status))
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "bmc-a.rights-test", "namespace": NS},
+        "involvedObject": {"kind": "VirtualMachineBMC", "name": "bmc-a", "namespace": NS},
+        "reason": "RightsTest",
+        "message": "written by the kbmc's identity",
+        "type": "Normal",
+    }
+    _ok(as_kbmc("create", "--validate=false", "-f", "-", input=json.dumps(event)))
+
+
+def test_everything_else_is_forbidden(as_kbmc: Callable[..., Any]) -> None:
+    in_ns = f'in the namespace "{NS}"'
+    _forbidden(
+        as_kbmc("get", "vm", "vm-b"),
+        f'virtualmachines.kubevirt.io "vm-b" is forbidden: User "{USER}" cannot get resource '
+        f'"virtualmachines" in API group "kubevirt.io" {in_ns}',
+    )
+    patch = ("--type", "merge", "-p", '{"metadata":{"labels":{"x":"y"}}}')
+    _forbidden(as_kbmc("patch", "vm", "vm-b", *patch), 'cannot get resource "virtualmachines"')
+    _forbidden(
+        as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-b/start", "-f", "-", input="{}"),
+        f'virtualmachines.subresources.kubevirt.io "vm-b" is forbidden: User "{USER}" cannot update '
+        f'resource "virtualmachines/start" in API group "subresources.kubevirt.io" {in_ns}',
+    )
+    _forbidden(
+        as_kbmc("get", "vms"),
+        f'User "{USER}" cannot list resource "virtualmachines" in API group "kubevirt.io" {in_ns}',
+    )
+    _forbidden(as_kbmc("get", "secrets"), f'cannot list resource "secrets" in API group "" {in_ns}')
+    _forbidden(as_kbmc("get", "secret", "bmc-a-credentials"), 'cannot get resource "secrets"')
+    _forbidden(
+        as_kbmc("delete", "vm", "vm-a", "--wait=false"),
+        f'User "{USER}" cannot delete resource "virtualmachines" in API group "kubevirt.io" {in_ns}',
+    )
+    _forbidden(as_kbmc("get", "vmbmc", "bmc-b"), 'cannot get resource "virtualmachinebmcs"')
+    status = '{"status": {"powerState": "On"}}'
+    _forbidden(
+        as_kbmc("patch", "vmbmc", "bmc-b", "--subresource=status", "--type", "merge", "-p", status),
+        'cannot get resource "virtualmachinebmcs/status"',
+    )
+    _forbidden(as_kbmc("get", "virtualmachinebmcs"), 'cannot list resource "virtualmachinebmcs"')
+    _forbidden(as_kbmc("get", "pods"), 'cannot list resource "pods"')
+    _forbidden(as_kbmc("get", "vms", "-A"), "at the cluster scope")
+
+
+def test_events_cannot_be_read_or_changed(as_kbmc: Callable[..., Any]) -> None:
+    """create on events is the one rule without resourceNames (create cannot be limited by name); it
+    must not bring reading or changing other Events with it."""
+    _forbidden(as_kbmc("get", "events"), 'cannot list resource "events"')
+    _forbidden(as_kbmc("delete", "event", "bmc-a.rights-test"), 'cannot delete resource "events"')
