@@ -152,19 +152,23 @@ class LocalPodRunner:
         self, proc: asyncio.subprocess.Process, address: str, health: int | None, events: PodEvents, key: str
     ) -> None:
         ready = False
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while proc.returncode is None:
-                if health is not None:
-                    ok = False
-                    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                        async with http.get(f"http://{address}:{health}/readyz") as resp:
-                            ok = resp.status == 200
-                    if ok != ready:
-                        ready = ok
-                        events.ready(ok)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(proc.wait(), READY_POLL)
-        self._running.discard(proc)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+                while proc.returncode is None:
+                    if health is not None:
+                        ok = False
+                        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                            async with http.get(f"http://{address}:{health}/readyz") as resp:
+                                ok = resp.status == 200
+                        if ok != ready:
+                            ready = ok
+                            events.ready(ok)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(proc.wait(), READY_POLL)
+        finally:
+            # stop() cancels this watcher once the process is gone: forget it here in every case
+            if proc.returncode is not None:
+                self._running.discard(proc)
         log.info("kbmc pod exited", extra={"pod": key, "code": proc.returncode})
         events.exited(proc.returncode or 0)
 

@@ -1,7 +1,8 @@
 """The whole chain on the emulator: VM → the real controller auto-creates its VirtualMachineBMC and
 kbmc Deployment → the pod runner runs that pod as a real `vmbmc kbmc` process → `ipmitool power on`
 → the VM runs → `kubectl describe vmbmc` names the IPMI user; a stop outside the BMC is told so;
-the VM deleted takes everything with it."""
+the VM deleted takes everything with it. As in a cluster, the emulator enforces RBAC, the controller
+runs as its ServiceAccount with deploy/rbac.yaml and the kbmc pod under its own ServiceAccount's token."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
 from kbmc_process import wait_until
-from machine_cluster import crd_files
+from machine_cluster import ROOT, crd_files
 
 from tests.conftest import KUBECTL
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.cluster import ready_endpoint
+from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
@@ -34,15 +36,17 @@ def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
         pod_runner=runner,
         kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
     ) as emu:
-        runner.attach(emu.emulator)
+        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
         store, reg = emu.emulator.store, emu.emulator.registry
         ns_rt, vm_rt = reg.get("", "v1", "namespaces"), reg.get("kubevirt.io", "v1", "virtualmachines")
         for ns in (SYSTEM, "tenant"):
             emu.call(
                 store.create, ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, None
             )
+        controller_kc = tmp_path / "controller.kubeconfig"
+        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
         opts = ControllerOptions(
-            kubeconfig=str(kubeconfig),
+            kubeconfig=str(controller_kc),
             health_port=0,
             health_address="127.0.0.1",
             resync_seconds=2.0,
@@ -109,3 +113,5 @@ def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
                 lambda: emu.call(store.try_get, bmc_rt, SYSTEM, name) is None, timeout=30, what="BMC deleted"
             )
             wait_until(lambda: not runner._running, timeout=30, what="kbmc process gone")
+        # neither identity met a missing rule on the way (a refused request may be retried and go unseen)
+        assert emu.call(lambda: list(emu.emulator.security.denials)) == []
