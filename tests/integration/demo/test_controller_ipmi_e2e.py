@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import yaml
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
@@ -102,16 +105,43 @@ def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
                 lambda: (d := describe()) and "PoweredOn" in d and d, timeout=20, what="PoweredOn"
             )
             assert "by IPMI user admin from 127.0.0.1" in text, text
+            out = ipmitool("chassis", "bootdev", "pxe", "options=persistent")
+            assert out.stdout.strip() == "Set Boot Device to pxe", out
+
+            def boot_target() -> str | None:
+                status = emu.call(store.get, bmc_rt, SYSTEM, name).get("status") or {}
+                return (status.get("bootOverride") or {}).get("target")
+
+            wait_until(
+                lambda: boot_target() == "Pxe",
+                what="the boot override recorded in the BMC's status, with the kbmc's own rights",
+            )
             emu.call(emu.kubevirt.virtctl, "tenant", "demo-vm-1", "stop")
             text = wait_until(
                 lambda: (d := describe()) and "PoweredOff" in d and d, timeout=20, what="PoweredOff"
             )
             assert "outside the BMC: " in text, text
             assert "Chassis Power is off" in ipmitool("power", "status").stdout
+            # neither identity met a missing rule on the way (a refused request may be retried unseen)
+            assert emu.call(lambda: list(emu.emulator.security.denials)) == []
+            _kbmc_token_is_its_own_and_refused_the_rest(emu, tmp_path, name)
             emu.call(store.delete, vm_rt, "tenant", "demo-vm-1")
             wait_until(
                 lambda: emu.call(store.try_get, bmc_rt, SYSTEM, name) is None, timeout=30, what="BMC deleted"
             )
             wait_until(lambda: not runner._running, timeout=30, what="kbmc process gone")
-        # neither identity met a missing rule on the way (a refused request may be retried and go unseen)
-        assert emu.call(lambda: list(emu.emulator.security.denials)) == []
+
+
+def _kbmc_token_is_its_own_and_refused_the_rest(emu: EmulatorThread, tmp_path: Path, bmc: str) -> None:
+    store, pods = emu.emulator.store, emu.emulator.registry.get("", "v1", "pods")
+    (pod,) = emu.call(store.list, pods, SYSTEM, label_selector=f"virtualmachinebmc.kubevirt.io/bmc={bmc}")[0]
+    pod_kc = tmp_path / "work" / "pods" / f"{SYSTEM}-{pod['metadata']['name']}" / "kubeconfig"
+    assert emu.token not in pod_kc.read_text()  # its own token, as projected, never the admin's
+    token = yaml.safe_load(pod_kc.read_text())["users"][0]["user"]["token"]
+    with httpx.Client(base_url=emu.url, verify=emu.ca_file, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        denied = http.get(f"/api/v1/namespaces/{SYSTEM}/secrets", headers=auth)
+        assert denied.status_code == 403, denied.text  # no Secrets for a kbmc: they arrive as a volume
+        assert "cannot list resource" in denied.json()["message"]
+        other = http.get("/apis/kubevirt.io/v1/namespaces/tenant/virtualmachines", headers=auth)
+        assert other.status_code == 403, other.text  # only its own VM, by name
