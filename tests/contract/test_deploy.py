@@ -45,3 +45,30 @@ def test_controller_rules_have_no_wildcards():
         for rule in doc.get("rules", []):
             for key in ("verbs", "resources", "apiGroups"):
                 assert "*" not in rule.get(key, []), (doc["metadata"]["name"], rule)
+
+
+def test_example_network_policy_widens_to_the_kbmc_pods_the_controller_makes(kubectl):
+    """deploy/examples shows how to widen the per-BMC NetworkPolicy (contracts §8): it must select the
+    pods the controller's Deployments make and open exactly their IPMI and Redfish ports."""
+    from vmbmc.controller import children
+
+    example = ROOT / "deploy" / "examples" / "networkpolicy-allow-provisioner.yaml"
+    policy = yaml.safe_load(example.read_text())
+    kubectl("create", "namespace", "virtualmachinebmc-system", check=False)
+    kubectl("apply", "--validate=false", "-f", str(example))
+    stored = json.loads(
+        kubectl(
+            "-n", "virtualmachinebmc-system", "get", "networkpolicy", policy["metadata"]["name"], "-o", "json"
+        ).stdout
+    )
+    bmc = children.BmcInfo("virtualmachinebmc-system", "tenant-vm", "uid-1", "tenant", "vm")
+    pod_labels = children.deployment(bmc, "vmbmc:dev", "s")["spec"]["template"]["metadata"]["labels"]
+    assert stored["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = stored["spec"]["ingress"]
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {
+        ("UDP", children.IPMI_PORT),
+        ("TCP", children.REDFISH_PORT),
+    }
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "baremetal-operator-system"}}}
+    ]
