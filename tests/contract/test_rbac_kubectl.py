@@ -87,13 +87,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator
         yield emu, sa_kubeconfig
 
 
-PROTOBUF_REVIEWS = pytest.mark.xfail(
-    reason="kubectl posts Self*Review bodies as protobuf; only TokenRequest protobuf is decoded",
-    strict=False,
-)
-
-
-@PROTOBUF_REVIEWS
 def test_whoami_with_a_created_token(cluster: tuple[EmulatorThread, Path]) -> None:
     _, sa = cluster
     proc = _run(sa, "auth", "whoami", "-o", "json")
@@ -107,7 +100,6 @@ def test_whoami_with_a_created_token(cluster: tuple[EmulatorThread, Path]) -> No
     ]
 
 
-@PROTOBUF_REVIEWS
 @pytest.mark.parametrize(
     ("args", "allowed"),
     [
@@ -117,8 +109,6 @@ def test_whoami_with_a_created_token(cluster: tuple[EmulatorThread, Path]) -> No
         (("delete", "virtualmachines/vm1"), False),
         (("list", "virtualmachines"), False),
         (("get", "secrets"), False),
-        (("update", "virtualmachines.subresources.kubevirt.io/vm1", "--subresource=start"), True),
-        (("update", "virtualmachines.subresources.kubevirt.io/vm2", "--subresource=start"), False),
         (("create", "selfsubjectaccessreviews.authorization.k8s.io"), True),
     ],
 )
@@ -129,7 +119,31 @@ def test_auth_can_i(cluster: tuple[EmulatorThread, Path], args: tuple[str, ...],
     assert proc.returncode == (0 if allowed else 1)
 
 
-@PROTOBUF_REVIEWS
+@pytest.mark.parametrize(("vm", "allowed"), [("vm1", True), ("vm2", False)])
+def test_subresource_access_review(cluster: tuple[EmulatorThread, Path], vm: str, allowed: bool) -> None:
+    """KubeVirt's discovery lists `virtualmachines/start` but no `virtualmachines` in
+    subresources.kubevirt.io, so `kubectl auth can-i ... --subresource=start` cannot map the group (as
+    against a real cluster); a SelfSubjectAccessReview posted with `kubectl create` names it exactly."""
+    _, sa = cluster
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": NS,
+                "verb": "update",
+                "group": "subresources.kubevirt.io",
+                "resource": "virtualmachines",
+                "subresource": "start",
+                "name": vm,
+            }
+        },
+    }
+    proc = _run(sa, "create", "--validate=false", "-f", "-", "-o", "json", input=json.dumps(review))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"]["allowed"] is allowed
+
+
 def test_auth_can_i_list(cluster: tuple[EmulatorThread, Path]) -> None:
     _, sa = cluster
     proc = _run(sa, "auth", "can-i", "--list", "-n", NS)

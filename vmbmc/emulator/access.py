@@ -30,6 +30,7 @@ from vmbmc.emulator.authn import (
     rfc3339,
 )
 from vmbmc.emulator.errors import ApiError, bad_request, invalid
+from vmbmc.emulator.impersonation import impersonate
 from vmbmc.emulator.rbac import (
     AlwaysAllow,
     Decision,
@@ -84,16 +85,24 @@ class Security:
             return self._rbac.authorize(user, attrs)
         return self._allow.authorize(user, attrs)
 
-    def check(self, method: str, path: str, query: Any, authorization: str | None) -> UserInfo:
-        """Authenticate and authorize one request; raise its 401/403 Status as an ApiError."""
+    def check(
+        self, method: str, path: str, query: Any, authorization: str | None, headers: Any = None
+    ) -> UserInfo:
+        """Authenticate, impersonate (Impersonate-* `headers`) and authorize one request; raise its
+        400/401/403 Status as an ApiError. → the user the request acts as."""
         user = self.authn.authenticate(authorization)
+        if headers is not None:
+            user = impersonate(user, headers, lambda u, a: self.authorize(u, a).allowed, self._forbidden)
         attrs = request_attributes(method, path, query)
         decision = self.authorize(user, attrs)
         if not decision.allowed:
-            message = forbidden_message(user, attrs, decision.reason)
-            self.denials.append((user.name, message))
-            raise ApiError(403, "Forbidden", message, details=forbidden_details(attrs))
+            raise self._forbidden(user, attrs, decision.reason)
         return user
+
+    def _forbidden(self, user: UserInfo, attrs: Attributes, reason: str = "") -> ApiError:
+        message = forbidden_message(user, attrs, reason)
+        self.denials.append((user.name, message))
+        return ApiError(403, "Forbidden", message, details=forbidden_details(attrs))
 
 
 class AccessMiddleware:
@@ -109,7 +118,11 @@ class AccessMiddleware:
         request = Request(scope)
         try:
             user = self.security.check(
-                request.method, request.url.path, request.query_params, request.headers.get("authorization")
+                request.method,
+                request.url.path,
+                request.query_params,
+                request.headers.get("authorization"),
+                request.headers,
             )
         except ApiError as exc:
             await _send_status(send, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vmbmc.emulator.registry import Registry, ResourceType
 
 _STATUS = frozenset({"status"})
@@ -84,3 +86,23 @@ SHARED_STORAGE = {("events.k8s.io", "events"): ("", "events")}
 def register_builtins(registry: Registry) -> None:
     for rt in BUILTIN_TYPES:
         registry.register(rt)
+
+
+def _default_secret(obj: dict, old: dict | None) -> dict:
+    """kube-apiserver's Secret defaulting and conversion: `type` defaults to Opaque, and the write-only
+    `stringData` is merged into `data` (base64), winning over the same key there."""
+    import base64
+
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict):
+        data = dict(obj.get("data") or {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+    return obj
+
+
+def install_builtin_defaults(store: Any) -> None:
+    store.admission_hooks.setdefault(("", "secrets"), []).append(_default_secret)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vmbmc.emulator.builtin import register_builtins
+from vmbmc.emulator.builtin import install_builtin_defaults, register_builtins
 from vmbmc.emulator.registry import Registry
 from vmbmc.emulator.store import Store
 
@@ -79,6 +79,7 @@ class Emulator:
         self.registry = Registry()
         register_builtins(self.registry)
         self.store = Store(self.registry)
+        install_builtin_defaults(self.store)
         self.faults = FaultInjector()
         # create-only resources answered by code (the review APIs), keyed by storage key
         self.create_handlers: dict[tuple[str, str], Callable[[Emulator, str, dict], dict]] = {}

@@ -87,6 +87,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def decode_body(body: bytes | str | Any, content_type: str = "application/json") -> Any:
     if not isinstance(body, bytes | str):
         return body
+    if "protobuf" in content_type and isinstance(body, bytes):
+        from vmbmc.emulator.protobuf import decode  # the built-in kinds kubectl sends as protobuf
+
+        return decode(body)
     if "protobuf" in content_type or "cbor" in content_type:
         raise ApiError(
             415,
