@@ -229,15 +229,6 @@ async def token_request(
     }
 
 
-def _decode_protobuf(raw: bytes) -> dict:
-    from vmbmc.emulator.tokenproto import decode_token_request
-
-    return decode_token_request(raw)
-
-
-token_request.decode_protobuf = _decode_protobuf  # type: ignore[attr-defined]
-
-
 def install_security(emulator: Any, authorization: str | None = None) -> Security:
     """Attach `emulator.security`, the TokenRequest subresource, the review APIs, RBAC admission
     and the bootstrap ClusterRoles/bindings (present in every mode, as in any cluster)."""

@@ -276,6 +276,8 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise bad_request("protobuf bodies with a content encoding are not supported")
     meta = decode_message(type_meta, {1: ("apiVersion", "string"), 2: ("kind", "string")})
     api_version, kind = meta.get("apiVersion", ""), meta.get("kind", "")
+    if not kind:
+        raise _malformed("no kind in its type meta")
     schema = KINDS.get((api_version, kind))
     if schema is None:
         raise ApiError(

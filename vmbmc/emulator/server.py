@@ -154,7 +154,7 @@ class Api:
                     return self._watch(request, rt, ns)
                 return self._list(request, rt, ns)
             if method == "POST":
-                body = await self._body(request)
+                body = _of_kind(rt, await self._body(request))
                 answer = self.emu.create_handlers.get(rt.key)
                 if answer is not None:  # the review APIs answer instead of storing
                     return _json(answer(self.emu, ns or "", body), 201)
@@ -172,6 +172,8 @@ class Api:
             return _json(obj)
         if method == "PUT":
             body = await self._body(request)
+            if sub is None:
+                body = _of_kind(rt, body)
             return _json(self.emu.store.replace(rt, ns, name, body, subresource=sub))
         if method == "PATCH":
             raw = await self._raw(request)
@@ -252,10 +254,7 @@ class Api:
         raw = await self._raw(request)
         body = None
         ctype = request.headers.get("content-type", "application/json")
-        protobuf = getattr(spec.handler, "decode_protobuf", None)
-        if protobuf is not None and ctype.startswith("application/vnd.kubernetes.protobuf"):
-            body = protobuf(raw)  # `kubectl create token` posts a protobuf TokenRequest
-        elif raw.strip():
+        if raw.strip():  # `kubectl create token` posts a protobuf TokenRequest: decode_body reads it
             body = decode_body(raw, ctype)
             if not isinstance(body, dict):
                 raise bad_request("the request body must be a JSON object")
@@ -424,3 +423,21 @@ def create_app(emulator: Emulator) -> Starlette:
 
 
 __all__ = ["JSONResponse", "create_app"]
+
+
+def _of_kind(rt: Any, body: dict) -> dict:
+    """Refuse a body that names another kind or API version than the URL, as kube-apiserver's decoder
+    does (it converts into the URL's type, and no conversion exists): never store it as the URL's kind."""
+    kind, api_version = body.get("kind"), body.get("apiVersion")
+    if kind and kind != rt.kind:
+        version = str(api_version or "").rpartition("/")[2]
+        raise bad_request(
+            f'{kind} in version "{version}" cannot be handled as a {rt.kind}: '
+            f"converting ({version}.{kind}) to ({rt.kind}): unknown conversion"
+        )
+    if api_version and api_version != rt.api_version:
+        raise bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API version "
+            f"({rt.api_version})"
+        )
+    return body
