@@ -104,6 +104,10 @@ class Emulator:
         from vmbmc.emulator.access import install_security
 
         self.security = install_security(self, authorization)
+        from vmbmc.emulator.podsecurity import install_pod_security
+
+        # kube-apiserver's built-in PodSecurity admission plug-in (namespace labels pick the level)
+        self.pod_security = install_pod_security(self)
 
     def add_controller(self, controller: Controller) -> None:
         self._controllers.append(controller)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from vmbmc.emulator import apiwarnings
 from vmbmc.emulator.access import AccessMiddleware
 from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError, bad_request
@@ -99,6 +100,12 @@ class Api:
         return reg.get(group, version, plural), ns, name, sub, plural
 
     async def resource(self, request: Request) -> Response:
+        with apiwarnings.recording() as warnings:  # admission warnings go out as `Warning` headers
+            response = await self._answer(request)
+        apiwarnings.add_headers(response, warnings)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         try:
             return await self._resource(request)
         except ApiError as exc:

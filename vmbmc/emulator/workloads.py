@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -164,6 +165,77 @@ def new_pod(rs: dict) -> dict:
     }
 
 
+def replica_failure(rs: dict, failure: ApiError | None, diff: int) -> list[dict]:
+    """The ReplicaSet's conditions: ReplicaFailure is set on a failed create or delete (and kept as it
+    was while the failure lasts), removed once the replicas are managed without error."""
+    conditions = [c for c in (rs.get("status") or {}).get("conditions") or []]
+    current = next((c for c in conditions if c.get("type") == "ReplicaFailure"), None)
+    if failure is not None and current is None:
+        reason = "FailedCreate" if diff < 0 else "FailedDelete" if diff > 0 else ""
+        conditions.append(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "lastTransitionTime": _now(),
+                "reason": reason,
+                "message": failure.message,
+            }
+        )
+    elif failure is None and current is not None:
+        conditions.remove(current)
+    return conditions
+
+
+def record_event(emulator: Emulator, obj: dict, type_: str, reason: str, message: str) -> None:
+    """An Event from the replicaset controller about `obj`; a repeat bumps count and lastTimestamp."""
+    store = emulator.store
+    ev_rt = emulator.registry.get("", "v1", "events")
+    if ev_rt is None:
+        return
+    meta = obj["metadata"]
+    source = "replicaset-controller"
+    for ev in store.iter_raw(ev_rt, meta["namespace"]):
+        involved = ev.get("involvedObject") or {}
+        if (
+            involved.get("uid") == meta["uid"]
+            and ev.get("reason") == reason
+            and ev.get("message") == message
+            and (ev.get("source") or {}).get("component") == source
+        ):
+
+            def bump(o: dict) -> None:
+                o["count"] = int(o.get("count") or 1) + 1
+                o["lastTimestamp"] = _now()
+
+            store.mutate(ev_rt, meta["namespace"], ev["metadata"]["name"], bump)
+            return
+    now = _now()
+    store.create(
+        ev_rt,
+        {
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "kind": obj.get("kind", "ReplicaSet"),
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+                "apiVersion": obj.get("apiVersion", "apps/v1"),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "source": {"component": source},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "type": type_,
+            "reportingComponent": source,
+            "reportingInstance": "",
+        },
+        meta["namespace"],
+    )
+
+
 def _active(pod: dict) -> bool:
     return not pod["metadata"].get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in (
         "Succeeded",
@@ -279,6 +351,7 @@ class WorkloadController:
         # Owner uid -> names of its dependents, kept from watch events and our own creates (an informer's
         # index): listing a namespace per sync would cost O(objects) each time.
         self._children: dict[str, set[str]] = defaultdict(set)
+        self._backoff: dict[tuple[str, str, str], float] = {}  # ReplicaSets whose pod creates fail
 
     def _index(self, obj: dict, deleted: bool = False) -> None:
         owner = controller_of(obj)
@@ -380,9 +453,15 @@ class WorkloadController:
         want = (rs.get("spec") or {}).get("replicas", 1)
         pods = self._owned_pods(rs)
         active = [p for p in pods if _active(p)]
+        failure: ApiError | None = None
         if len(active) < want:
             for _ in range(want - len(active)):
-                pod = store.create(self._rt("pods"), new_pod(rs), namespace)
+                try:
+                    pod = store.create(self._rt("pods"), new_pod(rs), namespace)
+                except ApiError as err:  # e.g. refused by Pod Security admission
+                    failure = err
+                    self._failed_create(rs, err)
+                    break
                 self._index(pod)
                 active.append(pod)
                 log.info(
@@ -414,12 +493,34 @@ class WorkloadController:
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
         status = {k: v for k, v in status.items() if v or k == "replicas"}
+        if failure is None:
+            self._backoff.pop(("ReplicaSet", namespace, name), None)
+        conditions = replica_failure(rs, failure, len(active) - want)
+        if conditions:
+            status["conditions"] = conditions
         if status != (rs.get("status") or {}):
 
             def apply(o: dict) -> None:
                 o["status"] = status
 
             store.mutate(self._rt("replicasets"), namespace, name, apply)
+
+    def _failed_create(self, rs: dict, err: ApiError) -> None:
+        """What the replicaset controller does when a pod create fails: a FailedCreate Warning Event
+        (counted when it repeats, as client-go's recorder does) and a retry with backoff."""
+        meta = rs["metadata"]
+        record_event(self.emulator, rs, "Warning", "FailedCreate", f"Error creating: {err.message}")
+        key = ("ReplicaSet", meta["namespace"], meta["name"])
+        delay = self._backoff[key] = min(self._backoff.get(key, 0.5) * 2, 30.0)
+
+        def retry() -> None:
+            self._dirty.add(key)
+            self._wake.set()
+
+        try:
+            asyncio.get_running_loop().call_later(delay, retry)
+        except RuntimeError:  # called outside the controller's loop: the next sync retries
+            pass
 
     # ---------------------------------------------------------------- deployment controller
 
