@@ -31,7 +31,8 @@ def _requested(headers: Any) -> tuple[str, list[str], str, dict[str, list[str]]]
     extra: dict[str, list[str]] = {}
     for key, value in headers.items():
         if key.lower().startswith(EXTRA_PREFIX):
-            extra.setdefault(unquote(key[len(EXTRA_PREFIX) :]).lower(), []).append(value)
+            # lowercased, then %-decoded (so %41 stays "A"), as upstream
+            extra.setdefault(unquote(key[len(EXTRA_PREFIX) :].lower()), []).append(value)
     return name, groups, uid, extra
 
 
@@ -61,16 +62,6 @@ def impersonate(
         return user
     checks = [_user_attributes(name)]
     checks += [Attributes("impersonate", resource_request=True, resource="groups", name=g) for g in groups]
-    if uid:
-        checks.append(
-            Attributes(
-                "impersonate",
-                resource_request=True,
-                api_group="authentication.k8s.io",
-                resource="uids",
-                name=uid,
-            )
-        )
     for key, values in extra.items():
         checks += [
             Attributes(
@@ -83,13 +74,24 @@ def impersonate(
             )
             for value in values
         ]
+    if uid:
+        checks.append(
+            Attributes(
+                "impersonate",
+                resource_request=True,
+                api_group="authentication.k8s.io",
+                resource="uids",
+                name=uid,
+            )
+        )
     for attrs in checks:
         if not allowed(user, attrs):
             raise deny(user, attrs)
     resolved = list(groups)
     if not groups and name.startswith(SA_PREFIX) and checks[0].resource == "serviceaccounts":
         resolved = [SA_GROUP, f"{SA_GROUP}:{checks[0].namespace}"]
-    implied = UNAUTHENTICATED if name == ANONYMOUS else AUTHENTICATED
-    if implied not in resolved:
-        resolved.append(implied)
+    # as upstream: system:authenticated unless a system group was asked for (anonymous: unauthenticated)
+    implied = (UNAUTHENTICATED,) if name == ANONYMOUS else (AUTHENTICATED, UNAUTHENTICATED)
+    if not any(g in implied for g in resolved):
+        resolved.append(implied[0])
     return UserInfo(name, tuple(resolved), uid, extra)
