@@ -219,3 +219,271 @@ def test_anonymous_forged_expired_and_revoked(cluster: tuple[EmulatorThread, Pat
     assert _run(emu.kubeconfig, "delete", "serviceaccount", "kbmc", "-n", NS).returncode == 0
     proc = _run(sa, "get", "virtualmachine", "vm1")
     assert proc.returncode != 0 and "Unauthorized" in proc.stderr
+
+
+# --- the kbmc identity the controller writes: can-i, --list, whoami, impersonation -------------------
+KBMC_NS = "can-i"
+KBMC = f"system:serviceaccount:{KBMC_NS}:bmc-a-kbmc"
+OTHER_KBMC = f"system:serviceaccount:{KBMC_NS}:bmc-b-kbmc"
+SUBRESOURCES = [
+    ("virtualmachines", "start"),
+    ("virtualmachines", "stop"),
+    ("virtualmachines", "restart"),
+    ("virtualmachineinstances", "pause"),
+    ("virtualmachineinstances", "unpause"),
+]
+
+
+@pytest.fixture(scope="module")
+def kbmc(cluster: tuple[EmulatorThread, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BMC `bmc-a` (VM `vm-a`) and `bmc-b` (VM `vm-b`) in KBMC_NS, and a kubeconfig for bmc-a's kbmc
+    with exactly the ServiceAccount, Roles and RoleBindings the controller writes for it."""
+    from vmbmc.controller.children import BmcInfo
+    from vmbmc.demo.identity import install_kbmc_identity
+
+    emu, _ = cluster
+    docs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KBMC_NS}}]
+    for bmc, vm in (("bmc-a", "vm-a"), ("bmc-b", "vm-b")):
+        docs.append(_vm_doc(vm, KBMC_NS))
+        docs.append(
+            {
+                "apiVersion": "virtualmachine.kubevirt.io/v1",
+                "kind": "VirtualMachineBMC",
+                "metadata": {"name": bmc, "namespace": KBMC_NS},
+                "spec": {"virtualMachineRef": {"namespace": KBMC_NS, "name": vm}},
+            }
+        )
+    proc = _run(
+        emu.kubeconfig, "create", "--validate=false", "-f", "-", input="\n".join(map(json.dumps, docs))
+    )
+    assert proc.returncode == 0, proc.stderr
+    tmp = tmp_path_factory.mktemp("kbmc")
+    for bmc in ("bmc-a", "bmc-b"):
+        body = json.loads(_run(emu.kubeconfig, "get", "vmbmc", bmc, "-n", KBMC_NS, "-o", "json").stdout)
+        install_kbmc_identity(emu, BmcInfo.from_body(body), tmp / bmc)
+    return tmp / "bmc-a"
+
+
+def _vm_doc(name: str, namespace: str) -> dict:
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (("get", "virtualmachines/vm-a"), True),
+        (("watch", "virtualmachines/vm-a"), True),
+        (("patch", "virtualmachines/vm-a"), True),
+        (("get", "virtualmachineinstances/vm-a"), True),
+        (("get", "virtualmachines/vm-b"), False),
+        (("get", "virtualmachineinstances/vm-b"), False),
+        (("patch", "virtualmachinebmcs/bmc-a", "--subresource=status"), True),
+        (("get", "virtualmachinebmcs/bmc-a"), True),
+        (("patch", "virtualmachinebmcs/bmc-b", "--subresource=status"), False),
+        (("patch", "virtualmachinebmcs/bmc-a"), False),  # its spec is the controller's
+        (("create", "events"), True),
+        (("list", "events"), False),
+        (("get", "secrets"), False),
+        (("get", "secrets/bmc-a-credentials"), False),
+        (("delete", "virtualmachines/vm-a"), False),
+        (("list", "virtualmachines"), False),  # a list without a name is every VM
+        (("get", "virtualmachines/vm-a", "-n", "default"), False),
+        (("get", "virtualmachines/vm-a", "-A"), False),
+        # kubectl maps `virtualmachines` to kubevirt.io, so this asks about kubevirt.io's (non-existent)
+        # virtualmachines/start, not subresources.kubevirt.io's: "no", as against a real cluster
+        (("update", "virtualmachines/vm-a", "--subresource=start"), False),
+    ],
+)
+def test_kbmc_can_i(kbmc: Path, args: tuple[str, ...], allowed: bool) -> None:
+    namespace = () if "-n" in args or "-A" in args else ("-n", KBMC_NS)
+    proc = _run(kbmc, "auth", "can-i", *args, *namespace)
+    assert proc.stdout.strip().splitlines()[-1] == ("yes" if allowed else "no"), proc.stdout + proc.stderr
+    assert proc.returncode == (0 if allowed else 1), proc.stderr
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _pb(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def protobuf_ssar(**attributes: str) -> bytes:
+    """A SelfSubjectAccessReview as kubectl encodes it: "k8s\\0" + runtime.Unknown{typeMeta(1), raw(2)};
+    SelfSubjectAccessReview{spec(2){resourceAttributes(1){namespace(1) verb(2) group(3) version(4)
+    resource(5) subresource(6) name(7)}}} (k8s.io/api/authorization/v1/generated.proto)."""
+    numbers = {
+        "namespace": 1,
+        "verb": 2,
+        "group": 3,
+        "version": 4,
+        "resource": 5,
+        "subresource": 6,
+        "name": 7,
+    }
+    attrs = b"".join(_pb(numbers[k], v.encode()) for k, v in attributes.items())
+    type_meta = _pb(1, b"authorization.k8s.io/v1") + _pb(2, b"SelfSubjectAccessReview")
+    spec = _pb(1, attrs) if attributes else b""  # no attributes: a spec with neither field
+    return b"k8s\x00" + _pb(1, type_meta) + _pb(2, _pb(2, spec))
+
+
+@pytest.mark.parametrize(("resource", "subresource"), SUBRESOURCES)
+def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
+    cluster: tuple[EmulatorThread, Path], kbmc: Path, resource: str, subresource: str
+) -> None:
+    """`kubectl auth can-i` cannot name subresources.kubevirt.io's resources (its discovery lists only
+    `virtualmachines/start` and the like), so the review kubectl would post is posted here, as protobuf
+    with kubectl's Content-Type and Accept, under the kbmc's token."""
+    import httpx
+    import yaml
+
+    emu, _ = cluster
+    token = yaml.safe_load(kbmc.read_text())["users"][0]["user"]["token"]
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/vnd.kubernetes.protobuf",
+        "Accept": "application/vnd.kubernetes.protobuf,application/json",
+    }
+    url = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    with httpx.Client(base_url=emu.url, verify=str(emu.ca_file), headers=headers, timeout=10) as http:
+        for vm, allowed in (("vm-a", True), ("vm-b", False)):
+            body = protobuf_ssar(
+                namespace=KBMC_NS,
+                verb="update",
+                group="subresources.kubevirt.io",
+                version="v1",
+                resource=resource,
+                subresource=subresource,
+                name=vm,
+            )
+            answer = http.post(url, content=body)
+            assert answer.status_code == 201, answer.text
+            assert answer.headers["content-type"].startswith("application/json")
+            review = answer.json()
+            assert review["status"]["allowed"] is allowed, (vm, review)
+            assert review["spec"]["resourceAttributes"]["subresource"] == subresource
+        # another verb on its own VM's subresource is refused: only update is granted
+        answer = http.post(
+            url,
+            content=protobuf_ssar(
+                namespace=KBMC_NS,
+                verb="get",
+                group="subresources.kubevirt.io",
+                resource=resource,
+                subresource=subresource,
+                name="vm-a",
+            ),
+        )
+        assert answer.status_code == 201 and answer.json()["status"]["allowed"] is False
+        # a body with neither resourceAttributes nor nonResourceAttributes: 422, as upstream
+        answer = http.post(url, content=protobuf_ssar())
+        assert answer.status_code == 422 and "exactly one of" in answer.json()["message"]
+        # a malformed one (a length running past the end): 400, never a 500 or an answer
+        answer = http.post(url, content=protobuf_ssar(verb="get")[:-2])
+        assert answer.status_code == 400 and answer.json()["kind"] == "Status", answer.text
+
+
+def test_kbmc_can_i_list(kbmc: Path) -> None:
+    proc = _run(kbmc, "auth", "can-i", "--list", "-n", KBMC_NS)
+    assert proc.returncode == 0, proc.stderr
+    rows = {" ".join(line.split()) for line in proc.stdout.splitlines()}
+    for row in (
+        "virtualmachines.kubevirt.io [] [vm-a] [get list watch patch]",
+        "virtualmachineinstances.kubevirt.io [] [vm-a] [get list watch]",
+        "virtualmachines.subresources.kubevirt.io/start [] [vm-a] [update]",
+        "virtualmachineinstances.subresources.kubevirt.io/pause [] [vm-a] [update]",
+        "virtualmachinebmcs.virtualmachine.kubevirt.io [] [bmc-a] [get list watch]",
+        "virtualmachinebmcs.virtualmachine.kubevirt.io/status [] [bmc-a] [get patch]",
+        "events [] [] [create]",
+        "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]",
+    ):
+        assert row in rows, proc.stdout
+    assert "secrets" not in proc.stdout and "*.*" not in proc.stdout and "vm-b" not in proc.stdout
+    # in another namespace only what every authenticated user may do
+    other = _run(kbmc, "auth", "can-i", "--list", "-n", "default").stdout
+    assert "kubevirt.io" not in other and "selfsubjectaccessreviews" in other
+
+
+def test_whoami_admin_and_kbmc(cluster: tuple[EmulatorThread, Path], kbmc: Path) -> None:
+    emu, _ = cluster
+    proc = _run(emu.kubeconfig, "auth", "whoami", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"]["userInfo"] == {
+        "username": "admin",
+        "groups": ["system:masters", "system:authenticated"],
+    }
+    proc = _run(kbmc, "auth", "whoami")
+    assert proc.returncode == 0, proc.stderr
+    table = {line.split()[0]: line.split(None, 1)[1] for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert table["Username"] == KBMC
+    assert (
+        table["Groups"] == f"[system:serviceaccounts system:serviceaccounts:{KBMC_NS} system:authenticated]"
+    )
+
+
+def test_admin_impersonating_the_kbmc_gets_exactly_its_rights(
+    cluster: tuple[EmulatorThread, Path], kbmc: Path
+) -> None:
+    emu, _ = cluster
+    admin = emu.kubeconfig
+    as_kbmc = (f"--as={KBMC}", "-n", KBMC_NS)
+    info = json.loads(_run(admin, "auth", "whoami", "-o", "json", *as_kbmc).stdout)["status"]["userInfo"]
+    assert info == {
+        "username": KBMC,
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{KBMC_NS}", "system:authenticated"],
+    }
+    assert _run(admin, "auth", "can-i", "get", "virtualmachines/vm-a", *as_kbmc).stdout.strip() == "yes"
+    proc = _run(admin, "auth", "can-i", "get", "virtualmachines/vm-b", *as_kbmc)
+    assert proc.stdout.strip() == "no" and proc.returncode == 1
+    # the same listing as under its own token
+    listing = _run(admin, "auth", "can-i", "--list", *as_kbmc)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout == _run(kbmc, "auth", "can-i", "--list", "-n", KBMC_NS).stdout
+    # requests run as it, and are refused in its name
+    proc = _run(admin, "get", "vm", "vm-a", "-o", "name", *as_kbmc)
+    assert proc.returncode == 0 and proc.stdout.strip() == "virtualmachine.kubevirt.io/vm-a", proc.stderr
+    proc = _run(admin, "get", "vm", "vm-b", *as_kbmc)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        f'Error from server (Forbidden): virtualmachines.kubevirt.io "vm-b" is forbidden: User "{KBMC}" '
+        f'cannot get resource "virtualmachines" in API group "kubevirt.io" in the namespace "{KBMC_NS}"'
+    )
+    # --as-group replaces the ServiceAccount's groups (system:authenticated is still added)
+    proc = _run(admin, "auth", "whoami", "-o", "json", *as_kbmc, "--as-group=tenants")
+    assert json.loads(proc.stdout)["status"]["userInfo"]["groups"] == ["tenants", "system:authenticated"]
+    # a ServiceAccount subject matches the user name alone (as upstream), so its rights stay
+    proc = _run(admin, "auth", "can-i", "get", "virtualmachines/vm-a", *as_kbmc, "--as-group=tenants")
+    assert proc.stdout.strip() == "yes", proc.stderr
+
+
+def test_kbmc_cannot_impersonate(kbmc: Path) -> None:
+    proc = _run(kbmc, "get", "vm", "vm-a", "-n", KBMC_NS, "--as=admin")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        f'Error from server (Forbidden): users "admin" is forbidden: User "{KBMC}" cannot impersonate '
+        'resource "users" in API group "" at the cluster scope'
+    )
+    proc = _run(kbmc, "auth", "can-i", "get", "virtualmachines/vm-b", "-n", KBMC_NS, f"--as={OTHER_KBMC}")
+    assert proc.returncode != 0
+    assert (
+        f'serviceaccounts "bmc-b-kbmc" is forbidden: User "{KBMC}" cannot impersonate resource '
+        f'"serviceaccounts" in API group "" in the namespace "{KBMC_NS}"'
+    ) in proc.stderr
+    # not even itself: impersonating is a right of its own, and groups are checked too
+    proc = _run(kbmc, "get", "vm", "vm-a", "-n", KBMC_NS, f"--as={KBMC}", "--as-group=system:masters")
+    assert proc.returncode != 0
+    assert f'serviceaccounts "bmc-a-kbmc" is forbidden: User "{KBMC}" cannot impersonate' in proc.stderr
+    # `auth whoami` reports any 403 as "not enabled ... or you do not have permission"
+    proc = _run(kbmc, "auth", "whoami", "--as=admin")
+    assert proc.returncode != 0 and "do not have permission" in proc.stderr
