@@ -177,7 +177,15 @@ def run(args: argparse.Namespace) -> int:
         rbac=rbac is not None,
     ) as emu:
         ns_rt = emu.call(lambda: emu.emulator.registry.get("", "v1", "namespaces"))
-        system = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "virtualmachinebmc-system"}}
+        # as deploy/namespace.yaml: every workload in it must meet Pod Security `restricted`
+        restricted = {
+            f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
+        }
+        system = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "virtualmachinebmc-system", "labels": restricted},
+        }
         emu.call(emu.emulator.store.create, ns_rt, system, None)
         controller_kubeconfig = emu.kubeconfig
         if rbac is not None:
