@@ -66,6 +66,61 @@ def _answer(rt: ResourceType, body: dict, status: dict, namespace: str = "") -> 
     }
 
 
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+_STRING_FIELDS = {
+    "resourceAttributes": ("namespace", "verb", "group", "version", "resource", "subresource", "name"),
+    "nonResourceAttributes": ("path", "verb"),
+}
+
+
+def _cannot_unmarshal(rt: ResourceType, value: Any, go_field: str, go_type: str) -> ApiError:
+    """kube-apiserver's 400 for a field of the wrong JSON type (its decoder fails before any check)."""
+    json_type = _JSON_TYPES.get(type(value), "value")
+    return bad_request(
+        f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
+        f"{json_type} into Go struct field {go_field} of type {go_type}"
+    )
+
+
+def _typed_spec(rt: ResourceType, body: dict) -> dict:
+    """The body's spec (null → {}) once every field the review reads has its Go type; else the 400 the
+    decoder answers. A JSON null is Go's zero value, as upstream."""
+    spec = body.get("spec")
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise _cannot_unmarshal(rt, spec, f"{rt.kind}.spec", f"v1.{rt.kind.removeprefix('Local')}Spec")
+    for part, names in _STRING_FIELDS.items():
+        attrs = spec.get(part)
+        if attrs is None:
+            continue
+        go_struct = part[0].upper() + part[1:]
+        if not isinstance(attrs, dict):
+            raise _cannot_unmarshal(rt, attrs, f"{rt.kind}Spec.spec.{part}", f"v1.{go_struct}")
+        for name in names:
+            value = attrs.get(name)
+            if value is not None and not isinstance(value, str):
+                raise _cannot_unmarshal(rt, value, f"{go_struct}.spec.{part}.{name}", "string")
+    for name in ("user", "uid", "namespace", "token"):
+        value = spec.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _cannot_unmarshal(rt, value, f"{rt.kind}Spec.spec.{name}", "string")
+    groups = spec.get("groups")
+    if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+        raise _cannot_unmarshal(rt, groups, f"{rt.kind}Spec.spec.groups", "[]string")
+    extra = spec.get("extra")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise _cannot_unmarshal(rt, extra, f"{rt.kind}Spec.spec.extra", "map[string]v1.ExtraValue")
+        for value in extra.values():
+            if value is not None and not isinstance(value, list):
+                raise _cannot_unmarshal(rt, value, f"{rt.kind}Spec.spec.extra", "v1.ExtraValue")
+            if any(not isinstance(x, str) for x in value or ()):
+                bad = next(x for x in value if not isinstance(x, str))
+                raise _cannot_unmarshal(rt, bad, f"{rt.kind}Spec.spec.extra", "string")
+    return spec
+
+
 def _attributes(rt: ResourceType, spec: Any) -> Attributes:
     if not isinstance(spec, dict):
         spec = {}
@@ -134,38 +189,63 @@ def _subject(spec: dict) -> UserInfo:
 
 
 def self_subject_access_review(emulator: Any, namespace: str, body: dict) -> dict:
-    attrs = _attributes(SSAR, body.get("spec"))
+    attrs = _attributes(SSAR, _typed_spec(SSAR, body))
     return _answer(SSAR, body, _decide(emulator, _caller(), attrs))
 
 
+_NO_SUBJECT = {
+    "reason": "FieldValueInvalid",
+    "field": "spec.user",
+    "message": 'Invalid value: "": at least one of user or group must be specified',
+}
+
+
 def subject_access_review(emulator: Any, namespace: str, body: dict) -> dict:
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec = _typed_spec(SAR, body)
     attrs = _attributes(SAR, spec)
     if not spec.get("user") and not spec.get("groups"):
-        raise invalid(
-            SAR,
-            "",
-            [
-                {
-                    "reason": "FieldValueInvalid",
-                    "field": "spec.user",
-                    "message": 'Invalid value: "": at least one of user or group must be specified',
-                }
-            ],
-        )
+        raise invalid(SAR, "", [_NO_SUBJECT])
     return _answer(SAR, body, _decide(emulator, _subject(spec), attrs))
 
 
 def local_subject_access_review(emulator: Any, namespace: str, body: dict) -> dict:
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    """As upstream: the object's namespace defaults to the URL's (another one is a 400), then
+    ValidateLocalSubjectAccessReview's 422s: neither or both attributes, no user or group, a
+    resourceAttributes.namespace other than metadata.namespace, nonResourceAttributes at all."""
+    spec = _typed_spec(LSAR, body)
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    if meta.get("namespace") not in (None, "", namespace):
+        raise bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
     attrs = _attributes(LSAR, spec)
-    if not attrs.resource_request or attrs.namespace != namespace:
-        raise bad_request(f"spec.resourceAttributes.namespace must match namespace: {namespace}")
+    causes = []
+    if not spec.get("user") and not spec.get("groups"):
+        causes.append(_NO_SUBJECT)
+    if attrs.resource_request and attrs.namespace != namespace:
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "spec.resourceAttributes.namespace",
+                "message": f"Invalid value: {json.dumps(attrs.namespace)}: must match metadata.namespace",
+            }
+        )
+    if not attrs.resource_request:
+        non = json.dumps(spec.get("nonResourceAttributes"))
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "spec.nonResourceAttributes",
+                "message": f"Invalid value: {non}: disallowed on this kind of request",
+            }
+        )
+    if causes:
+        raise invalid(LSAR, "", causes)
     return _answer(LSAR, body, _decide(emulator, _subject(spec), attrs), namespace)
 
 
 def self_subject_rules_review(emulator: Any, namespace: str, body: dict) -> dict:
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec = _typed_spec(SSRR, body)
     ns = str(spec.get("namespace") or "")
     if not ns:
         raise bad_request("no namespace on request")
@@ -207,7 +287,7 @@ def self_subject_review(emulator: Any, namespace: str, body: dict) -> dict:
 
 
 def token_review(emulator: Any, namespace: str, body: dict) -> dict:
-    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    spec = _typed_spec(TOKEN_REVIEW, body)
     token = str(spec.get("token") or "")
     status: dict[str, Any] = {"user": {}}
     try:
