@@ -1,6 +1,7 @@
 """Real requests with a kbmc's token, under exactly the Roles the controller writes (contracts §8,
 issue 12): what its own VM, VMI, BMC and Events allow, and what every other object refuses, with
-kube-apiserver's 403 wording. The emulator enforces RBAC (its default)."""
+kube-apiserver's 403 wording. The emulator enforces RBAC (its default). What `kubectl auth can-i`,
+`whoami` and access reviews say for the same identity is in test_rbac_kubectl.py."""
 
 from __future__ import annotations
 
@@ -161,79 +162,3 @@ def test_events_cannot_be_read_or_changed(as_kbmc: Callable[..., Any]) -> None:
     must not bring reading or changing other Events with it."""
     _forbidden(as_kbmc("get", "events"), 'cannot list resource "events"')
     _forbidden(as_kbmc("delete", "event", "bmc-a.rights-test"), 'cannot delete resource "events"')
-
-
-@pytest.mark.parametrize(
-    ("args", "allowed"),
-    [
-        (("get", "virtualmachines/vm-a"), True),
-        (("patch", "virtualmachines/vm-a"), True),
-        (("watch", "virtualmachines/vm-a"), True),
-        (("get", "virtualmachineinstances/vm-a"), True),
-        (("get", "virtualmachinebmcs/bmc-a"), True),
-        (("patch", "virtualmachinebmcs/bmc-a", "--subresource=status"), True),
-        (("create", "events"), True),
-        (("get", "virtualmachines/vm-b"), False),
-        (("patch", "virtualmachines/vm-b"), False),
-        (("list", "virtualmachines"), False),
-        (("delete", "virtualmachines/vm-a"), False),
-        (("update", "virtualmachines/vm-a"), False),
-        (("get", "secrets"), False),
-        (("get", "secrets/bmc-a-credentials"), False),
-        (("patch", "virtualmachinebmcs/bmc-b", "--subresource=status"), False),
-        (("patch", "virtualmachinebmcs/bmc-a"), False),
-        (("list", "events"), False),
-    ],
-)
-def test_auth_can_i_agrees(as_kbmc: Callable[..., Any], args: tuple[str, ...], allowed: bool) -> None:
-    proc = as_kbmc("auth", "can-i", *args)
-    assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stdout + proc.stderr
-    assert proc.returncode == (0 if allowed else 1)
-
-
-@pytest.mark.parametrize(
-    ("resource", "name", "allowed"),
-    [
-        ("virtualmachines/start", "vm-a", True),
-        ("virtualmachines/stop", "vm-a", True),
-        ("virtualmachines/restart", "vm-a", True),
-        ("virtualmachineinstances/pause", "vm-a", True),
-        ("virtualmachineinstances/unpause", "vm-a", True),
-        ("virtualmachines/start", "vm-b", False),
-        ("virtualmachineinstances/pause", "vm-b", False),
-        ("virtualmachines/migrate", "vm-a", False),
-        ("virtualmachineinstances/console", "vm-a", False),
-    ],
-)
-def test_self_subject_access_review_of_kubevirt_subresources(
-    as_kbmc: Callable[..., Any], resource: str, name: str, allowed: bool
-) -> None:
-    """KubeVirt authorizes its subresources as `update` in subresources.kubevirt.io; a review names the
-    group exactly (kubectl auth can-i cannot map it from KubeVirt's discovery)."""
-    plural, _, sub = resource.partition("/")
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {
-            "resourceAttributes": {
-                "namespace": NS,
-                "verb": "update",
-                "group": "subresources.kubevirt.io",
-                "resource": plural,
-                "subresource": sub,
-                "name": name,
-            }
-        },
-    }
-    proc = as_kbmc("create", "--validate=false", "-f", "-", "-o", "json", input=json.dumps(review))
-    assert json.loads(_ok(proc))["status"]["allowed"] is allowed
-
-
-def test_whoami(as_kbmc: Callable[..., Any]) -> None:
-    info = json.loads(_ok(as_kbmc("auth", "whoami", "-o", "json")))["status"]["userInfo"]
-    assert info["username"] == USER
-    assert info["groups"] == [
-        "system:serviceaccounts",
-        f"system:serviceaccounts:{NS}",
-        "system:authenticated",
-    ]
