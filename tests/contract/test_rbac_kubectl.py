@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CRDS, KUBECTL
+from tests.k8s_protobuf import ssar
 from vmbmc.emulator.harness import EmulatorThread, write_kubeconfig
 
 NS = "tenant"
@@ -306,38 +307,6 @@ def test_kbmc_can_i(kbmc: Path, args: tuple[str, ...], allowed: bool) -> None:
     assert proc.returncode == (0 if allowed else 1), proc.stderr
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _pb(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def protobuf_ssar(**attributes: str) -> bytes:
-    """A SelfSubjectAccessReview as kubectl encodes it: "k8s\\0" + runtime.Unknown{typeMeta(1), raw(2)};
-    SelfSubjectAccessReview{spec(2){resourceAttributes(1){namespace(1) verb(2) group(3) version(4)
-    resource(5) subresource(6) name(7)}}} (k8s.io/api/authorization/v1/generated.proto)."""
-    numbers = {
-        "namespace": 1,
-        "verb": 2,
-        "group": 3,
-        "version": 4,
-        "resource": 5,
-        "subresource": 6,
-        "name": 7,
-    }
-    attrs = b"".join(_pb(numbers[k], v.encode()) for k, v in attributes.items())
-    type_meta = _pb(1, b"authorization.k8s.io/v1") + _pb(2, b"SelfSubjectAccessReview")
-    spec = _pb(1, attrs) if attributes else b""  # no attributes: a spec with neither field
-    return b"k8s\x00" + _pb(1, type_meta) + _pb(2, _pb(2, spec))
-
-
 @pytest.mark.parametrize(("resource", "subresource"), SUBRESOURCES)
 def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
     cluster: tuple[EmulatorThread, Path], kbmc: Path, resource: str, subresource: str
@@ -358,7 +327,7 @@ def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
     url = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
     with httpx.Client(base_url=emu.url, verify=str(emu.ca_file), headers=headers, timeout=10) as http:
         for vm, allowed in (("vm-a", True), ("vm-b", False)):
-            body = protobuf_ssar(
+            body = ssar(
                 namespace=KBMC_NS,
                 verb="update",
                 group="subresources.kubevirt.io",
@@ -376,7 +345,7 @@ def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
         # another verb on its own VM's subresource is refused: only update is granted
         answer = http.post(
             url,
-            content=protobuf_ssar(
+            content=ssar(
                 namespace=KBMC_NS,
                 verb="get",
                 group="subresources.kubevirt.io",
@@ -387,10 +356,10 @@ def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
         )
         assert answer.status_code == 201 and answer.json()["status"]["allowed"] is False
         # a body with neither resourceAttributes nor nonResourceAttributes: 422, as upstream
-        answer = http.post(url, content=protobuf_ssar())
+        answer = http.post(url, content=ssar())
         assert answer.status_code == 422 and "exactly one of" in answer.json()["message"]
         # a malformed one (a length running past the end): 400, never a 500 or an answer
-        answer = http.post(url, content=protobuf_ssar(verb="get")[:-2])
+        answer = http.post(url, content=ssar(verb="get")[:-2])
         assert answer.status_code == 400 and answer.json()["kind"] == "Status", answer.text
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from tests.k8s_protobuf import envelope, field, ssar
 from vmbmc.emulator.authn import ADMIN
 from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError
@@ -17,33 +18,6 @@ from vmbmc.emulator.protobuf import MAGIC, decode
 from vmbmc.emulator.server import create_app
 
 PROTOBUF = {"Content-Type": "application/vnd.kubernetes.protobuf"}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes | int) -> bytes:
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def envelope(api_version: str, kind: str, raw: bytes) -> bytes:
-    type_meta = _field(1, api_version.encode()) + _field(2, kind.encode())
-    return MAGIC + _field(1, type_meta) + _field(2, raw)
-
-
-def ssar(**attrs: str) -> bytes:
-    numbers = {"namespace": 1, "verb": 2, "group": 3, "resource": 5, "subresource": 6, "name": 7}
-    resource = b"".join(_field(numbers[k], v.encode()) for k, v in attrs.items())
-    return envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", _field(2, _field(1, resource)))
 
 
 def test_a_review_decodes_by_schema_and_skips_unknown_fields() -> None:
@@ -64,15 +38,15 @@ def test_a_review_decodes_by_schema_and_skips_unknown_fields() -> None:
             }
         },
     }
-    unknown = envelope("v1", "ConfigMap", _field(99, b"future") + _field(2, _field(1, b"k") + _field(2, b"")))
+    unknown = envelope("v1", "ConfigMap", field(99, b"future") + field(2, field(1, b"k") + field(2, b"")))
     assert decode(unknown) == {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": ""}}
 
 
 def test_negative_int64_and_bytes_fields() -> None:
-    spec = _field(4, (1 << 64) - 5)  # expirationSeconds -5, two's complement
-    token = decode(envelope("authentication.k8s.io/v1", "TokenRequest", _field(2, spec)))
+    spec = field(4, (1 << 64) - 5)  # expirationSeconds -5, two's complement
+    token = decode(envelope("authentication.k8s.io/v1", "TokenRequest", field(2, spec)))
     assert token["spec"] == {"expirationSeconds": -5}
-    secret = decode(envelope("v1", "Secret", _field(2, _field(1, b"password") + _field(2, b"\x00\xff"))))
+    secret = decode(envelope("v1", "Secret", field(2, field(1, b"password") + field(2, b"\x00\xff"))))
     assert secret["data"] == {"password": "AP8="}
 
 
@@ -87,10 +61,10 @@ def test_negative_int64_and_bytes_fields() -> None:
         (MAGIC + b"\x00\x01", 400),  # field number 0
         (envelope("v1", "Pod", b""), 415),  # a kind without a schema here
         (envelope("", "", b""), 400),
-        (envelope("v1", "ConfigMap", _field(2, _field(1, b"\xff\xfe") + _field(2, b"v"))), 400),  # not UTF-8
-        (envelope("v1", "Secret", _field(3, 7)), 400),  # a string field sent as a varint
-        (envelope("v1", "Secret", _field(1, 7)), 400),  # metadata sent as a varint
-        (MAGIC + _field(1, _field(1, b"v1") + _field(2, b"Secret")) + _field(3, b"gzip"), 400),
+        (envelope("v1", "ConfigMap", field(2, field(1, b"\xff\xfe") + field(2, b"v"))), 400),  # not UTF-8
+        (envelope("v1", "Secret", field(3, 7)), 400),  # a string field sent as a varint
+        (envelope("v1", "Secret", field(1, 7)), 400),  # metadata sent as a varint
+        (MAGIC + field(1, field(1, b"v1") + field(2, b"Secret")) + field(3, b"gzip"), 400),
     ],
 )
 def test_malformed_bodies(body: bytes, code: int) -> None:
@@ -110,7 +84,7 @@ def client() -> Iterator[TestClient]:
 
 
 def test_over_http_every_bad_body_is_a_status_and_nothing_is_created(client: TestClient) -> None:
-    for body in (b"\x00\x01garbage", MAGIC + b"\x0a\xff", envelope("v1", "ConfigMap", _field(1, 5))):
+    for body in (b"\x00\x01garbage", MAGIC + b"\x0a\xff", envelope("v1", "ConfigMap", field(1, 5))):
         answer = client.post("/api/v1/namespaces/default/configmaps", content=body, headers=PROTOBUF)
         assert answer.status_code == 400, answer.text
         assert answer.json()["kind"] == "Status"
@@ -126,7 +100,7 @@ def test_over_http_every_bad_body_is_a_status_and_nothing_is_created(client: Tes
 def test_a_body_of_another_kind_than_the_url_is_refused(client: TestClient) -> None:
     """A Secret posted to the ConfigMaps URL must not be stored as a ConfigMap."""
     secret = envelope(
-        "v1", "Secret", _field(1, _field(1, b"sneaky")) + _field(2, _field(1, b"k") + _field(2, b"v"))
+        "v1", "Secret", field(1, field(1, b"sneaky")) + field(2, field(1, b"k") + field(2, b"v"))
     )
     answer = client.post("/api/v1/namespaces/default/configmaps", content=secret, headers=PROTOBUF)
     assert answer.status_code == 400, answer.text
