@@ -12,6 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.testclient import TestClient
 
+from tests.unit.emulator.emulator_client import emulator_client
 from vmbmc.emulator.authn import ADMIN, UserInfo
 from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError
@@ -158,15 +159,7 @@ def test_one_refused_part_refuses_the_request(denied: str) -> None:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
-    emu = Emulator(authorization="RBAC")
-    emu.security.authn.add_static_token("admin", ADMIN)
-    emu.store.create(emu.registry.get("", "v1", "namespaces"), {"metadata": {"name": "ns"}})
-    for name in ("sa", "other"):
-        emu.store.create(emu.registry.get("", "v1", "serviceaccounts"), {"metadata": {"name": name}}, "ns")
-    with TestClient(create_app(emu), base_url="http://emulator") as c:
-        c.emu = emu  # type: ignore[attr-defined]
-        c.sa = {"Authorization": "Bearer " + emu.security.authn.issue_service_account_token("ns", "sa")[0]}  # type: ignore[attr-defined]
+    with emulator_client(("sa", "other")) as c:
         yield c
 
 

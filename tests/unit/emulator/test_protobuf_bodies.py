@@ -4,18 +4,15 @@ tests/contract/test_kubectl_generators_and_impersonation.py and test_rbac_kubect
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.k8s_protobuf import envelope, field, ssar
-from vmbmc.emulator.authn import ADMIN
-from vmbmc.emulator.emulator import Emulator
+from tests.unit.emulator.emulator_client import emulator_client
 from vmbmc.emulator.errors import ApiError
 from vmbmc.emulator.protobuf import MAGIC, decode
-from vmbmc.emulator.server import create_app
 
 PROTOBUF = {"Content-Type": "application/vnd.kubernetes.protobuf"}
 
@@ -75,11 +72,8 @@ def test_malformed_bodies(body: bytes, code: int) -> None:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
-    emu = Emulator(authorization="RBAC")
-    emu.security.authn.add_static_token("admin-token", ADMIN)
-    with TestClient(create_app(emu), base_url="http://emulator") as c:
-        c.headers["Authorization"] = "Bearer admin-token"
+    with emulator_client() as c:
+        c.headers["Authorization"] = "Bearer admin"
         yield c
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
-from vmbmc.emulator.authn import ADMIN
-from vmbmc.emulator.emulator import Emulator
+from tests.unit.emulator.emulator_client import emulator_client
 from vmbmc.emulator.rbac import GROUP
-from vmbmc.emulator.server import create_app
 
 ADMIN_H = {"Authorization": "Bearer admin"}
 RBAC_API = f"/apis/{GROUP}/v1"
@@ -24,13 +21,7 @@ SA_GROUPS = '["system:serviceaccounts" "system:serviceaccounts:ns" "system:authe
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
-    emu = Emulator(authorization="RBAC")
-    emu.security.authn.add_static_token("admin", ADMIN)
-    emu.store.create(emu.registry.get("", "v1", "namespaces"), {"metadata": {"name": "ns"}})
-    emu.store.create(emu.registry.get("", "v1", "serviceaccounts"), {"metadata": {"name": "sa"}}, "ns")
-    with TestClient(create_app(emu), base_url="http://emulator") as c:
-        c.sa = {"Authorization": "Bearer " + emu.security.authn.issue_service_account_token("ns", "sa")[0]}  # type: ignore[attr-defined]
+    with emulator_client() as c:
         yield c
 
 

@@ -5,16 +5,13 @@ protobuf: test_protobuf_bodies.py; impersonation headers: test_impersonation.py.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from vmbmc.emulator.authn import ADMIN
-from vmbmc.emulator.emulator import Emulator
-from vmbmc.emulator.server import create_app
+from tests.unit.emulator.emulator_client import emulator_client
 
 ADMIN_H = {"Authorization": "Bearer admin"}
 AUTHZ = "/apis/authorization.k8s.io/v1"
@@ -27,13 +24,7 @@ SA = "system:serviceaccount:ns:sa"
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests may have closed the loop
-    emu = Emulator(authorization="RBAC")
-    emu.security.authn.add_static_token("admin", ADMIN)
-    emu.store.create(emu.registry.get("", "v1", "namespaces"), {"metadata": {"name": "ns"}})
-    emu.store.create(emu.registry.get("", "v1", "serviceaccounts"), {"metadata": {"name": "sa"}}, "ns")
-    with TestClient(create_app(emu), base_url="http://emulator", raise_server_exceptions=False) as c:
-        c.sa = {"Authorization": "Bearer " + emu.security.authn.issue_service_account_token("ns", "sa")[0]}  # type: ignore[attr-defined]
+    with emulator_client(raise_server_exceptions=False) as c:
         yield c
 
 
