@@ -8,12 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.waiting import wait_until
 from vmbmc.controller.children import BmcInfo
 from vmbmc.demo.identity import install_kbmc_identity
 from vmbmc.demo.samples import sample_vm
@@ -80,14 +80,6 @@ def _forbidden(proc: subprocess.CompletedProcess[str], message: str) -> None:
     assert "(Forbidden)" in proc.stderr and message in proc.stderr, proc.stderr
 
 
-def _until(fn: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[..., Any]) -> None:
     assert _ok(as_kbmc("get", "vm", "vm-a", "-o", "name")).strip() == "virtualmachine.kubevirt.io/vm-a"
     by_name = _ok(as_kbmc("get", "vms", "--field-selector", "metadata.name=vm-a", "-o", "name"))
@@ -99,7 +91,7 @@ def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[...
         proc = as_kbmc("get", "vmi", "vm-a", "-o", "jsonpath={.status.phase}")
         return proc.returncode == 0 and proc.stdout == "Running"
 
-    _until(running, "its VMI Running (read with its own rights)")
+    wait_until(running, 15, "its VMI Running (read with its own rights)")
     for action in ("pause", "unpause"):
         _ok(
             as_kbmc("replace", "--raw", f"{SUB}/virtualmachineinstances/vm-a/{action}", "-f", "-", input="{}")

@@ -8,7 +8,6 @@ namespaces that enforce, warn and audit `restricted`; kubectl prints no warning 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.waiting import wait_until
 from vmbmc.controller import children
 from vmbmc.emulator.podsecurity import evaluate
 
@@ -42,17 +42,6 @@ def _apply(kubectl: Callable[..., Any], *docs: dict, check: bool = True) -> Any:
 
 def _get(kubectl: Callable[..., Any], ns: str, *args: str) -> list[dict]:
     return json.loads(kubectl("-n", ns, "get", *args, "-o", "json").stdout)["items"]
-
-
-def _wait(what: str, fn: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _pod(name: str, **spec: Any) -> dict:
@@ -166,9 +155,10 @@ def test_a_deployment_with_a_bad_template_is_warned_and_its_pods_fail(kubectl):
     proc = kubectl("-n", "psa-workload", "apply", "--validate=false", "-f", "-", input=json.dumps(deployment))
     assert proc.stdout.strip() == "deployment.apps/web created"
     assert proc.stderr.strip() == 'Warning: would violate PodSecurity "restricted:latest": ' + BARE_POD_DETAIL
-    events = _wait(
-        "a FailedCreate event",
+    events = wait_until(
         lambda: [e for e in _get(kubectl, "psa-workload", "events") if e.get("reason") == "FailedCreate"],
+        20,
+        "a FailedCreate event",
     )
     (rs,) = _get(kubectl, "psa-workload", "replicasets")
     rs_name = rs["metadata"]["name"]
@@ -179,13 +169,14 @@ def test_a_deployment_with_a_bad_template_is_warned_and_its_pods_fail(kubectl):
     assert event["message"].endswith(
         '" is forbidden: violates PodSecurity "restricted:latest": ' + BARE_POD_DETAIL
     )
-    rs = _wait(
-        "the ReplicaFailure condition",
+    rs = wait_until(
         lambda: [
             r
             for r in _get(kubectl, "psa-workload", "replicasets")
             if (r.get("status") or {}).get("conditions")
         ],
+        20,
+        "the ReplicaFailure condition",
     )[0]
     (cond,) = rs["status"]["conditions"]
     assert (cond["type"], cond["status"], cond["reason"]) == ("ReplicaFailure", "True", "FailedCreate")
@@ -213,7 +204,7 @@ def test_the_generated_kbmc_deployment_meets_restricted(kubectl, bmc):
     assert proc.stdout.strip() == f"deployment.apps/{deployment['metadata']['name']} created"
     assert proc.stderr == ""  # no `Warning: would violate PodSecurity …`
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    (pod,) = _wait("the kbmc pod", lambda: _get(kubectl, "psa-kbmc", "pods", "-l", selector))
+    (pod,) = wait_until(lambda: _get(kubectl, "psa-kbmc", "pods", "-l", selector), 20, "the kbmc pod")
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     events = [e for e in _get(kubectl, "psa-kbmc", "events") if e.get("reason") == "FailedCreate"]
     assert events == []
@@ -236,5 +227,5 @@ def test_the_shipped_controller_deployment_meets_restricted(kubectl):
     stored = json.loads(kubectl("get", "namespace", system, "-o", "json").stdout)
     assert RESTRICTED.items() <= stored["metadata"]["labels"].items()
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    _wait("the controller pod", lambda: _get(kubectl, system, "pods", "-l", selector))
+    wait_until(lambda: _get(kubectl, system, "pods", "-l", selector), 20, "the controller pod")
     assert [e for e in _get(kubectl, system, "events") if e.get("reason") == "FailedCreate"] == []

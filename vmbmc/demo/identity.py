@@ -54,11 +54,6 @@ def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
     from vmbmc.controller import children, naming
 
     store, reg = emu.emulator.store, emu.emulator.registry
-    plurals = {
-        "ServiceAccount": ("", "v1", "serviceaccounts"),
-        "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
-        "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    }
     for build in (
         children.service_account,
         children.bmc_role,
@@ -69,5 +64,7 @@ def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
         obj = build(bmc)
         if not bmc.uid:
             obj["metadata"].pop("ownerReferences", None)
-        emu.call(store.create, reg.get(*plurals[obj["kind"]]), obj, obj["metadata"]["namespace"])
+        group, _, version = obj["apiVersion"].rpartition("/")
+        plural = "serviceaccounts" if obj["kind"] == "ServiceAccount" else PLURALS[obj["kind"]]
+        emu.call(store.create, reg.get(group, version, plural), obj, obj["metadata"]["namespace"])
     emu.write_service_account_kubeconfig(kubeconfig, bmc.namespace, naming.kbmc_name(bmc.name))

@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.samples import sample_vm
@@ -102,16 +102,7 @@ class Api:
         return self.create(vm)
 
 
-def until(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll `fn` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
-        time.sleep(0.1)
+until = wait_until  # the suite's short name
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
-from kbmc_process import wait_until
 from machine_cluster import ROOT, crd_files
 
 from tests.conftest import KUBECTL
+from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.cluster import ready_endpoint
 from vmbmc.demo.identity import install_controller_identity

@@ -11,9 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
-from kbmc_process import wait_until
 from machine_cluster import Cluster, crd_files
 
+from tests.waiting import wait_until
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.emulator.harness import EmulatorThread
 

@@ -19,17 +19,6 @@ VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 USER, PASSWORD = "admin", "kbmc-test-pw-16c"  # 16 characters: IPMI 1.5 and 2.0 both take it
 
 
-def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
-    """Poll `pred` until it returns something true, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def free_udp_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:

@@ -9,8 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from kbmc_process import KbmcProcess, wait_until
+from kbmc_process import KbmcProcess
 from machine_cluster import Cluster
+
+from tests.waiting import wait_until
 
 INTERFACES = [("lan", ()), ("lanplus", ()), ("lanplus", ("-C", "3")), ("lanplus", ("-C", "17"))]
 
