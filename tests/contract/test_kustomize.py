@@ -37,7 +37,9 @@ def test_overlay_with_namespace_and_images(tmp_path: Path) -> None:
             {
                 "resources": ["../base/deploy"],
                 "namespace": "elsewhere",
-                "images": [{"name": "vmbmc", "newName": "registry.example:5000/v/vmbmc", "digest": "sha256:ab"}],
+                "images": [
+                    {"name": "vmbmc", "newName": "registry.example:5000/v/vmbmc", "digest": "sha256:ab"}
+                ],
             }
         )
     )

@@ -15,11 +15,12 @@ from vmbmc.machine.boot import boot_mode
 from vmbmc.machine.observe import run_strategy
 from vmbmc.machine.types import Disk, Inventory, Nic
 
-
 # resource.Quantity's suffixes (k8s.io/apimachinery/pkg/api/resource): binary, decimal, and an exponent.
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+_QUANTITY = re.compile(
+    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?"
+)
 
 
 def parse_quantity(value: Any) -> Decimal | None:
@@ -142,4 +143,3 @@ def inventory(
         boot_mode=boot_mode(vm),
         run_strategy=run_strategy(vm),
     )
-
