@@ -16,7 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--leader-elect", action="store_true", help="take the Lease vmbmc-controller first")
     parser.add_argument("--health-port", type=int, default=8080, help="/healthz, /readyz, /metrics (0: any)")
-    parser.add_argument("--kbmc-image", default="vmbmc:dev", help="image of the kbmc pods")
+    parser.add_argument(
+        "--kbmc-image", help="image of the kbmc pods (default: the controller's own, read from its pod)"
+    )
     parser.add_argument("--no-auto-create", action="store_true", help="do not create a BMC for every VM")
     parser.add_argument(
         "--vm-namespace-selector",

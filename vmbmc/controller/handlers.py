@@ -260,6 +260,20 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
             await kube.delete(state.api, n.KIND, namespace, name)
         return None
 
+    @kopf.timer(
+        *BMC,
+        registry=reg,
+        id="pod_check",
+        interval=opts.pod_check_seconds,
+        initial_delay=opts.pod_check_seconds,
+        when=lambda status, **_: _waiting_for_kbmc(status),
+    )
+    async def pod_check(namespace: str, name: str, **_: Any) -> None:
+        """A pod that cannot start (ErrImagePull, CrashLoopBackOff) changes no Deployment field; look
+        at it again while the BMC waits for its kbmc, so the Ready condition says why."""
+        await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
+        return None
+
     # --- kbmc Deployments: readiness, and re-creating a deleted one ---------------------------------
     @kopf.on.event(
         "apps",
@@ -285,6 +299,12 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         await _with_retries(state, "deployment", recreate)
 
     return reg
+
+
+def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == "KbmcNotReady" for c in status.get("conditions") or []
+    )
 
 
 def _first_value(store: Any) -> Any:

@@ -72,7 +72,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.vm_role_binding(info))
     await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
     await kube.apply(state.api, ch.network_policy(info))
-    await kube.apply(state.api, ch.deployment(info, state.options.kbmc_image, secret))
+    await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
     svc = await kube.apply(state.api, ch.service(info))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
@@ -112,13 +112,28 @@ async def update_ready(state: State, namespace: str, name: str) -> None:
     async with lock:
         deployment = await kube.get(state.api, "Deployment", namespace, n.kbmc_name(name))
         ok = deployment_ready(deployment)
-        cond = kube.condition(
-            "Ready",
-            ok,
-            "KbmcReady" if ok else "KbmcNotReady",
-            "the kbmc pod is ready" if ok else "waiting for the kbmc pod to become ready",
-        )
+        message = "the kbmc pod is ready" if ok else "waiting for the kbmc pod to become ready"
+        if not ok and deployment is not None:
+            stuck = await pod_problem(state, deployment)
+            message = f"{message}: {stuck}" if stuck else message
+        cond = kube.condition("Ready", ok, "KbmcReady" if ok else "KbmcNotReady", message)
         await kube.patch_status(state.api, namespace, name, {"ready": ok}, [cond])
+
+
+async def pod_problem(state: State, deployment: dict[str, Any]) -> str | None:
+    """Why the Deployment's pod is not running, as its kubelet reports it (ErrImagePull,
+    ImagePullBackOff, CrashLoopBackOff, …): a container's waiting reason and message, or None."""
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    meta = deployment["metadata"]
+    for pod in await kube.list_items(state.api, "Pod", meta["namespace"], selector):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                where = f"pod {pod['metadata']['name']} container {cs.get('name')}"
+                return f"{where} is {waiting['reason']}{detail}"
+    return None
 
 
 async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]) -> str:
