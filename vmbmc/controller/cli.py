@@ -16,6 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--leader-elect", action="store_true", help="take the Lease vmbmc-controller first")
     parser.add_argument("--health-port", type=int, default=8080, help="/healthz, /readyz, /metrics (0: any)")
+    parser.add_argument("--health-address", default="0.0.0.0", help="address of the health port")
     parser.add_argument(
         "--kbmc-image", help="image of the kbmc pods (default: the controller's own, read from its pod)"
     )
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         leader_elect=args.leader_elect,
         health_port=args.health_port,
+        health_address=args.health_address,
         kbmc_image=args.kbmc_image,
         auto_create=not args.no_auto_create,
         vm_namespace_selector=args.vm_namespace_selector,
