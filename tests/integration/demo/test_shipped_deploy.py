@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import KUBECTL, ROOT
+from tests.processes import kbmc_pid
 from tests.waiting import wait_until
 from vmbmc import manifests
 from vmbmc.demo.cluster import ready_endpoint
@@ -94,20 +95,6 @@ def ipmitool_status(host: str, user: str, password: str) -> str:
         timeout=30,
     )
     return out.stdout.strip()
-
-
-def kbmc_pid(address: str) -> int | None:
-    """The kbmc process serving `address`, found by its command line as an operator's tools would."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if "kbmc" in argv and "--address" in argv and argv[argv.index("--address") + 1] == address:
-            return int(entry.name)
-    return None
 
 
 def test_overlay_image_runs_every_pod_and_addresses_survive_restarts(tmp_path: Path) -> None:
