@@ -81,6 +81,13 @@ def ports_free(address: str, ports: Iterable[tuple[int, int]]) -> bool:
         return False
 
 
+def kbmc_ports_free(address: str) -> bool:
+    """The kbmc's container ports (IPMI, Redfish, health) are free on `address`."""
+    return ports_free(
+        address, ((socket.SOCK_DGRAM, 10623), (socket.SOCK_STREAM, 8443), (socket.SOCK_STREAM, 8081))
+    )
+
+
 class LocalPodRunner:
     def __init__(
         self,
