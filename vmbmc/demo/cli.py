@@ -106,8 +106,9 @@ async def _serve(
         return 0
     try:
         endpoints = waiting.result()
-    except TimeoutError as err:
-        raise TimeoutError(f"{err}; the pods' logs are in {runner.workdir / 'pods'}") from None
+    except (TimeoutError, RuntimeError) as err:
+        print(f"vmbmc demo: {err}; the pods' logs are in {runner.workdir / 'pods'}", file=sys.stderr)
+        return 1
     if args.endpoints_file:
         write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
     _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)

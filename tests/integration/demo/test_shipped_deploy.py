@@ -9,21 +9,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import KUBECTL, ROOT
 from tests.processes import kbmc_pid
 from tests.waiting import wait_until
 from vmbmc import manifests
-from vmbmc.demo.cluster import ready_endpoint
+from vmbmc.demo.cluster import controller_failure, ready_endpoint
 from vmbmc.demo.install import with_controller_args
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
@@ -192,3 +194,36 @@ def test_a_kbmc_image_the_node_lacks_is_told_in_the_bmc_condition(tmp_path: Path
         waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
         assert waiting["reason"] in ("ErrImagePull", "ImagePullBackOff"), waiting
         assert pod["status"]["phase"] == "Pending"
+
+
+def _without_pods_rule(objects: list[dict]) -> list[dict]:
+    out = copy.deepcopy(objects)
+    for obj in out:
+        if obj["kind"] == "ClusterRole":
+            obj["rules"] = [r for r in obj["rules"] if "pods" not in r.get("resources", [])]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("broken", "logged"),
+    [
+        (
+            lambda objs: with_controller_args(objs, ["--no-such-flag"]),
+            "unrecognized arguments: --no-such-flag",
+        ),
+        (_without_pods_rule, "cannot list resource"),
+    ],
+    ids=["wrong flag", "missing rule"],
+)
+def test_a_broken_deploy_stops_the_controller_pod(tmp_path: Path, broken: Callable, logged: str) -> None:
+    """What runs is what deploy/ says: a flag the controller does not know or a rule it lacks makes its
+    pod exit (and `vmbmc demo` say so), as it would in a cluster."""
+    objects = broken(manifests.deploy_documents())
+    with cluster(tmp_path, manifests.controller_image(objects)) as emu:
+        kubectl(emu.kubeconfig, "apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all(objects))
+        why = wait_until(
+            lambda: emu.call(controller_failure, emu), timeout=60, what="the controller pod failing"
+        )
+        assert "exited" in why, why
+        (log,) = (tmp_path / "work" / "pods").glob("*-vmbmc-controller-*/controller.log")
+        assert logged in log.read_text()
