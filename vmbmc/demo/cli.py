@@ -60,10 +60,11 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
     for b in bmcs:
         lines.append(f"  VM {b.vm}  user {b.username}  password {b.password}")
         if b.ipmi_host is not None:
-            lines.append(
-                f"    ipmitool -I lanplus -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
-                f"-P {shlex.quote(b.password)} power status"
-            )
+            for interface in ("lanplus", "lan"):  # IPMI 2.0, and the seed's IPMI 1.5 flow
+                lines.append(
+                    f"    ipmitool -I {interface} -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
+                    f"-P {shlex.quote(b.password)} power status"
+                )
         if b.redfish is not None:
             system = f"{b.redfish}/Systems/{b.vm.split('/', 1)[1]}"
             lines.append(f"    curl -sk -u {b.username}:{shlex.quote(b.password)} {system}")
