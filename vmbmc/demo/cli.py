@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 import shlex
+import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +17,7 @@ from vmbmc.demo.identity import install_controller_identity, rbac_file
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.usage import UsageError, check_port_free, port, writable_dir
 
 log = logging.getLogger("vmbmc.demo")
 
@@ -45,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", metavar="DIR", help="where the kubeconfig goes (default: a temporary dir)"
     )
-    parser.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any)")
+    parser.add_argument("--port", type=port, default=0, help="API server port on 127.0.0.1 (default: any)")
     parser.add_argument(
         "--standalone",
         action="store_true",
@@ -107,6 +108,7 @@ async def _serve(
         health_port=0,
         health_address="127.0.0.1",
         redfish_default=args.redfish or args.redfish_http,
+        redfish_insecure_http_default=args.redfish_http,
         identity="vmbmc-demo",
     )
     ready = asyncio.Event()
@@ -161,11 +163,20 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if args.vms < 1:
-        print("vmbmc demo: --vms must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--vms must be at least 1")
+    check_port_free("--port", "127.0.0.1", args.port)
+    if args.workdir:
+        return _run(args, writable_dir("--workdir", Path(args.workdir)))
+    # A temporary workdir holds kubeconfigs and passwords: it goes when the demo does.
+    workdir = Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     started = time.monotonic()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
     # With the controller, the emulator enforces RBAC and every process runs under its own identity;
     # the standalone BMCs use the admin kubeconfig.
