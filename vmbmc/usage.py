@@ -65,6 +65,7 @@ def check_kubeconfig(path: str | None) -> None:
     if path:
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             raise UsageError(f"--kubeconfig {path}: no such readable file; give the path of a kubeconfig")
+        _check_kubeconfig_file("--kubeconfig", path)
         return
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         if not IN_CLUSTER_TOKEN.is_file():
@@ -76,10 +77,28 @@ def check_kubeconfig(path: str | None) -> None:
     candidates = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     if not candidates:
         candidates = [str(Path.home() / ".kube" / "config")]
-    if not any(os.path.isfile(p) for p in candidates):
+    found = [p for p in candidates if os.path.isfile(p)]
+    if not found:
         raise UsageError(
             f"no kubeconfig (looked at {', '.join(candidates)}) and not in a pod: give --kubeconfig PATH "
             "or set KUBECONFIG"
+        )
+    _check_kubeconfig_file("kubeconfig", found[0])
+
+
+def _check_kubeconfig_file(what: str, path: str) -> None:
+    """A file that is not a kubeconfig at all (a typo'd path, a token file) is named before a client
+    library fails on it with a message about its own internals."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UsageError(f"{what} {path}: cannot be read as YAML ({err.__class__.__name__})") from None
+    if not isinstance(doc, dict) or not doc.get("clusters") or not doc.get("current-context"):
+        raise UsageError(
+            f"{what} {path}: not a kubeconfig (it needs clusters and a current-context); "
+            "give your cluster's kubeconfig"
         )
 
 

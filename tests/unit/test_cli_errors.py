@@ -84,6 +84,16 @@ def test_controller_without_kubeconfig(tmp_path: Path) -> None:
     )
     line = one_line(vmbmc("controller", "--kubeconfig", str(tmp_path / "nope")))
     assert "no such readable file" in line
+    (tmp_path / "token").write_text("just-a-token\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "username").write_text("admin")
+    (creds / "password").write_text("pw")
+    for command in (["controller"], ["kbmc", "--vm", "a/b", "--credentials-dir", str(creds)]):
+        line = one_line(vmbmc(*command, "--kubeconfig", str(tmp_path / "token")))
+        assert line.endswith(
+            "not a kubeconfig (it needs clusters and a current-context); give your cluster's kubeconfig"
+        )
 
 
 def test_unwritable_workdir(tmp_path: Path) -> None:
