@@ -76,6 +76,7 @@ def test_e2e_flows_against_the_demo(tmp_path: Path) -> None:
             "e2e passed",
         ):
             assert step in log, (step, log[-4000:])
+        _client_pods_are_admitted(kubeconfig, env)
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
@@ -83,6 +84,36 @@ def test_e2e_flows_against_the_demo(tmp_path: Path) -> None:
         finally:
             if demo.poll() is None:
                 os.killpg(demo.pid, signal.SIGKILL)
+
+
+def _client_pods_are_admitted(kubeconfig: str, env: dict[str, str]) -> None:
+    """The client pods of E2E_CLIENT=pod cannot run here, but their manifest is what a cluster gets: the
+    system namespace's Pod Security `restricted` admits it without a warning, and it carries every label
+    the controller's NetworkPolicy asks of a client."""
+    kubectl = [KUBECTL, "--kubeconfig", kubeconfig, "-n", "virtualmachinebmc-system"]
+    manifest = subprocess.run(
+        ["bash", "-c", f'. "{ROOT}/e2e/lib.sh" && client_pod_json e2e-client-check img ipmitool -V'],
+        capture_output=True, text=True, timeout=30, env=env, check=True,
+    ).stdout  # fmt: skip
+    created = subprocess.run(
+        [*kubectl, "create", "--validate=false", "-f", "-"], input=manifest, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert created.returncode == 0 and "Warning" not in created.stderr, created
+
+    def get(*what: str) -> dict:
+        out = subprocess.run(
+            [*kubectl, "get", *what, "-o", "json"], capture_output=True, text=True, timeout=30
+        )
+        return json.loads(out.stdout)
+
+    labels = get("pod", "e2e-client-check")["metadata"]["labels"]
+    policies = get("networkpolicy")["items"]
+    assert policies, "the controller writes a NetworkPolicy per BMC"
+    for policy in policies:
+        rule = next(r for r in policy["spec"]["ingress"] if 10623 in {p["port"] for p in r["ports"]})
+        selectors = [peer["podSelector"].get("matchLabels", {}) for peer in rule["from"]]
+        assert any(sel.items() <= labels.items() for sel in selectors), (policy["spec"], labels)
 
 
 def test_kind_e2e_refuses_bad_arguments(tmp_path: Path) -> None:
