@@ -6,8 +6,9 @@ import string
 
 import pytest
 
+from vmbmc import selectors
 from vmbmc.controller import children as ch
-from vmbmc.controller import kube, selectors
+from vmbmc.controller import conditions, kube
 from vmbmc.controller.cli import configure
 
 
@@ -82,14 +83,15 @@ def test_merge_conditions_keeps_transition_time() -> None:
         {"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "T0"},
         {"type": "PoweredOn", "status": "False", "reason": "x", "message": "y", "lastTransitionTime": "T1"},
     ]
-    merged = kube.merge_conditions(old, [kube.condition("Ready", True, "r2", "m2")], 3)
+    merged = conditions.merge(old, [conditions.condition("Ready", True, "r2", "m2")], "T9", 3)
     ready = next(c for c in merged if c["type"] == "Ready")
     assert (
         ready["lastTransitionTime"] == "T0" and ready["reason"] == "r2" and ready["observedGeneration"] == 3
     )
     assert any(c["type"] == "PoweredOn" and c["lastTransitionTime"] == "T1" for c in merged)
-    flipped = kube.merge_conditions(old, [kube.condition("Ready", False, "r", "m")], 3)
-    assert next(c for c in flipped if c["type"] == "Ready")["lastTransitionTime"] != "T0"
+    flipped = conditions.merge(old, [conditions.condition("Ready", False, "r", "m")], "T9", 3)
+    assert next(c for c in flipped if c["type"] == "Ready")["lastTransitionTime"] == "T9"
+    assert [c["type"] for c in flipped] == ["Ready", "PoweredOn"]  # a list-map: order kept
 
 
 def test_cli_flags() -> None:
