@@ -376,7 +376,7 @@ def _resumed(vmi: str, since: str, now: str, to_state: str = ON) -> Transition:
 def initial_memory(obs: Observed) -> Memory | None:
     """The first observation of a BMC: its state, no transition. A transitional state counts as the state
     being left, so the transition that completes it is recorded."""
-    if obs.state in SETTLED:
+    if obs.state in SETTLED and (obs.vmi or obs.state == OFF):
         return Memory(obs.state, obs.vmi, obs.paused_since, obs.boot, obs.end)
     if obs.state == POWERING_ON:
         return Memory(OFF, "", "", obs.boot)
@@ -403,9 +403,14 @@ def step(memory: Memory | None, obs: Observed, now: str) -> tuple[Memory | None,
             fallback = STOPPED_API if obs.run_strategy == "Halted" else VMI_DELETED
             found.append(_powered_off(memory, end, fallback, now))
         new = Memory(OFF, obs.vmi or memory.vmi, "", obs.boot or memory.boot, end if end else obs.end)
-    elif obs.state in (ON, PAUSED_STATE):
+    elif obs.state in (ON, PAUSED_STATE) and obs.vmi:
+        # (Running with no VMI known: the VM's status is ahead of what this observer has of its VMI, e.g.
+        # a cache not filled yet. The state stands; the history waits for the VMI that identifies it.)
         found += _to_running(memory, obs, end, now)
-        new = Memory(obs.state, obs.vmi, obs.paused_since, obs.boot or memory.boot, None)
+        # Evidence of how this very VMI is ending is kept: the VM's `ready` may lag a VMI that has failed
+        # or shut down (the state still reads On), and the next observation may show it gone.
+        kept = end if end is not None and end.vmi == obs.vmi else None
+        new = Memory(obs.state, obs.vmi, obs.paused_since, obs.boot or memory.boot, kept)
     else:  # transitional or unknown: nothing settled yet, keep collecting evidence
         new = replace(memory, boot=obs.boot or memory.boot)
     if memory.boot and obs.boot and obs.boot != memory.boot:

@@ -435,6 +435,38 @@ def test_the_kbmc_restore_explains_a_boot_change() -> None:
     assert entry["cause"] == "Request" and entry["message"] == "by the kbmc (request r1-restore-abc)"
 
 
+def test_a_vm_status_ahead_of_its_vmi_invents_nothing() -> None:
+    """The VM reads ready before this observer has its VMI (a cache filling up): the state is On, but no
+    transition is recorded until the VMI that identifies it is known."""
+    ready = kv(vm(), vmi("a"))
+    assert ready is not None
+    assert tr.observe(ready, None).state == "On"
+    memory, found = tr.step(None, tr.observe(ready, None), NOW)
+    assert memory is None and found == []
+    before = tr.Memory("On", "a", boot=tr.boot_hash(ready))
+    memory, found = tr.step(before, tr.observe(ready, None), NOW)
+    assert found == [] and memory == before
+    _, found = tr.step(memory, tr.observe(ready, vmi("a")), NOW)
+    assert found == []
+
+
+def test_a_failure_seen_while_the_vm_still_reads_ready_is_kept() -> None:
+    """virt-controller updates the VM after the VMI: a failed VMI may first be seen with `ready` still
+    true (the state reads On). Its evidence is kept, so the replacement VMI is a power-off (VMI failed)
+    and a power-on, not a restart."""
+    running = kv(vm(), vmi("a"))
+    assert running is not None
+    failed = vmi("a", "Failed", ended=T1)
+    memory, _ = tr.step(None, tr.observe(running, vmi("a")), NOW)
+    memory, found = tr.step(memory, tr.observe(running, failed), NOW)  # the VM's status lags
+    assert found == [] and memory is not None and memory.end is not None
+    _, found = tr.step(memory, tr.observe(kv(vm(), vmi("b", running=T2)), vmi("b", running=T2)), NOW)
+    assert [(t.reason, t.external) for t in found] == [
+        ("PoweredOff", tr.VMI_FAILED),
+        ("PoweredOn", "started again by KubeVirt (runStrategy Always)"),
+    ]
+
+
 def test_the_vm_id_is_salted() -> None:
     (on,) = run([(vm("Halted"), None), (vm(), vmi("a"))])
     assert on.vm_id == tr.transition_id("vm", "a", "PoweredOn") != on.id
