@@ -207,6 +207,7 @@ class PowerRecorder:
             instance=self.instance,
             recorded=t.time,
             at=seen_at,
+            effect=True,
         )
         await create_event(self.api, body)  # False (409): written before, by us or another BMC's recorder
 

@@ -14,6 +14,12 @@ def rfc3339(at: datetime.datetime | None = None) -> str:
     return (at or now()).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_up(at: datetime.datetime) -> str:
+    """A metav1.Time not before `at`: its whole second, or the next one when `at` falls inside it."""
+    ceiling = at if at.microsecond == 0 else at.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    return rfc3339(ceiling)
+
+
 def micro(at: datetime.datetime | None = None) -> str:
     """A metav1.MicroTime (an Event's eventTime): microseconds, so Events of one second keep their order."""
     return (at or now()).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,12 +1,15 @@
 """core/v1 Events, the one writer for the kbmc's and the controller's Events.
 
 Each Event has a name derived from what it records, so a retried or repeated write is a 409 (already
-there), never a copy. It carries a microsecond `eventTime`, and with it what kube-apiserver then requires
-(`action`, `reportingComponent`, `reportingInstance`; pkg/apis/core/validation/events.go). It has no
-`lastTimestamp`: kubectl sorts Events on `lastTimestamp` when it is set, and that field has whole seconds
-only, so a request and the transition it caused within one second could be listed in either order;
-without it kubectl sorts on `eventTime`. `firstTimestamp` (seconds) is what was recorded: the request's
-or the transition's time.
+there), never a copy. It carries a microsecond `eventTime` (when it was seen), and with it what
+kube-apiserver then requires (`action`, `reportingComponent`, `reportingInstance`;
+pkg/apis/core/validation/events.go). `firstTimestamp` is the time of what it records (a request's time,
+a transition's time as KubeVirt recorded it).
+
+`lastTimestamp` (when it was recorded) orders the list: `kubectl describe` sorts Events on it alone, in
+whole seconds, and keeps the API server's order (by name) between equal ones. So a request's Event takes
+the second it was made in, and a transition's Event the second after it was seen (rounded up): a request
+is listed before the transition it caused even when both fall within one second.
 """
 
 from __future__ import annotations
@@ -50,10 +53,14 @@ def event_body(
     instance: str,
     recorded: str = "",
     at: datetime.datetime | None = None,
+    effect: bool = False,
 ) -> dict[str, Any]:
     """The Event `name` about the object `about` (an involvedObject). `recorded`: the time the Event is
-    about (seconds, e.g. a VMI's phase transition), default `at`; `at`: when it was seen (eventTime)."""
+    about (seconds, e.g. a VMI's phase transition), default `at`; `at`: when it was seen (eventTime).
+    `effect`: it records the effect of a request (a transition): its lastTimestamp is rounded up."""
     at = at or clock.now()
+    first = recorded or clock.rfc3339(at)
+    last = max(first, clock.rfc3339_up(at)) if effect else first
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -63,7 +70,8 @@ def event_body(
         "reason": reason[:REASON_LIMIT],
         "message": message[:MESSAGE_LIMIT],
         "action": action[:ACTION_LIMIT],
-        "firstTimestamp": recorded or clock.rfc3339(at),
+        "firstTimestamp": first,
+        "lastTimestamp": last,
         "eventTime": clock.micro(at),
         "count": 1,
         "source": {"component": component},
