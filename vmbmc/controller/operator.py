@@ -22,7 +22,8 @@ from vmbmc.controller.image import kbmc_image
 from vmbmc.controller.leader import LeaderElector
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
-from vmbmc.controller.state import State, make_recorder
+from vmbmc.controller.recorder import PowerRecorder
+from vmbmc.controller.state import State
 from vmbmc.health import HealthServer
 from vmbmc.kubevirt.client import ApiClient
 
@@ -79,7 +80,7 @@ class Controller:
         log.info("health, readiness and metrics on port %d", self.health_port)
         elector: LeaderElector | None = None
         holder: asyncio.Task[None] | None = None
-        recorder = make_recorder(api, opts.identity)
+        recorder = PowerRecorder(api, opts.identity)
         try:
             if opts.leader_elect:
                 elector = LeaderElector(
