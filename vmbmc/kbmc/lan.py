@@ -93,7 +93,7 @@ class LanChannel:
         self.credentials = credentials
         self.limiter = limiter
         self.identity = identity
-        self.table = table or SessionTable()
+        self.table = table if table is not None else SessionTable()  # an empty table is falsy
         self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"))
 
     # --- entry -----------------------------------------------------------------------------
