@@ -29,9 +29,9 @@ from vmbmc.kbmc.commands import (
     Caller,
     Commands,
 )
-from vmbmc.kbmc.ratelog import RateLimitedLog
 from vmbmc.kbmc.sessions import Handshake, Priv, SeqWindow, Session, SessionTable
 from vmbmc.kbmc.wire import Malformed, Request
+from vmbmc.ratelog import RateLimitedLog
 
 log = logging.getLogger("vmbmc.kbmc.requests")
 
@@ -94,7 +94,7 @@ class LanChannel:
         self.limiter = limiter
         self.identity = identity
         self.table = table if table is not None else SessionTable()  # an empty table is falsy
-        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"))
+        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"), on_note=metrics.DROPPED.inc)
 
     # --- entry -----------------------------------------------------------------------------
     def handle(self, datagram: bytes, client: Client) -> Answer:
