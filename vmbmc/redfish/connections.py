@@ -10,7 +10,8 @@ A stalled or half-open connection must not cost a BMC its memory or its clients.
 - the TLS handshake must finish within `tls_handshake`, a request's headers within `header`
   seconds of its first byte (of the connection, for a new one), its body within `body` seconds of
   the headers; an idle keep-alive connection is closed after `keep_alive` seconds;
-- TLS read buffers are 64 KiB instead of asyncio's 256 KiB, so the peak stays small;
+- TLS read buffers are 64 KiB instead of asyncio's 256 KiB, so the peak stays small, and when a
+  burst of connections has closed the freed heap is handed back to the OS (`return_memory`);
 - HTTP that h11 cannot parse but can still answer gets a Redfish JSON 400 with the headers every
   answer carries, and one log line per client address per minute.
 """
@@ -18,6 +19,8 @@ A stalled or half-open connection must not cost a BMC its memory or its clients.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import enum
 import itertools
 import json
@@ -52,8 +55,8 @@ class ConnectionLimits:
     header: float = 10.0
     body: float = 30.0
     keep_alive: int = 15
-    per_client: int = 32
-    total: int = 128
+    per_client: int = 16
+    total: int = 64
 
 
 class Phase(enum.Enum):
@@ -85,6 +88,8 @@ class ConnectionGuard:
         self._per_client: dict[str, int] = {}
         self.refused = self.evicted = self.timed_out = self.malformed = 0
         self.notes = RateLimitedLog(log)
+        self._high = 0  # most connections open since memory was last returned
+        self._closed = 0  # connections closed since then
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -103,6 +108,7 @@ class ConnectionGuard:
             self._drop(victim)
         conn = _Conn(key, client, transport)
         self._conns[key] = conn
+        self._high = max(self._high, len(self._conns))
         self._per_client[client] = self._per_client.get(client, 0) + 1
         return conn
 
@@ -114,6 +120,11 @@ class ConnectionGuard:
                 self._per_client[conn.client] = left
             else:
                 del self._per_client[conn.client]
+            self._closed += 1
+            burst_over = self._high >= 32 and len(self._conns) <= self._high // 4
+            if burst_over or self._closed >= 128:  # also during a long churn at the cap
+                self._high, self._closed = len(self._conns), 0
+                return_memory()
 
     def close_all(self) -> None:
         for conn in list(self._conns.values()):
@@ -146,6 +157,24 @@ class ConnectionGuard:
 
 
 _keys = itertools.count(1)  # connection keys (ids of dead objects are reused)
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def return_memory() -> None:
+    """Give freed heap pages back to the OS. Connection buffers (TLS, h11) are freed when a burst of
+    connections closes, but glibc keeps the pages in its heap: RSS would stay at the burst's peak."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
