@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, KbmcProcess, kbmc_kubeconfig, start_kbmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 
 from tests.rmcp_client import Console, ipmi_message, md5_code, udp_transport
@@ -42,6 +43,28 @@ def fresh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[Kbm
     kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
     proc = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}")
     yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def fresh_redfish(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[tuple[KbmcProcess, str]]:
+    """A kbmc of its own serving HTTPS Redfish too."""
+    name = f"hardrf-{time.monotonic_ns()}"
+    cluster.create_vm(f"{name}-vm")
+    body = {
+        "apiVersion": "virtualmachine.kubevirt.io/v1",
+        "kind": "VirtualMachineBMC",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "virtualMachineRef": {"namespace": "default", "name": f"{name}-vm"},
+            "redfish": {"enabled": True},
+        },
+    }
+    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
+    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
+    port = free_tcp_port()
+    proc = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}", extra=("--redfish-port", str(port)))
+    yield proc, f"https://127.0.0.1:{port}"
     proc.stop()
 
 
@@ -119,6 +142,31 @@ def test_rmcpplus_held_address_waits_on_unknown_users_and_bad_rakp3(fresh: KbmcP
     ok = fresh.ipmitool("chassis", "power", "status", extra=ONE_TRY)
     assert ok.returncode == 0, ok.stderr
     assert delayed_count(fresh, "lanplus") == 2
+
+
+# --- Redfish -----------------------------------------------------------------------------------------
+def test_redfish_held_address_waits_on_failures_only(fresh_redfish: tuple[KbmcProcess, str]) -> None:
+    kbmc, url = fresh_redfish
+    sessions = "/redfish/v1/SessionService/Sessions"
+    with httpx.Client(base_url=url, verify=False, timeout=15) as http:
+        for _ in range(5):
+            assert http.get("/redfish/v1/Systems", auth=(USER, "wrong-password")).status_code == 401
+        assert delayed_count(kbmc, "redfish") == 0
+        answer, took = timed(lambda: http.get("/redfish/v1/Systems", auth=(USER, "wrong-password")))
+        assert answer.status_code == 401 and took >= HOLD_DELAY * 0.95  # type: ignore[attr-defined]
+        login = {"UserName": USER, "Password": "wrong-password"}
+        answer, took = timed(lambda: http.post(sessions, json=login))
+        assert answer.status_code == 401 and took >= HOLD_DELAY * 0.95  # type: ignore[attr-defined]
+        assert delayed_count(kbmc, "redfish") == 2
+        # correct credentials: Basic and a session login, answered on the undelayed path
+        assert http.get("/redfish/v1/Systems", auth=(USER, PASSWORD)).status_code == 200
+        assert http.post(sessions, json={"UserName": USER, "Password": PASSWORD}).status_code == 201
+        assert delayed_count(kbmc, "redfish") == 2
+        # no credentials, or a forged token, are not failed logins: plain 401s, not delayed
+        assert http.get("/redfish/v1/Systems").status_code == 401
+        assert http.get("/redfish/v1/Systems", headers={"X-Auth-Token": "forged"}).status_code == 401
+        assert delayed_count(kbmc, "redfish") == 2
+    assert kbmc.logs().count("failed-login limit reached") == 1
 
 
 # --- a spoofed Open Session flood --------------------------------------------------------------------
