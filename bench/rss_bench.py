@@ -86,9 +86,24 @@ def create(emu: EmulatorThread, plural: str, group: str, body: dict[str, Any]) -
 def ipmi_traffic(ipmi_port: int, requests: int) -> None:
     for _ in range(requests):
         subprocess.run(
-            ["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(ipmi_port), "-U", USER, "-P",
-             PASSWORD, "power", "status"],
-            check=True, capture_output=True, timeout=30,
+            [
+                "ipmitool",
+                "-I",
+                "lanplus",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(ipmi_port),
+                "-U",
+                USER,
+                "-P",
+                PASSWORD,
+                "power",
+                "status",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
 
 
@@ -113,24 +128,45 @@ def measure_kbmc(emu: EmulatorThread, work: Path, index: int, redfish: bool, req
         "apiVersion": "virtualmachine.kubevirt.io/v1",
         "kind": "VirtualMachineBMC",
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"virtualMachineRef": {"namespace": NAMESPACE, "name": name}, "redfish": {"enabled": redfish}},
+        "spec": {
+            "virtualMachineRef": {"namespace": NAMESPACE, "name": name},
+            "redfish": {"enabled": redfish},
+        },
     }
     bmc = create(emu, "virtualmachinebmcs", "virtualmachine.kubevirt.io", bmc_body)
     kubeconfig = work / f"{name}.kubeconfig"
-    info = BmcInfo(namespace=NAMESPACE, name=name, uid=bmc["metadata"]["uid"], vm_namespace=NAMESPACE,
-                   vm_name=name)
+    info = BmcInfo(
+        namespace=NAMESPACE, name=name, uid=bmc["metadata"]["uid"], vm_namespace=NAMESPACE, vm_name=name
+    )
     install_kbmc_identity(emu, info, kubeconfig)
     creds = work / f"{name}-credentials"
     creds.mkdir()
     (creds / "username").write_text(USER)
     (creds / "password").write_text(PASSWORD)
-    ipmi, health, https = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), free_port(
-        socket.SOCK_STREAM)
+    ipmi, health, https = (
+        free_port(socket.SOCK_DGRAM),
+        free_port(socket.SOCK_STREAM),
+        free_port(socket.SOCK_STREAM),
+    )
     log = work / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
     env["VMBMC_RESTRICTED"] = "1"  # as in a pod: name-restricted lists and watches only
-    cmd = [VMBMC, "kbmc", "--bmc", f"{NAMESPACE}/{name}", "--kubeconfig", str(kubeconfig), "--address",
-           "127.0.0.1", "--ipmi-port", str(ipmi), "--health-port", str(health), "--credentials-dir", str(creds)]
+    cmd = [
+        VMBMC,
+        "kbmc",
+        "--bmc",
+        f"{NAMESPACE}/{name}",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--address",
+        "127.0.0.1",
+        "--ipmi-port",
+        str(ipmi),
+        "--health-port",
+        str(health),
+        "--credentials-dir",
+        str(creds),
+    ]
     if redfish:
         cmd += ["--redfish-port", str(https)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -169,15 +205,18 @@ def measure_controller(emu: EmulatorThread, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=20, help="client requests per protocol")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="vmbmc-rss-") as tmp,
-        EmulatorThread(kubeconfig=Path(tmp) / "kubeconfig", crds=[ROOT / "crds" / "virtualmachinebmc.yaml"])
-        as emu,
+        EmulatorThread(
+            kubeconfig=Path(tmp) / "kubeconfig", crds=[ROOT / "crds" / "virtualmachinebmc.yaml"]
+        ) as emu,
     ):
         work = Path(tmp)
         rows["kbmc, IPMI"] = measure_kbmc(emu, work, 1, False, args.requests)

@@ -85,12 +85,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     machine = None
     try:
         if args.health_port >= 0:
-            from prometheus_client import generate_latest
-
             from vmbmc.health import HealthServer
+            from vmbmc.kbmc.metrics import render
 
             # Ready once the VM watch has synced: before that the BMC would answer from nothing.
-            health = HealthServer(generate_latest, args.address, args.health_port, ready_check=hub.ready)
+            health = HealthServer(render, args.address, args.health_port, ready_check=hub.ready)
             health.ready_reason = "watch not synced"
             await health.start()
         if args.bmc:
