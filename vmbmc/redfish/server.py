@@ -20,7 +20,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from vmbmc.redfish.tls import self_signed_certificate
+from vmbmc.redfish.tls import self_signed_certificate_apart
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,8 @@ class RedfishServer:
 
 
 def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: str | None,
-            http: bool) -> tuple[uvicorn.Config, Path | None]:
-    tls_dir = None
-    if not http and not tls_cert:
-        names = (host,) if host not in ("", "0.0.0.0", "::") else ()
-        cert_path, key_path = self_signed_certificate(names=names)
-        tls_cert, tls_key, tls_dir = str(cert_path), str(key_path), cert_path.parent
-    config = uvicorn.Config(
+            http: bool) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -128,7 +123,6 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    return config, tls_dir
 
 
 async def serve(
@@ -147,7 +141,12 @@ async def serve(
     """
     if tls_cert and not tls_key:
         raise ValueError("tls_cert needs tls_key")
-    config, tls_dir = _config(app, host, port, tls_cert, tls_key, http)
+    tls_dir = None
+    if not http and not tls_cert:
+        names = (host,) if host not in ("", "0.0.0.0", "::") else ()
+        cert_path, key_path = await self_signed_certificate_apart(names)
+        tls_cert, tls_key, tls_dir = str(cert_path), str(key_path), cert_path.parent
+    config = _config(app, host, port, tls_cert, tls_key, http)
     sock = _bind(host, port)
     server = _EmbeddedServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=f"redfish:{port}")
