@@ -7,7 +7,11 @@ its own ServiceAccount (deploy/rbac.yaml). The emulator runs in this process. Fi
 /proc/PID/status: VmRSS once the process is Ready (its watches synced), again after it has served
 clients (ipmitool `power status`, Redfish GETs of the System), and VmHWM (the peak).
 
-    python bench/rss_bench.py [--requests 20] [--json]
+The processes run `PYTHON -m vmbmc`: `--python` picks another interpreter (a venv with only the runtime
+dependencies, as the image has them: kopf imports `kubernetes` and `kubernetes_asyncio` when they are
+installed), `--source` another checkout of vmbmc (put first on PYTHONPATH, e.g. the code before a change).
+
+    python bench/rss_bench.py [--requests 20] [--python PATH] [--source DIR] [--json]
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from vmbmc.demo.identity import install_controller_identity, install_kbmc_identi
 from vmbmc.demo.samples import sample_vm  # noqa: E402
 from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 
-VMBMC = str(Path(sys.executable).with_name("vmbmc"))
+VMBMC = [sys.executable, "-m", "vmbmc"]  # --python replaces the interpreter
+ENV: dict[str, str] = {}  # --source sets PYTHONPATH
 USER, PASSWORD = "admin", "bench-password16"
 NAMESPACE = "default"
 
@@ -149,10 +154,10 @@ def measure_kbmc(emu: EmulatorThread, work: Path, index: int, redfish: bool, req
         free_port(socket.SOCK_STREAM),
     )
     log = work / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"} | ENV
     env["VMBMC_RESTRICTED"] = "1"  # as in a pod: name-restricted lists and watches only
     cmd = [
-        VMBMC,
+        *VMBMC,
         "kbmc",
         "--bmc",
         f"{NAMESPACE}/{name}",
@@ -169,7 +174,7 @@ def measure_kbmc(emu: EmulatorThread, work: Path, index: int, redfish: bool, req
     ]
     if redfish:
         cmd += ["--redfish-port", str(https)]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
     try:
         wait_ready(proc, health, log)
         time.sleep(1.0)  # let start-up garbage settle
@@ -193,8 +198,9 @@ def measure_controller(emu: EmulatorThread, work: Path) -> dict[str, Any]:
     install_controller_identity(emu, rbac, kubeconfig)
     health = free_port(socket.SOCK_STREAM)
     log = work / "controller.log"
-    cmd = [VMBMC, "controller", "--kubeconfig", str(kubeconfig), "--health-port", str(health)]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    cmd = [*VMBMC, "controller", "--kubeconfig", str(kubeconfig), "--health-port", str(health)]
+    env = dict(os.environ) | ENV
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=work)
     try:
         wait_ready(proc, health, log)
         time.sleep(3.0)  # the existing VMs and BMCs reconciled
@@ -209,8 +215,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=20, help="client requests per protocol")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs `-m vmbmc`")
+    parser.add_argument("--source", help="a vmbmc checkout to run instead of this one")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    VMBMC[0] = args.python
+    if args.source:
+        ENV["PYTHONPATH"] = os.pathsep.join(filter(None, (args.source, os.environ.get("PYTHONPATH"))))
     rows: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="vmbmc-rss-") as tmp,
@@ -221,7 +232,7 @@ def main() -> int:
         work = Path(tmp)
         rows["kbmc, IPMI"] = measure_kbmc(emu, work, 1, False, args.requests)
         rows["kbmc, IPMI + Redfish"] = measure_kbmc(emu, work, 2, True, args.requests)
-        rows["controller, 2 BMCs"] = measure_controller(emu, work)
+        rows["controller (2 VMs with BMCs)"] = measure_controller(emu, work)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
