@@ -124,9 +124,10 @@ class ApiClient:
     ) -> Any:
         target = path + ("?" + urlencode(params) if params else "")
         for attempt in (1, 2):
+            headers = await self._headers(content_type)  # outside the timeout: an exec plugin has its own
             try:
                 async with asyncio.timeout(timeout):
-                    resp = await self._http.request(method, target, await self._headers(content_type), data)
+                    resp = await self._http.request(method, target, headers, data)
             except (TimeoutError, HttpError) as exc:
                 raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
             # 401: a rotated token or an expired exec credential; fetch it again and retry once.

@@ -4,7 +4,8 @@ Why not aiohttp: importing it costs ~16 MiB of RSS in every kbmc pod, and the AP
 JSON bodies with a Content-Length, chunked watch streams, keep-alive, TLS. What it does:
 
 - one origin (scheme, host, port) per client; a pool of idle keep-alive connections; a connection is
-  pooled again only after its response was read to the end (a cancelled request closes it);
+  pooled again only after its response was read to the end (a cancelled request closes it); at most
+  64 requests in flight, the rest wait (watch streams are not counted);
 - a request on a pooled connection that the server had already closed (no byte of an answer) is sent
   again once on a new connection, for every method: the server never saw it;
 - bodies: Content-Length, chunked, or until the server closes; no compression is asked for.
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT = 5.0
 MAX_IDLE = 16  # idle connections kept per client
+MAX_REQUESTS = 64  # requests in flight per client (watches not counted: they last), as aiohttp's default
 MAX_LINE = 64 * 1024  # status and header lines
 MAX_HEADERS = 200
 
@@ -73,6 +75,7 @@ class HttpClient:
         self.server_name = server_name
         self._idle: list[_Conn] = []
         self._open: set[_Conn] = set()
+        self._slots = asyncio.Semaphore(MAX_REQUESTS)
 
     # --- connections ---------------------------------------------------------------------------
     async def _connect(self) -> _Conn:
@@ -196,6 +199,12 @@ class HttpClient:
         self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
     ) -> Response:
         """One request; the whole answer. `target`: path and query. Raises HttpError."""
+        async with self._slots:
+            return await self._request(method, target, headers, body)
+
+    async def _request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> Response:
         conn, resp = await self._exchange(method, target, headers, body)
         try:
             chunks = [c async for c in _body(conn.reader, resp, method)]

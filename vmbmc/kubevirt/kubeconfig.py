@@ -143,6 +143,9 @@ class ExecPlugin:
             raise KubeConfigError(
                 f"exec plugin {self.command!r}: no answer within {self.timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            proc.kill()  # the caller gave up: do not leave the plugin running
+            raise
         if proc.returncode != 0:
             detail = err_out.decode(errors="replace").strip()[:500]
             raise KubeConfigError(f"exec plugin {self.command!r} exited {proc.returncode}: {detail}")
