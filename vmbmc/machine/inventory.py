@@ -7,7 +7,6 @@ them cached, the PersistentVolumeClaims of the VM's namespace (for disk sizes).
 from __future__ import annotations
 
 import math
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
