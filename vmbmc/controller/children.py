@@ -91,9 +91,11 @@ def credentials_secret(b: BmcInfo, username: str, password: str) -> dict[str, An
     }
 
 
-def bmc_role(b: BmcInfo) -> dict[str, Any]:
-    """The kbmc's rights in the BMC's namespace: its own BMC and its status, and creating Events."""
-    return {
+def bmc_role(b: BmcInfo, shared_secret: str | None = None) -> dict[str, Any]:
+    """The kbmc's rights in the BMC's namespace: its own BMC and its status, and creating Events. A
+    shared kbmc reads the BMC's credentials Secret by name too (`shared_secret`): a mounted volume would
+    need a pod restart for every added BMC."""
+    role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": b.meta(n.bmc_role_name(b.name)),
@@ -114,6 +116,11 @@ def bmc_role(b: BmcInfo) -> dict[str, Any]:
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
+    if shared_secret:
+        role["rules"].append(
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [shared_secret], "verbs": ["get"]}
+        )
+    return role
 
 
 def vm_role(b: BmcInfo) -> dict[str, Any]:
@@ -161,22 +168,36 @@ def _vm_ns_meta(b: BmcInfo, name: str) -> dict[str, Any]:
     return meta
 
 
-def _binding(b: BmcInfo, meta: dict[str, Any], role: str) -> dict[str, Any]:
+def _binding(b: BmcInfo, meta: dict[str, Any], role: str, account: str | None) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": meta,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-        "subjects": [{"kind": "ServiceAccount", "name": n.kbmc_name(b.name), "namespace": b.namespace}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": account or n.kbmc_name(b.name), "namespace": b.namespace}
+        ],
     }
 
 
-def bmc_role_binding(b: BmcInfo) -> dict[str, Any]:
-    return _binding(b, b.meta(n.bmc_role_name(b.name)), n.bmc_role_name(b.name))
+def bmc_role_binding(b: BmcInfo, account: str | None = None) -> dict[str, Any]:
+    """Bound to the BMC's own ServiceAccount, or to `account` (the shared kbmc's)."""
+    return _binding(b, b.meta(n.bmc_role_name(b.name)), n.bmc_role_name(b.name), account)
 
 
-def vm_role_binding(b: BmcInfo) -> dict[str, Any]:
-    return _binding(b, _vm_ns_meta(b, n.vm_role_name(b.name)), n.vm_role_name(b.name))
+def vm_role_binding(b: BmcInfo, account: str | None = None) -> dict[str, Any]:
+    return _binding(b, _vm_ns_meta(b, n.vm_role_name(b.name)), n.vm_role_name(b.name), account)
+
+
+def _pod_selector(b: BmcInfo, shared: bool) -> dict[str, Any]:
+    """The kbmc pod of this BMC: its own, or the namespace's shared one. The other mode's keys are null,
+    so a merge patch removes them when the BMC switches modes."""
+    if shared:
+        return {n.LABEL_BMC: None, "app.kubernetes.io/name": "vmbmc", "app.kubernetes.io/component": SHARED}
+    return {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"}
+
+
+SHARED = "kbmc-shared"  # the shared kbmc pod's component label (vmbmc.controller.shared)
 
 
 def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
@@ -267,12 +288,14 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
     }
 
 
-def service(b: BmcInfo) -> dict[str, Any]:
+def service(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any]:
+    """`targets`: in shared mode, this BMC's own (IPMI, Redfish) ports in the shared pod."""
+    ipmi_target, redfish_target = targets or (IPMI_PORT, REDFISH_PORT)
     ports: list[dict[str, Any]] = []
     if b.ipmi:
-        ports.append({"name": "ipmi", "port": 623, "targetPort": IPMI_PORT, "protocol": "UDP"})
+        ports.append({"name": "ipmi", "port": 623, "targetPort": ipmi_target, "protocol": "UDP"})
     if b.redfish:
-        ports.append({"name": "redfish", "port": 443, "targetPort": REDFISH_PORT, "protocol": "TCP"})
+        ports.append({"name": "redfish", "port": 443, "targetPort": redfish_target, "protocol": "TCP"})
     if not ports:
         # A Service needs a port; the health port keeps it valid when both front ends are off.
         ports.append({"name": "health", "port": HEALTH_PORT, "targetPort": HEALTH_PORT, "protocol": "TCP"})
@@ -282,33 +305,34 @@ def service(b: BmcInfo) -> dict[str, Any]:
         "metadata": b.meta(n.kbmc_name(b.name)),
         "spec": {
             "type": b.service_type,
-            "selector": {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"},
+            "selector": _pod_selector(b, targets is not None),
             "ports": ports,
         },
     }
 
 
-def network_policy(b: BmcInfo) -> dict[str, Any]:
+def network_policy(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any]:
     """Only pods labelled as BMC clients reach this BMC's kbmc ports (contracts §8).
 
     One per BMC, owned by it (so the garbage collector removes it with the BMC). Not one shared per
     namespace: a shared object owned by every BMC is a write hot spot (1,000 BMCs created at once
-    fought over its owner list for minutes) and grows with the namespace."""
+    fought over its owner list for minutes) and grows with the namespace. In shared mode each BMC's
+    policy selects the shared pod and admits this BMC's own ports (`targets`): policies add up, so the
+    shared pod admits every served BMC's ports and nothing else."""
+    ipmi_target, redfish_target = targets or (IPMI_PORT, REDFISH_PORT)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": b.meta(n.kbmc_name(b.name)),
         "spec": {
-            "podSelector": {
-                "matchLabels": {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"}
-            },
+            "podSelector": {"matchLabels": _pod_selector(b, targets is not None)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
                     "from": [{"podSelector": {"matchLabels": {n.LABEL_CLIENT: "true"}}}],
                     "ports": [
-                        {"protocol": "UDP", "port": IPMI_PORT},
-                        {"protocol": "TCP", "port": REDFISH_PORT},
+                        {"protocol": "UDP", "port": ipmi_target},
+                        {"protocol": "TCP", "port": redfish_target},
                     ],
                 },
                 # health and metrics stay reachable for probes and Prometheus

@@ -21,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kbmc-image", help="image of the kbmc pods (default: the controller's own, read from its pod)"
     )
+    parser.add_argument(
+        "--kbmc-mode",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: a kbmc pod per BMC (default); shared: one kbmc pod per BMC namespace serves all",
+    )
     parser.add_argument("--no-auto-create", action="store_true", help="do not create a BMC for every VM")
     parser.add_argument(
         "--vm-namespace-selector",
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         health_address=args.health_address,
         kbmc_image=args.kbmc_image,
+        kbmc_mode=args.kbmc_mode,
         auto_create=not args.no_auto_create,
         vm_namespace_selector=args.vm_namespace_selector,
         redfish_default=args.redfish_default,

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from vmbmc.controller import autocreate, kube, reconcile
+from vmbmc.controller import autocreate, kube, reconcile, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.kubevirt.client import ApiError
@@ -257,6 +257,10 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         vm_key = n.vm_ref(bmc)
         peers = [_key(b) for b in bmcs_by_vm.get(vm_key, ())]
         await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)), peers)
+        status = bmc.get("status") or {}
+        if state.shared and bool(status.get("serving")) != bool(status.get("ready")):
+            # the shared kbmc began (or stopped) serving it: fold that into Ready
+            await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
 
     @kopf.timer(
         *BMC,
@@ -316,12 +320,40 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
 
         await _with_retries(state, "deployment", recreate)
 
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        registry=reg,
+        labels={
+            "app.kubernetes.io/managed-by": n.MANAGED_BY,
+            "app.kubernetes.io/component": shared.COMPONENT,
+        },
+    )
+    async def shared_deployment_event(
+        event: Mapping[str, Any], namespace: str, name: str, bmcs_by_vm: kopf.Index, **_: Any
+    ) -> None:
+        """The shared kbmc's readiness is every served BMC's; a deleted one is made again."""
+        if name != shared.NAME or not state.shared:
+            return
+        served = sorted({_key(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace})
+        if event.get("type") == "DELETED":
+            state.shared_ready.discard(namespace)
+            if served:
+                await _with_retries(state, "deployment", lambda: reconcile.ensure_shared(state, namespace))
+            return
+        for _, bmc_name in served:
+            await _with_retries(
+                state, "ready", lambda b=bmc_name: reconcile.update_ready(state, namespace, b)
+            )
+
     return reg
 
 
 def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
     return any(
-        c.get("type") == "Ready" and c.get("reason") == "KbmcNotReady" for c in status.get("conditions") or []
+        c.get("type") == "Ready" and c.get("reason") in ("KbmcNotReady", "KbmcNotServing")
+        for c in status.get("conditions") or []
     )
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 _PATHS: dict[str, tuple[str, str]] = {
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Secret": ("/api/v1", "secrets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
     "Service": ("/api/v1", "services"),
     "Event": ("/api/v1", "events"),
     "Pod": ("/api/v1", "pods"),
@@ -85,6 +86,16 @@ def contains(existing: Any, desired: Any) -> bool:
     return bool(existing == desired)
 
 
+def _without_nulls(obj: Any) -> Any:
+    """`obj` without its null map values: in a merge patch they remove a key, in a create they mean
+    nothing (a selector's other-mode keys, vmbmc.controller.children)."""
+    if isinstance(obj, Mapping):
+        return {k: _without_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_without_nulls(v) for v in obj]
+    return obj
+
+
 def _patch_body(existing: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}
     meta = desired.get("metadata") or {}
@@ -101,7 +112,7 @@ async def apply(api: ApiClient, desired: dict[str, Any], *, create_only: bool = 
         existing = await get(api, kind, ns, name)
         if existing is None:
             try:
-                return dict(await api.request("POST", path(kind, ns), body=desired))
+                return dict(await api.request("POST", path(kind, ns), body=_without_nulls(desired)))
             except ApiError as err:
                 if err.code == 409:  # created meanwhile (another worker, or a re-list): read it again
                     continue

@@ -21,6 +21,7 @@ class ControllerOptions:
     leader_elect: bool = False
     health_port: int = 8080  # 0: pick a free port (Controller.health_port tells which)
     health_address: str = "0.0.0.0"
+    kbmc_mode: str = "dedicated"  # "dedicated": a kbmc pod per BMC; "shared": one per BMC namespace
     kbmc_image: str | None = None  # None: the controller's own image (vmbmc.controller.image)
     auto_create: bool = True
     vm_namespace_selector: str | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from vmbmc.controller import children as ch
-from vmbmc.controller import kube
+from vmbmc.controller import kube, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
@@ -40,6 +40,8 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     why = refusal(state, info)
     if why is not None:
         await remove_workload(state, info, keep_vm_namespace=None)
+        if state.shared:
+            await state.roster(info.namespace).put(info.name, None)
         await kube.patch_status(state.api, info.namespace, info.name, base)
         await update_ready(state, info.namespace, info.name)
         await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
@@ -64,23 +66,42 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
 
     secret = await ensure_credentials(state, info, bmc)
     creds = await check_credentials(state, bmc, info.namespace, secret)
-    await kube.apply(state.api, ch.service_account(info))
-    await kube.apply(state.api, ch.bmc_role(info))
-    await kube.apply(state.api, ch.bmc_role_binding(info))
+    status = bmc.get("status") or {}
+    was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
+    targets: tuple[int, int] | None = None
+    account: str | None = None
+    if state.shared:
+        await ensure_shared(state, info.namespace)
+        entry = await state.roster(info.namespace).put(
+            info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret)
+        )
+        assert entry is not None
+        targets, account = (entry.ipmi_port, entry.redfish_port), shared.NAME
+    else:
+        if was_shared:  # switched from shared mode: the shared kbmc lets go of it
+            await state.roster(info.namespace).put(info.name, None)
+        await kube.apply(state.api, ch.service_account(info))
+    await kube.apply(state.api, ch.bmc_role(info, secret if state.shared else None))
+    await kube.apply(state.api, ch.bmc_role_binding(info, account))
     await kube.apply(state.api, ch.vm_role(info))
-    await kube.apply(state.api, ch.vm_role_binding(info))
+    await kube.apply(state.api, ch.vm_role_binding(info, account))
     await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
-    await kube.apply(state.api, ch.network_policy(info))
-    await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
-    svc = await kube.apply(state.api, ch.service(info))
+    await kube.apply(state.api, ch.network_policy(info, targets))
+    if not state.shared:
+        await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
+    elif not was_shared:  # new, or switched from dedicated mode: its own kbmc goes
+        await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))
+    svc = await kube.apply(state.api, ch.service(info, targets))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
     await kube.patch_status(
         state.api,
         info.namespace,
         info.name,
-        {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip)},
+        {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip, targets)},
         [found, creds.condition],
+        # `serving` is the shared kbmc's; with none serving this BMC, none is left to clear it
+        remove=() if state.shared else ("serving",),
     )
     await update_ready(state, info.namespace, info.name)
     if creds.missing:  # nothing watches Secrets: look again until it is there
@@ -99,9 +120,25 @@ async def check_credentials(
     return check
 
 
-def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:
-    """status.endpoints; a front end that is off (or no address yet) gets null, which removes its key."""
-    out: dict[str, Any] = {"ipmi": None, "redfish": None}
+async def ensure_shared(state: State, namespace: str) -> None:
+    """The namespace's shared kbmc objects (vmbmc.controller.shared), made once per controller run and
+    again when the shared Deployment is deleted."""
+    if namespace in state.shared_ready:
+        return
+    await kube.apply(state.api, shared.service_account(namespace))
+    await kube.apply(state.api, shared.role(namespace))
+    await kube.apply(state.api, shared.role_binding(namespace))
+    await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
+    state.shared_ready.add(namespace)
+
+
+def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None) -> dict[str, Any]:
+    """status.endpoints; a front end that is off (or no address yet) gets null, which removes its key.
+    In shared mode the BMC's own ports in the shared pod too (`targets`)."""
+    out: dict[str, Any] = {"ipmi": None, "redfish": None, "ipmiTargetPort": None, "redfishTargetPort": None}
+    if targets is not None:
+        out["ipmiTargetPort"] = targets[0] if info.ipmi else None
+        out["redfishTargetPort"] = targets[1] if info.redfish else None
     if not ip or ip == "None":
         return out
     if info.ipmi:
@@ -149,6 +186,12 @@ def readiness(
     if not pod_ready:
         waiting = "waiting for the kbmc pod to become ready" + (f": {stuck}" if stuck else "")
         return False, kube.condition("Ready", False, "KbmcNotReady", waiting)
+    if state.shared:
+        # The shared pod's Ready says nothing about a BMC added after it started: the kbmc's own word.
+        if not status.get("serving"):
+            waiting = "waiting for the shared kbmc to serve this BMC (status.serving)"
+            return False, kube.condition("Ready", False, "KbmcNotServing", waiting)
+        return True, kube.condition("Ready", True, "KbmcServing", "the shared kbmc serves this BMC")
     return True, kube.condition("Ready", True, "KbmcReady", "the kbmc pod is ready")
 
 
@@ -158,7 +201,8 @@ async def update_ready(state: State, namespace: str, name: str) -> None:
     read the newest Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
     lock = state.ready_locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
-        deployment = await kube.get(state.api, "Deployment", namespace, n.kbmc_name(name))
+        workload = shared.NAME if state.shared else n.kbmc_name(name)
+        deployment = await kube.get(state.api, "Deployment", namespace, workload)
         pod_ready = deployment_ready(deployment)
         stuck = None if pod_ready or deployment is None else await pod_problem(state, deployment)
 
@@ -237,6 +281,7 @@ async def cleanup(state: State, namespace: str, name: str) -> None:
     """The finalizer's work: what the garbage collector cannot do (the VM namespace's Role/RoleBinding)."""
     info = ch.BmcInfo(namespace=namespace, name=name, uid="", vm_namespace="", vm_name="")
     await remove_workload(state, info, keep_vm_namespace=None, deployment=False)
+    await state.roster(namespace).put(name, None)  # a shared kbmc stops serving it
     state.recorder.forget(namespace, name)
     state.ready_locks.pop((namespace, name), None)
 

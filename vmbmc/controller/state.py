@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.recorder import PowerRecorder
+from vmbmc.controller.shared import Roster
 from vmbmc.kubevirt.client import ApiClient
 
 
@@ -21,3 +22,16 @@ class State:
     history_ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     # one lock per BMC for `ready` (see reconcile.update_ready)
     ready_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # shared mode: the one writer of each BMC namespace's roster ConfigMap
+    rosters: dict[str, Roster] = field(default_factory=dict)
+    # shared mode: the namespaces whose shared kbmc objects exist (made once per controller run)
+    shared_ready: set[str] = field(default_factory=set)
+
+    def roster(self, namespace: str) -> Roster:
+        if namespace not in self.rosters:
+            self.rosters[namespace] = Roster(self.api, namespace)
+        return self.rosters[namespace]
+
+    @property
+    def shared(self) -> bool:
+        return self.options.kbmc_mode == "shared"

@@ -1,0 +1,195 @@
+"""Shared kbmc mode (`--kbmc-mode shared`): one kbmc Deployment per BMC namespace serving every BMC in it.
+
+The namespace's objects, all named `vmbmc-kbmc-shared` and owned by no BMC (they serve many):
+- a ServiceAccount, bound by name to each served BMC's Roles (see vmbmc.controller.children);
+- a Role and RoleBinding letting it read (get, list, watch) only the roster ConfigMap, by name;
+- the roster ConfigMap: one key per served BMC, its value JSON with the BMC's own container ports and
+  credentials Secret; the kbmc watches it and starts or stops serving a BMC when it changes;
+- the Deployment, whose pod template never changes with the BMCs it serves (no pod restart per BMC).
+
+The roster's format and port allocation are in vmbmc.roster (the kbmc reads it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from vmbmc.controller import naming as n
+from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.kubevirt.status import guarded_patch
+from vmbmc.roster import COMPONENT, NAME, RosterEntry, Wanted, configmap_path, parse_roster, plan
+
+__all__ = ["COMPONENT", "NAME", "Roster", "RosterEntry", "Wanted"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_PORT = 8081
+
+
+class Roster:
+    """The one writer of one namespace's roster ConfigMap. Changes are batched: every reconcile that
+    arrives while a write is under way goes into the next one, so 1,000 BMCs created at once cost a few
+    writes, not 1,000 conflicting ones."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self._pending: dict[str, Wanted | None] = {}
+        self._waiters: list[tuple[str, asyncio.Future[RosterEntry | None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def put(self, bmc: str, want: Wanted | None) -> RosterEntry | None:
+        """List `bmc` as `want` (None: remove it); returns its entry as written (None when removed)."""
+        fut: asyncio.Future[RosterEntry | None] = asyncio.get_running_loop().create_future()
+        self._pending[bmc] = want
+        self._waiters.append((bmc, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, waiters = self._pending, self._waiters
+            self._pending, self._waiters = {}, []
+            try:
+                entries = await self._write(batch)
+            except Exception as err:  # every waiter of this batch sees the failure (kopf retries)
+                for _, fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for bmc, fut in waiters:
+                if not fut.done():
+                    fut.set_result(entries.get(bmc))
+
+    async def _write(self, batch: dict[str, Wanted | None]) -> dict[str, RosterEntry]:
+        path = configmap_path(self.namespace)
+
+        def make_patch(cm: dict[str, Any]) -> dict[str, Any] | None:
+            data = plan(parse_roster(cm), batch)
+            return {"data": data} if data else None
+
+        for _ in range(3):
+            written = await guarded_patch(self.api, path, make_patch)
+            if written is not None:
+                return parse_roster(written)
+            if all(w is None for w in batch.values()):
+                return {}  # nothing to remove from a roster that does not exist
+            try:
+                body = configmap(self.namespace)
+                await self.api.request("POST", configmap_path(self.namespace, None), body=body)
+            except ApiError as err:
+                if err.code != 409:
+                    raise
+        raise ApiError(409, "Conflict", f"ConfigMap {self.namespace}/{NAME} could not be created")
+
+
+def labels() -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vmbmc",
+        "app.kubernetes.io/managed-by": n.MANAGED_BY,
+        "app.kubernetes.io/component": COMPONENT,
+    }
+
+
+def pod_selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vmbmc", "app.kubernetes.io/component": COMPONENT}
+
+
+def _meta(namespace: str) -> dict[str, Any]:
+    return {"name": NAME, "namespace": namespace, "labels": labels()}
+
+
+def configmap(namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(namespace), "data": {}}
+
+
+def service_account(namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(namespace)}
+
+
+def role(namespace: str) -> dict[str, Any]:
+    """The shared kbmc's own right: reading its roster, by name (a list or watch with
+    fieldSelector=metadata.name, the way a name-restricted watch is allowed)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(namespace),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [NAME],
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+
+
+def role_binding(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(namespace),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+    }
+
+
+def deployment(namespace: str, image: str) -> dict[str, Any]:
+    """The shared kbmc. Its template names no BMC and no BMC port: a Service's targetPort need not be a
+    declared container port, so adding a BMC changes nothing here and restarts nothing."""
+    container = {
+        "name": "kbmc",
+        "image": image,
+        "args": ["kbmc", "--shared", namespace, "--health-port", str(HEALTH_PORT)],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(namespace),
+        "spec": {
+            "replicas": 1,
+            # Never two kbmcs for one BMC: two writers of the same status and two IPMI answerers.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": pod_selector()},
+            "template": {
+                "metadata": {"labels": labels()},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
