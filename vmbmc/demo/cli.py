@@ -42,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve the BMCs in-process, without the controller and the CRD's pods",
     )
+    parser.add_argument(
+        "--kbmc-mode",
+        choices=("dedicated", "shared"),
+        default="dedicated",
+        help="dedicated: a kbmc pod per BMC (default); shared: one kbmc pod serves every BMC, each on "
+        "its own ports",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
 
@@ -95,8 +102,12 @@ async def _serve(
         # What `kubectl apply -k deploy/` creates; the controller runs from its Deployment's pod.
         objects = manifests.deploy_documents()
         runner.add_image(manifests.controller_image(objects))  # as `kind load docker-image` would
+        extra = []
         if args.redfish or args.redfish_http:
             extra = ["--redfish-default"] + (["--redfish-insecure-http-default"] if args.redfish_http else [])
+        if args.kbmc_mode != "dedicated":
+            extra += ["--kbmc-mode", args.kbmc_mode]
+        if extra:
             objects = with_controller_args(objects, extra)
         await apply_all(api, objects)
     finally:

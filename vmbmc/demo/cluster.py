@@ -17,6 +17,7 @@ log = logging.getLogger("vmbmc.demo")
 
 IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (contracts §6)
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
+COMPONENT_LABEL, SHARED_COMPONENT = "app.kubernetes.io/component", "kbmc-shared"  # the shared kbmc pod
 CONTROLLER_SELECTOR = "app.kubernetes.io/name=vmbmc,app.kubernetes.io/component=controller"
 
 
@@ -39,7 +40,19 @@ def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | No
         return None
     bmc_name = bmc["metadata"]["name"]
     pods, _ = store.list(reg.get("", "v1", "pods"), SYSTEM_NAMESPACE)
-    pod = next((p for p in pods if (p["metadata"].get("labels") or {}).get(BMC_LABEL) == bmc_name), None)
+    ends = status.get("endpoints") or {}
+    # Shared mode: the shared pod, on this BMC's own ports (status.endpoints); else the BMC's own pod.
+    shared = bool(ends.get("ipmiTargetPort") or ends.get("redfishTargetPort"))
+    want = (COMPONENT_LABEL, SHARED_COMPONENT) if shared else (BMC_LABEL, bmc_name)
+    pod = next(
+        (
+            p
+            for p in pods
+            if (p["metadata"].get("labels") or {}).get(want[0]) == want[1]
+            and not p["metadata"].get("deletionTimestamp")
+        ),
+        None,
+    )
     ip = ((pod or {}).get("status") or {}).get("podIP")
     if not ip:
         return None
@@ -49,12 +62,14 @@ def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | No
     data = secret.get("data") or {}
     redfish = (bmc.get("spec") or {}).get("redfish") or {}
     scheme = "http" if redfish.get("insecureHTTP") else "https"
+    ipmi_port = int(ends.get("ipmiTargetPort") or IPMI_PORT) if shared else IPMI_PORT
+    redfish_port = int(ends.get("redfishTargetPort") or REDFISH_PORT) if shared else REDFISH_PORT
     return BmcEndpoint(
         vm=f"{ns}/{name}",
         bmc=f"{SYSTEM_NAMESPACE}/{bmc_name}",
         ipmi_host=ip,
-        ipmi_port=IPMI_PORT,
-        redfish=f"{scheme}://{ip}:{REDFISH_PORT}/redfish/v1" if redfish.get("enabled") else None,
+        ipmi_port=ipmi_port,
+        redfish=f"{scheme}://{ip}:{redfish_port}/redfish/v1" if redfish.get("enabled") else None,
         username=base64.b64decode(data.get("username", "")).decode(),
         password=base64.b64decode(data.get("password", "")).decode(),
     )

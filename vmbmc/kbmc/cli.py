@@ -34,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--bmc", type=_ref, metavar="NS/NAME", help="serve this VirtualMachineBMC")
     who.add_argument("--vm", type=_ref, metavar="NS/NAME", help="serve this VM without the CRD (standalone)")
+    who.add_argument(
+        "--shared",
+        metavar="NAMESPACE",
+        help="serve every BMC the namespace's ConfigMap vmbmc-kbmc-shared lists, each on its own ports "
+        "with its own credentials Secret (shared mode; --ipmi-port, --redfish-port, --credentials-dir "
+        "unused)",
+    )
     parser.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, then KUBECONFIG")
     parser.add_argument("--address", default="::", help="address to listen on (default :: , IPv6 and IPv4)")
     parser.add_argument("--ipmi-port", type=port, default=DEFAULT_PORT, help="UDP port (default 10623)")
@@ -80,6 +87,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither for a self-signed one")
+    if args.shared:
+        return await serve_shared(args, stop)
     creds = credentials(args)
     check_kubeconfig(args.kubeconfig)
     hub = await KubeVirtHub.connect(args.kubeconfig)
@@ -137,6 +146,40 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             await health.stop()
         if machine is not None:
             await hub.release(machine)
+        await hub.close()
+
+
+async def serve_shared(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Shared mode: every BMC of the roster (vmbmc.kbmc.shared), one health endpoint for the pod."""
+    from vmbmc.kbmc.shared import SharedKbmc
+    from vmbmc.kubevirt.hub import KubeVirtHub
+
+    check_kubeconfig(args.kubeconfig)
+    hub = await KubeVirtHub.connect(args.kubeconfig)
+    restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or os.environ.get("VMBMC_RESTRICTED") == "1"
+    kbmc = SharedKbmc(
+        hub,
+        args.shared,
+        address=args.address,
+        restricted=restricted,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    health = None
+    try:
+        if args.health_port >= 0:
+            from vmbmc.health import HealthServer
+            from vmbmc.kbmc.metrics import render
+
+            health = HealthServer(render, args.address, args.health_port, ready_check=kbmc.ready)
+            health.ready_reason = "roster not read, or its BMCs not started yet"
+            await health.start()
+        log.info("shared kbmc started", extra={"namespace": args.shared, "address": args.address})
+        await kbmc.run(stop)
+        return 0
+    finally:
+        if health is not None:
+            await health.stop()
         await hub.close()
 
 
