@@ -163,11 +163,12 @@ def deployment_ready(deployment: dict[str, Any] | None) -> bool:
 
 
 def readiness(
-    state: State, bmc: dict[str, Any], pod_ready: bool, stuck: str | None = None
+    state: State, bmc: dict[str, Any], pod_ready: bool, stuck: str | None = None, *, shared: bool = False
 ) -> tuple[bool, dict[str, Any]]:
     """`ready` and the Ready condition: a promise that a client can use the BMC now. True only when the BMC
     is not refused, its credentials Secret, Service IP and endpoints are in its status, and the kbmc pod
-    of the current Deployment is ready; `stuck` is why its pod does not start, as its kubelet says."""
+    of the current Deployment is ready; `stuck` is why its pod does not start, as its kubelet says.
+    `shared`: the pod is the namespace's shared kbmc, which must also say it serves this BMC."""
     why = refusal(state, ch.BmcInfo.from_body(bmc))
     if why is not None:
         return False, kube.condition("Ready", False, "Refused", why)
@@ -186,7 +187,7 @@ def readiness(
     if not pod_ready:
         waiting = "waiting for the kbmc pod to become ready" + (f": {stuck}" if stuck else "")
         return False, kube.condition("Ready", False, "KbmcNotReady", waiting)
-    if state.shared:
+    if shared:
         # The shared pod's Ready says nothing about a BMC added after it started: the kbmc's own word.
         if not status.get("serving"):
             waiting = "waiting for the shared kbmc to serve this BMC (status.serving)"
@@ -207,7 +208,7 @@ async def update_ready(state: State, namespace: str, name: str) -> None:
         stuck = None if pod_ready or deployment is None else await pod_problem(state, deployment)
 
         def compute(bmc: dict[str, Any]) -> kube.StatusFields:
-            ok, cond = readiness(state, bmc, pod_ready, stuck)
+            ok, cond = readiness(state, bmc, pod_ready, stuck, shared=state.shared)
             return {"ready": ok}, [cond]
 
         await kube.update_status(state.api, namespace, name, compute)
