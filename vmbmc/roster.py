@@ -88,7 +88,8 @@ def _slot(entry: RosterEntry) -> int:
 
 def plan(current: dict[str, RosterEntry], wanted: dict[str, Wanted | None]) -> dict[str, str | None]:
     """The ConfigMap data patch turning `current` into what `wanted` says (None: remove); new BMCs get
-    the lowest free slots. Pure, for the unit tests."""
+    the lowest free slots (not one freed in the same write: its listener may not be closed yet). Pure,
+    for the unit tests."""
     patch: dict[str, str | None] = {}
     taken = {_slot(e) for e in current.values()}
     free = (s for s in range(MAX_SLOTS) if s not in taken)
