@@ -56,14 +56,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_mode(mode: str, vms: int, timeout: float, tmp: Path) -> dict[str, Any]:
+def run_mode(mode: str, vms: int, timeout: float, tmp: Path, rbac: bool = False) -> dict[str, Any]:
     crds = [ROOT / "crds" / "virtualmachinebmc.yaml"]
-    result: dict[str, Any] = {"mode": mode, "vms": vms}
+    result: dict[str, Any] = {"mode": mode, "vms": vms, "api": "https+rbac" if rbac else "http"}
     with EmulatorThread(
         kubeconfig=tmp / f"{mode}.kubeconfig",
         crds=crds,
         kubevirt_options={"start_delay": 0.1, "stop_delay": 0.1},
-        rbac=False,  # as bench/controller_bench.py: figures comparable with bench/README.md's
+        # as bench/controller_bench.py by default: figures comparable with bench/README.md's; --rbac: https
+        # with RBAC as in a cluster (every watch of the shared kbmc is then a TLS connection)
+        rbac=rbac,
     ) as emu:
         store, reg = emu.emulator.store, emu.emulator.registry
         ns_rt = reg.get("", "v1", "namespaces")
@@ -169,12 +171,13 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--modes", default="dedicated,shared")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--rbac", action="store_true", help="emulator over https with RBAC (admin token)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
-            results.append(run_mode(mode, args.vms, args.timeout, Path(tmp)))
+            results.append(run_mode(mode, args.vms, args.timeout, Path(tmp), args.rbac))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
