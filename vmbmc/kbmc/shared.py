@@ -78,10 +78,11 @@ class SharedKbmc:
         self._converged = False
 
     def ready(self) -> bool:
-        """Every BMC the roster listed when it was first read has been tried, and the watches have synced
-        (for /readyz). A restarted pod is not Ready while a `status.serving` of its predecessor's says
-        more than it does."""
-        return self._converged and self.hub.ready()
+        """Every BMC the roster listed when it was first read has been tried (for /readyz): a restarted
+        pod is not Ready while a `status.serving` of its predecessor's says more than it does. Not the
+        hub's readiness: a BMC added later has watches not synced yet, and the pod's Ready going false
+        then would take every other BMC's Ready with it (each BMC's own is `status.serving`)."""
+        return self._converged
 
     async def run(self, stop: asyncio.Event) -> None:
         self._roster.subscribe(NAME, lambda _old, _new: self._changed.set())
