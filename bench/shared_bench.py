@@ -56,7 +56,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_mode(mode: str, vms: int, timeout: float, tmp: Path, rbac: bool = False) -> dict[str, Any]:
+def run_mode(
+    mode: str, vms: int, timeout: float, tmp: Path, rbac: bool = False, restricted: bool = True
+) -> dict[str, Any]:
     crds = [ROOT / "crds" / "virtualmachinebmc.yaml"]
     result: dict[str, Any] = {"mode": mode, "vms": vms, "api": "https+rbac" if rbac else "http"}
     with EmulatorThread(
@@ -81,7 +83,8 @@ def run_mode(mode: str, vms: int, timeout: float, tmp: Path, rbac: bool = False)
             )
         }
         if mode == "shared":
-            env = {**os.environ, "VMBMC_RESTRICTED": "1"}
+            env = {**os.environ, "VMBMC_RESTRICTED": "1" if restricted else "0"}
+            result["kbmc_watches"] = "per BMC" if restricted else "per namespace"
             procs["kbmc"] = _start(
                 [
                     "kbmc",
@@ -174,12 +177,17 @@ def main() -> int:
     parser.add_argument("--modes", default="dedicated,shared")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--rbac", action="store_true", help="emulator over https with RBAC (admin token)")
+    parser.add_argument(
+        "--unrestricted-kbmc",
+        action="store_true",
+        help="the shared kbmc watches VMs, VMIs and BMCs once per namespace (an admin's rights), not per BMC",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
-            r = run_mode(mode, args.vms, args.timeout, Path(tmp), args.rbac)
+            r = run_mode(mode, args.vms, args.timeout, Path(tmp), args.rbac, not args.unrestricted_kbmc)
             results.append(r)
             if not args.json:  # each mode as soon as it is done: a 1,000-VM run takes minutes
                 print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
