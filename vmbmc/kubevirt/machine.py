@@ -365,9 +365,8 @@ class KubeVirtMachine(Machine):
         started = time.monotonic()
         try:
             try:  # the record first (before the call); a hung API server holds it for the bound at most
-                await asyncio.wait_for(
-                    self.requests.open(requester, action.value, Effect.PENDING, call=call), CALL_BOUND_SECONDS
-                )
+                async with asyncio.timeout(CALL_BOUND_SECONDS):  # inline: records keep their order
+                    await self.requests.open(requester, action.value, Effect.PENDING, call=call)
             except TimeoutError as err:
                 raise BackendUnavailable(
                     f"the request could not be recorded within {CALL_BOUND_SECONDS:g} s; "

@@ -1,0 +1,417 @@
+"""Fault injection against a real `vmbmc kbmc` and a real `vmbmc controller` (both processes) on the
+emulator: the KubeVirt API hung or refusing, the kbmc killed in the middle of a request, the controller
+killed in the middle of its work, 20 clients at once. Every request ends carried out or `failed`/`unknown`
+with a Warning Event, none stays `pending`, and the power history explains every transition once.
+
+Each scenario is bounded in count and time; the long runs repeat them and are marked `slow`
+(figures in bench/README.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kbmc_process import VMBMC, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from machine_cluster import Cluster
+
+from tests.waiting import wait_until
+from vmbmc.emulator.emulator import FaultRule
+from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.machine.requests import CALL_BOUND_SECONDS, LATE_TEXT
+
+SYSTEM = "virtualmachinebmc-system"
+ANSWER_BOUND = 2.0  # an IPMI client hears success or an error within this (issue 19)
+ONE_TRY = ("-R", "1", "-N", "5")  # ipmitool: one try, 5 s timeout: the kbmc's own answer is timed
+_serial = iter(range(1, 1_000_000))
+
+
+# --- the controller, as a process that can be killed ------------------------------------------------
+
+
+@dataclass
+class ControllerProcess:
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as an OOM kill or a node loss."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_controller(emu: EmulatorThread, workdir: Path) -> ControllerProcess:
+    log = workdir / f"controller-{next(_serial)}.log"
+    proc = subprocess.Popen(
+        [
+            VMBMC,
+            "controller",
+            "--kubeconfig",
+            str(emu.kubeconfig),
+            "--namespace",
+            SYSTEM,
+            "--no-auto-create",
+            "--health-port",
+            "0",
+            "--health-address",
+            "127.0.0.1",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"},
+    )
+    return ControllerProcess(proc, log)
+
+
+@pytest.fixture(scope="module")
+def controller_dir(emu: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ns = emu.emulator.registry.get("", "v1", "namespaces")
+    if emu.call(emu.emulator.store.try_get, ns, None, SYSTEM) is None:
+        emu.call(emu.emulator.store.create, ns, {"metadata": {"name": SYSTEM}})
+    return tmp_path_factory.mktemp("controller")
+
+
+@pytest.fixture(scope="module")
+def controller(emu: EmulatorThread, controller_dir: Path) -> Iterator[ControllerProcess]:
+    proc = start_controller(emu, controller_dir)
+    yield proc
+    proc.stop()
+
+
+# --- one VM with its BMC and kbmc per test ------------------------------------------------------------
+
+
+@dataclass
+class Bmc:
+    name: str
+    vm: str
+    kubeconfig: str
+    workdir: Path
+    kbmc: KbmcProcess
+    redfish: str = ""
+
+    def restart(self, extra: tuple[str, ...] = ()) -> None:
+        self.kbmc = start_kbmc(self.kubeconfig, self.workdir, "--bmc", f"default/{self.name}", extra=extra)
+
+
+def new_bmc(emu: EmulatorThread, cluster: Cluster, workdir: Path, *, redfish: bool = False) -> Bmc:
+    name = f"fault-{next(_serial)}-{time.monotonic_ns() % 100000}"
+    cluster.create_vm(f"{name}-vm")
+    body = {
+        "apiVersion": "virtualmachine.kubevirt.io/v1",
+        "kind": "VirtualMachineBMC",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "virtualMachineRef": {"namespace": "default", "name": f"{name}-vm"},
+            "redfish": {"enabled": redfish, "insecureHTTP": redfish},
+        },
+    }
+    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
+    kubeconfig = kbmc_kubeconfig(emu, workdir, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
+    extra: tuple[str, ...] = ()
+    url = ""
+    if redfish:
+        port = free_tcp_port()
+        extra = ("--redfish-port", str(port), "--redfish-http")
+        url = f"http://127.0.0.1:{port}"
+    proc = start_kbmc(kubeconfig, workdir, "--bmc", f"default/{name}", extra=extra)
+    return Bmc(name, f"{name}-vm", kubeconfig, workdir, proc, url)
+
+
+@pytest.fixture
+def bmc(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[Bmc]:
+    made = new_bmc(emu, cluster, tmp_path)
+    yield made
+    emu.emulator.faults.clear()
+    made.kbmc.stop()
+
+
+def records(cluster: Cluster, bmc: Bmc) -> list[dict[str, Any]]:
+    return list(((cluster.bmc(bmc.name) or {}).get("status") or {}).get("requests") or [])
+
+
+def record(cluster: Cluster, bmc: Bmc, request_id: str) -> dict[str, Any] | None:
+    return next((r for r in records(cluster, bmc) if r["id"] == request_id), None)
+
+
+def history(cluster: Cluster, bmc: Bmc) -> list[dict[str, Any]]:
+    return list(((cluster.bmc(bmc.name) or {}).get("status") or {}).get("powerHistory") or [])
+
+
+def warnings(cluster: Cluster, bmc: Bmc, request_id: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in cluster.events_for(bmc.name)
+        if e["type"] == "Warning" and e["reason"] == "PowerActionFailed" and request_id in e["message"]
+    ]
+
+
+def power(bmc: Bmc, verb: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    out = bmc.kbmc.ipmitool("chassis", "power", verb, extra=ONE_TRY)
+    return out, time.monotonic() - started
+
+
+def powered(cluster: Cluster, bmc: Bmc, on: bool) -> bool:
+    vmi = cluster.vmi(bmc.vm)
+    running = vmi is not None and (vmi.get("status") or {}).get("phase") == "Running"
+    deleting = vmi is not None and bool(vmi["metadata"].get("deletionTimestamp"))
+    return running and not deleting if on else vmi is None
+
+
+def newest_request(cluster: Cluster, bmc: Bmc, action: str) -> dict[str, Any]:
+    found = [r for r in records(cluster, bmc) if r["action"] == action]
+    assert found, records(cluster, bmc)
+    return found[-1]
+
+
+def hold(emu: EmulatorThread, bmc: Bmc, call: str, *, status: int | None = None) -> FaultRule:
+    """The API server hangs on this VM's `call` subresource (up to 120 s, until released)."""
+    return emu.emulator.faults.add(
+        "PUT", rf"/virtualmachines/{bmc.vm}/{call}$", delay=120.0, hold=True, status=status
+    )
+
+
+def power_on(cluster: Cluster, bmc: Bmc) -> str:
+    out, _ = power(bmc, "on")
+    assert "Chassis Power Control: Up/On" in out.stdout, out.stdout + out.stderr
+    wait_until(lambda: powered(cluster, bmc, True), what="VM running")
+    return str(newest_request(cluster, bmc, "on")["id"])
+
+
+# --- the API server hung or refusing ------------------------------------------------------------------
+
+
+def test_hung_api_power_off_errs_in_time_and_a_late_stop_says_so(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
+) -> None:
+    power_on(cluster, bmc)
+    rule = hold(emu, bmc, "stop")
+    out, took = power(bmc, "off")
+    assert out.returncode != 0 and "Down/Off" not in out.stdout, out.stdout
+    assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"  # ipmitool's own start-up included
+    req = newest_request(cluster, bmc, "off")
+    # no answer within the bound: unknown (the call reached the API server), with a Warning Event
+    wait_until(
+        lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "unknown",
+        timeout=CALL_BOUND_SECONDS + 10,
+        what="the request unknown after the bound",
+    )
+    wait_until(lambda: warnings(cluster, bmc, req["id"]), what="a PowerActionFailed Warning Event")
+    assert powered(cluster, bmc, True)  # nothing carried out while the API hangs
+    rule.release()  # the API server comes back and carries the held stop out after all
+    wait_until(lambda: powered(cluster, bmc, False), what="the late stop")
+    entry = wait_until(
+        lambda: next((h for h in history(cluster, bmc) if h["to"] == "Off"), None),
+        what="PoweredOff in the history",
+    )
+    assert entry["cause"] == "Request" and entry["requestId"] == req["id"], entry
+    assert LATE_TEXT in entry["message"], entry
+    # the kbmc never sent it again: one stop reached KubeVirt
+    assert all(r["effect"] != "pending" for r in records(cluster, bmc))
+
+
+def test_refusing_api_power_off_fails_and_nothing_runs_later(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc
+) -> None:
+    power_on(cluster, bmc)
+    emu.emulator.faults.add("PUT", rf"/virtualmachines/{bmc.vm}/stop$", status=503)  # virt-api down
+    out, took = power(bmc, "off")
+    assert out.returncode != 0 and "Down/Off" not in out.stdout, out.stdout
+    assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"
+    req = newest_request(cluster, bmc, "off")
+    wait_until(
+        lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "failed",
+        timeout=CALL_BOUND_SECONDS + 10,
+        what="the request failed after the bound",
+    )
+    wait_until(lambda: warnings(cluster, bmc, req["id"]), what="a PowerActionFailed Warning Event")
+    emu.emulator.faults.clear()  # the API comes back: nothing was sent after the bound
+    status = bmc.kbmc.ipmitool("chassis", "power", "status")
+    assert "Chassis Power is on" in status.stdout, status.stdout + status.stderr
+    assert powered(cluster, bmc, True)
+
+
+def test_hung_api_redfish_reset_answers_503_with_retry_after(
+    emu: EmulatorThread, cluster: Cluster, tmp_path: Path
+) -> None:
+    made = new_bmc(emu, cluster, tmp_path, redfish=True)
+    try:
+        rule = hold(emu, made, "start")
+        started = time.monotonic()
+        answer = httpx.post(
+            f"{made.redfish}/redfish/v1/Systems/{made.vm}/Actions/ComputerSystem.Reset",
+            json={"ResetType": "On"},
+            auth=(made.kbmc.user, made.kbmc.password),
+            timeout=CALL_BOUND_SECONDS + 20,
+        )
+        took = time.monotonic() - started
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert took < CALL_BOUND_SECONDS + 5, took
+        req = newest_request(cluster, made, "on")
+        wait_until(lambda: (record(cluster, made, req["id"]) or {}).get("effect") == "unknown")
+        wait_until(lambda: warnings(cluster, made, req["id"]), what="a PowerActionFailed Warning Event")
+        rule.release()
+    finally:
+        emu.emulator.faults.clear()
+        made.kbmc.stop()
+
+
+# --- the kbmc killed in the middle of a request -------------------------------------------------------
+
+
+def kill(bmc: Bmc) -> None:
+    bmc.kbmc.proc.send_signal(signal.SIGKILL)
+    bmc.kbmc.proc.wait(10)
+
+
+def test_kbmc_killed_right_after_answering_power_on(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
+) -> None:
+    out, _ = power(bmc, "on")
+    kill(bmc)
+    assert "Chassis Power Control: Up/On" in out.stdout, out.stdout + out.stderr
+    req = newest_request(cluster, bmc, "on")
+    bmc.restart()
+    wait_until(lambda: all(r["effect"] != "pending" for r in records(cluster, bmc)), what="nothing pending")
+    assert (record(cluster, bmc, req["id"]) or {}).get("effect") == "called"
+    entry = wait_until(lambda: next((h for h in history(cluster, bmc) if h["to"] == "On"), None))
+    assert entry["requestId"] == req["id"], entry
+
+
+def test_kbmc_killed_while_kubevirt_takes_the_call(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
+) -> None:
+    """Killed with the start call in the API server: the restarted kbmc finds the `pending` record and,
+    KubeVirt having carried the call out, settles it `called`; the PoweredOn names it."""
+    rule = hold(emu, bmc, "start")
+    with ThreadPoolExecutor(1) as pool:
+        client = pool.submit(power, bmc, "on")
+        wait_until(lambda: [r for r in records(cluster, bmc) if r["effect"] == "pending"], what="pending")
+        kill(bmc)
+        client.result(timeout=30)
+    req = newest_request(cluster, bmc, "on")
+    rule.release()
+    wait_until(lambda: powered(cluster, bmc, True), what="the start carried out")
+    bmc.restart()
+    wait_until(lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "called", what="settled")
+    entry = wait_until(lambda: next((h for h in history(cluster, bmc) if h["to"] == "On"), None))
+    assert entry["requestId"] == req["id"], entry
+
+
+def test_kbmc_killed_before_kubevirt_took_the_call(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
+) -> None:
+    """Killed with the start call in an API server that then refuses it: the restarted kbmc fails the
+    `pending` record (never re-sends it), and a later `power on` is credited to the later request."""
+    rule = hold(emu, bmc, "start", status=503)
+    with ThreadPoolExecutor(1) as pool:
+        client = pool.submit(power, bmc, "on")
+        wait_until(lambda: [r for r in records(cluster, bmc) if r["effect"] == "pending"], what="pending")
+        kill(bmc)
+        client.result(timeout=30)
+    old = newest_request(cluster, bmc, "on")
+    rule.release()  # answered 503: not carried out
+    bmc.restart()
+    wait_until(lambda: (record(cluster, bmc, old["id"]) or {}).get("effect") == "failed", what="failed")
+    wait_until(lambda: warnings(cluster, bmc, old["id"]), what="a PowerActionFailed Warning Event")
+    assert not powered(cluster, bmc, True)  # never re-sent
+    new = power_on(cluster, bmc)
+    entry = wait_until(lambda: next((h for h in history(cluster, bmc) if h["to"] == "On"), None))
+    assert entry["requestId"] == new != old["id"], entry
+
+
+# --- the controller killed in the middle of its work --------------------------------------------------
+
+
+def controller_kills(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller_dir: Path, rounds: int
+) -> None:
+    """`rounds` power cycles (on, off), the controller SIGKILLed as each transition happens and started
+    again: each transition is in the history exactly once, with one Event each."""
+    proc = start_controller(emu, controller_dir)
+    try:
+        for _ in range(rounds):
+            for verb, on in (("on", True), ("off", False)):
+                out, _ = power(bmc, verb)
+                assert out.returncode == 0, out.stdout + out.stderr
+                wait_until(lambda on=on: powered(cluster, bmc, on), what=f"power {verb}")
+                proc.kill()  # mid-reconcile: the transition may be half recorded (Events, no history)
+                proc = start_controller(emu, controller_dir)
+        wait_until(lambda: len(history(cluster, bmc)) >= 2 * rounds, timeout=60, what="every transition")
+    finally:
+        proc.stop()
+    entries = history(cluster, bmc)
+    ids = [e["id"] for e in entries]
+    assert len(ids) == len(set(ids)) == 2 * rounds, entries
+    assert all(e["cause"] == "Request" for e in entries), entries
+    requests = [e["requestId"] for e in entries]
+    assert len(requests) == len(set(requests)), entries  # no request credited twice
+    events = collections.Counter(
+        e["metadata"]["name"]
+        for e in cluster.events_for(bmc.name)
+        if e["reason"] in ("PoweredOn", "PoweredOff")
+    )
+    assert len(events) == 2 * rounds and set(events.values()) == {1}, events
+
+
+def test_controller_killed_mid_reconcile(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller_dir: Path
+) -> None:
+    controller_kills(emu, cluster, bmc, controller_dir, rounds=2)
+
+
+@pytest.mark.slow
+def test_controller_killed_mid_reconcile_long(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller_dir: Path
+) -> None:
+    controller_kills(emu, cluster, bmc, controller_dir, rounds=4)  # history keeps 20: 8 fit with room
+
+
+# --- 20 clients at once -------------------------------------------------------------------------------
+
+
+def concurrent_power_on(cluster: Cluster, bmc: Bmc, clients: int, rounds: int) -> None:
+    """`clients` ipmitool processes ask `power on` at once (then `power off`), `rounds` times: every one
+    hears success, KubeVirt gets one call per round, the history one transition per round."""
+    for _ in range(rounds):
+        for verb, on, word in (("on", True, "Up/On"), ("off", False, "Down/Off")):
+            with ThreadPoolExecutor(clients) as pool:
+                asks = [pool.submit(bmc.kbmc.ipmitool, "chassis", "power", verb) for _ in range(clients)]
+                outs = [ask.result(timeout=60) for ask in asks]
+            failed = [o.stdout + o.stderr for o in outs if f"Chassis Power Control: {word}" not in o.stdout]
+            assert not failed, failed[:3]
+            wait_until(lambda on=on: powered(cluster, bmc, on), what=f"power {verb}")
+            called = [r for r in records(cluster, bmc) if r["action"] == verb and r["effect"] == "called"]
+            assert len(called) <= 1, records(cluster, bmc)  # the newest 10 records: at most one call
+    wait_until(lambda: all(r["effect"] != "pending" for r in records(cluster, bmc)), what="nothing pending")
+
+
+def test_twenty_clients_one_call(emu: EmulatorThread, cluster: Cluster, bmc: Bmc) -> None:
+    concurrent_power_on(cluster, bmc, clients=20, rounds=1)
+
+
+@pytest.mark.slow
+def test_twenty_clients_one_call_long(emu: EmulatorThread, cluster: Cluster, bmc: Bmc) -> None:
+    concurrent_power_on(cluster, bmc, clients=20, rounds=10)
