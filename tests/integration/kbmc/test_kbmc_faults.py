@@ -333,6 +333,7 @@ def test_kbmc_killed_before_kubevirt_took_the_call(
         client.result(timeout=30)
     old = newest_request(cluster, bmc, "on")
     rule.release()  # answered 503: not carried out
+    emu.emulator.faults.clear()  # and the API server is well again
     bmc.restart()
     wait_until(lambda: (record(cluster, bmc, old["id"]) or {}).get("effect") == "failed", what="failed")
     wait_until(lambda: warnings(cluster, bmc, old["id"]), what="a PowerActionFailed Warning Event")
