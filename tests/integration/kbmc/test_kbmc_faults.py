@@ -36,6 +36,18 @@ ONE_TRY = ("-R", "1", "-N", "5")  # ipmitool: one try, 5 s timeout: the kbmc's o
 _serial = iter(range(1, 1_000_000))
 
 
+def figure(name: str, value: str) -> None:
+    """A measured figure for bench/README.md (seen with `pytest -s`)."""
+    print(f"FIGURE {name}: {value}")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 # --- the controller, as a process that can be killed ------------------------------------------------
 
 
@@ -166,9 +178,11 @@ def warnings(cluster: Cluster, bmc: Bmc, request_id: str) -> list[dict[str, Any]
     ]
 
 
-def power(bmc: Bmc, verb: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def power(
+    bmc: Bmc, verb: str, extra: tuple[str, ...] = ONE_TRY
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    out = bmc.kbmc.ipmitool("chassis", "power", verb, extra=ONE_TRY)
+    out = bmc.kbmc.ipmitool("chassis", "power", verb, extra=extra)
     return out, time.monotonic() - started
 
 
@@ -210,7 +224,9 @@ def test_hung_api_power_off_errs_in_time_and_a_late_stop_says_so(
     out, took = power(bmc, "off")
     assert out.returncode != 0 and "Down/Off" not in out.stdout, out.stdout
     assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"  # ipmitool's own start-up included
+    figure("hung API: ipmitool power off answered (whole process)", f"{took:.2f} s: {out.stderr.strip()}")
     req = newest_request(cluster, bmc, "off")
+    started = time.monotonic()
     # no answer within the bound: unknown (the call reached the API server), with a Warning Event
     wait_until(
         lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "unknown",
@@ -218,6 +234,7 @@ def test_hung_api_power_off_errs_in_time_and_a_late_stop_says_so(
         what="the request unknown after the bound",
     )
     wait_until(lambda: warnings(cluster, bmc, req["id"]), what="a PowerActionFailed Warning Event")
+    figure("hung API: record unknown + Warning Event after the answer", f"{time.monotonic() - started:.1f} s")
     assert powered(cluster, bmc, True)  # nothing carried out while the API hangs
     rule.release()  # the API server comes back and carries the held stop out after all
     wait_until(lambda: powered(cluster, bmc, False), what="the late stop")
@@ -239,6 +256,7 @@ def test_refusing_api_power_off_fails_and_nothing_runs_later(
     out, took = power(bmc, "off")
     assert out.returncode != 0 and "Down/Off" not in out.stdout, out.stdout
     assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"
+    figure("refusing API: ipmitool power off answered", f"{took:.2f} s: {out.stderr.strip()}")
     req = newest_request(cluster, bmc, "off")
     wait_until(
         lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "failed",
@@ -269,6 +287,10 @@ def test_hung_api_redfish_reset_answers_503_with_retry_after(
         assert answer.status_code == 503, answer.text
         assert int(answer.headers["Retry-After"]) >= 1
         assert took < CALL_BOUND_SECONDS + 5, took
+        figure(
+            "hung API: Redfish Reset answered 503",
+            f"{took:.1f} s, Retry-After {answer.headers['Retry-After']}",
+        )
         req = newest_request(cluster, made, "on")
         wait_until(lambda: (record(cluster, made, req["id"]) or {}).get("effect") == "unknown")
         wait_until(lambda: warnings(cluster, made, req["id"]), what="a PowerActionFailed Warning Event")
@@ -354,7 +376,7 @@ def controller_kills(
     again: the restarted controller records what it missed, and each transition is in the history exactly
     once, with one Event each."""
     proc = start_controller(emu, controller_dir)
-    done = 0
+    done, catch_up = 0, 0.0
     try:
         # the controller knows the VM (Off) first: a transition before it ever saw the VM is not history
         wait_until(
@@ -371,9 +393,11 @@ def controller_kills(
                 proc.kill()  # mid-reconcile: the transition may be half recorded (Events, no history)
                 proc = start_controller(emu, controller_dir)
                 done += 1
+                restarted = time.monotonic()
                 wait_until(
                     lambda n=done: len(history(cluster, bmc)) >= n, timeout=60, what=f"transition {done}"
                 )
+                catch_up = max(catch_up, time.monotonic() - restarted)
     finally:
         proc.stop()
     entries = history(cluster, bmc)
@@ -388,6 +412,11 @@ def controller_kills(
         if e["reason"] in ("PoweredOn", "PoweredOff")
     )
     assert len(events) == 2 * rounds and set(events.values()) == {1}, events
+    figure(
+        f"controller SIGKILLed at {done} transitions",
+        f"{len(entries)} history entries, {len(events)} Events, 0 duplicates; longest catch-up after a "
+        f"restart {catch_up:.1f} s",
+    )
 
 
 def test_controller_killed_mid_reconcile(
@@ -409,17 +438,26 @@ def test_controller_killed_mid_reconcile_long(
 def concurrent_power_on(cluster: Cluster, bmc: Bmc, clients: int, rounds: int) -> None:
     """`clients` ipmitool processes ask `power on` at once (then `power off`), `rounds` times: every one
     hears success, KubeVirt gets one call per round, the history one transition per round."""
+    before, longest, started = rss_mib(bmc.kbmc.proc.pid), 0.0, time.monotonic()
     for _ in range(rounds):
         for verb, on, word in (("on", True, "Up/On"), ("off", False, "Down/Off")):
             with ThreadPoolExecutor(clients) as pool:
-                asks = [pool.submit(bmc.kbmc.ipmitool, "chassis", "power", verb) for _ in range(clients)]
-                outs = [ask.result(timeout=60) for ask in asks]
+                # ipmitool's defaults: a retransmit each second
+                asks = [pool.submit(power, bmc, verb, ()) for _ in range(clients)]
+                timed = [ask.result(timeout=60) for ask in asks]
+            outs = [out for out, _ in timed]
+            longest = max([longest] + [took for _, took in timed])
             failed = [o.stdout + o.stderr for o in outs if f"Chassis Power Control: {word}" not in o.stdout]
             assert not failed, failed[:3]
             wait_until(lambda on=on: powered(cluster, bmc, on), what=f"power {verb}")
             called = [r for r in records(cluster, bmc) if r["action"] == verb and r["effect"] == "called"]
             assert len(called) <= 1, records(cluster, bmc)  # the newest 10 records: at most one call
     wait_until(lambda: all(r["effect"] != "pending" for r in records(cluster, bmc)), what="nothing pending")
+    figure(
+        f"{clients} ipmitool at once, {rounds} x (power on, power off)",
+        f"{2 * rounds * clients} commands in {time.monotonic() - started:.1f} s, all succeeded; longest "
+        f"{longest:.2f} s; kbmc RSS {before:.1f} -> {rss_mib(bmc.kbmc.proc.pid):.1f} MiB",
+    )
 
 
 def test_twenty_clients_one_call(emu: EmulatorThread, cluster: Cluster, bmc: Bmc) -> None:
