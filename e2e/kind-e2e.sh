@@ -16,7 +16,11 @@ set -euo pipefail
 usage() { sed -n '3,8s/^# \{0,1\}//p' "$0"; }
 
 CLUSTER=${CLUSTER:-vmbmc-e2e}
-IMAGE=${IMAGE:-vmbmc:e2e}
+IMAGE=${IMAGE:-vmbmc:e2e}  # NAME:TAG (a registry host's :PORT is not a tag)
+case "${IMAGE##*/}" in
+  *:*) ;;
+  *) echo "IMAGE must name a tag (NAME:TAG), not '$IMAGE'" >&2; exit 2 ;;
+esac
 KUBEVIRT_VERSION=${KUBEVIRT_VERSION:-v1.6.0}
 CDI_VERSION=${CDI_VERSION:-v1.62.0}
 SYSTEM_NS=${SYSTEM_NS:-virtualmachinebmc-system}
