@@ -94,9 +94,12 @@ redfish_base() {
     echo "${scheme}://$(kbmc_pod_ip):8443/redfish/v1"
   fi
 }
+# The running kbmc pod's IP; a pod being deleted (the one a rollout replaces) still shows Running.
 kbmc_pod_ip() {
   kubectl -n "$SYSTEM_NS" get pods -l "virtualmachinebmc.kubevirt.io/bmc=$bmc" \
-    --field-selector=status.phase=Running -o jsonpath='{.items[0].status.podIP}'
+    --field-selector=status.phase=Running \
+    -o jsonpath='{range .items[*]}{.status.podIP}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 1 { print $1; exit }'
 }
 
 # `ipmi INTERFACE ARGS...`: ipmitool against the BMC with its credentials.

@@ -94,9 +94,15 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
             from vmbmc.health import HealthServer
 
-            # Ready once the VM watch has synced: before that the BMC would answer from nothing.
-            health = HealthServer(generate_latest, args.address, args.health_port, ready_check=hub.ready)
-            health.ready_reason = "watch not synced"
+            # Ready once the VM watch has synced (before that the BMC would answer from nothing) and the
+            # front ends listen (before that a client the Service sends here gets a refusal).
+            health = HealthServer(
+                generate_latest,
+                args.address,
+                args.health_port,
+                ready_check=lambda: service is not None and hub.ready(),
+            )
+            health.ready_reason = "watch not synced or front ends not listening yet"
             await health.start()
         if args.bmc:
             machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)
