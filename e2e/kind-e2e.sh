@@ -43,8 +43,9 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$here/lib.sh"
 
-log() { printf '\n=== %s\n' "$*"; }
 
 if [ -n "$KUBECONFIG_GIVEN" ]; then
   [ -r "$KUBECONFIG_GIVEN" ] || { echo "--kubeconfig $KUBECONFIG_GIVEN: no such readable file" >&2; exit 2; }
@@ -89,13 +90,7 @@ log "deploy vmbmc"
 # deploy/ (the controller's, which its kbmc pods use too).
 overlay=$(mktemp -d "$here/overlay.XXXXXX")
 trap 'rm -rf "$overlay"; cleanup' EXIT
-cat >"$overlay/kustomization.yaml" <<YAML
-resources: [../../deploy]
-images:
-- name: vmbmc
-  newName: ${IMAGE%:*}
-  newTag: ${IMAGE##*:}
-YAML
+write_overlay "$overlay" "$IMAGE"
 kubectl apply -k "$overlay"
 kubectl -n "$SYSTEM_NS" rollout status deployment/vmbmc-controller --timeout=180s
 

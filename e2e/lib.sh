@@ -131,3 +131,16 @@ expect_status() {
   printf '%s\n' "$out" >&2
   [ "$(tail -n 1 <<<"$out")" = "$code" ] || fail "$what: expected HTTP $code"
 }
+
+# `write_overlay DIR IMAGE`: DIR/kustomization.yaml applying deploy/ with every `vmbmc` image renamed to
+# IMAGE (NAME:TAG), as a user's overlay would. DIR is a directory of e2e/ (kustomize takes no absolute
+# paths to a base).
+write_overlay() {
+  cat >"$1/kustomization.yaml" <<YAML
+resources: [../../deploy]
+images:
+- name: vmbmc
+  newName: ${2%:*}
+  newTag: ${2##*:}
+YAML
+}
