@@ -17,7 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--leader-elect", action="store_true", help="take the Lease vmbmc-controller first")
     parser.add_argument("--health-port", type=port, default=8080, help="/healthz, /readyz, /metrics (0: any)")
-    parser.add_argument("--kbmc-image", default="vmbmc:dev", help="image of the kbmc pods")
+    parser.add_argument("--health-address", default="0.0.0.0", help="address of the health port")
+    parser.add_argument(
+        "--kbmc-image", help="image of the kbmc pods (default: the controller's own, read from its pod)"
+    )
     parser.add_argument("--no-auto-create", action="store_true", help="do not create a BMC for every VM")
     parser.add_argument(
         "--vm-namespace-selector",
@@ -38,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vmbmc.controller.operator import run_controller
     from vmbmc.controller.options import ControllerOptions
-    from vmbmc.controller.selectors import parse
+    from vmbmc.selectors import parse
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         leader_elect=args.leader_elect,
         health_port=args.health_port,
+        health_address=args.health_address,
         kbmc_image=args.kbmc_image,
         auto_create=not args.no_auto_create,
         vm_namespace_selector=args.vm_namespace_selector,
