@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from vmbmc.emulator.kubelet import ImagePullError, PodEvents, PodHandle
+from vmbmc.emulator.kubelet import ImagePullError, PodEvents, PodHandle, SourceMissing
 from vmbmc.kustomize import split_image
 
 log = logging.getLogger("vmbmc.demo.pods")
@@ -142,11 +142,13 @@ class LocalPodRunner:
         rt = self._emulator.registry.get("", "v1", plural)
         return self._emulator.store.try_get(rt, namespace, name)
 
-    def _source(self, plural: str, namespace: str, name: str) -> dict[str, bytes]:
+    def _source(
+        self, plural: str, namespace: str, name: str, reason: str = "ContainerCreating"
+    ) -> dict[str, bytes]:
         obj = self._get(plural, namespace, name)
         if obj is None:
             kind = "Secret" if plural == "secrets" else "ConfigMap"
-            raise FileNotFoundError(f'{kind.lower()} "{name}" not found')
+            raise SourceMissing(reason, f'{kind.lower()} "{name}" not found')
         if plural == "secrets":
             return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         return {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
@@ -200,7 +202,8 @@ class LocalPodRunner:
                     if "secretKeyRef" in source
                     else ("configmaps", source["configMapKeyRef"])
                 )
-                out[var["name"]] = self._source(plural, ns, ref["name"])[ref["key"]].decode()
+                data = self._source(plural, ns, ref["name"], "CreateContainerConfigError")
+                out[var["name"]] = data[ref["key"]].decode()
             else:
                 raise ValueError(f"env {var['name']}: {sorted(source)} is not supported here")
         return out

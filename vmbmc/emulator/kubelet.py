@@ -15,6 +15,9 @@ Deleting a pod is graceful: the kubelet stops the runner (``deletionGracePeriodS
 ``terminationGracePeriodSeconds``, 30 by default) and then removes the pod. ``PodEvents`` methods may be
 called from any thread. A runner that cannot have a pod's image raises ``ImagePullError`` from
 ``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet.
+One that finds a Secret or ConfigMap the pod needs missing raises ``SourceMissing``: the pod waits
+(``ContainerCreating`` for a volume, ``CreateContainerConfigError`` for an env var) and is started once it
+appears, as a kubelet retries the mount.
 """
 
 from __future__ import annotations
@@ -60,6 +63,14 @@ class PodEvents:
 
     def exited(self, code: int) -> None:
         self._loop.call_soon_threadsafe(self._kubelet._on_exit, self._key, self._uid, code)
+
+
+class SourceMissing(FileNotFoundError):
+    """Raised by a runner's `start` when a Secret or ConfigMap the pod reads does not exist (yet)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the containers' waiting reason, as a kubelet shows it
 
 
 class ImagePullError(Exception):
@@ -326,9 +337,18 @@ class Kubelet:
             log.info("image pull failed", extra={"namespace": key[0], "pod": key[1], "image": e.image})
             self._write_waiting(key, state, "ErrImagePull", str(e))
             state.task = asyncio.get_running_loop().create_task(self._pull_backoff(key, pod, state, e))
+        except SourceMissing as e:
+            log.info("pod waits for its sources", extra={"namespace": key[0], "pod": key[1], "error": str(e)})
+            self._write_waiting(key, state, e.reason, str(e))
+            state.task = asyncio.get_running_loop().create_task(self._retry_sources(key, pod, state))
         except Exception as e:
             log.exception("pod start failed", extra={"namespace": key[0], "pod": key[1]})
             self._write_waiting(key, state, "RunContainerError", str(e))
+
+    async def _retry_sources(self, key: tuple[str, str], pod: dict, state: _Pod) -> None:
+        await asyncio.sleep(1.0)  # a kubelet re-syncs a waiting pod about this often (compressed)
+        if self._pods.get(key) is state and not state.stopping:
+            await self._start(key, pod, state)
 
     async def _pull_backoff(self, key: tuple[str, str], pod: dict, state: _Pod, err: ImagePullError) -> None:
         state.pull_failures += 1
