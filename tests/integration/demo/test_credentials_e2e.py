@@ -129,6 +129,21 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
             assert f"{SYSTEM}/late-credentials" in message
             described = kubectl("-n", SYSTEM, "describe", "vmbmc", "late").stdout
             assert "SecretNotFound" in described and "late-credentials" in described
+            ready = wait_until(
+                lambda: next(
+                    (
+                        c
+                        for c in json.loads(kubectl("-n", SYSTEM, "get", "vmbmc", "late", "-o=json").stdout)
+                        .get("status", {})
+                        .get("conditions", [])
+                        if c["type"] == "Ready" and "late-credentials" in c.get("message", "")
+                    ),
+                    None,
+                ),
+                20,
+                "Ready naming the missing Secret",
+            )
+            assert ready["status"] == "False" and ready["reason"] == "KbmcNotReady", ready
             # the kbmc pod waits for its Secret volume, as a kubelet shows it
             wait_until(
                 lambda: kubectl(
