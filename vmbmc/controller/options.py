@@ -25,6 +25,7 @@ class ControllerOptions:
     auto_create: bool = True
     vm_namespace_selector: str | None = None
     redfish_default: bool = False
+    redfish_insecure_http_default: bool = False  # auto-created BMCs get spec.redfish.insecureHTTP: true
     identity: str = field(default_factory=default_identity)
     # Intervals, shortened by tests.
     resync_seconds: float = 60.0  # auto-created BMCs whose VM is gone are deleted at least this often

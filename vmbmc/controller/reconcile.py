@@ -6,9 +6,12 @@ import asyncio
 import logging
 from typing import Any
 
+import kopf
+
 from vmbmc.controller import children as ch
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
+from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         )
 
     secret = await ensure_credentials(state, info, bmc)
+    creds = await check_credentials(state, bmc, info.namespace, secret)
     await kube.apply(state.api, ch.service_account(info))
     await kube.apply(state.api, ch.bmc_role(info))
     await kube.apply(state.api, ch.bmc_role_binding(info))
@@ -81,9 +85,23 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         info.namespace,
         info.name,
         {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip)},
-        [found],
+        [found, creds.condition],
     )
     await update_ready(state, info.namespace, info.name)
+    if creds.missing:  # nothing watches Secrets: look again until it is there
+        raise kopf.TemporaryError(creds.condition["message"], delay=10)
+
+
+async def check_credentials(
+    state: State, bmc: dict[str, Any], namespace: str, secret: str
+) -> CredentialsCheck:
+    """The `Credentials` condition of the Secret the kbmc mounts, and its Warning Event if any."""
+    check = check_secret(namespace, secret, await kube.get(state.api, "Secret", namespace, secret))
+    if check.warning is not None:
+        key, reason, message = check.warning
+        generation = (bmc.get("metadata") or {}).get("generation")
+        await _event(state, bmc, f"{key}.g{generation}", "Warning", reason, message)
+    return check
 
 
 def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from vmbmc.demo.endpoints import BmcEndpoint, write_endpoints
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.usage import UsageError, check_port_free, port, writable_dir
 
 log = logging.getLogger("vmbmc.demo")
 
@@ -34,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", metavar="DIR", help="where the kubeconfig goes (default: a temporary dir)"
     )
-    parser.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any)")
+    parser.add_argument("--port", type=port, default=0, help="API server port on 127.0.0.1 (default: any)")
     parser.add_argument(
         "--standalone",
         action="store_true",
@@ -49,10 +51,11 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
     for b in bmcs:
         lines.append(f"  VM {b.vm}  user {b.username}  password {b.password}")
         if b.ipmi_host is not None:
-            lines.append(
-                f"    ipmitool -I lanplus -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
-                f"-P {shlex.quote(b.password)} power status"
-            )
+            for interface in ("lanplus", "lan"):  # IPMI 2.0, and the seed's IPMI 1.5 flow
+                lines.append(
+                    f"    ipmitool -I {interface} -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
+                    f"-P {shlex.quote(b.password)} power status"
+                )
         if b.redfish is not None:
             system = f"{b.redfish}/Systems/{b.vm.split('/', 1)[1]}"
             lines.append(f"    curl -sk -u {b.username}:{shlex.quote(b.password)} {system}")
@@ -93,7 +96,8 @@ async def _serve(
         objects = manifests.deploy_documents()
         runner.add_image(manifests.controller_image(objects))  # as `kind load docker-image` would
         if args.redfish or args.redfish_http:
-            objects = with_controller_args(objects, ["--redfish-default"])
+            extra = ["--redfish-default"] + (["--redfish-insecure-http-default"] if args.redfish_http else [])
+            objects = with_controller_args(objects, extra)
         await apply_all(api, objects)
     finally:
         await api.close()
@@ -143,11 +147,20 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if args.vms < 1:
-        print("vmbmc demo: --vms must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--vms must be at least 1")
+    check_port_free("--port", "127.0.0.1", args.port)
+    if args.workdir:
+        return _run(args, writable_dir("--workdir", Path(args.workdir)))
+    # A temporary workdir holds kubeconfigs and passwords: it goes when the demo does.
+    workdir = Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     started = time.monotonic()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
     # The emulator enforces RBAC and every pod runs under its own ServiceAccount's token; the
     # standalone BMCs use the admin kubeconfig.
