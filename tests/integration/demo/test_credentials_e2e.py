@@ -37,7 +37,7 @@ PW24 = "Ab3dEf6hIj9lMn2pQr5tUv8x"  # 24 bytes
 
 def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=200)
+    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=200, images=["vmbmc:dev"])
     with EmulatorThread(kubeconfig=kubeconfig, crds=crd_files(), pod_runner=runner) as emu:
         runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
 
