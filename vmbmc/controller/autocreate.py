@@ -26,7 +26,7 @@ def wanted(state: State, vm: Mapping[str, Any] | None, namespace_labels: Mapping
     if labels.get(n.LABEL_ENABLED) == "false":
         return False
     if state.options.vm_namespace_selector:
-        from vmbmc.controller.selectors import parse
+        from vmbmc.selectors import parse
 
         if namespace_labels is None or not parse(state.options.vm_namespace_selector)(namespace_labels):
             return False

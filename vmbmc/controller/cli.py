@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vmbmc.controller.operator import run_controller
     from vmbmc.controller.options import ControllerOptions
-    from vmbmc.controller.selectors import parse
+    from vmbmc.selectors import parse
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmbmc.auth.passwords import IPMI15_MAX_PASSWORD, IPMI20_MAX_PASSWORD
+from vmbmc.controller.conditions import condition
 
 CONDITION = "Credentials"
 
@@ -34,7 +35,7 @@ class CredentialsCheck:
 
 
 def _condition(ok: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": CONDITION, "status": "True" if ok else "False", "reason": reason, "message": message}
+    return condition(CONDITION, ok, reason, message)
 
 
 def _decoded_length(data: dict[str, Any], key: str) -> int | None:

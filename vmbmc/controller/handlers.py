@@ -80,18 +80,27 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=reg, id="login")
     async def login(**_: Any) -> kopf.ConnectionInfo:
         cfg = state.api.cfg
-        token = await cfg.get_api_key_with_prefix("BearerToken")
-        scheme, _, raw = (token or "").partition(" ")
+        cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
+        authorization, cred = await cfg.credentials()
+        scheme, _, token = (authorization or "").partition(" ")
+        bearer = token if scheme == "Bearer" else None
+        cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
+        if cred is not None and cred.cert_pem:  # the exec plugin's certificate
+            cert_pem, key_pem = cred.cert_pem, cred.key_pem
         return kopf.ConnectionInfo(
-            server=str(cfg.host),
-            ca_path=cfg.ssl_ca_cert or None,
-            insecure=not cfg.verify_ssl,
-            scheme=scheme or None,
-            token=raw or None,
-            username=cfg.username or None,
-            password=cfg.password or None,
-            certificate_path=cfg.cert_file or None,
-            private_key_path=cfg.key_file or None,
+            server=cfg.server,
+            ca_path=cfg.ca_file,
+            ca_data=cfg.ca_pem,
+            insecure=cfg.insecure,
+            scheme="Bearer" if bearer else None,
+            token=bearer,
+            username=None if bearer else cfg.username,
+            password=None if bearer else cfg.password,
+            certificate_path=None if cert_pem else cfg.cert_file,
+            certificate_data=cert_pem,
+            private_key_path=None if key_pem else cfg.key_file,
+            private_key_data=key_pem,
+            expiration=cred.expires if cred is not None else None,
         )
 
     # --- indices: the latest of every object, by key ------------------------------------------------
@@ -158,6 +167,15 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         )
 
     # --- VMs and VMIs: auto-create and the recorder ------------------------------------------------
+    async def observe_all(
+        bmcs_by_vm: kopf.Index, vm_key: tuple[str, str], vm: dict[str, Any] | None, vmi: dict[str, Any] | None
+    ) -> None:
+        """Every BMC of the VM observes the change; each knows the others (their requests count too)."""
+        bmcs = [dict(b) for b in bmcs_by_vm.get(vm_key, ())]
+        peers = [_key(b) for b in bmcs]
+        for bmc in bmcs:
+            await state.recorder.observe(bmc, vm, vmi, peers)
+
     @kopf.on.event(*VM, registry=reg, id="vm_event")
     async def vm_event(
         event: Mapping[str, Any],
@@ -175,8 +193,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
             ns_labels = _first(kwargs["namespaces"].get(namespace))
         await sync(namespace, name, vm, bmcs_by_vm, bmc_vm_annotation, ns_labels)
         vmi = _first(vmis.get((namespace, name)))
-        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
-            await state.recorder.observe(dict(bmc), vm, vmi)
+        await observe_all(bmcs_by_vm, (namespace, name), vm, vmi)
 
     @kopf.on.event(*VMI, registry=reg, id="vmi_event")
     async def vmi_event(
@@ -190,8 +207,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     ) -> None:
         vmi = None if event.get("type") == "DELETED" else plain(body)
         vm = _first(vms.get((namespace, name)))
-        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
-            await state.recorder.observe(dict(bmc), vm, vmi)
+        await observe_all(bmcs_by_vm, (namespace, name), vm, vmi)
 
     # --- BMCs ---------------------------------------------------------------------------------------
     @kopf.on.resume(*BMC, registry=reg, id="bmc_changed", backoff=2)
@@ -222,6 +238,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         name: str,
         vms: kopf.Index,
         vmis: kopf.Index,
+        bmcs_by_vm: kopf.Index,
         **_: Any,
     ) -> None:
         key = (namespace, name)
@@ -238,7 +255,8 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         state.history_ids[key] = ids
         state.metrics.bmcs.set(len(state.history_ids))
         vm_key = n.vm_ref(bmc)
-        await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)))
+        peers = [_key(b) for b in bmcs_by_vm.get(vm_key, ())]
+        await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)), peers)
 
     @kopf.timer(
         *BMC,
@@ -305,6 +323,11 @@ def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("reason") == "KbmcNotReady" for c in status.get("conditions") or []
     )
+
+
+def _key(bmc: Mapping[str, Any]) -> tuple[str, str]:
+    meta = bmc.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def _first_value(store: Any) -> Any:

@@ -22,7 +22,8 @@ from vmbmc.controller.image import kbmc_image
 from vmbmc.controller.leader import LeaderElector
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
-from vmbmc.controller.state import State, make_recorder
+from vmbmc.controller.recorder import PowerRecorder
+from vmbmc.controller.state import State
 from vmbmc.health import HealthServer
 from vmbmc.kubevirt.client import ApiClient
 
@@ -79,7 +80,7 @@ class Controller:
         log.info("health, readiness and metrics on port %d", self.health_port)
         elector: LeaderElector | None = None
         holder: asyncio.Task[None] | None = None
-        recorder = make_recorder(api, opts.identity)
+        recorder = PowerRecorder(api, opts.identity)
         try:
             if opts.leader_elect:
                 elector = LeaderElector(
@@ -112,8 +113,8 @@ class Controller:
 
             async def stopper() -> None:
                 await stop.wait()
-                # The health server first: kopf waits 5 s for tasks spawned while it ran (aiohttp's
-                # connection handlers for probes among them) before it returns.
+                # The health server first: kopf waits 5 s for tasks spawned while it ran (the health
+                # server's connection handlers for probes among them) before it returns.
                 self.health.ready = False
                 await self.health.stop()
                 kopf_stop.set()

@@ -40,13 +40,8 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     why = refusal(state, info)
     if why is not None:
         await remove_workload(state, info, keep_vm_namespace=None)
-        await kube.patch_status(
-            state.api,
-            info.namespace,
-            info.name,
-            {**base, "ready": False},
-            [kube.condition("Ready", False, "Refused", why)],
-        )
+        await kube.patch_status(state.api, info.namespace, info.name, base)
+        await update_ready(state, info.namespace, info.name)
         await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
         return
 
@@ -117,25 +112,61 @@ def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:
 
 
 def deployment_ready(deployment: dict[str, Any] | None) -> bool:
-    status = (deployment or {}).get("status") or {}
-    return int(status.get("readyReplicas") or 0) >= 1
+    """The kbmc pod of the Deployment's current spec passes its readiness probe (an old pod's readiness,
+    before the Deployment controller has seen a new spec, says nothing about the new one)."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) >= 1
+        and int(status.get("readyReplicas") or 0) >= 1
+    )
+
+
+def readiness(
+    state: State, bmc: dict[str, Any], pod_ready: bool, stuck: str | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """`ready` and the Ready condition: a promise that a client can use the BMC now. True only when the BMC
+    is not refused, its credentials Secret, Service IP and endpoints are in its status, and the kbmc pod
+    of the current Deployment is ready; `stuck` is why its pod does not start, as its kubelet says."""
+    why = refusal(state, ch.BmcInfo.from_body(bmc))
+    if why is not None:
+        return False, kube.condition("Ready", False, "Refused", why)
+    status = bmc.get("status") or {}
+    missing = [
+        field
+        for field, present in (
+            ("credentialsSecret", bool(status.get("credentialsSecret"))),
+            ("serviceIP", bool(status.get("serviceIP"))),
+            ("endpoints", any((status.get("endpoints") or {}).values())),
+        )
+        if not present
+    ]
+    if missing:
+        return False, kube.condition("Ready", False, "Reconciling", f"waiting for {', '.join(missing)}")
+    if not pod_ready:
+        waiting = "waiting for the kbmc pod to become ready" + (f": {stuck}" if stuck else "")
+        return False, kube.condition("Ready", False, "KbmcNotReady", waiting)
+    return True, kube.condition("Ready", True, "KbmcReady", "the kbmc pod is ready")
 
 
 async def update_ready(state: State, namespace: str, name: str) -> None:
-    """`ready` and the Ready condition follow the kbmc pod's readiness (the Deployment's readyReplicas).
-
-    Serialised per BMC, with the Deployment read inside the lock: the last writer has read the newest
-    Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
+    """The one writer of `ready` and the Ready condition (see `readiness`), decided from the very BMC
+    version it patches. Serialised per BMC, with the Deployment read inside the lock: the last writer has
+    read the newest Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
     lock = state.ready_locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         deployment = await kube.get(state.api, "Deployment", namespace, n.kbmc_name(name))
-        ok = deployment_ready(deployment)
-        message = "the kbmc pod is ready" if ok else "waiting for the kbmc pod to become ready"
-        if not ok and deployment is not None:
-            stuck = await pod_problem(state, deployment)
-            message = f"{message}: {stuck}" if stuck else message
-        cond = kube.condition("Ready", ok, "KbmcReady" if ok else "KbmcNotReady", message)
-        await kube.patch_status(state.api, namespace, name, {"ready": ok}, [cond])
+        pod_ready = deployment_ready(deployment)
+        stuck = None if pod_ready or deployment is None else await pod_problem(state, deployment)
+
+        def compute(bmc: dict[str, Any]) -> kube.StatusFields:
+            ok, cond = readiness(state, bmc, pod_ready, stuck)
+            return {"ready": ok}, [cond]
+
+        await kube.update_status(state.api, namespace, name, compute)
 
 
 async def pod_problem(state: State, deployment: dict[str, Any]) -> str | None:
