@@ -37,6 +37,8 @@ def new_bmc(state: State, name: str, vm_namespace: str, vm_name: str) -> dict[st
     spec: dict[str, Any] = {"virtualMachineRef": {"namespace": vm_namespace, "name": vm_name}}
     if state.options.redfish_default:
         spec["redfish"] = {"enabled": True}
+    if state.options.redfish_insecure_http_default:
+        spec.setdefault("redfish", {})["insecureHTTP"] = True
     return {
         "apiVersion": f"{n.GROUP}/{n.VERSION}",
         "kind": n.KIND,

@@ -80,18 +80,27 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=reg, id="login")
     async def login(**_: Any) -> kopf.ConnectionInfo:
         cfg = state.api.cfg
-        token = await cfg.get_api_key_with_prefix("BearerToken")
-        scheme, _, raw = (token or "").partition(" ")
+        cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
+        authorization, cred = await cfg.credentials()
+        scheme, _, token = (authorization or "").partition(" ")
+        bearer = token if scheme == "Bearer" else None
+        cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
+        if cred is not None and cred.cert_pem:  # the exec plugin's certificate
+            cert_pem, key_pem = cred.cert_pem, cred.key_pem
         return kopf.ConnectionInfo(
-            server=str(cfg.host),
-            ca_path=cfg.ssl_ca_cert or None,
-            insecure=not cfg.verify_ssl,
-            scheme=scheme or None,
-            token=raw or None,
-            username=cfg.username or None,
-            password=cfg.password or None,
-            certificate_path=cfg.cert_file or None,
-            private_key_path=cfg.key_file or None,
+            server=cfg.server,
+            ca_path=cfg.ca_file,
+            ca_data=cfg.ca_pem,
+            insecure=cfg.insecure,
+            scheme="Bearer" if bearer else None,
+            token=bearer,
+            username=None if bearer else cfg.username,
+            password=None if bearer else cfg.password,
+            certificate_path=None if cert_pem else cfg.cert_file,
+            certificate_data=cert_pem,
+            private_key_path=None if key_pem else cfg.key_file,
+            private_key_data=key_pem,
+            expiration=cred.expires if cred is not None else None,
         )
 
     # --- indices: the latest of every object, by key ------------------------------------------------
@@ -269,6 +278,20 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
             await kube.delete(state.api, n.KIND, namespace, name)
         return None
 
+    @kopf.timer(
+        *BMC,
+        registry=reg,
+        id="pod_check",
+        interval=opts.pod_check_seconds,
+        initial_delay=opts.pod_check_seconds,
+        when=lambda status, **_: _waiting_for_kbmc(status),
+    )
+    async def pod_check(namespace: str, name: str, **_: Any) -> None:
+        """A pod that cannot start (ErrImagePull, CrashLoopBackOff) changes no Deployment field; look
+        at it again while the BMC waits for its kbmc, so the Ready condition says why."""
+        await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
+        return None
+
     # --- kbmc Deployments: readiness, and re-creating a deleted one ---------------------------------
     @kopf.on.event(
         "apps",
@@ -294,6 +317,12 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         await _with_retries(state, "deployment", recreate)
 
     return reg
+
+
+def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == "KbmcNotReady" for c in status.get("conditions") or []
+    )
 
 
 def _key(bmc: Mapping[str, Any]) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 import kopf
 
 from vmbmc.controller.handlers import build_registry, configure_settings
+from vmbmc.controller.image import kbmc_image
 from vmbmc.controller.leader import LeaderElector
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
@@ -69,6 +71,11 @@ class Controller:
             for sig in (signal.SIGINT, signal.SIGTERM):  # while waiting for leadership, too
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         api = await ApiClient.connect(opts.kubeconfig)
+        try:  # one image for every pod: the kbmc pods get the controller's own
+            opts = dataclasses.replace(opts, kbmc_image=await kbmc_image(api, opts.kbmc_image))
+        except BaseException:
+            await api.close()
+            raise
         self.health_port = await self.health.start()
         log.info("health, readiness and metrics on port %d", self.health_port)
         elector: LeaderElector | None = None
@@ -106,8 +113,8 @@ class Controller:
 
             async def stopper() -> None:
                 await stop.wait()
-                # The health server first: kopf waits 5 s for tasks spawned while it ran (aiohttp's
-                # connection handlers for probes among them) before it returns.
+                # The health server first: kopf waits 5 s for tasks spawned while it ran (the health
+                # server's connection handlers for probes among them) before it returns.
                 self.health.ready = False
                 await self.health.stop()
                 kopf_stop.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import inspect
 import ipaddress
 import logging
@@ -208,6 +209,9 @@ class EmulatorThread:
                 self.emulator.store.create(crd_rt, doc)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._pod_runner is not None and self.workloads is not None and self._server is not None:
+            with contextlib.suppress(Exception):  # stopping anyway; the kubelet stops them again below
+                self.call(self.workloads.kubelet.stop_pods, timeout=timeout)
         if self._server is not None and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.emulator.store.close_subscriptions)
             self._server.should_exit = True

@@ -12,18 +12,16 @@ from typing import Any
 
 from vmbmc.machine.boot import boot_mode
 from vmbmc.machine.observe import run_strategy
+from vmbmc.machine.quantity import parse_quantity as parse_k8s_quantity
 from vmbmc.machine.types import Disk, Inventory, Nic
 
 
 def parse_quantity(value: Any) -> Decimal | None:
     """A Kubernetes resource.Quantity ("4Gi", "500m", "1e3", 2) as a number; None when malformed."""
-    if value is None:
+    if value is None or isinstance(value, bool):
         return None
-    # Imported here: the front ends import vmbmc.machine and must not pull in the Kubernetes client.
-    from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
-
     try:
-        return Decimal(k8s_parse_quantity(value))
+        return parse_k8s_quantity(value)
     except (ValueError, TypeError, InvalidOperation):
         return None
 
@@ -128,4 +126,3 @@ def inventory(
         boot_mode=boot_mode(vm),
         run_strategy=run_strategy(vm),
     )
-

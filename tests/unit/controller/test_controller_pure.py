@@ -7,6 +7,7 @@ import string
 import pytest
 
 from vmbmc import selectors
+from vmbmc.auth import passwords
 from vmbmc.controller import children as ch
 from vmbmc.controller import conditions, kube
 from vmbmc.controller.cli import configure
@@ -48,11 +49,11 @@ def test_vm_namespace_rbac_has_no_cross_namespace_owner() -> None:
     assert ch.vm_role_binding(info())["metadata"]["namespace"] == "vmns"
 
 
-def test_generated_passwords_have_20_random_characters() -> None:
-    """contracts §8: RAKP exposes a hash to anyone who reaches the port, so ≥ 20 random characters
-    (20 from 62 symbols: about 119 bits) that still fit IPMI 2.0's 20-byte password field."""
-    passwords = [ch.generate_password() for _ in range(500)]
-    assert all(len(p) == 20 for p in passwords)
+def test_generated_passwords_have_16_random_characters() -> None:
+    """RAKP exposes a hash to anyone who reaches the port, so 16 random letters and digits (about 95
+    bits), the most IPMI 1.5 (`ipmitool -I lan`) accepts."""
+    passwords = [ch.generate_password() for _ in range(700)]
+    assert all(len(p) == 16 for p in passwords)
     assert len(set(passwords)) == len(passwords)
     used = set("".join(passwords))
     assert used <= set(string.ascii_letters + string.digits)
@@ -61,8 +62,8 @@ def test_generated_passwords_have_20_random_characters() -> None:
 
 def test_passwords_come_from_the_secrets_module(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(ch.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
-    assert ch.generate_password() == "a" * 20 and len(calls) == 20
+    monkeypatch.setattr(passwords.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
+    assert ch.generate_password() == "a" * 16 and len(calls) == 16
 
 
 def test_contains_and_field_patch() -> None:
