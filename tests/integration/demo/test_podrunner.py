@@ -100,7 +100,9 @@ def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
             conds = {c["type"]: c["status"] for c in (pod or {}).get("status", {}).get("conditions", [])}
             return pod if conds.get("Ready") == "True" else None
 
-        pod = wait_until(ready_pod, what="pod Ready")
+        # A generous bound: under load the kbmc process takes several seconds to import and make its
+        # certificate before its /readyz answers.
+        pod = wait_until(ready_pod, timeout=60, what="pod Ready")
         ip = pod["status"]["podIP"]
         assert ip.startswith("127.10.")
         out = subprocess.run(
