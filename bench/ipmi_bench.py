@@ -159,25 +159,32 @@ def session_throughput(port: int, count: int) -> float:
     return count / elapsed
 
 
-def concurrent_throughput(port: int, sessions: int, count: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_throughput(port: int, sessions: int, count: int, server: int) -> tuple[float, float]:
     """`sessions` ipmitool processes at once, each one session running `count` `power status`
-    (what several Ironic conductors polling one BMC look like): requests/s over all of them."""
+    (what several Ironic conductors polling one BMC look like): requests/s over all of them, and the
+    server's CPU time per request in µs (what the server itself spends, whoever is the bottleneck)."""
     script = Path(f"/tmp/vmbmc-ipmi-bench-{os.getpid()}-concurrent.txt")
     script.write_text("power status\n" * count)
     cmd = [*ipmitool(port, "-C", "3"), "exec", str(script)]
     try:
-        t0 = time.perf_counter()
+        cpu0, t0 = cpu_seconds(server), time.perf_counter()
         procs = [
             subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(sessions)
         ]
         outs = [p.communicate(timeout=600) for p in procs]
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds(server) - cpu0
     finally:
         script.unlink(missing_ok=True)
     for out, err in outs:
         assert out.count("Chassis Power is") == count, err[-500:]
-    return sessions * count / elapsed
+    total = sessions * count
+    return total / elapsed, cpu / total * 1e6
 
 
 def measure(kind: str, runs: int, requests: int, sessions: int) -> dict[str, float]:
@@ -186,7 +193,7 @@ def measure(kind: str, runs: int, requests: int, sessions: int) -> dict[str, flo
     try:
         p50, p90 = ipmitool_latency(port, runs)
         rps = session_throughput(port, requests)
-        concurrent = concurrent_throughput(port, sessions, max(1, requests // sessions))
+        concurrent, cpu_us = concurrent_throughput(port, sessions, max(1, requests // sessions), proc.pid)
         one = rss_mib(proc.pid)
     finally:
         proc.kill()
@@ -208,6 +215,7 @@ def measure(kind: str, runs: int, requests: int, sessions: int) -> dict[str, flo
         "ipmitool_p90_ms": round(p90, 1),
         "session_req_per_s": round(rps),
         f"{sessions}_sessions_req_per_s": round(concurrent),
+        "server_cpu_us_per_req": round(cpu_us),
         "rss_1_bmc_mib": round(one, 1),
         "rss_100_bmcs_mib": round(hundred, 1),
         "mib_per_added_bmc": round((hundred - one) / 99, 2),
