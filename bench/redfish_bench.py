@@ -91,6 +91,7 @@ class Result:
     latencies: list[float]
     errors: int
     reconnects: int
+    server_cpu: float = float("nan")  # the server process's CPU seconds during the measured part
 
     @property
     def rps(self) -> float:
@@ -141,8 +142,13 @@ async def _client(host: str, port: int, request: bytes, until: float, result: Re
         writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(
-    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float
+    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float, pid: int = 0
 ) -> Result:
     lines = [
         f"GET {path} HTTP/1.1",
@@ -157,9 +163,12 @@ async def load(
         *(_client(host, port, request, time.perf_counter() + 0.5, warm) for _ in range(clients))
     )
     result = Result(0, duration, [], 0, 0)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
     await asyncio.gather(*(_client(host, port, request, start + duration, result) for _ in range(clients)))
     result.seconds = time.perf_counter() - start
+    if pid:
+        result.server_cpu = cpu_seconds(pid) - cpu0
     return result
 
 
@@ -214,7 +223,7 @@ def run(name: str, target, duration: float) -> list[dict]:
     rows = []
     try:
         for clients in (1, 16):
-            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration))
+            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration, proc.pid))
             rss, hwm = rss_kib(proc.pid)
             rows.append(
                 {
@@ -223,6 +232,7 @@ def run(name: str, target, duration: float) -> list[dict]:
                     "rps": round(result.rps),
                     "p50_ms": round(result.percentile(50), 2),
                     "p99_ms": round(result.percentile(99), 2),
+                    "server_cpu_us_per_req": round(result.server_cpu / max(result.requests, 1) * 1e6),
                     "errors": result.errors,
                     "reconnects": result.reconnects,
                     "rss_mib": round(rss / 1024, 1),
@@ -269,11 +279,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("| server | clients | req/s | p50 ms | p99 ms | errors | reconnects | RSS MiB | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| server | clients | req/s | p50 ms | p99 ms | server CPU µs/req | errors | reconnects | RSS MiB "
+        "| peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['server']} | {r['clients']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+            f"| {r['server']} | {r['clients']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
+            f"| {r['server_cpu_us_per_req']} | {r['errors']} "
             f"| {r['reconnects']} | {r['rss_mib']} | {r['peak_rss_mib']} |"
         )
     return 0
