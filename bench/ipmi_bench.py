@@ -1,15 +1,16 @@
 """IPMI front end benchmark, vmbmc's kbmc side by side with the VirtualBMC stack in one run.
 
-VirtualBMC is a pyghmi `Bmc` subclass driving libvirt; libvirt cannot run here, so its stand-in is
-the same pyghmi `Bmc` answering from memory: a lower bound for VirtualBMC's times, since a real
-vbmc adds a libvirt call per request. vmbmc answers from the test-double Machine (no KubeVirt),
-so both measure the IPMI front end alone.
+VirtualBMC is a pyghmi `Bmc` subclass driving libvirt. When virtualbmc is installed (`pip install -e
+'.[bench]'`), VirtualBMC itself runs on libvirt's built-in `test:///default` driver (a libvirt call per
+request, no hypervisor); the same pyghmi `Bmc` answering from memory runs too, as a lower bound.
+vmbmc answers from the test-double Machine (no KubeVirt), so these measure the IPMI front ends.
 
 Figures: whole-process `ipmitool -I lanplus ... power status` latency (what Ironic pays per
-command), requests/s inside one session (`ipmitool exec`, Get Chassis Status), RSS of a process
-serving 1 BMC and 100 BMCs (VirtualBMC runs one process per BMC: 100 BMCs = 100 times one).
+command), requests/s inside one session (`ipmitool exec`, Get Chassis Status) and over `--sessions`
+concurrent sessions (one ipmitool process each) with the server's CPU time per request, RSS of a
+process serving 1 BMC and 100 BMCs (VirtualBMC runs one process per BMC: 100 BMCs = 100 times one).
 
-    python bench/ipmi_bench.py [--runs 30] [--requests 3000] [--json]
+    python bench/ipmi_bench.py [--runs 30] [--requests 3000] [--sessions 8] [--json]
 """
 
 from __future__ import annotations
