@@ -1,20 +1,27 @@
 # One image for the controller and the kbmc: `vmbmc controller ...` / `vmbmc kbmc ...`.
-# Build: docker build -t vmbmc:dev .
+# Build: docker build -t vmbmc:dev .   (deploy/ names `vmbmc`; its kustomization tags it `dev`)
+#
+# Stage 1 builds the wheel exactly as `pip wheel .` does anywhere: setup.py copies crds/ and deploy/
+# into it (vmbmc/_manifests). Stage 2 installs that wheel with its runtime dependencies only (no test
+# or bench extras, no compiler, no source tree) and runs as a non-root user.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY vmbmc ./vmbmc
 COPY crds ./crds
-RUN pip install --no-cache-dir --prefix=/install .
+COPY deploy ./deploy
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
-COPY --from=build /install /usr/local
-# Non-root; the kbmc binds 10623/UDP and 8443/TCP and the Service maps 623 and 443 onto them,
-# so no NET_BIND_SERVICE capability is needed.
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/vmbmc-*.whl && rm -rf /wheels
+# Non-root, by number (the kubelet checks runAsNonRoot against a numeric UID); the kbmc binds
+# 10623/UDP and 8443/TCP and the Service maps 623 and 443 onto them, so no capability is needed.
 RUN useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin vmbmc
 USER 65532:65532
-# The root filesystem is read-only in the pods; the kbmc writes its self-signed certificate to /tmp.
+# The root filesystem is read-only in the pods; the kbmc writes its self-signed certificate to /tmp
+# (an emptyDir in the pod).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
-EXPOSE 10623/udp 8443/tcp 8081/tcp
+EXPOSE 10623/udp 8443/tcp 8081/tcp 8080/tcp
 ENTRYPOINT ["vmbmc"]
 CMD ["--help"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,21 @@ def _until(fn, timeout: float = 20.0):
     return fn()
 
 
+@pytest.fixture
+def kopf_logging() -> Iterator[None]:
+    """`kopf run` configures logging for the whole process (the root logger at DEBUG with --verbose, its
+    handler, asyncio's logger): put it back, so the tests after this one do not log every API body (and
+    celpy every object, secrets included) at DEBUG."""
+    root, aio = logging.getLogger(), logging.getLogger("asyncio")
+    saved = (root.level, list(root.handlers), aio.propagate, list(aio.handlers), aio.level)
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    aio.propagate, aio.handlers[:] = saved[2], saved[3]
+    aio.setLevel(saved[4])
+
+
+@pytest.mark.usefixtures("kopf_logging")
 def test_kopf_create_status_event_finalizer_delete(emulator, kubectl):
     kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(CRD))
     kubectl("wait", "--for=condition=established", "crd/gadgets.example.vmbmc.io", "--timeout=20s")

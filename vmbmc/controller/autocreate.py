@@ -26,7 +26,7 @@ def wanted(state: State, vm: Mapping[str, Any] | None, namespace_labels: Mapping
     if labels.get(n.LABEL_ENABLED) == "false":
         return False
     if state.options.vm_namespace_selector:
-        from vmbmc.controller.selectors import parse
+        from vmbmc.selectors import parse
 
         if namespace_labels is None or not parse(state.options.vm_namespace_selector)(namespace_labels):
             return False
@@ -37,6 +37,8 @@ def new_bmc(state: State, name: str, vm_namespace: str, vm_name: str) -> dict[st
     spec: dict[str, Any] = {"virtualMachineRef": {"namespace": vm_namespace, "name": vm_name}}
     if state.options.redfish_default:
         spec["redfish"] = {"enabled": True}
+    if state.options.redfish_insecure_http_default:
+        spec.setdefault("redfish", {})["insecureHTTP"] = True
     return {
         "apiVersion": f"{n.GROUP}/{n.VERSION}",
         "kind": n.KIND,

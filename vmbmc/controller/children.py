@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import base64
-import secrets
-import string
 from dataclasses import dataclass
 from typing import Any
 
+from vmbmc.auth.passwords import generate_password as generate_password
 from vmbmc.controller import naming as n
 
 IPMI_PORT = 10623
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
-# contracts §8: ≥ 20 random characters (RAKP allows offline guessing); IPMI 2.0 takes at most 20
-PASSWORD_LENGTH = 20
-_ALPHABET = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True)
@@ -75,10 +71,6 @@ class BmcInfo:
         if owned:
             meta["ownerReferences"] = [self.owner]
         return meta
-
-
-def generate_password() -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def b64(text: str) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from vmbmc.controller.naming import SYSTEM_NAMESPACE
+from vmbmc.usage import UsageError, check_kubeconfig, port
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +16,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--namespace", default=SYSTEM_NAMESPACE, help="system namespace (auto-created BMCs, Lease)"
     )
     parser.add_argument("--leader-elect", action="store_true", help="take the Lease vmbmc-controller first")
-    parser.add_argument("--health-port", type=int, default=8080, help="/healthz, /readyz, /metrics (0: any)")
-    parser.add_argument("--kbmc-image", default="vmbmc:dev", help="image of the kbmc pods")
+    parser.add_argument("--health-port", type=port, default=8080, help="/healthz, /readyz, /metrics (0: any)")
+    parser.add_argument("--health-address", default="0.0.0.0", help="address of the health port")
+    parser.add_argument(
+        "--kbmc-image", help="image of the kbmc pods (default: the controller's own, read from its pod)"
+    )
     parser.add_argument("--no-auto-create", action="store_true", help="do not create a BMC for every VM")
     parser.add_argument(
         "--vm-namespace-selector",
@@ -26,13 +30,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redfish-default", action="store_true", help="auto-created BMCs get spec.redfish.enabled: true"
     )
+    parser.add_argument(
+        "--redfish-insecure-http-default",
+        action="store_true",
+        help="auto-created BMCs get spec.redfish.insecureHTTP: true (Redfish over plain HTTP)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def run(args: argparse.Namespace) -> int:
     from vmbmc.controller.operator import run_controller
     from vmbmc.controller.options import ControllerOptions
-    from vmbmc.controller.selectors import parse
+    from vmbmc.selectors import parse
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -44,17 +53,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         parse(args.vm_namespace_selector)
     except ValueError as err:
-        logging.error("--vm-namespace-selector: %s", err)
-        return 2
+        raise UsageError(f"--vm-namespace-selector: {err}") from None
+    check_kubeconfig(args.kubeconfig)
     options = ControllerOptions(
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,
         leader_elect=args.leader_elect,
         health_port=args.health_port,
+        health_address=args.health_address,
         kbmc_image=args.kbmc_image,
         auto_create=not args.no_auto_create,
         vm_namespace_selector=args.vm_namespace_selector,
         redfish_default=args.redfish_default,
+        redfish_insecure_http_default=args.redfish_insecure_http_default,
     )
 
     asyncio.run(run_controller(options, handle_signals=True))

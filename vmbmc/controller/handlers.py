@@ -172,6 +172,15 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         )
 
     # --- VMs and VMIs: auto-create and the recorder ------------------------------------------------
+    async def observe_all(
+        bmcs_by_vm: kopf.Index, vm_key: tuple[str, str], vm: dict[str, Any] | None, vmi: dict[str, Any] | None
+    ) -> None:
+        """Every BMC of the VM observes the change; each knows the others (their requests count too)."""
+        bmcs = [dict(b) for b in bmcs_by_vm.get(vm_key, ())]
+        peers = [_key(b) for b in bmcs]
+        for bmc in bmcs:
+            await state.recorder.observe(bmc, vm, vmi, peers)
+
     @kopf.on.event(*VM, registry=reg, id="vm_event")
     async def vm_event(
         event: Mapping[str, Any],
@@ -189,8 +198,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
             ns_labels = _first(kwargs["namespaces"].get(namespace))
         await sync(namespace, name, vm, bmcs_by_vm, bmc_vm_annotation, ns_labels)
         vmi = _first(vmis.get((namespace, name)))
-        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
-            await state.recorder.observe(dict(bmc), vm, vmi)
+        await observe_all(bmcs_by_vm, (namespace, name), vm, vmi)
 
     @kopf.on.event(*VMI, registry=reg, id="vmi_event")
     async def vmi_event(
@@ -204,8 +212,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     ) -> None:
         vmi = None if event.get("type") == "DELETED" else plain(body)
         vm = _first(vms.get((namespace, name)))
-        for bmc in list(bmcs_by_vm.get((namespace, name), ())):
-            await state.recorder.observe(dict(bmc), vm, vmi)
+        await observe_all(bmcs_by_vm, (namespace, name), vm, vmi)
 
     # --- BMCs ---------------------------------------------------------------------------------------
     @kopf.on.resume(*BMC, registry=reg, id="bmc_changed", backoff=2)
@@ -236,6 +243,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         name: str,
         vms: kopf.Index,
         vmis: kopf.Index,
+        bmcs_by_vm: kopf.Index,
         **_: Any,
     ) -> None:
         key = (namespace, name)
@@ -252,7 +260,8 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         state.history_ids[key] = ids
         state.metrics.bmcs.set(len(state.history_ids))
         vm_key = n.vm_ref(bmc)
-        await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)))
+        peers = [_key(b) for b in bmcs_by_vm.get(vm_key, ())]
+        await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)), peers)
 
     @kopf.timer(
         *BMC,
@@ -272,6 +281,20 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         if await kube.get(state.api, "VirtualMachine", vm_ns, vm_name) is None:
             log.info("resync: VM %s/%s is gone; deleting its BMC %s/%s", vm_ns, vm_name, namespace, name)
             await kube.delete(state.api, n.KIND, namespace, name)
+        return None
+
+    @kopf.timer(
+        *BMC,
+        registry=reg,
+        id="pod_check",
+        interval=opts.pod_check_seconds,
+        initial_delay=opts.pod_check_seconds,
+        when=lambda status, **_: _waiting_for_kbmc(status),
+    )
+    async def pod_check(namespace: str, name: str, **_: Any) -> None:
+        """A pod that cannot start (ErrImagePull, CrashLoopBackOff) changes no Deployment field; look
+        at it again while the BMC waits for its kbmc, so the Ready condition says why."""
+        await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
         return None
 
     # --- kbmc Deployments: readiness, and re-creating a deleted one ---------------------------------
@@ -299,6 +322,17 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         await _with_retries(state, "deployment", recreate)
 
     return reg
+
+
+def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == "KbmcNotReady" for c in status.get("conditions") or []
+    )
+
+
+def _key(bmc: Mapping[str, Any]) -> tuple[str, str]:
+    meta = bmc.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def _first_value(store: Any) -> Any:

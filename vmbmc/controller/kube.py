@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vmbmc.controller import naming as n
+from vmbmc.controller.conditions import condition as condition  # re-exported: reconcile's helper
+from vmbmc.controller.conditions import merge
+from vmbmc.kubevirt import clock
 from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
+from vmbmc.kubevirt.events import create_event, event_body, involved
+from vmbmc.kubevirt.status import guarded_patch
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +32,13 @@ _PATHS: dict[str, tuple[str, str]] = {
     "VirtualMachine": ("/apis/kubevirt.io/v1", "virtualmachines"),
     "VirtualMachineInstance": ("/apis/kubevirt.io/v1", "virtualmachineinstances"),
 }
-CONFLICT_RETRIES = 8
+CONFLICT_RETRIES = 8  # create-or-patch races (apply)
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     prefix, plural = _PATHS[kind]
     p = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
     return f"{p}/{name}" if name else p
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def get(api: ApiClient, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -118,29 +117,6 @@ async def apply(api: ApiClient, desired: dict[str, Any], *, create_only: bool = 
     raise ApiError(409, "Conflict", f"{kind} {ns}/{name}: gave up after repeated conflicts")
 
 
-def merge_conditions(
-    old: list[dict[str, Any]], new: list[dict[str, Any]], generation: int | None
-) -> list[dict[str, Any]]:
-    """The conditions list with `new` merged in by type; lastTransitionTime moves only when status does."""
-    by_type = {c.get("type"): dict(c) for c in old or []}
-    stamp = now()
-    for cond in new:
-        prev = by_type.get(cond["type"])
-        merged = {**cond}
-        if generation is not None:
-            merged["observedGeneration"] = generation
-        if prev is not None and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
-            merged["lastTransitionTime"] = prev["lastTransitionTime"]
-        else:
-            merged["lastTransitionTime"] = stamp
-        by_type[cond["type"]] = merged
-    return list(by_type.values())
-
-
-def condition(ctype: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message}
-
-
 def _field_patch(status: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch that makes `status` hold `fields`. A None inside a dict value removes that key;
     a dict left empty removes the whole field."""
@@ -160,6 +136,9 @@ def _field_patch(status: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[s
     return patch
 
 
+StatusFields = tuple[Mapping[str, Any], list[dict[str, Any]]]
+
+
 async def patch_status(
     api: ApiClient,
     namespace: str,
@@ -169,38 +148,40 @@ async def patch_status(
     *,
     remove: tuple[str, ...] = (),
 ) -> bool:
-    """Write the controller's own status fields (read-modify-write for conditions, guarded by
-    resourceVersion, retried on 409). Only our keys are sent: the recorder and the kbmc own the rest.
-    Returns False when the BMC is gone. Skips the write when nothing would change."""
-    for _ in range(CONFLICT_RETRIES):
-        bmc = await get(api, n.KIND, namespace, name)
-        if bmc is None:
-            return False
+    """Write the controller's own status fields and conditions; see `update_status`."""
+    return await update_status(api, namespace, name, lambda _bmc: (fields, list(conditions)), remove=remove)
+
+
+async def update_status(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    compute: Callable[[dict[str, Any]], StatusFields],
+    *,
+    remove: tuple[str, ...] = (),
+) -> bool:
+    """Write the controller's own status fields, `compute(bmc)` → (fields, conditions) from the very BMC
+    version the patch is guarded with (resourceVersion, retried on 409: see vmbmc.kubevirt.status), so a
+    field that depends on others (`ready`) is decided from what is stored. Only our keys are sent: the
+    recorder and the kbmc own the rest. Returns False when the BMC is gone. Skips the write when nothing
+    would change."""
+
+    def make_patch(bmc: dict[str, Any]) -> dict[str, Any] | None:
         status = bmc.get("status") or {}
         gen = (bmc.get("metadata") or {}).get("generation")
+        fields, conditions = compute(bmc)
         patch = _field_patch(status, fields)
         for key in remove:
             if key in status:
                 patch[key] = None
         if conditions:
-            merged = merge_conditions(status.get("conditions") or [], list(conditions), gen)
+            merged = merge(status.get("conditions") or [], list(conditions), clock.rfc3339(), gen)
             if merged != (status.get("conditions") or []):
                 patch["conditions"] = merged
-        if not patch:
-            return True
-        body = {"metadata": {"resourceVersion": bmc["metadata"]["resourceVersion"]}, "status": patch}
-        try:
-            await api.request(
-                "PATCH", path(n.KIND, namespace, name) + "/status", body=body, content_type=MERGE_PATCH
-            )
-            return True
-        except ApiError as err:
-            if err.code == 404:
-                return False
-            if err.code != 409:
-                raise
-        await asyncio.sleep(0.05)
-    raise ApiError(409, "Conflict", f"status of {namespace}/{name}: gave up after repeated conflicts")
+        return {"status": patch} if patch else None
+
+    written = await guarded_patch(api, path(n.KIND, namespace, name), make_patch, subresource="status")
+    return written is not None
 
 
 async def emit_event(
@@ -213,32 +194,21 @@ async def emit_event(
     message: str,
     instance: str,
 ) -> None:
-    """A core/v1 Event with a deterministic name `<obj>.<key>`: written once (409 = already there)."""
+    """An Event about `obj` (a BMC unless it says otherwise) named `<obj>.<key>`: written once (a 409 means
+    it is there). A failure is logged: these Events are not the power history."""
     meta = obj.get("metadata") or {}
-    stamp = now()
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{key}", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": obj.get("apiVersion", f"{n.GROUP}/{n.VERSION}"),
-            "kind": obj.get("kind", n.KIND),
-            "namespace": meta["namespace"],
-            "name": meta["name"],
-            "uid": meta.get("uid", ""),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-        "source": {"component": n.MANAGED_BY},
-        "reportingComponent": n.MANAGED_BY,
-        "reportingInstance": instance,
-    }
+    body = event_body(
+        name=f"{meta['name']}.{key}",
+        about=involved(obj, f"{n.GROUP}/{n.VERSION}", n.KIND),
+        type_=type_,
+        reason=reason,
+        message=message,
+        action="Reconcile",
+        component=n.MANAGED_BY,
+        instance=instance,
+    )
     try:
-        await api.request("POST", path("Event", meta["namespace"]), body=event)
+        await create_event(api, body)
     except ApiError as err:
-        if err.code != 409:
-            log.warning("could not write Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
+        log.warning("could not write Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
+

@@ -10,21 +10,17 @@ over at once instead of after the lease duration.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vmbmc.controller import kube
+from vmbmc.kubevirt import clock
 from vmbmc.kubevirt.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "vmbmc-controller"
-
-
-def _micro_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -61,7 +57,7 @@ class LeaderElector:
         self._observed: tuple[Any, float] | None = None  # (spec we last saw, monotonic time we saw it)
 
     def _spec(self, transitions: int) -> dict[str, Any]:
-        stamp = _micro_now()
+        stamp = clock.micro()
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_seconds)),

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vmbmc.kubevirt.records import vm_ref as vm_ref  # the one reading of a BMC's VM, re-exported
+
 GROUP = "virtualmachine.kubevirt.io"
 VERSION = "v1"
 PLURAL = "virtualmachinebmcs"
@@ -116,16 +118,6 @@ def find_existing(bmcs: Iterable[Mapping[str, Any]], vm_namespace: str, vm_name:
         ) == vm_key(vm_namespace, vm_name):
             return str(meta["name"])
     return None
-
-
-def vm_ref(bmc: Mapping[str, Any]) -> tuple[str, str]:
-    """(namespace, name) of the BMC's VM, from the spec (either style; namespace defaults to the BMC's)."""
-    spec = bmc.get("spec") or {}
-    own_ns = str((bmc.get("metadata") or {}).get("namespace") or "")
-    ref = spec.get("virtualMachineRef")
-    if isinstance(ref, Mapping):
-        return str(ref.get("namespace") or own_ns), str(ref.get("name") or "")
-    return str(spec.get("vmNamespace") or own_ns), str(spec.get("vmName") or "")
 
 
 # Names of children (contracts §1).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -17,10 +18,12 @@ from typing import Any
 import kopf
 
 from vmbmc.controller.handlers import build_registry, configure_settings
+from vmbmc.controller.image import kbmc_image
 from vmbmc.controller.leader import LeaderElector
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
-from vmbmc.controller.state import State, make_recorder
+from vmbmc.controller.recorder import PowerRecorder
+from vmbmc.controller.state import State
 from vmbmc.health import HealthServer
 from vmbmc.kubevirt.client import ApiClient
 
@@ -68,11 +71,16 @@ class Controller:
             for sig in (signal.SIGINT, signal.SIGTERM):  # while waiting for leadership, too
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         api = await ApiClient.connect(opts.kubeconfig)
+        try:  # one image for every pod: the kbmc pods get the controller's own
+            opts = dataclasses.replace(opts, kbmc_image=await kbmc_image(api, opts.kbmc_image))
+        except BaseException:
+            await api.close()
+            raise
         self.health_port = await self.health.start()
         log.info("health, readiness and metrics on port %d", self.health_port)
         elector: LeaderElector | None = None
         holder: asyncio.Task[None] | None = None
-        recorder = make_recorder(api, opts.identity)
+        recorder = PowerRecorder(api, opts.identity)
         try:
             if opts.leader_elect:
                 elector = LeaderElector(

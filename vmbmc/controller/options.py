@@ -21,13 +21,15 @@ class ControllerOptions:
     leader_elect: bool = False
     health_port: int = 8080  # 0: pick a free port (Controller.health_port tells which)
     health_address: str = "0.0.0.0"
-    kbmc_image: str = "vmbmc:dev"
+    kbmc_image: str | None = None  # None: the controller's own image (vmbmc.controller.image)
     auto_create: bool = True
     vm_namespace_selector: str | None = None
     redfish_default: bool = False
+    redfish_insecure_http_default: bool = False  # auto-created BMCs get spec.redfish.insecureHTTP: true
     identity: str = field(default_factory=default_identity)
     # Intervals, shortened by tests.
     resync_seconds: float = 60.0  # auto-created BMCs whose VM is gone are deleted at least this often
     lease_seconds: float = 15.0
     renew_seconds: float = 5.0
+    pod_check_seconds: float = 5.0  # a BMC waiting for its kbmc pod looks at the pod this often
     retry_seconds: float = 2.0  # a waiting replica tries to take the Lease this often

@@ -6,9 +6,12 @@ import asyncio
 import logging
 from typing import Any
 
+import kopf
+
 from vmbmc.controller import children as ch
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
+from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
 
 log = logging.getLogger(__name__)
@@ -37,13 +40,8 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     why = refusal(state, info)
     if why is not None:
         await remove_workload(state, info, keep_vm_namespace=None)
-        await kube.patch_status(
-            state.api,
-            info.namespace,
-            info.name,
-            {**base, "ready": False},
-            [kube.condition("Ready", False, "Refused", why)],
-        )
+        await kube.patch_status(state.api, info.namespace, info.name, base)
+        await update_ready(state, info.namespace, info.name)
         await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
         return
 
@@ -65,6 +63,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         )
 
     secret = await ensure_credentials(state, info, bmc)
+    creds = await check_credentials(state, bmc, info.namespace, secret)
     await kube.apply(state.api, ch.service_account(info))
     await kube.apply(state.api, ch.bmc_role(info))
     await kube.apply(state.api, ch.bmc_role_binding(info))
@@ -72,7 +71,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.vm_role_binding(info))
     await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
     await kube.apply(state.api, ch.network_policy(info))
-    await kube.apply(state.api, ch.deployment(info, state.options.kbmc_image, secret))
+    await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
     svc = await kube.apply(state.api, ch.service(info))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
@@ -81,9 +80,23 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         info.namespace,
         info.name,
         {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip)},
-        [found],
+        [found, creds.condition],
     )
     await update_ready(state, info.namespace, info.name)
+    if creds.missing:  # nothing watches Secrets: look again until it is there
+        raise kopf.TemporaryError(creds.condition["message"], delay=10)
+
+
+async def check_credentials(
+    state: State, bmc: dict[str, Any], namespace: str, secret: str
+) -> CredentialsCheck:
+    """The `Credentials` condition of the Secret the kbmc mounts, and its Warning Event if any."""
+    check = check_secret(namespace, secret, await kube.get(state.api, "Secret", namespace, secret))
+    if check.warning is not None:
+        key, reason, message = check.warning
+        generation = (bmc.get("metadata") or {}).get("generation")
+        await _event(state, bmc, f"{key}.g{generation}", "Warning", reason, message)
+    return check
 
 
 def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:
@@ -99,26 +112,77 @@ def endpoints(info: ch.BmcInfo, ip: str) -> dict[str, Any]:
 
 
 def deployment_ready(deployment: dict[str, Any] | None) -> bool:
-    status = (deployment or {}).get("status") or {}
-    return int(status.get("readyReplicas") or 0) >= 1
+    """The kbmc pod of the Deployment's current spec passes its readiness probe (an old pod's readiness,
+    before the Deployment controller has seen a new spec, says nothing about the new one)."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) >= 1
+        and int(status.get("readyReplicas") or 0) >= 1
+    )
+
+
+def readiness(
+    state: State, bmc: dict[str, Any], pod_ready: bool, stuck: str | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """`ready` and the Ready condition: a promise that a client can use the BMC now. True only when the BMC
+    is not refused, its credentials Secret, Service IP and endpoints are in its status, and the kbmc pod
+    of the current Deployment is ready; `stuck` is why its pod does not start, as its kubelet says."""
+    why = refusal(state, ch.BmcInfo.from_body(bmc))
+    if why is not None:
+        return False, kube.condition("Ready", False, "Refused", why)
+    status = bmc.get("status") or {}
+    missing = [
+        field
+        for field, present in (
+            ("credentialsSecret", bool(status.get("credentialsSecret"))),
+            ("serviceIP", bool(status.get("serviceIP"))),
+            ("endpoints", any((status.get("endpoints") or {}).values())),
+        )
+        if not present
+    ]
+    if missing:
+        return False, kube.condition("Ready", False, "Reconciling", f"waiting for {', '.join(missing)}")
+    if not pod_ready:
+        waiting = "waiting for the kbmc pod to become ready" + (f": {stuck}" if stuck else "")
+        return False, kube.condition("Ready", False, "KbmcNotReady", waiting)
+    return True, kube.condition("Ready", True, "KbmcReady", "the kbmc pod is ready")
 
 
 async def update_ready(state: State, namespace: str, name: str) -> None:
-    """`ready` and the Ready condition follow the kbmc pod's readiness (the Deployment's readyReplicas).
-
-    Serialised per BMC, with the Deployment read inside the lock: the last writer has read the newest
-    Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
+    """The one writer of `ready` and the Ready condition (see `readiness`), decided from the very BMC
+    version it patches. Serialised per BMC, with the Deployment read inside the lock: the last writer has
+    read the newest Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
     lock = state.ready_locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         deployment = await kube.get(state.api, "Deployment", namespace, n.kbmc_name(name))
-        ok = deployment_ready(deployment)
-        cond = kube.condition(
-            "Ready",
-            ok,
-            "KbmcReady" if ok else "KbmcNotReady",
-            "the kbmc pod is ready" if ok else "waiting for the kbmc pod to become ready",
-        )
-        await kube.patch_status(state.api, namespace, name, {"ready": ok}, [cond])
+        pod_ready = deployment_ready(deployment)
+        stuck = None if pod_ready or deployment is None else await pod_problem(state, deployment)
+
+        def compute(bmc: dict[str, Any]) -> kube.StatusFields:
+            ok, cond = readiness(state, bmc, pod_ready, stuck)
+            return {"ready": ok}, [cond]
+
+        await kube.update_status(state.api, namespace, name, compute)
+
+
+async def pod_problem(state: State, deployment: dict[str, Any]) -> str | None:
+    """Why the Deployment's pod is not running, as its kubelet reports it (ErrImagePull,
+    ImagePullBackOff, CrashLoopBackOff, …): a container's waiting reason and message, or None."""
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    meta = deployment["metadata"]
+    for pod in await kube.list_items(state.api, "Pod", meta["namespace"], selector):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                where = f"pod {pod['metadata']['name']} container {cs.get('name')}"
+                return f"{where} is {waiting['reason']}{detail}"
+    return None
 
 
 async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]) -> str:

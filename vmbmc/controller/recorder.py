@@ -3,8 +3,10 @@
 One `PowerRecorder` per controller process. `observe()` is called on every change of a BMC, its VM or its
 VMI; the pure `vmbmc.controller.transitions` decides what happened, this module writes it, exactly once:
 
-1. Events first, with names derived from the transition id (`<bmc>.<id>`, `<bmc>.<id>.vm`): a 409 on
-   create means an earlier attempt (or an earlier controller) already wrote it.
+1. Events first, with names derived from the transition id: `<bmc>.<id>` on the BMC and `<vm>.<vm id>`
+   on the VM (the VM's id is salted, see transitions.vm_transition_id): a 409 on create means an earlier
+   attempt, an earlier controller or another BMC of the same VM already wrote it, so the VM gets one
+   Event per transition however many BMCs serve it.
 2. Then the status (merge patch on the status subresource, guarded by resourceVersion, re-read on 409),
    adding only history entries whose id (or alias) is not there yet.
 3. Last, the marker annotation `vmbmc.kubevirt.io/last-observed`: the last settled state and the VMI it
@@ -17,39 +19,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from vmbmc.controller import transitions as tr
+from vmbmc.controller.conditions import condition, merge
+from vmbmc.kubevirt import clock
 from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
-from vmbmc.kubevirt.records import BMC_GROUP, BMC_KIND, BMC_VERSION, bmc_path, now_rfc3339, vm_path
+from vmbmc.kubevirt.events import create_event, event_body, involved
+from vmbmc.kubevirt.records import BMC_GROUP, BMC_KIND, BMC_VERSION, bmc_path, vm_path, vm_ref
+from vmbmc.kubevirt.status import guarded_patch
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "vmbmc-controller"
 MARKER_ANNOTATION = "vmbmc.kubevirt.io/last-observed"
 MAX_HISTORY = 20
-CONFLICT_RETRIES = 8
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed observation; the last one repeats
 
 Key = tuple[str, str]
-
-
-def _vm_ref(bmc: dict[str, Any]) -> tuple[str, str] | None:
-    """The BMC's VM: spec.virtualMachineRef (namespace defaults to the BMC's) or the seed's fields."""
-    spec = bmc.get("spec") or {}
-    ref = spec.get("virtualMachineRef") or {}
-    own = (bmc.get("metadata") or {}).get("namespace") or ""
-    name = ref.get("name") or spec.get("vmName")
-    if not name:
-        return None
-    return str(ref.get("namespace") or spec.get("vmNamespace") or own), str(name)
 
 
 class PowerRecorder:
     def __init__(self, api: ApiClient, instance: str) -> None:
         self.api = api
         self.instance = instance  # reportingInstance: the controller's pod name
+        self._peers: dict[Key, tuple[Key, ...]] = {}  # the other BMCs of each BMC's VM, as last told
         self._locks: dict[Key, asyncio.Lock] = {}
         # What was last seen per BMC, with the BMC's UID (a BMC deleted and created again starts afresh).
         self._memory: dict[Key, tuple[str, tr.Memory | None]] = {}
@@ -60,12 +57,21 @@ class PowerRecorder:
 
     # --- interface -------------------------------------------------------------------------------
     async def observe(
-        self, bmc: dict[str, Any], vm: dict[str, Any] | None, vmi: dict[str, Any] | None
+        self,
+        bmc: dict[str, Any],
+        vm: dict[str, Any] | None,
+        vmi: dict[str, Any] | None,
+        peers: Iterable[Key] | None = None,
     ) -> None:
         """Record what changed since the last observation of this BMC. Idempotent; never raises: on an
-        error it logs and observes again later (with fresh objects)."""
+        error it logs and observes again later (with fresh objects).
+
+        `peers`: the BMCs (namespace, name) that serve the same VM (the controller's index; this one may be
+        among them), whose requests take part in attribution; None keeps the ones last given."""
         meta = bmc.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        if peers is not None:
+            self._peers[key] = tuple(p for p in dict.fromkeys(peers) if p != key)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             self._cancel_retry(key)
@@ -89,6 +95,7 @@ class PowerRecorder:
         key = (bmc_namespace, bmc_name)
         self._cancel_retry(key)
         self._memory.pop(key, None)
+        self._peers.pop(key, None)
         self._markers.pop(key, None)
         self._failures.pop(key, None)
         self._locks.pop(key, None)
@@ -108,7 +115,8 @@ class PowerRecorder:
         self, key: Key, bmc: dict[str, Any], vm: dict[str, Any] | None, vmi: dict[str, Any] | None
     ) -> None:
         uid = str((bmc.get("metadata") or {}).get("uid") or "")
-        now = now_rfc3339()
+        seen_at = clock.now()
+        now = clock.rfc3339(seen_at)
         observed = tr.observe(vm, vmi)
         remembered = self._memory.get(key)
         if remembered is not None and remembered[0] == uid:
@@ -116,20 +124,24 @@ class PowerRecorder:
         else:
             memory = tr.Memory.from_json(_annotations(bmc).get(MARKER_ANNOTATION))
         new_memory, found = tr.step(memory, observed, now)
+        requests: list[dict[str, Any]] = []
         if found:
             # The caller's copy of the BMC may lag (an index or a watch of another resource than the one
             # that changed): read it again, so the kbmc's newest request records take part in attribution
-            # and the history check sees what is stored.
+            # and the history check sees what is stored. Likewise every other BMC of the VM.
             fresh = await self._get(bmc_path(key[0], key[1]))
             if fresh is None or str(fresh["metadata"].get("uid") or "") != uid:
                 return  # deleted (or replaced): forget() follows
             bmc = fresh
+            requests = await self._requests(bmc)
         status = bmc.get("status") or {}
         history = list(status.get("powerHistory") or [])
         found = tr.unrecorded(found, history)
-        entries = tr.attribute(found, list(status.get("requests") or []), history)
-        for transition, entry in zip(found, entries, strict=True):
-            await self._emit(bmc, vm, transition, entry)
+        own = f"{key[0]}/{key[1]}"
+        attributed = tr.attribute(found, requests, history, own)
+        entries = [entry for entry, _ in attributed]
+        for transition, (entry, req) in zip(found, attributed, strict=True):
+            await self._emit(bmc, vm, transition, entry, tr.vm_message(entry, req, own), seen_at)
         await self._write_status(bmc, observed, found, entries, now)
         if new_memory is not None:
             await self._write_marker(key, bmc, new_memory)
@@ -138,7 +150,7 @@ class PowerRecorder:
             log.info(
                 "power transition recorded",
                 extra={
-                    "bmc": f"{key[0]}/{key[1]}",
+                    "bmc": own,
                     "reason": transition.reason,
                     "id": transition.id,
                     "from": transition.from_state,
@@ -148,54 +160,56 @@ class PowerRecorder:
                 },
             )
 
+    async def _requests(self, bmc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The request records of every BMC of this BMC's VM (its own first), each tagged with its BMC."""
+        meta = bmc["metadata"]
+        vm_key = vm_ref(bmc)
+        holders = [bmc]
+        for peer in self._peers.get((meta["namespace"], meta["name"]), ()):
+            other = await self._get(bmc_path(*peer))
+            if other is not None and vm_ref(other) == vm_key:  # the index may lag a re-pointed BMC
+                holders.append(other)
+        out = []
+        for holder in holders:
+            tag = f"{holder['metadata']['namespace']}/{holder['metadata']['name']}"
+            out += [{**r, tr.BMC_KEY: tag} for r in (holder.get("status") or {}).get("requests") or []]
+        return out
+
     # --- Events ----------------------------------------------------------------------------------
     async def _emit(
-        self, bmc: dict[str, Any], vm: dict[str, Any] | None, t: tr.Transition, entry: dict[str, Any]
+        self,
+        bmc: dict[str, Any],
+        vm: dict[str, Any] | None,
+        t: tr.Transition,
+        entry: dict[str, Any],
+        vm_message: str,
+        seen_at: datetime.datetime,
     ) -> None:
-        meta = bmc["metadata"]
-        on_bmc = {
-            "apiVersion": f"{BMC_GROUP}/{BMC_VERSION}",
-            "kind": BMC_KIND,
-            "namespace": meta["namespace"],
-            "name": meta["name"],
-            "uid": meta.get("uid"),
-        }
-        await self._create_event(f"{meta['name']}.{t.id}", on_bmc, t, entry["message"])
+        """The transition's Events, on the BMC and on the VM. `seen_at` (eventTime) is when the controller
+        saw it: after the request that caused it was recorded, so kubectl lists the request first."""
+        on_bmc = involved(bmc, f"{BMC_GROUP}/{BMC_VERSION}", BMC_KIND)
+        await self._create_event(f"{on_bmc['name']}.{t.id}", on_bmc, t, entry["message"], seen_at)
         if vm is not None:
-            vm_meta = vm["metadata"]
-            on_vm = {
-                "apiVersion": "kubevirt.io/v1",
-                "kind": "VirtualMachine",
-                "namespace": vm_meta["namespace"],
-                "name": vm_meta["name"],
-                "uid": vm_meta.get("uid"),
-            }
-            await self._create_event(f"{meta['name']}.{t.id}.vm", on_vm, t, entry["message"])
+            on_vm = involved(vm, "kubevirt.io/v1", "VirtualMachine")
+            await self._create_event(f"{on_vm['name']}.{t.vm_id}", on_vm, t, vm_message, seen_at)
 
     async def _create_event(
-        self, name: str, involved: dict[str, Any], t: tr.Transition, message: str
+        self, name: str, about: dict[str, Any], t: tr.Transition, message: str, seen_at: datetime.datetime
     ) -> None:
-        namespace = involved["namespace"]
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": involved,
-            "type": "Warning" if t.warning else "Normal",
-            "reason": t.reason,
-            "message": message[:1024],
-            "firstTimestamp": t.time,
-            "lastTimestamp": t.time,
-            "count": 1,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.instance,
-        }
-        try:
-            await self.api.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
-        except ApiError as err:
-            if err.code != 409:  # 409: written before (by us before a crash, or another attempt)
-                raise
+        body = event_body(
+            name=name,
+            about=about,
+            type_="Warning" if t.warning else "Normal",
+            reason=t.reason,
+            message=message,
+            action=t.reason,
+            component=COMPONENT,
+            instance=self.instance,
+            recorded=t.time,
+            at=seen_at,
+            effect=True,
+        )
+        await create_event(self.api, body)  # False (409): written before, by us or another BMC's recorder
 
     # --- status ----------------------------------------------------------------------------------
     async def _write_status(
@@ -207,30 +221,15 @@ class PowerRecorder:
         now: str,
     ) -> None:
         meta = bmc["metadata"]
-        path = bmc_path(meta["namespace"], meta["name"])
-        obj: dict[str, Any] | None = bmc
-        for attempt in range(CONFLICT_RETRIES):
-            if obj is None:
-                try:
-                    obj = await self.api.request("GET", path)
-                except ApiError as err:
-                    if err.code == 404:
-                        return  # the BMC is gone; forget() follows
-                    raise
-            assert obj is not None
+
+        def make_patch(obj: dict[str, Any]) -> dict[str, Any] | None:
             status = status_patch(obj, observed, found, entries, now)
-            if status is None:
-                return
-            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": status}
-            try:
-                await self.api.request("PATCH", path + "/status", body=body, content_type=MERGE_PATCH)
-                return
-            except ApiError as err:
-                if err.code == 404:
-                    return
-                if err.code != 409 or attempt == CONFLICT_RETRIES - 1:
-                    raise
-                obj = None  # someone else wrote the BMC: read it again and rebuild the patch
+            return None if status is None else {"status": status}
+
+        # None (404): the BMC is gone; forget() follows.
+        await guarded_patch(
+            self.api, bmc_path(meta["namespace"], meta["name"]), make_patch, subresource="status", current=bmc
+        )
 
     async def _write_marker(self, key: Key, bmc: dict[str, Any], memory: tr.Memory) -> None:
         value = memory.to_json()
@@ -271,9 +270,9 @@ class PowerRecorder:
             if bmc is None:
                 self.forget(*key)
                 return
-            ref = _vm_ref(bmc)
-            vm = await self._get(vm_path(*ref)) if ref else None
-            vmi = await self._get(vm_path(ref[0], ref[1], "virtualmachineinstances")) if ref else None
+            ref = vm_ref(bmc)
+            vm = await self._get(vm_path(*ref)) if ref[1] else None
+            vmi = await self._get(vm_path(ref[0], ref[1], "virtualmachineinstances")) if ref[1] else None
         except ApiError as err:
             attempt = self._failures.get(key, 0)
             self._failures[key] = attempt + 1
@@ -314,11 +313,14 @@ def status_patch(
     new_entries = [e for e in entries if e["id"] in fresh_ids]
     generation = int((obj.get("metadata") or {}).get("generation") or 0)
     old_conditions = list(status.get("conditions") or [])
-    conditions = tr.set_condition(
-        old_conditions, "PoweredOn", tr.powered_on_condition(observed.state), now, generation
-    )
-    conditions = tr.set_condition(
-        conditions, "BootOverridePending", tr.boot_override_pending(obj, observed.vmi), now, generation
+    conditions = merge(
+        old_conditions,
+        [
+            condition("PoweredOn", *tr.powered_on_condition(observed.state)),
+            condition("BootOverridePending", *tr.boot_override_pending(obj, observed.vmi)),
+        ],
+        now,
+        generation,
     )
     patch: dict[str, Any] = {}
     if status.get("powerState") != observed.state:

@@ -1,8 +1,10 @@
 """Power transitions of a VM as the controller records them (contracts §4): pure logic, no I/O, no clock.
 
-`observe(vm, vmi)` reduces what KubeVirt shows to an `Observed`; `step(memory, observed, now)` compares it
-with what was last seen (`Memory`) and returns the transitions in between; `attribute(...)` names their
-cause from the BMC's request records. `vmbmc.controller.recorder` does the I/O.
+`observe(vm, vmi)` takes the power state from `vmbmc.machine.observe` (the one the kbmc answers with) and
+adds only the controller's evidence: which VMI, since when, how it ended, the boot settings;
+`step(memory, observed, now)` compares it with what was last seen (`Memory`) and returns the transitions
+in between; `attribute(...)` names their cause from the request records of every BMC of the VM.
+`vmbmc.controller.recorder` does the I/O.
 
 How KubeVirt tells the causes apart (and the emulator shows them the same way):
 - guest shutdown: the VMI reaches `Succeeded` with no `deletionTimestamp` (or before it: the VM controller
@@ -19,12 +21,17 @@ intermediate states may last milliseconds and a later observation may only show 
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from vmbmc.kubevirt.clock import parse as parse_time
+from vmbmc.machine import requests as rq
+from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
+from vmbmc.machine.observe import observe as power_state
+from vmbmc.machine.types import PowerAction, PowerState
 
 # Transition reasons (Event reasons, contracts §4).
 POWERED_ON = "PoweredOn"
@@ -34,9 +41,9 @@ PAUSED = "Paused"
 RESUMED = "Resumed"
 BOOT_DEVICE_CHANGED = "BootDeviceChanged"
 
-# Power states (status.powerState); only the first three are settled and appear in powerHistory.
-ON, OFF, PAUSED_STATE = "On", "Off", "Paused"
-POWERING_ON, POWERING_OFF, UNKNOWN = "PoweringOn", "PoweringOff", "Unknown"
+# Power states (status.powerState, vmbmc.machine's vocabulary); only the settled ones are in powerHistory.
+ON, OFF, PAUSED_STATE = PowerState.ON, PowerState.OFF, PowerState.PAUSED
+POWERING_ON, POWERING_OFF, UNKNOWN = PowerState.POWERING_ON, PowerState.POWERING_OFF, PowerState.UNKNOWN
 SETTLED = (ON, OFF, PAUSED_STATE)
 
 # External causes: what KubeVirt shows, after "outside the BMC: ".
@@ -53,29 +60,31 @@ VM_DELETED = "VirtualMachine deleted"
 BOOT_SPEC_CHANGED = "boot order changed in the VirtualMachine spec"
 
 REQUEST_WINDOW_SECONDS = 120
-ACTIVE_EFFECTS = ("pending", "called")
-BOOT_ACTION = "boot_override"  # vmbmc.kubevirt.machine.BOOT_ACTION
 
 # Which request actions lead to which transitions (contracts §4).
 LEADS_TO: dict[str, tuple[str, ...]] = {
-    "on": (POWERED_ON, RESUMED),
-    "off": (POWERED_OFF,),
-    "shutdown": (POWERED_OFF,),
-    "reset": (RESTARTED, POWERED_ON),
-    "cycle": (RESTARTED, POWERED_ON),
-    "graceful_restart": (RESTARTED, POWERED_ON),
-    "pause": (PAUSED,),
-    "resume": (RESUMED,),
-    BOOT_ACTION: (BOOT_DEVICE_CHANGED,),
+    PowerAction.ON.value: (POWERED_ON, RESUMED),
+    PowerAction.OFF.value: (POWERED_OFF,),
+    PowerAction.SHUTDOWN.value: (POWERED_OFF,),
+    PowerAction.RESET.value: (RESTARTED, POWERED_ON),
+    PowerAction.CYCLE.value: (RESTARTED, POWERED_ON),
+    PowerAction.GRACEFUL_RESTART.value: (RESTARTED, POWERED_ON),
+    PowerAction.PAUSE.value: (PAUSED,),
+    PowerAction.RESUME.value: (RESUMED,),
+    rq.BOOT_ACTION: (BOOT_DEVICE_CHANGED,),
+    rq.RESTORE_ACTION: (BOOT_DEVICE_CHANGED,),
 }
-
-_BOOTING = ("", "Pending", "Scheduling", "Scheduled")
-_FINAL = ("Succeeded", "Failed")
 
 
 def transition_id(*parts: str) -> str:
-    """First 16 hex digits of sha256 of what KubeVirt recorded (contracts §4)."""
+    """First 16 hex digits of sha256 of what KubeVirt recorded (contracts §4): the BMC's id."""
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+def vm_transition_id(*parts: str) -> str:
+    """The VM's id of the same transition, salted with `vm/`: a BMC and its VM may share a name and a
+    namespace, and their Events must not."""
+    return transition_id("vm", *parts)
 
 
 # --- reading KubeVirt's objects ----------------------------------------------------------------------
@@ -94,22 +103,6 @@ def _condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
         if c.get("type") == ctype:
             return dict(c)
     return None
-
-
-def phase_time(vmi: dict[str, Any] | None, phase: str) -> str:
-    """When the VMI last entered `phase` (status.phaseTransitionTimestamps), "" when it never did."""
-    found = ""
-    for entry in _status(vmi).get("phaseTransitionTimestamps") or []:
-        if entry.get("phase") == phase and entry.get("phaseTransitionTimestamp"):
-            found = str(entry["phaseTransitionTimestamp"])
-    return found
-
-
-def run_strategy(vm: dict[str, Any]) -> str:
-    spec = vm.get("spec") or {}
-    if spec.get("runStrategy"):
-        return str(spec["runStrategy"])
-    return "Always" if spec.get("running") else "Halted"
 
 
 def _change_requests(vm: dict[str, Any]) -> list[dict[str, Any]]:
@@ -196,7 +189,7 @@ def end_of(vm: dict[str, Any], vmi: dict[str, Any] | None) -> End | None:
     uid = str(_meta(vmi).get("uid") or "")
     phase = _status(vmi).get("phase") or ""
     deleted = str(_meta(vmi).get("deletionTimestamp") or "")
-    final = phase in _FINAL
+    final = phase in FINAL_PHASES
     if not final and not deleted:
         return None
     final_at = phase_time(vmi, phase) if final else ""
@@ -235,11 +228,13 @@ class Observed:
 
 
 def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> Observed:
+    """The power state as the kbmc sees it (`vmbmc.machine.observe`) and the evidence the history needs.
+    No VM (not yet, or gone): Unknown and no evidence; a VMI alone is not this BMC's machine."""
+    state = power_state(vm, vmi)
     if vm is None:
-        # No VM (not yet, or gone): nothing to say about power; a VMI alone is not this BMC's machine.
-        return Observed(UNKNOWN)
+        return Observed(state)
     base = Observed(
-        UNKNOWN,
+        state,
         boot=boot_hash(vm),
         boot_text=describe_boot(vm),
         vm_uid=str(_meta(vm).get("uid") or ""),
@@ -248,25 +243,19 @@ def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> Observed:
         wants_running=wants_running(vm),
     )
     if vmi is None:
-        return replace(base, state=POWERING_ON if wants_running(vm) else OFF)
-    uid = str(_meta(vmi).get("uid") or "")
-    end = end_of(vm, vmi)
-    phase = _status(vmi).get("phase") or ""
+        return base
     running_since = phase_time(vmi, "Running")
-    base = replace(base, vmi=uid, end=end, running_since=running_since)
-    if end is None:
-        if phase == "Running":
-            paused = _condition(vmi, "Paused")
-            if paused and paused.get("status") == "True":
-                since = str(paused.get("lastTransitionTime") or running_since)
-                return replace(base, state=PAUSED_STATE, paused_since=since)
-            return replace(base, state=ON)
-        return replace(base, state=POWERING_ON if phase in _BOOTING else UNKNOWN)
-    if not end.final:
-        return replace(base, state=POWERING_OFF)
-    if not end.by_itself and wants_running(vm):
-        return replace(base, state=POWERING_ON)  # a restart: the replacement VMI comes next
-    return replace(base, state=OFF)
+    paused_since = ""
+    if state is PAUSED_STATE:
+        paused = _condition(vmi, "Paused") or {}
+        paused_since = str(paused.get("lastTransitionTime") or running_since)
+    return replace(
+        base,
+        vmi=str(_meta(vmi).get("uid") or ""),
+        end=end_of(vm, vmi),
+        running_since=running_since,
+        paused_since=paused_since,
+    )
 
 
 # --- what is remembered -----------------------------------------------------------------------------
@@ -316,6 +305,7 @@ class Transition:
     warning: bool = False
     aliases: tuple[str, ...] = ()  # ids of transitions that record the same thing (see `step`)
     attributable: bool = True  # False for failures: no request makes a VMI fail
+    vm_id: str = ""  # the VM's id of it (`vm_transition_id`), which names its Event on the VM
 
 
 def _start_ids(vmi: str) -> tuple[str, ...]:
@@ -326,7 +316,15 @@ def _start_ids(vmi: str) -> tuple[str, ...]:
 
 def _started(reason: str, vmi: str, time: str, from_state: str, external: str) -> Transition:
     return Transition(
-        transition_id(vmi, reason), reason, time, from_state, ON, external, vmi, aliases=_start_ids(vmi)
+        transition_id(vmi, reason),
+        reason,
+        time,
+        from_state,
+        ON,
+        external,
+        vmi,
+        aliases=_start_ids(vmi),
+        vm_id=vm_transition_id(vmi, reason),
     )
 
 
@@ -343,25 +341,42 @@ def _powered_off(memory: Memory, end: End | None, fallback: str, now: str) -> Tr
         memory.vmi,
         warning=failed,
         attributable=not failed,
+        vm_id=vm_transition_id(memory.vmi, POWERED_OFF),
     )
 
 
 def _paused(vmi: str, since: str) -> Transition:
-    return Transition(transition_id(vmi, PAUSED, since), PAUSED, since, ON, PAUSED_STATE, PAUSED_API, vmi)
+    return Transition(
+        transition_id(vmi, PAUSED, since),
+        PAUSED,
+        since,
+        ON,
+        PAUSED_STATE,
+        PAUSED_API,
+        vmi,
+        vm_id=vm_transition_id(vmi, PAUSED, since),
+    )
 
 
 def _resumed(vmi: str, since: str, now: str, to_state: str = ON) -> Transition:
     # KubeVirt drops the Paused condition on unpause and records no time for it: the id keeps the pause's
     # time (so it is the same for every observer); the entry's time is when we saw it.
     return Transition(
-        transition_id(vmi, RESUMED, since), RESUMED, now, PAUSED_STATE, to_state, RESUMED_API, vmi
+        transition_id(vmi, RESUMED, since),
+        RESUMED,
+        now,
+        PAUSED_STATE,
+        to_state,
+        RESUMED_API,
+        vmi,
+        vm_id=vm_transition_id(vmi, RESUMED, since),
     )
 
 
 def initial_memory(obs: Observed) -> Memory | None:
     """The first observation of a BMC: its state, no transition. A transitional state counts as the state
     being left, so the transition that completes it is recorded."""
-    if obs.state in SETTLED:
+    if obs.state in SETTLED and (obs.vmi or obs.state == OFF):
         return Memory(obs.state, obs.vmi, obs.paused_since, obs.boot, obs.end)
     if obs.state == POWERING_ON:
         return Memory(OFF, "", "", obs.boot)
@@ -388,9 +403,14 @@ def step(memory: Memory | None, obs: Observed, now: str) -> tuple[Memory | None,
             fallback = STOPPED_API if obs.run_strategy == "Halted" else VMI_DELETED
             found.append(_powered_off(memory, end, fallback, now))
         new = Memory(OFF, obs.vmi or memory.vmi, "", obs.boot or memory.boot, end if end else obs.end)
-    elif obs.state in (ON, PAUSED_STATE):
+    elif obs.state in (ON, PAUSED_STATE) and obs.vmi:
+        # (Running with no VMI known: the VM's status is ahead of what this observer has of its VMI, e.g.
+        # a cache not filled yet. The state stands; the history waits for the VMI that identifies it.)
         found += _to_running(memory, obs, end, now)
-        new = Memory(obs.state, obs.vmi, obs.paused_since, obs.boot or memory.boot, None)
+        # Evidence of how this very VMI is ending is kept: the VM's `ready` may lag a VMI that has failed
+        # or shut down (the state still reads On), and the next observation may show it gone.
+        kept = end if end is not None and end.vmi == obs.vmi else None
+        new = Memory(obs.state, obs.vmi, obs.paused_since, obs.boot or memory.boot, kept)
     else:  # transitional or unknown: nothing settled yet, keep collecting evidence
         new = replace(memory, boot=obs.boot or memory.boot)
     if memory.boot and obs.boot and obs.boot != memory.boot:
@@ -404,6 +424,7 @@ def step(memory: Memory | None, obs: Observed, now: str) -> tuple[Memory | None,
                 settled,
                 BOOT_SPEC_CHANGED + f" ({obs.boot_text})",
                 obs.vmi,
+                vm_id=vm_transition_id(obs.vm_uid, BOOT_DEVICE_CHANGED, str(obs.generation), obs.boot),
             )
         )
     return new, found
@@ -445,19 +466,11 @@ def _restarts_itself(strategy: str, end: End) -> bool:
 # --- attribution --------------------------------------------------------------------------------------
 
 
-def parse_time(value: str) -> datetime.datetime | None:
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
 def find_request(
     transition: Transition, requests: Sequence[dict[str, Any]], consumed: Iterable[str]
 ) -> dict[str, Any] | None:
-    """The oldest active, unconsumed request whose action leads to the transition, made before it and at
-    most REQUEST_WINDOW_SECONDS before it."""
+    """The oldest active, unconsumed request whose action leads to the transition, made before it (to the
+    second: KubeVirt records whole seconds) and at most REQUEST_WINDOW_SECONDS before it."""
     if not transition.attributable:
         return None
     at = parse_time(transition.time)
@@ -466,12 +479,15 @@ def find_request(
     used = set(consumed)
     candidates = []
     for req in requests:
-        if req.get("effect") not in ACTIVE_EFFECTS or req.get("id") in used:
+        if req.get("effect") not in rq.ACTIVE_EFFECTS or req.get("id") in used:
             continue
         if transition.reason not in LEADS_TO.get(str(req.get("action")), ()):
             continue
         made = parse_time(str(req.get("time") or ""))
-        if made is None or made > at or (at - made).total_seconds() > REQUEST_WINDOW_SECONDS:
+        if made is None:
+            continue
+        made = made.replace(microsecond=0)
+        if made > at or (at - made).total_seconds() > REQUEST_WINDOW_SECONDS:
             continue
         candidates.append((made, req))
     if not candidates:
@@ -479,13 +495,21 @@ def find_request(
     return min(candidates, key=lambda c: c[0])[1]  # min is stable: list order breaks ties
 
 
-def requester_text(req: dict[str, Any]) -> str:
-    protocol = "IPMI" if req.get("protocol") == "ipmi" else "Redfish"
-    return f"{protocol} user {req.get('user') or '?'} from {req.get('client') or '?'}"
+# The key under which the recorder tags each request record with "namespace/name" of the BMC that holds
+# it (never written back: attribution looks at the requests of every BMC of the VM).
+BMC_KEY = "bmc"
 
 
-def history_entry(transition: Transition, req: dict[str, Any] | None) -> dict[str, Any]:
-    """A `status.powerHistory` entry (contracts §2); its message is also the Events' message."""
+def requester_text(req: dict[str, Any], own: str = "") -> str:
+    """`IPMI user admin from 10.244.1.7`, with `through BMC ns/name` when another BMC than `own` took it."""
+    text = rq.requester_text(str(req.get("protocol")), str(req.get("user")), str(req.get("client")))
+    through = str(req.get(BMC_KEY) or "")
+    return f"{text} through BMC {through}" if through and through != own else text
+
+
+def history_entry(transition: Transition, req: dict[str, Any] | None, own: str = "") -> dict[str, Any]:
+    """A `status.powerHistory` entry (contracts §2) of the BMC `own` ("namespace/name"); its message is
+    also its Event's message."""
     entry: dict[str, Any] = {
         "id": transition.id,
         "time": transition.time,
@@ -495,26 +519,38 @@ def history_entry(transition: Transition, req: dict[str, Any] | None) -> dict[st
     if req is None:
         entry.update(cause="External", message=EXTERNAL_PREFIX + transition.external)
     else:
-        entry.update(
-            cause="Request",
-            requester=requester_text(req),
-            requestId=str(req.get("id")),
-            message=f"by {requester_text(req)} (request {req.get('id')})",
-        )
+        who = requester_text(req, own)
+        request_id = str(req.get("id"))
+        message = f"by {who} (request {request_id})"
+        entry.update(cause="Request", requester=who, requestId=request_id, message=message)
     return entry
 
 
+def vm_message(entry: dict[str, Any], req: dict[str, Any] | None, own: str) -> str:
+    """The message of the VM's Event of a transition: the BMC's, naming the BMC (a VM may have several)."""
+    if req is None:
+        return f"{entry['message']} (seen by BMC {own})"
+    through = str(req.get(BMC_KEY) or own)
+    who = rq.requester_text(str(req.get("protocol")), str(req.get("user")), str(req.get("client")))
+    return f"by {who} through BMC {through} (request {req.get('id')})"
+
+
 def attribute(
-    transitions: Sequence[Transition], requests: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """History entries for `transitions` (oldest first); a request accounts for one transition only."""
+    transitions: Sequence[Transition],
+    requests: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    own: str = "",
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """History entries for `transitions` (oldest first), each with the request it names (None: External).
+    `requests`: the records of every BMC of the VM, tagged with BMC_KEY; a request accounts for one
+    transition only, in this BMC's own history (`history`)."""
     consumed = {str(e["requestId"]) for e in history if e.get("requestId")}
     out = []
     for t in transitions:
         req = find_request(t, requests, consumed)
         if req is not None:
             consumed.add(str(req.get("id")))
-        out.append(history_entry(t, req))
+        out.append((history_entry(t, req, own), req))
     return out
 
 
@@ -550,31 +586,3 @@ def boot_override_pending(bmc: dict[str, Any], vmi_uid: str) -> tuple[str, str, 
         target = stored.get("target") or "None"
         return "True", "OnceOverridePending", f"the next power-on boots from {target} once"
     return "False", "NoPendingOverride", "no one-time boot override is waiting"
-
-
-def set_condition(
-    conditions: Sequence[dict[str, Any]],
-    ctype: str,
-    value: tuple[str, str, str],
-    now: str,
-    generation: int,
-) -> list[dict[str, Any]]:
-    """Replace one condition in a list, keeping lastTransitionTime while its status stays the same."""
-    status, reason, message = value
-    out = [dict(c) for c in conditions]
-    old = next((c for c in out if c.get("type") == ctype), None)
-    new = {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": old["lastTransitionTime"]
-        if old and old.get("status") == status and old.get("lastTransitionTime")
-        else now,
-        "observedGeneration": generation,
-    }
-    if old is None:
-        out.append(new)
-    else:
-        out[out.index(old)] = new
-    return out

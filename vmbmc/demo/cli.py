@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -13,22 +14,12 @@ import time
 from pathlib import Path
 
 from vmbmc.demo.endpoints import BmcEndpoint, write_endpoints
-from vmbmc.demo.identity import install_controller_identity, rbac_file
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.usage import UsageError, check_port_free, port, writable_dir
 
 log = logging.getLogger("vmbmc.demo")
-
-
-def _crd_files() -> list[Path]:
-    """The project's CRDs: from a source checkout, or packaged beside the code."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "crds", here.parent / "crds"):
-        files = sorted(candidate.glob("*.yaml"))
-        if files:
-            return [f for f in files if "CustomResourceDefinition" in f.read_text()]
-    return []
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", metavar="DIR", help="where the kubeconfig goes (default: a temporary dir)"
     )
-    parser.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: any)")
+    parser.add_argument("--port", type=port, default=0, help="API server port on 127.0.0.1 (default: any)")
     parser.add_argument(
         "--standalone",
         action="store_true",
@@ -60,10 +51,11 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
     for b in bmcs:
         lines.append(f"  VM {b.vm}  user {b.username}  password {b.password}")
         if b.ipmi_host is not None:
-            lines.append(
-                f"    ipmitool -I lanplus -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
-                f"-P {shlex.quote(b.password)} power status"
-            )
+            for interface in ("lanplus", "lan"):  # IPMI 2.0, and the seed's IPMI 1.5 flow
+                lines.append(
+                    f"    ipmitool -I {interface} -H {b.ipmi_host} -p {b.ipmi_port} -U {b.username} "
+                    f"-P {shlex.quote(b.password)} power status"
+                )
         if b.redfish is not None:
             system = f"{b.redfish}/Systems/{b.vm.split('/', 1)[1]}"
             lines.append(f"    curl -sk -u {b.username}:{shlex.quote(b.password)} {system}")
@@ -85,52 +77,47 @@ def _print_guide(kubeconfig: str, bmcs: list[BmcEndpoint], endpoints_file: str |
 
 
 async def _serve(
-    args: argparse.Namespace,
-    emu: EmulatorThread,
-    vms: list[tuple[str, str]],
-    runner: LocalPodRunner,
-    controller_kubeconfig: str,
+    args: argparse.Namespace, emu: EmulatorThread, vms: list[tuple[str, str]], runner: LocalPodRunner
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if args.standalone:
-        return await _serve_standalone(args, emu, vms, stop)
-    from vmbmc.controller import ControllerOptions
-    from vmbmc.controller.operator import run_controller
+    from vmbmc import manifests
+    from vmbmc.demo.install import apply_all, with_controller_args
+    from vmbmc.kubevirt.client import ApiClient
+
+    api = await ApiClient.connect(emu.kubeconfig)
+    try:
+        if args.standalone:
+            await apply_all(api, manifests.crd_documents())
+            return await _serve_standalone(args, emu, vms, stop)
+        # What `kubectl apply -k deploy/` creates; the controller runs from its Deployment's pod.
+        objects = manifests.deploy_documents()
+        runner.add_image(manifests.controller_image(objects))  # as `kind load docker-image` would
+        if args.redfish or args.redfish_http:
+            extra = ["--redfish-default"] + (["--redfish-insecure-http-default"] if args.redfish_http else [])
+            objects = with_controller_args(objects, extra)
+        await apply_all(api, objects)
+    finally:
+        await api.close()
     from vmbmc.demo.cluster import wait_for_bmcs
 
-    options = ControllerOptions(
-        kubeconfig=controller_kubeconfig,
-        health_port=0,
-        health_address="127.0.0.1",
-        redfish_default=args.redfish or args.redfish_http,
-        identity="vmbmc-demo",
-    )
-    ready = asyncio.Event()
-    controller = asyncio.ensure_future(run_controller(options, stop_flag=stop, ready_flag=ready))
+    waiting = asyncio.ensure_future(wait_for_bmcs(emu, vms))
+    await asyncio.wait([waiting, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        return 0
     try:
-        endpoints = await wait_for_bmcs(emu, vms)
-        await asyncio.wait_for(ready.wait(), 30)
-        for sig in (signal.SIGINT, signal.SIGTERM):  # kopf took them over in the main thread: ours again
-            loop.add_signal_handler(sig, stop.set)
-        if args.endpoints_file:
-            write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
-        _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)
-        await asyncio.wait(
-            [controller, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        if controller.done() and controller.exception():
-            raise controller.exception()  # type: ignore[misc]
-        print("stopping…", flush=True)
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(controller, 8)
-        except Exception as err:  # stopping anyway; say why it was not clean
-            log.warning("controller did not stop cleanly", extra={"error": str(err)})
-        runner.kill_all()
+        endpoints = waiting.result()
+    except (TimeoutError, RuntimeError) as err:
+        print(f"vmbmc demo: {err}; the pods' logs are in {runner.workdir / 'pods'}", file=sys.stderr)
+        return 1
+    if args.endpoints_file:
+        write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
+    _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)
+    await stop.wait()
+    print("stopping…", flush=True)
     return 0
 
 
@@ -160,46 +147,38 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if args.vms < 1:
-        print("vmbmc demo: --vms must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--vms must be at least 1")
+    check_port_free("--port", "127.0.0.1", args.port)
+    if args.workdir:
+        return _run(args, writable_dir("--workdir", Path(args.workdir)))
+    # A temporary workdir holds kubeconfigs and passwords: it goes when the demo does.
+    workdir = Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
     started = time.monotonic()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
-    # With the controller, the emulator enforces RBAC and every process runs under its own identity;
-    # the standalone BMCs use the admin kubeconfig.
-    rbac = None if args.standalone else rbac_file()
-    with EmulatorThread(
-        port=args.port,
-        kubeconfig=workdir / "kubeconfig",
-        crds=_crd_files(),
-        pod_runner=None if args.standalone else runner,
-        rbac=rbac is not None,
-    ) as emu:
-        ns_rt = emu.call(lambda: emu.emulator.registry.get("", "v1", "namespaces"))
-        # as deploy/namespace.yaml: every workload in it must meet Pod Security `restricted`
-        restricted = {
-            f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
-        }
-        system = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": "virtualmachinebmc-system", "labels": restricted},
-        }
-        emu.call(emu.emulator.store.create, ns_rt, system, None)
-        controller_kubeconfig = emu.kubeconfig
-        if rbac is not None:
-            controller_kubeconfig = str(workdir / "controller.kubeconfig")
-            install_controller_identity(emu, rbac, Path(controller_kubeconfig))
+    # The emulator enforces RBAC and every pod runs under its own ServiceAccount's token; the
+    # standalone BMCs use the admin kubeconfig.
+    try:
+        with EmulatorThread(
+            port=args.port,
+            kubeconfig=workdir / "kubeconfig",
+            pod_runner=None if args.standalone else runner,
+        ) as emu:
             runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
-        else:
-            runner.attach(emu.emulator)
-        vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
-        vms = []
-        for i in range(1, args.vms + 1):
-            obj = sample_vm(i)
-            emu.call(emu.emulator.store.create, vm_rt, obj, "default")
-            vms.append(("default", obj["metadata"]["name"]))
-        code = asyncio.run(_serve(args, emu, vms, runner, controller_kubeconfig))
-        log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
+            vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
+            vms = []
+            for i in range(1, args.vms + 1):
+                obj = sample_vm(i)
+                emu.call(emu.emulator.store.create, vm_rt, obj, "default")
+                vms.append(("default", obj["metadata"]["name"]))
+            code = asyncio.run(_serve(args, emu, vms, runner))
+    finally:
+        runner.kill_all()  # the emulator's kubelet stopped its pods; this is the last resort
+    log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
     return code

@@ -17,6 +17,7 @@ log = logging.getLogger("vmbmc.demo")
 
 IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (contracts §6)
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
+CONTROLLER_SELECTOR = "app.kubernetes.io/name=vmbmc,app.kubernetes.io/component=controller"
 
 
 def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | None:
@@ -59,12 +60,29 @@ def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | No
     )
 
 
+def controller_failure(emu: EmulatorThread) -> str | None:
+    """Why the controller's pod does not run (its container exited, or its image cannot be pulled), or
+    None: a wrong flag, env or rule in deploy/ shows here at once, not as a timeout."""
+    store, reg = emu.emulator.store, emu.emulator.registry
+    pods, _ = store.list(reg.get("", "v1", "pods"), SYSTEM_NAMESPACE, label_selector=CONTROLLER_SELECTOR)
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+            if cs.get("restartCount") or waiting in ("ErrImagePull", "ImagePullBackOff", "RunContainerError"):
+                why = f"waiting: {waiting}" if waiting else f"it exited {cs['restartCount']} time(s)"
+                return f"the controller pod {pod['metadata']['name']} does not run ({why})"
+    return None
+
+
 async def wait_for_bmcs(
     emu: EmulatorThread, vms: list[tuple[str, str]], timeout: float = 60.0
 ) -> list[BmcEndpoint]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        failure = await asyncio.to_thread(emu.call, controller_failure, emu)
+        if failure is not None:
+            raise RuntimeError(failure)
         found = [await asyncio.to_thread(emu.call, ready_endpoint, emu, vm) for vm in vms]
         if all(found):
             return [e for e in found if e is not None]

@@ -1,6 +1,7 @@
-"""The controller's identity in the demo: its ServiceAccount bound to the rules `deploy/rbac.yaml` ships,
-installed into the emulator as `kubectl apply -k deploy/` would, and a kubeconfig with that account's
-token (issue 12: every process runs under the identity it has in a cluster)."""
+"""Identities for a controller or kbmc run in-process (tests, benchmarks), as a cluster would give them:
+the controller's ServiceAccount bound to the rules `deploy/rbac.yaml` ships, a kbmc's ServiceAccount and
+Roles as the controller writes them, each with a kubeconfig holding that account's token (issue 12).
+`vmbmc demo` needs none of this: it installs deploy/ and runs every process from its pod."""
 
 from __future__ import annotations
 
@@ -17,12 +18,6 @@ PLURALS = {
     "Role": "roles",
     "RoleBinding": "rolebindings",
 }
-
-
-def rbac_file() -> Path | None:
-    """deploy/rbac.yaml of a source checkout (the demo runs from one), else None."""
-    candidate = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
-    return candidate if candidate.is_file() else None
 
 
 def install_controller_identity(emu: Any, rbac: Path, kubeconfig: Path) -> None:

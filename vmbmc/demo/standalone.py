@@ -7,12 +7,11 @@ back end (`KubeVirtHub.machine_for_vm`), the same front ends, on a loopback addr
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from vmbmc.auth import StaticCredentials
+from vmbmc.auth.passwords import generate_password
 from vmbmc.demo.endpoints import BmcEndpoint
 from vmbmc.demo.podrunner import kbmc_ports_free
 from vmbmc.kbmc.server import DEFAULT_PORT as IPMI_PORT
@@ -20,15 +19,6 @@ from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.kubevirt.hub import KubeVirtHub
 
 log = logging.getLogger("vmbmc.demo")
-PASSWORD_LENGTH = 20  # IPMI 2.0 takes at most 20 bytes; contracts §8 asks for at least 20
-
-
-def generate_password(length: int = PASSWORD_LENGTH) -> str:
-    """RAKP lets anyone who reaches the port try passwords offline: 20 random characters (contracts §8)."""
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
 def loopback_address(index: int) -> str:
     """127.10.0.N where the OS answers on all of 127/8 (Linux) and the BMC ports are free there;
     127.0.0.1 otherwise (macOS), with ports of its own."""

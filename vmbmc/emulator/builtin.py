@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmbmc.emulator.events import event_admission
 from vmbmc.emulator.registry import Registry, ResourceType
 
 _STATUS = frozenset({"status"})
@@ -106,3 +107,6 @@ def _default_secret(obj: dict, old: dict | None) -> dict:
 
 def install_builtin_defaults(store: Any) -> None:
     store.admission_hooks.setdefault(("", "secrets"), []).append(_default_secret)
+    for rt in BUILTIN_TYPES:
+        if rt.plural == "events":
+            store.admission_hooks.setdefault(rt.key, []).append(event_admission(rt))

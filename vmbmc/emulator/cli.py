@@ -6,13 +6,15 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.usage import UsageError, check_port_free, port, writable_dir
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", required=True, help="where to write the admin kubeconfig")
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
+    parser.add_argument("--port", type=port, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
     parser.add_argument(
         "--crd",
         action="append",
@@ -34,6 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    check_port_free("--port", "127.0.0.1", args.port)
+    writable_dir("--kubeconfig", Path(args.kubeconfig).resolve().parent)
+    for crd in args.crd:
+        if not Path(crd).is_file():
+            raise UsageError(f"--crd {crd}: no such file; give a YAML file of CustomResourceDefinitions")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import inspect
 import ipaddress
 import logging
@@ -129,7 +130,7 @@ class EmulatorThread:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then (else ~40 ms stalls)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -208,6 +209,9 @@ class EmulatorThread:
                 self.emulator.store.create(crd_rt, doc)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._pod_runner is not None and self.workloads is not None and self._server is not None:
+            with contextlib.suppress(Exception):  # stopping anyway; the kubelet stops them again below
+                self.call(self.workloads.kubelet.stop_pods, timeout=timeout)
         if self._server is not None and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.emulator.store.close_subscriptions)
             self._server.should_exit = True

@@ -13,7 +13,8 @@ calls ``events.ready(True)`` (and not ready again after ``events.ready(False)``)
 reports the process ending (restartPolicy decides: Always/OnFailure restart it, counting ``restartCount``).
 Deleting a pod is graceful: the kubelet stops the runner (``deletionGracePeriodSeconds``, else the pod's
 ``terminationGracePeriodSeconds``, 30 by default) and then removes the pod. ``PodEvents`` methods may be
-called from any thread.
+called from any thread. A runner that cannot have a pod's image raises ``ImagePullError`` from
+``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ class PodEvents:
 
     def exited(self, code: int) -> None:
         self._loop.call_soon_threadsafe(self._kubelet._on_exit, self._key, self._uid, code)
+
+
+class ImagePullError(Exception):
+    """Raised by a runner's `start` when it cannot have the pod's image (as kind's node has only the
+    images loaded into it): the kubelet reports ErrImagePull, then ImagePullBackOff, and tries again
+    with a growing back-off, as a kubelet does."""
+
+    def __init__(self, image: str, message: str) -> None:
+        super().__init__(message)
+        self.image = image
 
 
 class PodRunner(Protocol):
@@ -158,6 +169,7 @@ class _Pod:
     restarts: int = 0
     started_at: str = ""
     stopping: bool = False
+    pull_failures: int = 0
     ip: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -176,6 +188,7 @@ class Kubelet:
         self._dirty: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._shut_down = False
 
     @property
     def _rt(self) -> Any:
@@ -213,7 +226,15 @@ class Kubelet:
             sub.close()
             await self._stop_all()
 
+    async def stop_pods(self) -> None:
+        """Stop every pod's containers (a node shutting down), before the API server goes, so no
+        container's watch is cut by it. The node starts nothing afterwards."""
+        self._shut_down = True
+        await self._stop_all()
+
     async def _stop_all(self) -> None:
+        for state in self._pods.values():
+            state.stopping = True  # a container exiting now is not restarted
         for state in list(self._pods.values()):
             if state.task is not None:
                 state.task.cancel()
@@ -264,7 +285,7 @@ class Kubelet:
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed"):
             return
-        if state is None:
+        if state is None and not self._shut_down:
             state = _Pod(uid=meta.get("uid", ""))
             self._pods[key] = state
             state.task = asyncio.get_running_loop().create_task(self._start(key, pod, state))
@@ -301,9 +322,24 @@ class Kubelet:
             log.info("pod started", extra={"namespace": key[0], "pod": key[1], "ip": state.ip})
         except asyncio.CancelledError:
             raise
+        except ImagePullError as e:
+            log.info("image pull failed", extra={"namespace": key[0], "pod": key[1], "image": e.image})
+            self._write_waiting(key, state, "ErrImagePull", str(e))
+            state.task = asyncio.get_running_loop().create_task(self._pull_backoff(key, pod, state, e))
         except Exception as e:
             log.exception("pod start failed", extra={"namespace": key[0], "pod": key[1]})
-            self._write_failed_start(key, state, str(e))
+            self._write_waiting(key, state, "RunContainerError", str(e))
+
+    async def _pull_backoff(self, key: tuple[str, str], pod: dict, state: _Pod, err: ImagePullError) -> None:
+        state.pull_failures += 1
+        await asyncio.sleep(0.5)
+        if self._pods.get(key) is not state or state.stopping:
+            return
+        message = f'Back-off pulling image "{err.image}": ErrImagePull: {err}'
+        self._write_waiting(key, state, "ImagePullBackOff", message)
+        await asyncio.sleep(min(10.0, 0.5 * 2 ** min(state.pull_failures, 5)))  # compressed, as restarts
+        if self._pods.get(key) is state and not state.stopping:
+            await self._start(key, pod, state)
 
     def _write_running(self, key: tuple[str, str], state: _Pod) -> None:
         now = _now()
@@ -317,12 +353,24 @@ class Kubelet:
 
         self.emulator.store.mutate(self._rt, key[0], key[1], apply)
 
-    def _write_failed_start(self, key: tuple[str, str], state: _Pod, message: str) -> None:
+    def _write_waiting(self, key: tuple[str, str], state: _Pod, reason: str, message: str) -> None:
+        """The containers did not start: Pending, each container waiting with `reason`."""
+        now = _now()
+
         def apply(o: dict) -> None:
             if o["metadata"].get("uid") != state.uid:
                 return
             status = o.setdefault("status", {})
             status["phase"] = "Pending"
+            names = [c.get("name") for c in (o.get("spec") or {}).get("containers") or []]
+            unready = f"containers with unready status: [{' '.join(str(n) for n in names)}]"
+            conds = {c.get("type"): c for c in status.get("conditions") or []}
+            for ctype, value in (("Initialized", True), ("Ready", False), ("ContainersReady", False)):
+                if (conds.get(ctype) or {}).get("status") != ("True" if value else "False"):
+                    conds[ctype] = _cond(ctype, value, now)
+                    if not value:
+                        conds[ctype].update(reason="ContainersNotReady", message=unready)
+            status["conditions"] = list(conds.values())
             status["containerStatuses"] = [
                 {
                     "name": c.get("name"),
@@ -330,7 +378,7 @@ class Kubelet:
                     "ready": False,
                     "started": False,
                     "restartCount": state.restarts,
-                    "state": {"waiting": {"reason": "RunContainerError", "message": message}},
+                    "state": {"waiting": {"reason": reason, "message": message}},
                     "lastState": {},
                 }
                 for c in (o.get("spec") or {}).get("containers") or []

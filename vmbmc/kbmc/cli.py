@@ -12,10 +12,13 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from vmbmc.auth import Credentials, FileCredentials, StaticCredentials
 from vmbmc.kbmc.server import DEFAULT_PORT
 from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
+from vmbmc.machine.errors import NotFound
+from vmbmc.usage import UsageError, check_kubeconfig, port, port_or_off
 
 log = logging.getLogger("vmbmc.kbmc")
 
@@ -33,10 +36,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--vm", type=_ref, metavar="NS/NAME", help="serve this VM without the CRD (standalone)")
     parser.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, then KUBECONFIG")
     parser.add_argument("--address", default="::", help="address to listen on (default :: , IPv6 and IPv4)")
-    parser.add_argument("--ipmi-port", type=int, default=DEFAULT_PORT, help="UDP port (default 10623)")
+    parser.add_argument("--ipmi-port", type=port, default=DEFAULT_PORT, help="UDP port (default 10623)")
     parser.add_argument(
         "--redfish-port",
-        type=int,
+        type=port,
         default=None,
         help=f"serve Redfish on this port (--bmc: only when spec.redfish.enabled; usual {REDFISH_PORT})",
     )
@@ -49,7 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="directory with files 'username' and 'password' (the mounted Secret); "
         "else VMBMC_USERNAME / VMBMC_PASSWORD",
     )
-    parser.add_argument("--health-port", type=int, default=8081, help="/healthz /readyz /metrics; -1: off")
+    parser.add_argument(
+        "--health-port", type=port_or_off, default=8081, help="/healthz /readyz /metrics; -1: off"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -59,7 +64,7 @@ def credentials(args: argparse.Namespace) -> Credentials:
     user, password = os.environ.get("VMBMC_USERNAME", ""), os.environ.get("VMBMC_PASSWORD", "")
     if user and password:
         return StaticCredentials(user, password)
-    raise ValueError("no credentials: give --credentials-dir DIR, or set VMBMC_USERNAME and VMBMC_PASSWORD")
+    raise UsageError("no credentials: give --credentials-dir DIR, or set VMBMC_USERNAME and VMBMC_PASSWORD")
 
 
 def setup_logging(verbose: bool) -> None:
@@ -74,9 +79,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     from vmbmc.kubevirt.hub import KubeVirtHub
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        log.error("--tls-cert and --tls-key go together")
-        return 2
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither for a self-signed one")
     creds = credentials(args)
+    check_kubeconfig(args.kubeconfig)
     hub = await KubeVirtHub.connect(args.kubeconfig)
     # In a pod the Roles allow only name-restricted lists and watches (contracts §6, §8).
     restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or os.environ.get("VMBMC_RESTRICTED") == "1"
@@ -112,6 +117,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             tls_key=args.tls_key,
         )
         service = await BmcService(machine, creds, opts).start()
+        _warn_if_vm_missing(machine)
         log.info(
             "kbmc ready",
             extra={
@@ -134,6 +140,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         await hub.close()
 
 
+def _warn_if_vm_missing(machine: Any) -> None:
+    """Standalone mode starts for a VM that is not there (yet): say so once, and what clients get."""
+    try:
+        machine.power_status()
+    except NotFound as err:
+        log.warning(
+            "VM not present: IPMI answers D5h (not supported in present state) and Redfish 404 "
+            "ResourceNotFound until it is created",
+            extra={"vm": machine.vm, "error": err.message},
+        )
+
+
 def _enabled(machine: object, protocol: str, default: bool) -> bool:
     """spec.<protocol>.enabled of the served VirtualMachineBMC (contracts §2: ipmi true, redfish false)."""
     store = getattr(machine, "store", None)
@@ -153,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
+    except UsageError:
+        raise  # vmbmc.cli prints it: one line, exit code 2
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"vmbmc kbmc: {err}", file=sys.stderr)
         return 2

@@ -29,9 +29,9 @@ from vmbmc.kbmc.commands import (
     Caller,
     Commands,
 )
-from vmbmc.kbmc.ratelog import RateLimitedLog
 from vmbmc.kbmc.sessions import Handshake, Priv, SeqWindow, Session, SessionTable
 from vmbmc.kbmc.wire import Malformed, Request
+from vmbmc.ratelog import RateLimitedLog
 
 log = logging.getLogger("vmbmc.kbmc.requests")
 
@@ -58,6 +58,18 @@ Client = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
+class Later:
+    """An answer to send only after `delay` seconds: a failed login from a held address (the
+    server schedules it on the event loop; nothing here waits)."""
+
+    datagram: bytes
+    delay: float
+
+
+Answer = bytes | Later | None
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """What a BMC tells about itself on the LAN channel."""
 
@@ -81,11 +93,11 @@ class LanChannel:
         self.credentials = credentials
         self.limiter = limiter
         self.identity = identity
-        self.table = table or SessionTable()
-        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"))
+        self.table = table if table is not None else SessionTable()  # an empty table is falsy
+        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"), on_note=metrics.DROPPED.inc)
 
     # --- entry -----------------------------------------------------------------------------
-    def handle(self, datagram: bytes, client: Client) -> bytes | None:
+    def handle(self, datagram: bytes, client: Client) -> Answer:
         try:
             cls, rmcp_seq, body = wire.split_rmcp(datagram)
             if cls == wire.RMCP_CLASS_ASF:
@@ -104,11 +116,13 @@ class LanChannel:
         self.table.clear()
 
     # --- IPMI 1.5 --------------------------------------------------------------------------
-    def _v15(self, pkt: wire.V15, client: Client) -> bytes | None:
+    def _v15(self, pkt: wire.V15, client: Client) -> Answer:
         req = Request.parse(pkt.message)
         if pkt.session_id == 0:
             if pkt.authtype != wire.AUTH_NONE:
                 raise Malformed("sessionless packet with an auth code")
+            if req.netfn == 0x06 and req.cmd == 0x39:
+                return self._challenge(req, client)
             code, data = self._sessionless(req, client, v2=False)
             if code is None:
                 return None
@@ -136,30 +150,34 @@ class LanChannel:
             wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, response, seq), response
         )
 
-    def _challenge(self, req: Request, client: Client) -> tuple[int, bytes]:
+    def _challenge(self, req: Request, client: Client) -> Answer:
+        """Get Session Challenge (IPMI 1.5): the only sessionless command that can fail a login."""
+
+        def answer(code: int, data: bytes = b"") -> bytes:
+            return wire.build_v15(wire.AUTH_NONE, 0, 0, b"", req.response(code, data))
+
         if len(req.data) != 17:
-            return CC_BAD_LENGTH, b""
+            return answer(CC_BAD_LENGTH)
         if req.data[0] != wire.AUTH_MD5:  # none, MD2 and straight password are refused (contracts §8)
-            return CC_INVALID_FIELD, b""
+            return answer(CC_INVALID_FIELD)
         user = req.data[1:17].rstrip(b"\0").decode("latin-1")
-        if not user:
-            self._failed(client, "", "null user name refused")
-            return CC_NULL_USER, b""
+        if not user:  # no credential presented: refused, but not a failed login
+            self.bad.note(client[0], "refused the null user name")
+            return answer(CC_NULL_USER)
         password = self.credentials.password_for(user)
         if password is None:
-            self._failed(client, user, "unknown user")
-            return CC_INVALID_USER, b""
+            return self._failed(client, user, "unknown user", answer(CC_INVALID_USER), "lan")
         key16 = crypto.password_key(password, 16)
         if key16 is None:
             self.bad.note(client[0], "IPMI 1.5 refused: the password is longer than 16 bytes")
-            return CC_INVALID_FIELD, b""
+            return answer(CC_INVALID_FIELD)
         s = self.table.create(client, v2=False)
         if s is None:
-            return CC_BUSY, b""
+            return answer(CC_BUSY)
         s.user, s.key16, s.challenge = user, key16, os.urandom(16)
-        return CC_OK, struct.pack("<I", s.id) + s.challenge
+        return answer(CC_OK, struct.pack("<I", s.id) + s.challenge)
 
-    def _activate(self, s: Session, pkt: wire.V15, req: Request, client: Client) -> bytes | None:
+    def _activate(self, s: Session, pkt: wire.V15, req: Request, client: Client) -> Answer:
         if (req.netfn, req.cmd) != (0x06, 0x3A):
             self.bad.note(client[0], "dropped a command before Activate Session")
             return None
@@ -173,9 +191,10 @@ class LanChannel:
         expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
         if not hmac.compare_digest(expected, pkt.authcode):
             self.table.close(s.id)
-            self._failed(client, s.user, "wrong password (Activate Session)")
-            # Answered at once (real BMCs often stay silent: a 10 s client timeout).
-            return answer(CC_INSUFFICIENT_PRIV)
+            # Answered (real BMCs often stay silent: a 10 s client timeout), late if held.
+            return self._failed(
+                client, s.user, "wrong password (Activate Session)", answer(CC_INSUFFICIENT_PRIV), "lan"
+            )
         if len(req.data) != 22:
             return answer(CC_BAD_LENGTH)
         authtype, max_priv, challenge, out_seq = (
@@ -189,13 +208,13 @@ class LanChannel:
         if not Priv.CALLBACK <= max_priv <= Priv.ADMIN:
             return answer(0x86)  # requested privilege level exceeds limit
         inbound = int.from_bytes(os.urandom(4), "little") or 1
-        s.active, s.max_priv, s.priv = True, Priv(max_priv), Priv(min(max_priv, Priv.USER))
+        s.max_priv, s.priv = Priv(max_priv), Priv(min(max_priv, Priv.USER))
+        self.table.activate(s)
         s.window = SeqWindow(inbound - 1)
         # The answer carries the console's initial outbound number; ours count on from it
         # (FreeIPMI checks this, IPMI 2.0 §22.17).
         s.out_seq = struct.unpack("<I", out_seq)[0]
         self.table.touch(s)
-        self.limiter.success(client[0])
         metrics.SESSIONS_OPENED.labels("lan").inc()
         log.info("session opened", extra=self._extra(s, "Activate Session", CC_OK, protocol="lan"))
         return answer(
@@ -203,7 +222,7 @@ class LanChannel:
         )
 
     # --- IPMI 2.0 / RMCP+ ------------------------------------------------------------------
-    def _v20(self, pkt: wire.V20, client: Client) -> bytes | None:
+    def _v20(self, pkt: wire.V20, client: Client) -> Answer:
         if pkt.payload_type == wire.PAYLOAD_OPEN_REQ:
             return self._open_session(pkt.payload, client)
         if pkt.payload_type == wire.PAYLOAD_RAKP1:
@@ -249,14 +268,21 @@ class LanChannel:
             sign=keys.auth_code,
         )
 
-    def _open_session(self, p: bytes, client: Client) -> bytes | None:
+    def _open_session(self, p: bytes, client: Client) -> bytes:
         if len(p) != 32:
             raise Malformed("Open Session Request of the wrong length")
         tag, priv, console_id = p[0], p[1] & 0x0F, struct.unpack("<I", p[4:8])[0]
 
-        def answer(status: int, body: bytes = b"") -> bytes:
+        def answer(status: int, bmc_sid: int = 0, algos: tuple[int, int, int] | None = None) -> bytes:
+            # Full length even for a refusal (IPMI 2.0 table 13-10): session id 0 and the proposed
+            # algorithms, so scanners (nmap's ipmi-cipher-zero) read the status and give a verdict.
+            auth, integrity, conf = algos or (p[12] & 0x3F, p[20] & 0x3F, p[28] & 0x3F)
             out = (
-                bytes((tag, status, 0 if status else priv_granted, 0)) + struct.pack("<I", console_id) + body
+                bytes((tag, status, 0 if status else priv_granted, 0))
+                + struct.pack("<II", console_id, bmc_sid)
+                + bytes((0, 0, 0, 8, auth, 0, 0, 0))
+                + bytes((1, 0, 0, 8, integrity, 0, 0, 0))
+                + bytes((2, 0, 0, 8, conf, 0, 0, 0))
             )
             return wire.build_v20(wire.PAYLOAD_OPEN_RSP, 0, 0, out)
 
@@ -276,12 +302,7 @@ class LanChannel:
         if s is None:
             return answer(RS_NO_RESOURCES)
         s.handshake = Handshake(suite, priv_granted)
-        algos = (
-            bytes((0, 0, 0, 8, suite.auth, 0, 0, 0))
-            + bytes((1, 0, 0, 8, suite.integrity, 0, 0, 0))
-            + bytes((2, 0, 0, 8, suite.confidentiality, 0, 0, 0))
-        )
-        return answer(RS_OK, struct.pack("<I", s.id) + algos)
+        return answer(RS_OK, s.id, (suite.auth, suite.integrity, suite.confidentiality))
 
     def _handshake(self, bmc_sid: int, client: Client) -> Session | None:
         s = self.table.get(bmc_sid)
@@ -289,7 +310,7 @@ class LanChannel:
             return None
         return s
 
-    def _rakp1(self, p: bytes, client: Client) -> bytes | None:
+    def _rakp1(self, p: bytes, client: Client) -> Answer:
         if len(p) < 28 or len(p) != 28 + p[27] or p[27] > 16:
             raise Malformed("RAKP 1 of the wrong length")
         tag, bmc_sid, role, user_raw = p[0], struct.unpack("<I", p[4:8])[0], p[24], p[28:]
@@ -305,25 +326,38 @@ class LanChannel:
             return answer(RS_INVALID_SESSION)
         hs = s.handshake
         if hs.rakp1 == p and hs.rakp2:
-            return hs.rakp2  # a retransmit: the same answer, the same random number
+            # A retransmit: the same answer, the same random number. A refusal keeps its delay, so
+            # retransmitting cannot learn sooner that a user name is unknown.
+            wait = hs.answer_at - self.table.now()
+            return Later(hs.rakp2, wait) if wait > 0 else hs.rakp2
         user = user_raw.decode("latin-1")
         priv = role & 0x0F
         if not Priv.CALLBACK <= priv <= Priv.ADMIN:
             self.table.close(s.id)
             return answer(RS_INVALID_ROLE)
-        password = self.credentials.password_for(user) if user else None
-        kuid = crypto.password_key(password, 20) if password is not None else None
-        if kuid is None:
+        if not user:  # no credential presented (null user): refused, not a failed login
             self.table.close(s.id)
-            self._failed(
-                client, user, "unknown user" if password is None else "password longer than 20 bytes"
-            )
+            self.bad.note(client[0], "refused the null user name (RAKP 1)")
             return answer(RS_UNAUTHORIZED_NAME)
+        password = self.credentials.password_for(user)
+        kuid = crypto.password_key(password, 20) if password is not None else None
+        if password is not None and kuid is None:  # the right user; its password cannot be used over IPMI
+            self.table.close(s.id)
+            self.bad.note(client[0], "RMCP+ refused: the password is longer than 20 bytes")
+            return answer(RS_UNAUTHORIZED_NAME)
+        if kuid is None:
+            # Kept (unusable) until it expires, so a retransmitted RAKP 1 gets this same answer.
+            hs.failed, hs.rakp1, hs.rakp2 = True, p, answer(RS_UNAUTHORIZED_NAME)
+            out = self._failed(client, user, "unknown user (RAKP 1)", hs.rakp2, "lanplus")
+            hs.answer_at = self.table.now() + (out.delay if isinstance(out, Later) else 0.0)
+            return out
         hs.rakp1, hs.console_rand, hs.bmc_rand, hs.role = p, p[8:24], os.urandom(16), role
         s.user, s.max_priv = user, Priv(priv)
         rakp = self._rakp(s)
+        hs.failed, hs.answer_at = False, 0.0
         hs.rakp2 = answer(RS_OK, hs.bmc_rand + self.identity.guid + rakp.rakp2_code(hs.suite, kuid))
         self.table.touch(s)
+        self.table.proven(s)  # it received our Open Session answer: not a spoofed address
         return hs.rakp2
 
     def _rakp(self, s: Session) -> crypto.Rakp:
@@ -339,12 +373,12 @@ class LanChannel:
             s.user.encode("latin-1"),
         )
 
-    def _rakp3(self, p: bytes, client: Client) -> bytes | None:
+    def _rakp3(self, p: bytes, client: Client) -> Answer:
         if len(p) < 8:
             raise Malformed("short RAKP 3")
         tag, status, bmc_sid = p[0], p[1], struct.unpack("<I", p[4:8])[0]
         s = self._handshake(bmc_sid, client)
-        if s is None or s.handshake is None or not s.handshake.rakp2:
+        if s is None or s.handshake is None or not s.handshake.rakp2 or s.handshake.failed:
             if s is None:
                 found = self.table.get(bmc_sid)
                 if found is not None and found.active and found.handshake and found.handshake.rakp3 == p:
@@ -361,23 +395,23 @@ class LanChannel:
         if status != RS_OK:
             # The client rejected our RAKP 2: it holds a different password.
             self.table.close(s.id)
-            self._failed(client, s.user, f"wrong password (client refused RAKP 2, status 0x{status:02x})")
+            why = f"wrong password (client refused RAKP 2, status 0x{status:02x})"
+            self._failed(client, s.user, why, None, "lanplus")
             return None
         password = self.credentials.password_for(s.user)
         kuid = crypto.password_key(password, 20) if password is not None else None
         rakp = self._rakp(s)
         if kuid is None or not hmac.compare_digest(rakp.rakp3_code(hs.suite, kuid), p[8:]):
             self.table.close(s.id)
-            self._failed(client, s.user, "wrong password (RAKP 3)")
-            return answer(RS_INVALID_ICV)
+            return self._failed(client, s.user, "wrong password (RAKP 3)", answer(RS_INVALID_ICV), "lanplus")
         sik = rakp.sik(hs.suite, kuid)
         s.keys = crypto.SessionKeys.derive(hs.suite, sik)
-        s.active, s.priv = True, s.max_priv
+        s.priv = s.max_priv
+        self.table.activate(s)
         s.window = SeqWindow(0)
         hs.rakp3 = p
         hs.rakp4 = answer(RS_OK, rakp.rakp4_code(hs.suite, sik))
         self.table.touch(s)
-        self.limiter.success(client[0])
         metrics.SESSIONS_OPENED.labels("lanplus").inc()
         log.info(
             "session opened",
@@ -394,8 +428,6 @@ class LanChannel:
             return self._auth_capabilities(req.data)
         if req.cmd == 0x54:
             return self._cipher_suites(req.data)
-        if req.cmd == 0x39 and not v2:
-            return self._challenge(req, client)
         self.bad.note(client[0], f"dropped sessionless command 0x{req.cmd:02x}")
         return None, b""
 
@@ -487,12 +519,16 @@ class LanChannel:
         return name, CC_OK, b""
 
     # --- helpers ---------------------------------------------------------------------------
-    def _failed(self, client: Client, user: str, why: str) -> None:
+    def _failed(self, client: Client, user: str, why: str, answer: bytes | None, protocol: str) -> Answer:
+        """A failed login (contracts §8): counted, logged until the address is held, and its
+        answer delayed while it is."""
         metrics.LOGIN_FAILURES.inc()
-        was_blocked = self.limiter.blocked(client[0])
-        self.limiter.failure(client[0])
-        if not was_blocked:  # once blocked, the limiter has logged it; stay quiet
+        delay = self.limiter.failure(client[0], protocol)
+        if not delay:  # once held, the limiter has logged the hold; stay quiet
             log.warning("login failed", extra={"client": client[0], "user": user, "reason": why})
+        if answer is None or not delay:
+            return answer
+        return Later(answer, delay)
 
     @staticmethod
     def _extra(s: Session, command: str, code: int, **more: object) -> dict[str, object]:

@@ -15,7 +15,7 @@ import uuid
 
 from vmbmc.auth import Credentials, LoginLimiter
 from vmbmc.kbmc.commands import Commands
-from vmbmc.kbmc.lan import Identity, LanChannel
+from vmbmc.kbmc.lan import Identity, LanChannel, Later
 from vmbmc.kbmc.sessions import SessionTable
 from vmbmc.machine.api import Machine
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10623
 PRUNE_INTERVAL = 10.0
+MAX_PENDING_LATE = 1024  # delayed failed-login answers waiting on one endpoint
 
 
 def _bmc_guid(machine: Machine) -> bytes:
@@ -61,6 +62,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, server: IpmiServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self.pending = 0  # delayed answers not yet sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -71,8 +73,26 @@ class _Protocol(asyncio.DatagramProtocol):
         except Exception:  # never let one datagram take the endpoint down
             log.exception("IPMI datagram handling failed", extra={"client": addr[0]})
             return
-        if out is not None and self.transport is not None:
+        if isinstance(out, Later):
+            self._later(out, addr)
+        elif out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
+
+    def _later(self, out: Later, addr: tuple[str, int]) -> None:
+        """A held address's failed login: answered after the delay by the event loop (a timer, never
+        a sleep). Bounded, so a spoofed flood of failures cannot pile up timers; beyond the bound
+        the answer is dropped, which a client sees as the same wait."""
+        if self.pending >= MAX_PENDING_LATE:
+            self.server.lan.bad.note(addr[0], "dropped a delayed answer: too many pending")
+            return
+
+        def send() -> None:
+            self.pending -= 1
+            if self.transport is not None:
+                self.transport.sendto(out.datagram, addr)
+
+        self.pending += 1
+        asyncio.get_running_loop().call_later(out.delay, send)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error", extra={"error": str(exc)})

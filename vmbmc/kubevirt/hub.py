@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
 
 from vmbmc.kubevirt.client import ApiClient, ApiError
 from vmbmc.kubevirt.informer import Informer
 from vmbmc.kubevirt.machine import KubeVirtMachine, machine_error
 from vmbmc.kubevirt.records import (
     BmcStatusStore,
-    EventWriter,
     RecordStore,
     VmAnnotationStore,
     bmc_path,
     vm_path,
+    vm_ref,
 )
+from vmbmc.kubevirt.requests import EventWriter
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import BackendUnavailable, Invalid, NotFound
 
@@ -93,6 +93,8 @@ class KubeVirtHub:
             if bmc is None:
                 raise NotFound(f"VirtualMachineBMC {namespace}/{name} not found")
             vm_ns, vm_name = vm_ref(bmc)
+            if not vm_name:
+                raise Invalid(f"VirtualMachineBMC {namespace}/{name} names no VM")
             store = BmcStatusStore(self.api, bmcs, namespace, name)
             return await self._machine(vm_ns, vm_name, store, f"{namespace}/{name}", restricted, held)
         except BaseException:
@@ -160,19 +162,6 @@ class KubeVirtHub:
             await inf.stop()
         self._informers.clear()
         await self.api.close()
-
-
-def vm_ref(bmc: dict[str, Any]) -> tuple[str, str]:
-    """The VM a BMC points at: `spec.virtualMachineRef` {namespace, name}, or the seed's vmNamespace/vmName.
-    A ref without a namespace means the BMC's own namespace."""
-    spec = bmc.get("spec") or {}
-    ref = spec.get("virtualMachineRef") or {}
-    own = (bmc.get("metadata") or {}).get("namespace") or ""
-    name = ref.get("name") or spec.get("vmName")
-    namespace = ref.get("namespace") or spec.get("vmNamespace") or own
-    if not name:
-        raise Invalid(f"VirtualMachineBMC {own}/{bmc['metadata']['name']} names no VM")
-    return str(namespace), str(name)
 
 
 __all__ = ["ApiError", "KubeVirtHub", "vm_ref"]

@@ -1,14 +1,14 @@
 """A watch cache: list, then watch, one resource in one namespace, kept in memory.
 
-Reads (`get`, `objects`) are plain dict lookups on a dict that is only ever replaced or updated one key at
-a time on the hub's loop, so any thread may read it without a lock and without an API call. The cache
-re-lists on 410 Gone, and survives API outages: it keeps the last known objects, marks itself `stale`
-and keeps retrying with backoff; `age()` says how long ago the API server last confirmed it.
+Reads (`get`, `objects`) are plain dict lookups, without an API call; everything runs on the hub's loop.
+The cache re-lists on 410 Gone, and survives API outages: it keeps the last known objects, marks itself
+`stale` and keeps retrying with backoff; `age()` says how long ago the API server last confirmed it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -25,17 +25,37 @@ WATCH_TIMEOUT_SECONDS = 290
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 
 
-def rv_newer(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The newer of two versions of one object (resourceVersions compare as integers on etcd and the
-    emulator; an opaque one loses to nothing)."""
-    if a is None or b is None:
-        return a or b
-    try:
-        ra = int((a.get("metadata") or {}).get("resourceVersion") or 0)
-        rb = int((b.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return a
-    return a if ra >= rb else b
+RECENT_VERSIONS = 32  # resourceVersions remembered per object, to recognise our own writes
+
+
+class OwnWrites:
+    """Our own writes' answers, newer than the cache until the watch delivers them.
+
+    resourceVersions are opaque strings (only the API server may order them), so "the cache has caught
+    up" is decided by the watch order alone: the cache has delivered that very version (any later event
+    comes after it), or a list that began after the write has completed."""
+
+    def __init__(self, informer: Informer) -> None:
+        self.informer = informer
+        self._mine: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def note(self, obj: dict[str, Any]) -> None:
+        self._mine[obj["metadata"]["name"]] = (obj, self.informer.lists_started)
+
+    def current(self, name: str) -> dict[str, Any] | None:
+        """The newest version we know: our own write until the cache has caught up, else the cache's.
+        None when the cache has no such object (deleted: our writes are forgotten too)."""
+        cached = self.informer.get(name)
+        mine = self._mine.get(name)
+        if cached is None or mine is None:
+            self._mine.pop(name, None)
+            return cached
+        obj, lists = mine
+        version = str(obj["metadata"].get("resourceVersion") or "")
+        if self.informer.delivered(name, version) or self.informer.lists_done > lists:
+            del self._mine[name]
+            return cached
+        return obj
 
 
 class Informer:
@@ -53,8 +73,15 @@ class Informer:
         self._listeners: dict[str, list[Listener]] = {}
         self._task: asyncio.Task[None] | None = None
         self.refcount = 0
+        self._recent: dict[str, collections.deque[str]] = {}  # resourceVersions delivered, per object
+        self.lists_started = 0  # lists begun; a list begun after a write returns it (or newer)
+        self.lists_done = 0  # the number of the last list begun that has completed
 
-    # --- reads (any thread) -----------------------------------------------------------------
+    def delivered(self, name: str, version: str) -> bool:
+        """The cache has held this version of `name` (recently): it is at least as new as that."""
+        return version in self._recent.get(name, ())
+
+    # --- reads -----------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
         return self.objects.get(name)
 
@@ -82,10 +109,13 @@ class Informer:
         name = obj["metadata"]["name"]
         old = self.objects.get(name)
         self.objects[name] = obj
+        recent = self._recent.setdefault(name, collections.deque(maxlen=RECENT_VERSIONS))
+        recent.append(str(obj["metadata"].get("resourceVersion") or ""))
         self._notify(name, old, obj)
 
     def _drop(self, name: str) -> None:
         old = self.objects.pop(name, None)
+        self._recent.pop(name, None)
         if old is not None:
             self._notify(name, old, None)
 
@@ -105,6 +135,8 @@ class Informer:
         return {"fieldSelector": self.field_selector} if self.field_selector else {}
 
     async def _list(self) -> str:
+        self.lists_started += 1
+        number = self.lists_started
         body = await self.api.request("GET", self.path, params=self._params(), retry=False)
         items = {o["metadata"]["name"]: o for o in body.get("items") or []}
         for name in [n for n in self.objects if n not in items]:
@@ -116,6 +148,7 @@ class Informer:
             if obj != self.objects.get(obj["metadata"]["name"]):
                 self._set(obj)
         self._confirmed = time.monotonic()
+        self.lists_done = number
         self.synced.set()
         return str((body.get("metadata") or {}).get("resourceVersion") or "")
 

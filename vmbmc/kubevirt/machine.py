@@ -1,8 +1,8 @@
 """`Machine` on KubeVirt: decisions from the watch cache, calls through KubeVirt's subresources.
 
-Threads: reads and `submit*` may come from any thread (the IPMI I/O thread); they look only at the
-cache and a few fields guarded by `self._lock`, and hand the work to the hub's loop with
-`call_soon_threadsafe`. Everything that talks to the API runs on that loop.
+Everything runs on the hub's asyncio loop: reads and `submit*` look only at the cache and never await,
+so one front end's request is decided before the next one is looked at; the API calls they lead to run
+as tasks on the same loop.
 
 In flight: after a call is accepted the BMC shows PoweringOn/PoweringOff (the "expected" overlay)
 until the watch shows the call took effect, at most OVERLAY_SECONDS; so a second request, or an IPMI
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmbmc.kubevirt.client import JSON_PATCH, ApiError
-from vmbmc.kubevirt.informer import Informer, rv_newer
-from vmbmc.kubevirt.records import EventWriter, RecordStore, now_rfc3339, subresource_path, vm_path
+from vmbmc.kubevirt.informer import Informer, OwnWrites
+from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
+from vmbmc.kubevirt.requests import RequestLog
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import (
@@ -39,15 +38,14 @@ from vmbmc.machine.errors import (
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
 from vmbmc.machine.power import (
-    BOOT_OVERRIDE_REASON,
     CALL_SHOWS,
-    REQUEST_REASONS,
     KubeVirtCall,
     Verdict,
     decide,
     reaches,
     verified,
 )
+from vmbmc.machine.requests import BOOT_ACTION, RESTORE_ACTION, kbmc_requester
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -72,7 +70,6 @@ OVERLAY_SECONDS = 20.0  # how long an accepted call may show a transition the wa
 DEDUP_SECONDS = 120.0  # how long a request id is remembered
 DEDUP_MAX = 512
 PATCH_RETRIES = 5
-BOOT_ACTION = "boot_override"
 
 _CALLS: dict[KubeVirtCall, tuple[str, str, dict[str, Any] | None]] = {
     # call → (resource, subresource, body)
@@ -100,15 +97,8 @@ class _Remembered:
     at: float
     result: ActionResult | None = None
     error: MachineError | None = None
-    future: concurrent.futures.Future[Any] | None = None
+    future: asyncio.Future[Any] | None = None
     boot: BootOverride | None = None
-
-
-def describe(requester: Requester) -> str:
-    return (
-        f"by {requester.protocol.value.upper() if requester.protocol is Protocol.IPMI else 'Redfish'} "
-        f"user {requester.user} from {requester.client} (request {requester.request_id})"
-    )
 
 
 def machine_error(err: ApiError, what: str) -> MachineError:
@@ -145,13 +135,12 @@ class KubeVirtMachine(Machine):
         self.bmc = bmc
         self.vms, self.vmis, self.pvcs = vms, vmis, pvcs
         self.store = store
-        self.events: EventWriter = hub.events
-        self._lock = threading.Lock()
+        self.requests = RequestLog(store, hub.events, self.vm)
         self._inflight: _InFlight | None = None
         self._remembered: collections.OrderedDict[str, _Remembered] = collections.OrderedDict()
         self._boot_shown: tuple[BootOverride, float] | None = None
         self._boot_lock = asyncio.Lock()
-        self._latest_vm: dict[str, Any] | None = None  # our own last VM patch's answer
+        self._own_vm = OwnWrites(vms)  # our own last VM patch's answer, until the watch shows it
         self._changed = asyncio.Event()
         self._restoring: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -181,24 +170,25 @@ class KubeVirtMachine(Machine):
             pass
 
     def _vm(self) -> dict[str, Any]:
-        vm = self.vms.get(self.name)
+        # Standalone mode: the record holder is the VM itself, so our annotation writes are VM versions too.
+        own = self.store if self.store.kind == "VirtualMachine" else None
+        vm = own.current() if own is not None else self._own_vm.current(self.name)
         if vm is None:
             raise NotFound(f"VirtualMachine {self.vm} not found")
-        if self.store.kind == "VirtualMachine":
-            vm = self.store.current() or vm  # our annotation writes are VM versions too
-        return rv_newer(vm, self._latest_vm) or vm
+        return vm
 
     def _note_vm(self, vm: dict[str, Any]) -> None:
-        """Our own write's answer is the newest VM we know until the watch shows a newer one."""
-        self._latest_vm = rv_newer(self._latest_vm, vm)
+        """Our own write's answer is the newest VM we know until the watch delivers it."""
         if self.store.kind == "VirtualMachine":
             self.store.note(vm)
+        else:
+            self._own_vm.note(vm)
 
     def _vmi(self) -> dict[str, Any] | None:
         return self.vmis.get(self.name)
 
     def _shown(self, observed: PowerState, vmi: dict[str, Any] | None) -> PowerState:
-        """The observed state with the in-flight overlay applied (call with self._lock held)."""
+        """The observed state with the in-flight overlay applied."""
         flight = self._inflight
         if flight is None:
             return observed
@@ -220,8 +210,7 @@ class KubeVirtMachine(Machine):
     # --- reads ----------------------------------------------------------------------------
     def power_status(self) -> PowerStatus:
         vm, vmi = self._vm(), self._vmi()
-        with self._lock:
-            state = self._shown(observe(vm, vmi), vmi)
+        state = self._shown(observe(vm, vmi), vmi)
         return PowerStatus(
             state=state,
             age=max(self.vms.age(), self.vmis.age()),
@@ -231,9 +220,8 @@ class KubeVirtMachine(Machine):
 
     def boot_override(self) -> BootOverride:
         vm = self._vm()
-        with self._lock:
-            if self._boot_shown is not None and time.monotonic() < self._boot_shown[1]:
-                return self._boot_shown[0]
+        if self._boot_shown is not None and time.monotonic() < self._boot_shown[1]:
+            return self._boot_shown[0]
         return boot.reported(vm, self.store.override())
 
     def inventory(self) -> Inventory:
@@ -264,12 +252,11 @@ class KubeVirtMachine(Machine):
             if future is None:
                 return result
             try:
-                return await asyncio.wrap_future(future)
+                return await asyncio.shield(future)
             except Busy:
                 # KubeVirt said busy after all (try then verify): back off, then decide again. Not woken
                 # by watch events: our own record writes would make that a busy loop against the API.
-                with self._lock:
-                    self._remembered.pop(requester.request_id, None)
+                self._remembered.pop(requester.request_id, None)
                 remaining = deadline - self.loop.time()
                 if remaining <= 0:
                     raise
@@ -287,46 +274,38 @@ class KubeVirtMachine(Machine):
 
     def _submit(
         self, action: PowerAction, requester: Requester
-    ) -> tuple[ActionResult, concurrent.futures.Future[ActionResult] | None]:
-        with self._lock:
-            seen = self._remember(requester.request_id)
-            if seen is not None:
-                if seen.error is not None:
-                    raise seen.error
-                assert seen.result is not None
-                return seen.result, seen.future
+    ) -> tuple[ActionResult, asyncio.Future[ActionResult] | None]:
+        seen = self._remember(requester.request_id)
+        if seen is not None:
+            if seen.error is not None:
+                raise seen.error
+            assert seen.result is not None
+            return seen.result, seen.future
         if self.vms.stale or self.vmis.stale:
             raise BackendUnavailable("the Kubernetes API is unreachable; the VM's state is not known now")
         vm, vmi = self._vm(), self._vmi()
-        with self._lock:
-            seen = self._remember(requester.request_id)  # a racing retransmit on another thread
-            if seen is not None:
-                if seen.error is not None:
-                    raise seen.error
-                assert seen.result is not None
-                return seen.result, seen.future
-            state = self._shown(observe(vm, vmi), vmi)
-            restarting = self._inflight is not None and self._inflight.call in _RESTARTS
-            decision = decide(action, state, requester.protocol, restarting=restarting)
-            remembered = _Remembered(at=time.monotonic())
-            if decision.verdict is Verdict.BUSY:
-                raise Busy(decision.why)
-            if decision.verdict in (Verdict.REFUSED, Verdict.NOT_SUPPORTED):
-                cls = Refused if decision.verdict is Verdict.REFUSED else NotSupported
-                remembered.error = cls(decision.why)
-                self._remembered[requester.request_id] = remembered
-                self._schedule(self._record(action, requester, Effect.REFUSED, decision.why))
-                raise remembered.error
-            if decision.verdict is Verdict.NOOP:
-                remembered.result = ActionResult(action, Effect.NONE, requester.request_id, decision.why)
-                self._remembered[requester.request_id] = remembered
-                self._schedule(self._record(action, requester, Effect.NONE, decision.why))
-                return remembered.result, None
-            assert decision.call is not None
-            self._inflight = _InFlight(decision.call, vmi_uid(vmi), time.monotonic() + OVERLAY_SECONDS)
-            remembered.result = ActionResult(action, Effect.PENDING, requester.request_id)
-            remembered.future = concurrent.futures.Future()
+        state = self._shown(observe(vm, vmi), vmi)
+        restarting = self._inflight is not None and self._inflight.call in _RESTARTS
+        decision = decide(action, state, requester.protocol, restarting=restarting)
+        remembered = _Remembered(at=time.monotonic())
+        if decision.verdict is Verdict.BUSY:
+            raise Busy(decision.why)
+        if decision.verdict in (Verdict.REFUSED, Verdict.NOT_SUPPORTED):
+            cls = Refused if decision.verdict is Verdict.REFUSED else NotSupported
+            remembered.error = cls(decision.why)
             self._remembered[requester.request_id] = remembered
+            self._schedule(self.requests.open(requester, action.value, Effect.REFUSED, note=decision.why))
+            raise remembered.error
+        if decision.verdict is Verdict.NOOP:
+            remembered.result = ActionResult(action, Effect.NONE, requester.request_id, decision.why)
+            self._remembered[requester.request_id] = remembered
+            self._schedule(self.requests.open(requester, action.value, Effect.NONE, note=decision.why))
+            return remembered.result, None
+        assert decision.call is not None
+        self._inflight = _InFlight(decision.call, vmi_uid(vmi), time.monotonic() + OVERLAY_SECONDS)
+        remembered.result = ActionResult(action, Effect.PENDING, requester.request_id)
+        remembered.future = self._future()
+        self._remembered[requester.request_id] = remembered
         log.info(
             "power request accepted",
             extra={
@@ -344,69 +323,32 @@ class KubeVirtMachine(Machine):
         return remembered.result, remembered.future
 
     def _schedule(self, coro: Any) -> None:
-        """Run `coro` on the machine's loop, from any thread."""
+        """Run `coro` as a task of this machine (cancelled by `close`)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        def start() -> None:
-            task = self.loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self.loop.call_soon_threadsafe(start)
-
-    async def _record(
-        self, action: str, requester: Requester, effect: Effect, note: str = "", *, event: bool = True
-    ) -> None:
-        """The request record (contracts §4) and, the first time, its Normal Event. Never raises."""
-        entry = {
-            "id": requester.request_id,
-            "time": now_rfc3339(),
-            "protocol": requester.protocol.value,
-            "action": action,
-            "user": requester.user,
-            "client": requester.client,
-            "effect": effect.value,
-        }
-        jobs = [self._write_record(entry)]
-        if event:
-            reason = BOOT_OVERRIDE_REASON if action == BOOT_ACTION else REQUEST_REASONS[PowerAction(action)]
-            message = f"{action} requested {describe(requester)}: effect {effect.value}"
-            if note:
-                message += f" ({note})"
-            jobs.append(
-                self.events.emit(
-                    self.store.involved_object(),
-                    "Normal",
-                    reason,
-                    message,
-                    f"{self.vm}/{requester.request_id}",
-                )
-            )
-        await asyncio.gather(*jobs)
-
-    async def _write_record(self, entry: dict[str, Any]) -> None:
-        try:
-            await self.store.record_request(entry)
-        except (ApiError, KeyError) as err:
-            log.warning(
-                "could not write the request record",
-                extra={"vm": self.vm, "request_id": entry["id"], "error": str(err)},
-            )
+    def _future(self) -> asyncio.Future[Any]:
+        """The answer to one request. An IPMI client hears its answer before the call is made, so nobody
+        may await it: reading its exception here keeps asyncio from reporting it as lost."""
+        future = self.loop.create_future()
+        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        return future
 
     async def _carry_out(
         self,
         action: PowerAction,
         call: KubeVirtCall,
         requester: Requester,
-        future: concurrent.futures.Future[ActionResult],
+        future: asyncio.Future[ActionResult],
     ) -> None:
-        await self._record(action.value, requester, Effect.PENDING)  # before any KubeVirt call
+        await self.requests.open(requester, action.value, Effect.PENDING, call=call)  # before the call
         started = time.monotonic()
         try:
             effect = await self._call(call, requester)
         except MachineError as err:
-            with self._lock:
-                if self._inflight is not None and self._inflight.call is call:
-                    self._inflight = None
+            if self._inflight is not None and self._inflight.call is call:
+                self._inflight = None
             log.warning(
                 "power request failed",
                 extra={
@@ -417,23 +359,13 @@ class KubeVirtMachine(Machine):
                     "request_id": requester.request_id,
                 },
             )
-            await asyncio.gather(
-                self._record(action.value, requester, Effect.FAILED, event=False),
-                self.events.emit(
-                    self.store.involved_object(),
-                    "Warning",
-                    "PowerActionFailed",
-                    f"{action.value} {describe(requester)} failed: {err.message}",
-                    f"{self.vm}/{requester.request_id}/failed",
-                ),
-            )
+            await self.requests.settle(requester, action.value, Effect.FAILED, err.message)
             future.set_exception(err)
             return
-        with self._lock:
-            if self._inflight is not None and self._inflight.call is call:
-                self._inflight.answered = True
-                if effect is Effect.NONE:
-                    self._inflight = None
+        if self._inflight is not None and self._inflight.call is call:
+            self._inflight.answered = True
+            if effect is Effect.NONE:
+                self._inflight = None
         log.info(
             "power request done",
             extra={
@@ -445,7 +377,7 @@ class KubeVirtMachine(Machine):
                 "request_id": requester.request_id,
             },
         )
-        await self._record(action.value, requester, effect, event=False)
+        await self.requests.settle(requester, action.value, effect)
         future.set_result(ActionResult(action, effect, requester.request_id))
 
     async def _call(self, call: KubeVirtCall, requester: Requester) -> Effect:
@@ -515,7 +447,7 @@ class KubeVirtMachine(Machine):
         mode: BootMode | None = None,
     ) -> BootOverride:
         result, future = self._submit_boot(requester, target, enabled, mode)
-        return result if future is None else await asyncio.wrap_future(future)
+        return result if future is None else await asyncio.shield(future)
 
     def _submit_boot(
         self,
@@ -523,10 +455,9 @@ class KubeVirtMachine(Machine):
         target: BootTarget | None,
         enabled: BootPersistence | None,
         mode: BootMode | None,
-    ) -> tuple[BootOverride, concurrent.futures.Future[BootOverride] | None]:
+    ) -> tuple[BootOverride, asyncio.Future[BootOverride] | None]:
         key = f"boot/{requester.request_id}"
-        with self._lock:
-            seen = self._remember(key)
+        seen = self._remember(key)
         if seen is not None and seen.boot is not None:
             return seen.boot, seen.future
         if self.vms.stale:
@@ -535,10 +466,9 @@ class KubeVirtMachine(Machine):
         plan = boot.plan_override(
             vm, self._stored_now(), vmi_uid(self._vmi()), target=target, enabled=enabled, mode=mode
         )  # raises NotSupported / Invalid at once
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._lock:
-            self._remembered[key] = _Remembered(at=time.monotonic(), future=future, boot=plan.result)
-            self._boot_shown = (plan.result, time.monotonic() + OVERLAY_SECONDS)
+        future: asyncio.Future[Any] = self._future()
+        self._remembered[key] = _Remembered(at=time.monotonic(), future=future, boot=plan.result)
+        self._boot_shown = (plan.result, time.monotonic() + OVERLAY_SECONDS)
         log.info(
             "boot override accepted",
             extra={
@@ -552,7 +482,7 @@ class KubeVirtMachine(Machine):
                 "request_id": requester.request_id,
             },
         )
-        self._schedule(self._apply_boot(requester, target, enabled, mode, future))
+        self._schedule(self._apply_boot(requester, target, enabled, mode, future, plan.result))
         return plan.result, future
 
     def _stored_now(self) -> boot.StoredOverride | None:
@@ -564,34 +494,29 @@ class KubeVirtMachine(Machine):
         target: BootTarget | None,
         enabled: BootPersistence | None,
         mode: BootMode | None,
-        future: concurrent.futures.Future[BootOverride],
+        future: asyncio.Future[BootOverride],
+        shown: BootOverride,
     ) -> None:
-        await self._record(BOOT_ACTION, requester, Effect.PENDING)
+        what = f"{shown.target.value}, {shown.enabled.value}, {shown.mode.value}"
+        await self.requests.open(requester, BOOT_ACTION, Effect.PENDING, what=what)
         try:
             async with self._boot_lock:
-                result = await self._apply_boot_locked(target, enabled, mode)
+                result = await self._apply_boot_locked(requester, target, enabled, mode)
         except MachineError as err:
-            with self._lock:
-                self._boot_shown = None
-            await asyncio.gather(
-                self._record(BOOT_ACTION, requester, Effect.FAILED, event=False),
-                self.events.emit(
-                    self.store.involved_object(),
-                    "Warning",
-                    "PowerActionFailed",
-                    f"boot override {describe(requester)} failed: {err.message}",
-                    f"{self.vm}/{requester.request_id}/failed",
-                ),
-            )
+            self._boot_shown = None
+            await self.requests.settle(requester, BOOT_ACTION, Effect.FAILED, err.message)
             future.set_exception(err)
             return
-        with self._lock:
-            self._boot_shown = None
-        await self._record(BOOT_ACTION, requester, Effect.CALLED, event=False)
+        self._boot_shown = None
+        await self.requests.settle(requester, BOOT_ACTION, Effect.CALLED)
         future.set_result(result)
 
     async def _apply_boot_locked(
-        self, target: BootTarget | None, enabled: BootPersistence | None, mode: BootMode | None
+        self,
+        requester: Requester,
+        target: BootTarget | None,
+        enabled: BootPersistence | None,
+        mode: BootMode | None,
     ) -> BootOverride:
         """Store the override (status first: a crash then leaves a record, never a lost backup), then
         patch the VM guarded by uid and resourceVersion; a stale read is re-read and re-planned. If the
@@ -603,7 +528,13 @@ class KubeVirtMachine(Machine):
             if vm is None:
                 raise NotFound(f"VirtualMachine {self.vm} not found")
             plan = boot.plan_override(
-                vm, before, vmi_uid(self._vmi()), target=target, enabled=enabled, mode=mode
+                vm,
+                before,
+                vmi_uid(self._vmi()),
+                target=target,
+                enabled=enabled,
+                mode=mode,
+                request_id=requester.request_id,
             )
             try:
                 if plan.stored != stored:
@@ -653,7 +584,10 @@ class KubeVirtMachine(Machine):
         self._restoring.add_done_callback(self._tasks.discard)
 
     async def _restore_once(self) -> None:
+        """Put the boot order back. The patch is this BMC's own request (protocol kbmc), recorded before
+        it is made, so the BootDeviceChanged it causes is attributed to the BMC and names the override."""
         async with self._boot_lock:
+            restorer: Requester | None = None
             for attempt in range(PATCH_RETRIES):
                 stored = self.store.override()
                 vmi = self._vmi()
@@ -665,8 +599,18 @@ class KubeVirtMachine(Machine):
                         return
                     ops = boot.restore_ops(vm, stored)
                     if ops:
+                        if restorer is None:
+                            restorer = kbmc_requester(restore_id(stored, vmi_uid(vmi)))
+                            await self.requests.open(
+                                restorer,
+                                RESTORE_ACTION,
+                                Effect.PENDING,
+                                what=f"one-time override {stored.request_id or '?'} was used",
+                            )
                         await self._patch_vm(vm, ops)
                     await self.store.write_override(None)
+                    if restorer is not None:
+                        await self.requests.settle(restorer, RESTORE_ACTION, Effect.CALLED)
                     log.info(
                         "Once boot override consumed; boot order restored",
                         extra={"vm": self.vm, "vmi_uid": vmi_uid(vmi), "target": stored.target.value},
@@ -677,4 +621,13 @@ class KubeVirtMachine(Machine):
                         "boot order restore failed; retrying",
                         extra={"vm": self.vm, "error": str(err), "attempt": attempt + 1},
                     )
+                    if attempt == PATCH_RETRIES - 1 and restorer is not None:
+                        await self.requests.settle(restorer, RESTORE_ACTION, Effect.FAILED, str(err))
+                        return
                     await asyncio.sleep(0.2 * (attempt + 1))
+
+
+def restore_id(stored: boot.StoredOverride, vmi: str) -> str:
+    """The restore's request id: the override's, marked, so the records show which override it ends; the
+    same for every attempt and every kbmc process (a retried record replaces itself)."""
+    return f"{stored.request_id or 'override'}-restore-{vmi[:8]}"

@@ -3,26 +3,24 @@
 CR mode: `status.bootOverride` and `status.requests` of the VirtualMachineBMC (contracts §2), written
 with merge patches on the status subresource guarded by resourceVersion and retried on 409, so the
 controller's status writes and ours never clobber each other. Standalone mode: the same data as JSON
-in annotations of the VM (prefix `virtualmachinebmc.kubevirt.io/`). Events (contracts §4) go on the BMC,
-or on the VM in standalone mode, as core/v1 Events with a name derived from the request, so an
-event is written once even when the write is retried.
+in annotations of the VM (prefix `virtualmachinebmc.kubevirt.io/`). The holder also receives the BMC's
+Events (`vmbmc.kubevirt.requests`).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import datetime
-import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
-from vmbmc.kubevirt.informer import Informer, rv_newer
+from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.kubevirt.informer import Informer, OwnWrites
+from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.machine.boot import StoredOverride
 
 log = logging.getLogger(__name__)
@@ -32,7 +30,6 @@ BOOT_ANNOTATION = ANNOTATION_PREFIX + "boot-override"
 REQUESTS_ANNOTATION = ANNOTATION_PREFIX + "requests"
 MAX_REQUESTS = 10
 COMPONENT = "vmbmc-kbmc"
-CONFLICT_RETRIES = 8
 
 BMC_GROUP, BMC_VERSION, BMC_PLURAL, BMC_KIND = (
     "virtualmachine.kubevirt.io",
@@ -41,10 +38,6 @@ BMC_GROUP, BMC_VERSION, BMC_PLURAL, BMC_KIND = (
     "VirtualMachineBMC",
 )
 VM_API_VERSION = "kubevirt.io/v1"
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reporting_instance() -> str:
@@ -59,6 +52,18 @@ def bmc_path(namespace: str, name: str | None = None) -> str:
 def vm_path(namespace: str, name: str | None = None, resource: str = "virtualmachines") -> str:
     base = f"/apis/kubevirt.io/v1/namespaces/{namespace}/{resource}"
     return f"{base}/{name}" if name else base
+
+
+def vm_ref(bmc: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a BMC's VM, from its spec: `virtualMachineRef` {namespace, name} or the seed's
+    `vmNamespace`/`vmName`; no namespace means the BMC's own. The name is "" when the spec names none.
+    The one reading of it, for the kbmc and the controller (never from labels)."""
+    spec = bmc.get("spec") or {}
+    own = str((bmc.get("metadata") or {}).get("namespace") or "")
+    ref = spec.get("virtualMachineRef")
+    if isinstance(ref, Mapping):
+        return str(ref.get("namespace") or own), str(ref.get("name") or "")
+    return str(spec.get("vmNamespace") or own), str(spec.get("vmName") or "")
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -85,19 +90,16 @@ class RecordStore(abc.ABC):
         self.informer = informer
         self.namespace = namespace
         self.name = name
-        self._latest: dict[str, Any] | None = None  # our own last write's answer (the cache may lag)
+        self._own = OwnWrites(informer)  # our own last write's answer (the cache may lag)
         self._lock = asyncio.Lock()
 
     # --- reading --------------------------------------------------------------------------
     def current(self) -> dict[str, Any] | None:
-        cached = self.informer.get(self.name)
-        if cached is None:
-            return None  # deleted: forget our own writes too
-        return rv_newer(cached, self._latest)
+        return self._own.current(self.name)
 
     def note(self, obj: dict[str, Any]) -> None:
         """A newer version of the holder that someone else in this process wrote."""
-        self._latest = rv_newer(self._latest, obj)
+        self._own.note(obj)
 
     def override(self) -> StoredOverride | None:
         obj = self.current()
@@ -138,25 +140,14 @@ class RecordStore(abc.ABC):
         await self._update(patch)
 
     async def _update(self, make_patch: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """Merge patch guarded by resourceVersion; on 409 re-read and try again."""
+        """Merge patch guarded by resourceVersion (vmbmc.kubevirt.status), starting from the cache."""
         async with self._lock:
-            obj = self.current()
-            for attempt in range(CONFLICT_RETRIES):
-                if obj is None:
-                    obj = await self.api.request("GET", self.path())
-                body = make_patch(obj)
-                body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
-                try:
-                    self.note(
-                        await self.api.request(
-                            "PATCH", self.patch_path(), body=body, content_type=MERGE_PATCH
-                        )
-                    )
-                    return
-                except ApiError as err:
-                    if err.code != 409 or attempt == CONFLICT_RETRIES - 1:
-                        raise
-                    obj = None
+            written = await guarded_patch(
+                self.api, self.path(), make_patch, subresource=self.subresource, current=self.current()
+            )
+            if written is None:
+                raise ApiError(404, "NotFound", f"{self.kind} {self.namespace}/{self.name} not found")
+            self.note(written)
 
     # --- what differs between a BMC's status and a VM's annotations --------------------------
     kind: str
@@ -165,8 +156,7 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def path(self) -> str: ...
 
-    @abc.abstractmethod
-    def patch_path(self) -> str: ...
+    subresource: str  # where the records are written: "status", or "" (the object itself)
 
     @abc.abstractmethod
     def _read_override(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
@@ -188,8 +178,7 @@ class BmcStatusStore(RecordStore):
     def path(self) -> str:
         return bmc_path(self.namespace, self.name)
 
-    def patch_path(self) -> str:
-        return self.path() + "/status"
+    subresource = "status"
 
     def _read_override(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         return (obj.get("status") or {}).get("bootOverride")
@@ -214,8 +203,7 @@ class VmAnnotationStore(RecordStore):
     def path(self) -> str:
         return vm_path(self.namespace, self.name)
 
-    def patch_path(self) -> str:
-        return self.path()
+    subresource = ""
 
     @staticmethod
     def _annotation(obj: dict[str, Any], key: str) -> Any:
@@ -241,48 +229,3 @@ class VmAnnotationStore(RecordStore):
 
     def _requests_patch(self, reqs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"metadata": {"annotations": {REQUESTS_ANNOTATION: json.dumps(reqs, separators=(",", ":"))}}}
-
-
-class EventWriter:
-    """core/v1 Events, named `<object>.<16 hex digits>` from a key: a retried write is a 409, not a copy."""
-
-    def __init__(self, api: ApiClient, salt: str) -> None:
-        self.api = api
-        self.salt = salt  # per process: request ids of two processes never collide into one name
-        self.instance = reporting_instance()
-
-    async def emit(
-        self, involved: dict[str, Any] | None, event_type: str, reason: str, message: str, key: str
-    ) -> None:
-        if involved is None:
-            return
-        digest = hashlib.sha256(f"{self.salt}/{key}".encode()).hexdigest()[:16]
-        stamp = now_rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{involved['name']}.{digest}", "namespace": involved["namespace"]},
-            "involvedObject": involved,
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.instance,
-        }
-        try:
-            await self.api.request("POST", f"/api/v1/namespaces/{involved['namespace']}/events", body=body)
-        except ApiError as err:
-            if err.code != 409:
-                log.warning(
-                    "could not write Event",
-                    extra={
-                        "reason": reason,
-                        "object": involved["name"],
-                        "code": err.code,
-                        "error": err.message,
-                    },
-                )

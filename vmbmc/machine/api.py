@@ -3,9 +3,9 @@
 Front ends (vmbmc.kbmc, vmbmc.redfish) see only this class and the types/errors of this package;
 they never know whether the back end is KubeVirt, the emulator or a test double.
 
-Threading: `power_status`, `boot_override`, `inventory` and `submit` are thread-safe, never block
-and never call the API server (they read the watch cache), so the IPMI I/O thread may call them.
-The coroutines run on the machine's own asyncio loop (`Machine.loop`).
+Everything runs on the machine's asyncio loop (`Machine.loop`): `power_status`, `boot_override`,
+`inventory` and `submit` never block, never await and never call the API server (they read the watch
+cache), so the IPMI server answers from them at once; the coroutines await KubeVirt.
 """
 
 from __future__ import annotations

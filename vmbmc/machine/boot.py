@@ -219,6 +219,7 @@ class StoredOverride:
     saved_firmware: dict[str, Any] | None = None  # the bootloader before; None = there was none
     vmi_uid: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""  # the request that set the Once override (its restore names it)
 
     @property
     def pending_once(self) -> bool:
@@ -235,6 +236,8 @@ class StoredOverride:
             if self.saved_firmware is not None:
                 out["savedFirmware"] = copy.deepcopy(self.saved_firmware)
             out["vmiUID"] = self.vmi_uid
+            if self.request_id:
+                out["requestId"] = self.request_id
         return out
 
     @classmethod
@@ -249,6 +252,7 @@ class StoredOverride:
                 saved_boot_order=copy.deepcopy(data["savedBootOrder"]) if "savedBootOrder" in data else None,
                 saved_firmware=copy.deepcopy(data.get("savedFirmware")),
                 vmi_uid=str(data.get("vmiUID") or ""),
+                request_id=str(data.get("requestId") or ""),
             )
         except ValueError:
             return None  # written by someone else in a shape we do not know: treat as no override
@@ -279,9 +283,11 @@ def plan_override(
     target: BootTarget | None = None,
     enabled: BootPersistence | None = None,
     mode: BootMode | None = None,
+    request_id: str = "",
 ) -> OverridePlan:
     """Validate and plan a boot override request (`None` keeps that part as it is).
 
+    `request_id` is kept with a Once override, so the restore that consumes it can name it.
     Raises NotSupported for a target the VM cannot honour, Invalid for a nonsensical combination.
     """
     cur = stored or StoredOverride(mode=boot_mode(vm))
@@ -313,7 +319,9 @@ def plan_override(
             saved, firmware, uid = cur.saved_boot_order, cur.saved_firmware, cur.vmi_uid
         else:
             saved, firmware, uid = saved_boot_order(vm), bootloader(vm), vmi_uid
-        record = StoredOverride(new_target, new_enabled, boot_mode(work), saved, firmware, uid)
+        record = StoredOverride(
+            new_target, new_enabled, boot_mode(work), saved, firmware, uid, request_id=request_id
+        )
     else:
         record = StoredOverride(new_target, new_enabled, boot_mode(work))
     return OverridePlan(ops, record, BootOverride(new_target, new_enabled, boot_mode(work)))

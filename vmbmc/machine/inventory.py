@@ -18,7 +18,7 @@ from vmbmc.machine.types import Disk, Inventory, Nic
 
 def parse_quantity(value: Any) -> Decimal | None:
     """A Kubernetes resource.Quantity ("4Gi", "500m", "1e3", 2) as a number; None when malformed."""
-    if value is None:
+    if value is None or isinstance(value, bool):
         return None
     try:
         return parse_k8s_quantity(value)
@@ -126,4 +126,3 @@ def inventory(
         boot_mode=boot_mode(vm),
         run_strategy=run_strategy(vm),
     )
-

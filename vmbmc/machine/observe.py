@@ -96,8 +96,23 @@ def start_expected(vm: dict[str, Any], vmi: dict[str, Any] | None) -> bool:
     return strategy == "RerunOnFailure" and vmi_phase(vmi) == "Failed"
 
 
-def observe(vm: dict[str, Any], vmi: dict[str, Any] | None) -> PowerState:
-    """The power state of `vm` (which exists) with its VMI (None when there is none)."""
+def phase_time(vmi: dict[str, Any] | None, phase: str) -> str:
+    """When the VMI last entered `phase` (status.phaseTransitionTimestamps), "" when it never did."""
+    found = ""
+    for entry in _status(vmi).get("phaseTransitionTimestamps") or []:
+        if entry.get("phase") == phase and entry.get("phaseTransitionTimestamp"):
+            found = str(entry["phaseTransitionTimestamp"])
+    return found
+
+
+def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> PowerState:
+    """The power state of `vm` with its VMI (None when there is none).
+
+    The one answer for every reader: the kbmc's front ends (through `vmbmc.kubevirt.machine`) and the
+    controller's `status.powerState` and history (`vmbmc.controller.transitions`). No VM: Unknown (a VMI
+    alone is not a machine this BMC serves; the kbmc answers NotFound before asking)."""
+    if vm is None:
+        return PowerState.UNKNOWN
     status = _status(vm)
     printable = status.get("printableStatus") or ""
     ready = status.get("ready") is True

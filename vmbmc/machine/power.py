@@ -51,7 +51,6 @@ REQUEST_REASONS: dict[PowerAction, str] = {
     PowerAction.RESUME: "ResumeRequested",
     PowerAction.NMI: "NmiRequested",
 }
-BOOT_OVERRIDE_REASON = "BootOverrideSet"
 
 RESTARTS = (PowerAction.RESET, PowerAction.CYCLE, PowerAction.GRACEFUL_RESTART)
 _RESTART_CALL = {

@@ -38,6 +38,7 @@ class PowerAction(enum.StrEnum):
 class Protocol(enum.StrEnum):
     IPMI = "ipmi"
     REDFISH = "redfish"
+    KBMC = "kbmc"  # a request the kbmc makes on its own (the boot order restored after a Once override)
 
 
 class Effect(enum.StrEnum):
@@ -46,6 +47,7 @@ class Effect(enum.StrEnum):
     PENDING = "pending"  # KubeVirt call scheduled, not answered yet
     CALLED = "called"  # KubeVirt accepted the call
     FAILED = "failed"  # KubeVirt refused or the API was unreachable
+    UNKNOWN = "unknown"  # the call may or may not have reached KubeVirt (no answer)
     NONE = "none"  # success with no call (already in the asked state)
     REFUSED = "refused"  # not possible in the present state (IPMI D5h, Redfish 409)
 

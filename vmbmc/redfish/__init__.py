@@ -9,6 +9,7 @@ See docs/redfish.md.
 """
 
 from vmbmc.redfish.app import create_app
+from vmbmc.redfish.connections import ConnectionLimits
 from vmbmc.redfish.server import RedfishServer, run, serve
 
-__all__ = ["RedfishServer", "create_app", "run", "serve"]
+__all__ = ["ConnectionLimits", "RedfishServer", "create_app", "run", "serve"]

@@ -1,13 +1,16 @@
 """Authentication middleware: a session token (`X-Auth-Token`) or HTTP Basic on every request except
 the service root, `$metadata`, the OData service document and the login itself.
 
-A wrong password is a failed login (contracts §8): recorded in the shared `LoginLimiter` by client
-address. Credentials are always checked first, so correct credentials are never refused; the
-limiter only decides whether a failure is logged and counted again.
+A wrong password is a failed login: recorded in the BMC's `LoginLimiter` (shared with IPMI) by
+client address; while the address is held, the 401 is sent only after the hold's delay.
+Credentials are always checked first, so correct credentials are answered at once and never
+refused. A request without credentials, with a malformed header or an unknown or expired token is
+not a failed login (a plain 401).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -37,10 +40,13 @@ def unauthorized() -> RedfishError:
     return RedfishError(401, "NoValidSession", headers=_WWW_AUTHENTICATE)
 
 
-def login_failed(service: Service, client: str, user: str, how: str) -> RedfishError:
-    """Record a failed login and build its 401; blocked clients are not logged again."""
-    if not service.limiter.blocked(client):
-        service.limiter.failure(client)
+async def login_failed(service: Service, client: str, user: str, how: str) -> RedfishError:
+    """Record a failed login and build its 401, after the hold's delay when the address is held
+    (an asyncio sleep: other requests go on meanwhile). Held addresses are not logged again."""
+    delay = service.limiter.failure(client, "redfish")
+    if delay:
+        await asyncio.sleep(delay)
+    else:
         log.info("failed login", extra={"client": client, "user": user, "auth": how})
     return unauthorized()
 
@@ -82,7 +88,7 @@ class AuthMiddleware:
                 return
             user, password = pair
             if not service.credentials.check(user, password):
-                await login_failed(service, client, user, "basic").response()(scope, receive, send)
+                await (await login_failed(service, client, user, "basic")).response()(scope, receive, send)
                 return
             state["user"] = user
         else:

@@ -12,7 +12,7 @@ from vmbmc.redfish.errors import RedfishError
 
 access_log = logging.getLogger("vmbmc.redfish.access")
 
-_COMMON_HEADERS = [
+COMMON_HEADERS = [
     (b"odata-version", b"4.0"),
     (b"cache-control", b"no-cache"),
     (b"x-frame-options", b"DENY"),
@@ -94,7 +94,7 @@ def _refusal(scope: Scope) -> RedfishError | None:
 def _with_headers(send: Send) -> Send:
     async def add_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *_COMMON_HEADERS]}
+            message = {**message, "headers": [*message.get("headers", []), *COMMON_HEADERS]}
         await send(message)
 
     return add_headers

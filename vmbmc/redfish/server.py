@@ -14,12 +14,15 @@ import logging
 import shutil
 import signal
 import socket
+import ssl
 from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.config import create_ssl_context
 
+from vmbmc.redfish.connections import ConnectionGuard, ConnectionLimits, protocol_factory
 from vmbmc.redfish.tls import self_signed_certificate_apart
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,9 @@ class RedfishServer:
     """One running listener. `port` is the bound port (useful with port 0)."""
 
     def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket,
-                 https: bool, tls_dir: Path | None) -> None:
+                 https: bool, tls_dir: Path | None, guard: ConnectionGuard) -> None:
         self._server = server
+        self.guard = guard  # its connections: counts of refused, evicted, timed-out, malformed
         self._task = task
         self._sock = sock
         self._tls_dir = tls_dir
@@ -102,6 +106,7 @@ class RedfishServer:
         except Exception:
             log.exception("redfish server ended with an error", extra={"port": self.port})
         finally:
+            self.guard.close_all()  # TLS handshakes still under way are not uvicorn's connections
             self._sock.close()
             if self._tls_dir is not None:
                 shutil.rmtree(self._tls_dir, ignore_errors=True)
@@ -109,18 +114,23 @@ class RedfishServer:
 
 
 def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: str | None,
-            http: bool) -> uvicorn.Config:
+            http: bool, guard: ConnectionGuard) -> uvicorn.Config:
+    context = None
+    if not http:
+        # TLS is ours, not uvicorn's: vmbmc.redfish.connections admits a connection before its
+        # handshake and gives the handshake a deadline.
+        context = create_ssl_context(tls_cert, tls_key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None,
+                                     _TLS12_CIPHERS)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ssl_certfile=None if http else tls_cert,
-        ssl_keyfile=None if http else tls_key,
-        ssl_ciphers=_TLS12_CIPHERS,
+        http=protocol_factory(guard, context),  # type: ignore[arg-type]
         log_config=None,
         access_log=False,  # vmbmc.redfish.middleware writes one structured line per request
         lifespan="off",
         server_header=False,
+        timeout_keep_alive=guard.limits.keep_alive,
         timeout_graceful_shutdown=5,
     )
 
@@ -133,20 +143,23 @@ async def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     http: bool = False,
+    limits: ConnectionLimits | None = None,
 ) -> RedfishServer:
     """Start serving `app` on host:port as a task of the running loop; returns once listening.
 
     HTTPS unless `http`; without `tls_cert`/`tls_key` a self-signed certificate is generated into a
     temporary directory (removed on stop). Port 0 picks a free port (read `server.port`).
+    `limits`: connection caps and timeouts (vmbmc.redfish.connections; defaults there).
     """
     if tls_cert and not tls_key:
         raise ValueError("tls_cert needs tls_key")
+    guard = ConnectionGuard(limits or ConnectionLimits())
     tls_dir = None
     if not http and not tls_cert:
         names = (host,) if host not in ("", "0.0.0.0", "::") else ()
         cert_path, key_path = await self_signed_certificate_apart(names)
         tls_cert, tls_key, tls_dir = str(cert_path), str(key_path), cert_path.parent
-    config = _config(app, host, port, tls_cert, tls_key, http)
+    config = _config(app, host, port, tls_cert, tls_key, http, guard)
     sock = _bind(host, port)
     server = _EmbeddedServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=f"redfish:{port}")
@@ -160,7 +173,7 @@ async def serve(
             server.should_exit = True
             raise TimeoutError(f"redfish server on {host}:{port} did not start within {_START_TIMEOUT} s")
         await asyncio.sleep(0.01)
-    result = RedfishServer(server, task, sock, https=not http, tls_dir=tls_dir)
+    result = RedfishServer(server, task, sock, https=not http, tls_dir=tls_dir, guard=guard)
     log.info("redfish server listening", extra={"url": result.url})
     return result
 

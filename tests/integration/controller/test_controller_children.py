@@ -64,7 +64,9 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
     secret = api.get("secret", SYSTEM, f"{name}-credentials")
     assert secret is not None
     assert base64.b64decode(secret["data"]["username"]).decode() == "admin"
-    assert len(base64.b64decode(secret["data"]["password"]).decode()) >= 20
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 16 and password.isalnum() and password.isascii()
+    assert conds["Credentials"]["status"] == "True", conds["Credentials"]
 
     # Deployment
     dep = api.get("deployment", SYSTEM, f"{name}-kbmc")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import controller_kubeconfig
 
+from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import MARKER_ANNOTATION, PowerRecorder
 from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt import KubeVirtHub
@@ -167,21 +168,30 @@ class Scene:
     async def history(self) -> list[dict[str, Any]]:
         return list(((await self.get_bmc()).get("status") or {}).get("powerHistory") or [])
 
+    async def events_about(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """The controller's Events about one object, found as `kubectl describe` finds them."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        listed = await self.api.request(
+            "GET", f"/api/v1/namespaces/{NS}/events", params={"fieldSelector": selector}
+        )
+        # Ours only: the kbmc writes request Events about the BMC too.
+        return [e for e in listed["items"] if e.get("reportingComponent") == "vmbmc-controller"]
+
+    async def bmc_events(self) -> list[dict[str, Any]]:
+        return await self.events_about("VirtualMachineBMC", self.bmc)
+
+    async def vm_events(self) -> list[dict[str, Any]]:
+        return await self.events_about("VirtualMachine", self.vm)
+
     async def events(self) -> list[dict[str, Any]]:
-        listed = await self.api.request("GET", f"/api/v1/namespaces/{NS}/events")
-        # Ours only: the kbmc's request Events are named `<bmc>.<hash>` too.
-        return [
-            e
-            for e in listed["items"]
-            if e["metadata"]["name"].startswith(self.bmc + ".")
-            and e.get("reportingComponent") == "vmbmc-controller"
-        ]
+        """Every transition Event of this scene: on the BMC and on the VM."""
+        return await self.bmc_events() + await self.vm_events()
 
     async def wait_entry(self, reason: str, count: int = 1, timeout: float = 10.0) -> dict[str, Any]:
         """The `count`-th history entry recorded for `reason` (matched through its Event's reason)."""
 
         async def found() -> dict[str, Any] | None:
-            reasons = {e["metadata"]["name"]: e["reason"] for e in await self.events()}
+            reasons = {e["metadata"]["name"]: e["reason"] for e in await self.bmc_events()}
             matching = [h for h in await self.history() if reasons.get(f"{self.bmc}.{h['id']}") == reason]
             return matching[count - 1] if len(matching) >= count else None
 
@@ -197,6 +207,14 @@ class Scene:
             return bool(vm and (vm.get("status") or {}).get("printableStatus") == printable)
 
         await wait_for(shown, f"VM {printable}")
+
+    async def api_events(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """Every Event about the object, whoever wrote it."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        listed = await self.api.request(
+            "GET", f"/api/v1/namespaces/{NS}/events", params={"fieldSelector": selector}
+        )
+        return list(listed["items"])
 
     def hook(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.emu.call(getattr(self.kv, name), NS, self.vm, *args, **kwargs)
@@ -256,19 +274,36 @@ async def test_requests_and_outside_changes(
             if p["phase"] == "Running"
         ]
         assert on["time"] == running[-1]
-        events = {e["metadata"]["name"]: e for e in await scene.events()}
+        events = {e["metadata"]["name"]: e for e in await scene.bmc_events()}
         event = events[f"{scene.bmc}.{on['id']}"]
         assert event["reason"] == "PoweredOn" and event["type"] == "Normal"
-        assert "IPMI user admin" in event["message"]
+        assert event["message"] == on["message"]
         assert event["involvedObject"]["kind"] == "VirtualMachineBMC"
         assert event["involvedObject"]["uid"] == bmc["metadata"]["uid"]
-        assert event["firstTimestamp"] == event["lastTimestamp"] == on["time"]
+        assert event["firstTimestamp"] == on["time"] <= event["lastTimestamp"]
+        assert event["eventTime"] > on["time"][:-1]  # when it was seen: after KubeVirt's second began
+        assert event["action"] == "PoweredOn"
         assert event["count"] == 1 and event["source"]["component"] == "vmbmc-controller"
         assert event["reportingComponent"] == "vmbmc-controller"
         assert event["reportingInstance"] == "controller-test-0"
-        vm_event = events[f"{scene.bmc}.{on['id']}.vm"]
-        assert vm_event["involvedObject"]["kind"] == "VirtualMachine"
-        assert vm_event["involvedObject"]["name"] == scene.vm
+        # Its request Event (the kbmc's) comes first in eventTime, even within one second.
+        (asked,) = [
+            e
+            for e in await scene.api_events("VirtualMachineBMC", scene.bmc)
+            if e["reason"] == "PowerOnRequested" and first.request_id in e["message"]
+        ]
+        assert asked["eventTime"] < event["eventTime"]
+        # kubectl describe sorts on lastTimestamp (whole seconds): an effect's is rounded up past its cause's.
+        assert asked["lastTimestamp"] < event["lastTimestamp"]
+        (vm_event,) = [e for e in await scene.vm_events() if e["reason"] == "PoweredOn"]
+        assert (
+            vm_event["metadata"]["name"]
+            == f"{scene.vm}.{tr.vm_transition_id(vmi['metadata']['uid'], 'PoweredOn')}"
+        )
+        assert vm_event["involvedObject"]["uid"] == (await scene.get("virtualmachines"))["metadata"]["uid"]
+        assert vm_event["message"] == (
+            f"by IPMI user admin from 127.0.0.1 through BMC {NS}/{scene.bmc} (request {first.request_id})"
+        )
         conditions = {c["type"]: c for c in (await scene.get_bmc())["status"]["conditions"]}
         assert conditions["PoweredOn"]["status"] == "True"
         assert conditions["BootOverridePending"]["status"] == "False"
@@ -312,7 +347,7 @@ async def test_requests_and_outside_changes(
         scene.hook("vmi_fail")
         failed = await scene.wait_entry("PoweredOff", 3)
         assert failed["message"] == "outside the BMC: VMI failed"
-        events = {e["metadata"]["name"]: e for e in await scene.events()}
+        events = {e["metadata"]["name"]: e for e in await scene.bmc_events()}
         assert events[f"{scene.bmc}.{failed['id']}"]["type"] == "Warning"
         await scene.wait_entry("PoweredOn", 4)
         await scene.wait_vm("Running")
@@ -432,8 +467,9 @@ async def test_history_is_bounded_and_boot_changes_are_recorded(
         await asyncio.sleep(0.3)
     history = await scene.history()
     assert len(history) == 20
-    events = {e["metadata"]["name"]: e for e in await scene.events()}
-    assert len(events) == 46  # Events are not trimmed: 23 transitions, on the BMC and on the VM
+    events = {e["metadata"]["name"]: e for e in await scene.bmc_events()}
+    assert len(events) == 23  # Events are not trimmed: 23 transitions...
+    assert len(await scene.vm_events()) == 23  # ...on the BMC and on the VM
     assert all(events[f"{scene.bmc}.{h['id']}"]["reason"] == "BootDeviceChanged" for h in history)
     # Newest last: the last entry describes the last order written (23rd change: i = 22, order 2).
     assert "disk:root=2" in history[-1]["message"]

@@ -32,7 +32,7 @@ SYSTEM = "virtualmachinebmc-system"
 
 def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=180)
+    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=180, images=["vmbmc:dev"])
     with EmulatorThread(
         kubeconfig=kubeconfig,
         crds=crd_files(),

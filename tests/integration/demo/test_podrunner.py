@@ -65,7 +65,7 @@ def ipmitool(ip: str) -> list[str]:
 
 
 def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
-    runner = LocalPodRunner(str(tmp_path / "kubeconfig"), tmp_path / "work")
+    runner = LocalPodRunner(str(tmp_path / "kubeconfig"), tmp_path / "work", images=["vmbmc:dev"])
     with EmulatorThread(kubeconfig=tmp_path / "kubeconfig", crds=crd_files(), pod_runner=runner) as emu:
         runner.attach(emu.emulator)
         cluster = Cluster(emu)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.log_secrets import kubeconfig_tokens, leaks
 from vmbmc.controller.children import BmcInfo
 from vmbmc.demo.identity import install_kbmc_identity
 
@@ -41,6 +42,7 @@ class KbmcProcess:
     log: Path
     user: str = USER
     password: str = PASSWORD
+    secrets: tuple[str, ...] = ()  # what the process was given that must never reach its log
 
     def ipmitool(
         self,
@@ -96,6 +98,9 @@ class KbmcProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # Every kbmc a test runs: its log never holds the password or token it was given.
+        found = leaks(self.logs(), (self.password, *self.secrets), self.user)
+        assert not found, f"secrets in {self.log}: {found}"
 
 
 def start_kbmc(
@@ -139,7 +144,7 @@ def start_kbmc(
         text=True,
         env=env,
     )
-    kp = KbmcProcess(proc, host, port, health, log)
+    kp = KbmcProcess(proc, host, port, health, log, secrets=tuple(kubeconfig_tokens(kubeconfig)))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
+import re
 
 import pytest
 from machine_cluster import Cluster, unique, wait_for
@@ -70,29 +70,36 @@ async def test_retransmit_is_one_request(emu: EmulatorThread, cluster: Cluster) 
         assert first_event["involvedObject"]["kind"] == "VirtualMachineBMC"
         assert first_event["involvedObject"]["uid"] == cluster.bmc(name + "-bmc")["metadata"]["uid"]
         assert first_event["reportingComponent"] == "vmbmc-kbmc" and first_event["count"] == 1
+        # A request's Event: the second it was made in, and eventTime in microseconds.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first_event["eventTime"])
+        assert first_event["eventTime"] >= first_event["firstTimestamp"][:-1]
         assert first_event["firstTimestamp"] == first_event["lastTimestamp"]
+        assert first_event["action"] == "PowerOnRequested" and first_event["reportingInstance"]
+        # What was asked and what KubeVirt is asked to do: still true once the call is answered.
+        assert first_event["message"].endswith(": KubeVirt call VirtualMachine start")
     finally:
         emu.emulator.faults.clear()
         await hub.close()
 
 
-async def test_two_threads_submit_at_once(emu: EmulatorThread, cluster: Cluster) -> None:
+async def test_eight_front_ends_at_once(emu: EmulatorThread, cluster: Cluster) -> None:
+    """Eight requests in one turn of the loop (eight IPMI datagrams read at once): one call."""
     name = unique()
     cluster.create_vm(name)
     hub = await KubeVirtHub.connect(emu.kubeconfig)
     try:
         m = await hub.machine_for_vm("default", name)
         results: list[ActionResult] = []
-        barrier = threading.Barrier(8)
+        gate = asyncio.Event()
 
-        def front_end() -> None:
-            barrier.wait()
+        async def front_end() -> None:
+            await gate.wait()
             results.append(m.submit(PowerAction.ON, req()))
 
-        threads = [threading.Thread(target=front_end) for _ in range(8)]
-        for t in threads:
-            t.start()
-        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join(5) for t in threads])
+        waiting = [asyncio.ensure_future(front_end()) for _ in range(8)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(*waiting)
         assert sorted(r.effect for r in results) == [Effect.NONE] * 7 + [Effect.PENDING]
         await wait_for(lambda: state_is(m, PowerState.ON), what="On")
     finally:

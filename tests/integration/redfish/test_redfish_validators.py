@@ -1,9 +1,10 @@
 """DMTF's Redfish Service Validator and Protocol Validator against the real server: zero failures.
 
-The service validator runs offline (contracts §10): `--schema_directory <DMTF csdl> --skipschema`
-makes it read DMTF's published CSDL from disk and never download. Both tools use `requests`, which
-prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over `verify=False`; they are removed from the
-validators' environment so the self-signed certificate is accepted as `--no-cert-check` intends.
+The service validator runs offline: `--schema_directory <DMTF csdl> --skipschema` makes it read
+DMTF's published CSDL from disk (tests/data/redfish-csdl, or $REDFISH_CSDL) and never download.
+Both tools use `requests`, which prefers REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over `verify=False`;
+they are removed from the validators' environment so the self-signed certificate is accepted as
+`--no-cert-check` intends.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import httpx
 import pytest
 from redfish_servers import PASSWORD, USER
 
-CSDL = Path(os.environ.get("REDFISH_CSDL", Path(__file__).parents[3].parent / "shared/redfish/csdl"))
+from tests.redfish_csdl import CSDL
+
 BIN = Path(sys.executable).parent
 
 
@@ -50,7 +52,6 @@ async def _run(*argv: str, timeout: float = 100) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-@pytest.mark.skipif(not CSDL.is_dir(), reason=f"DMTF CSDL not found at {CSDL} (set REDFISH_CSDL)")
 @pytest.mark.parametrize("authtype", ["Session", "Basic"])
 async def test_service_validator(https_server, tmp_path: Path, authtype: str) -> None:
     code, out = await _run(

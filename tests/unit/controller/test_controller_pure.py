@@ -6,8 +6,10 @@ import string
 
 import pytest
 
+from vmbmc import selectors
+from vmbmc.auth import passwords
 from vmbmc.controller import children as ch
-from vmbmc.controller import kube, selectors
+from vmbmc.controller import conditions, kube
 from vmbmc.controller.cli import configure
 
 
@@ -47,11 +49,11 @@ def test_vm_namespace_rbac_has_no_cross_namespace_owner() -> None:
     assert ch.vm_role_binding(info())["metadata"]["namespace"] == "vmns"
 
 
-def test_generated_passwords_have_20_random_characters() -> None:
-    """contracts §8: RAKP exposes a hash to anyone who reaches the port, so ≥ 20 random characters
-    (20 from 62 symbols: about 119 bits) that still fit IPMI 2.0's 20-byte password field."""
-    passwords = [ch.generate_password() for _ in range(500)]
-    assert all(len(p) == 20 for p in passwords)
+def test_generated_passwords_have_16_random_characters() -> None:
+    """RAKP exposes a hash to anyone who reaches the port, so 16 random letters and digits (about 95
+    bits), the most IPMI 1.5 (`ipmitool -I lan`) accepts."""
+    passwords = [ch.generate_password() for _ in range(700)]
+    assert all(len(p) == 16 for p in passwords)
     assert len(set(passwords)) == len(passwords)
     used = set("".join(passwords))
     assert used <= set(string.ascii_letters + string.digits)
@@ -60,8 +62,8 @@ def test_generated_passwords_have_20_random_characters() -> None:
 
 def test_passwords_come_from_the_secrets_module(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(ch.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
-    assert ch.generate_password() == "a" * 20 and len(calls) == 20
+    monkeypatch.setattr(passwords.secrets, "choice", lambda seq: calls.append(seq) or seq[0])
+    assert ch.generate_password() == "a" * 16 and len(calls) == 16
 
 
 def test_contains_and_field_patch() -> None:
@@ -82,14 +84,15 @@ def test_merge_conditions_keeps_transition_time() -> None:
         {"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "T0"},
         {"type": "PoweredOn", "status": "False", "reason": "x", "message": "y", "lastTransitionTime": "T1"},
     ]
-    merged = kube.merge_conditions(old, [kube.condition("Ready", True, "r2", "m2")], 3)
+    merged = conditions.merge(old, [conditions.condition("Ready", True, "r2", "m2")], "T9", 3)
     ready = next(c for c in merged if c["type"] == "Ready")
     assert (
         ready["lastTransitionTime"] == "T0" and ready["reason"] == "r2" and ready["observedGeneration"] == 3
     )
     assert any(c["type"] == "PoweredOn" and c["lastTransitionTime"] == "T1" for c in merged)
-    flipped = kube.merge_conditions(old, [kube.condition("Ready", False, "r", "m")], 3)
-    assert next(c for c in flipped if c["type"] == "Ready")["lastTransitionTime"] != "T0"
+    flipped = conditions.merge(old, [conditions.condition("Ready", False, "r", "m")], "T9", 3)
+    assert next(c for c in flipped if c["type"] == "Ready")["lastTransitionTime"] == "T9"
+    assert [c["type"] for c in flipped] == ["Ready", "PoweredOn"]  # a list-map: order kept
 
 
 def test_cli_flags() -> None:
@@ -106,3 +109,45 @@ def test_cli_flags() -> None:
     )
     assert args.leader_elect and args.no_auto_create and args.redfish_default and args.verbose
     assert args.vm_namespace_selector == "a=b" and args.kbmc_image == "vmbmc:dev"
+
+
+def test_ready_is_a_promise() -> None:
+    """`ready` only when the credentials Secret, the Service IP and the endpoints are stored and the kbmc
+    pod of the current Deployment is ready; never for a refused BMC."""
+    from types import SimpleNamespace
+
+    from vmbmc.controller import reconcile
+
+    state = SimpleNamespace(options=SimpleNamespace(namespace="virtualmachinebmc-system"))
+    meta = {"name": "b", "namespace": "virtualmachinebmc-system", "uid": "u"}
+    spec = {"virtualMachineRef": {"namespace": "t", "name": "vm"}}
+    complete = {
+        "credentialsSecret": "b-credentials",
+        "serviceIP": "10.0.0.1",
+        "endpoints": {"ipmi": "10.0.0.1:623"},
+    }
+    bmc = {"metadata": meta, "spec": spec, "status": complete}
+    ready = kube.condition("Ready", True, "KbmcReady", "the kbmc pod is ready")
+    assert reconcile.readiness(state, bmc, True) == (True, ready)
+    assert reconcile.readiness(state, bmc, False)[1]["reason"] == "KbmcNotReady"
+    for field in complete:
+        partial = {**bmc, "status": {k: v for k, v in complete.items() if k != field}}
+        ok, cond = reconcile.readiness(state, partial, True)
+        assert not ok and cond["reason"] == "Reconciling" and field in cond["message"]
+    tenant = {**bmc, "metadata": {**meta, "namespace": "tenant"}}
+    ok, cond = reconcile.readiness(state, tenant, True)
+    assert not ok and cond["reason"] == "Refused"
+
+
+def test_deployment_ready_means_the_current_pod() -> None:
+    from vmbmc.controller.reconcile import deployment_ready
+
+    def deployment(generation: int, observed: int, updated: int, ready: int) -> dict[str, object]:
+        status = {"observedGeneration": observed, "updatedReplicas": updated, "readyReplicas": ready}
+        return {"metadata": {"generation": generation}, "status": status}
+
+    assert deployment_ready(deployment(2, 2, 1, 1))
+    assert not deployment_ready(deployment(3, 2, 1, 1))  # a new spec not seen yet: the old pod's readiness
+    assert not deployment_ready(deployment(2, 2, 0, 1))
+    assert not deployment_ready(deployment(2, 2, 1, 0))
+    assert not deployment_ready(None)

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from vmbmc.controller import conditions
 from vmbmc.controller import transitions as tr
+from vmbmc.emulator.kubevirt_state import vm_status
 
 T0 = "2025-05-01T10:00:00Z"
 T1 = "2025-05-01T10:00:05Z"
@@ -62,6 +64,8 @@ def vmi(
     if deleted:
         meta["deletionTimestamp"] = deleted
     conditions = []
+    if phase == "Running" and not deleted:
+        conditions.append({"type": "Ready", "status": "True", "lastTransitionTime": running})
     if paused:
         conditions.append({"type": "Paused", "status": "True", "lastTransitionTime": paused})
     return {
@@ -71,6 +75,15 @@ def vmi(
 
 
 START = {"action": "Start"}
+
+
+def kv(vm_obj: dict[str, Any] | None, vmi_obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The VM with the status virt-controller writes for it and its VMI (the emulator's model of it):
+    `status.ready`, `printableStatus`, conditions, the requests it has not consumed yet."""
+    if vm_obj is None:
+        return None
+    pending = tr.wants_running(vm_obj) and (vmi_obj is None or tr.end_of(vm_obj, vmi_obj) is not None)
+    return {**vm_obj, "status": vm_status(vm_obj, vmi_obj, NOW, start_expected=pending)}
 
 
 def stop(uid: str) -> dict[str, Any]:
@@ -90,8 +103,11 @@ STATES = [
     ("stopping (virtctl stop)", vm("Halted"), vmi("a", deleted=T1), "PoweringOff"),
     ("stopped, VMI still held", vm("Halted"), vmi("a", "Succeeded", deleted=T1, ended=T2), "Off"),
     ("guest shutdown, Manual keeps it", vm("Manual"), vmi("a", "Succeeded"), "Off"),
-    ("guest shutdown, Always replaces it", vm("Always"), vmi("a", "Succeeded", ended=T1), "Off"),
-    ("failed", vm("Always"), vmi("a", "Failed"), "Off"),
+    # KubeVirt starts a new VMI at once: the BMC shows it powering on (the history still records the
+    # power-off, when the new VMI runs; see the sequences below).
+    ("guest shutdown, Always replaces it", vm("Always"), vmi("a", "Succeeded", ended=T1), "PoweringOn"),
+    ("failed, Always replaces it", vm("Always"), vmi("a", "Failed"), "PoweringOn"),
+    ("failed, Manual keeps it", vm("Manual"), vmi("a", "Failed"), "Off"),
     (
         "restart: old VMI down, Start pending",
         vm(requests=[stop("a"), START]),
@@ -105,7 +121,7 @@ STATES = [
 
 @pytest.mark.parametrize(("what", "vm_obj", "vmi_obj", "state"), STATES, ids=[s[0] for s in STATES])
 def test_observed_state(what: str, vm_obj: Any, vmi_obj: Any, state: str) -> None:
-    assert tr.observe(vm_obj, vmi_obj).state == state
+    assert tr.observe(kv(vm_obj, vmi_obj), vmi_obj).state == state
 
 
 ENDS = [
@@ -247,7 +263,7 @@ def run(observations: list[Obs]) -> list[tr.Transition]:
     memory: tr.Memory | None = None
     found: list[tr.Transition] = []
     for vm_obj, vmi_obj in observations:
-        memory, new = tr.step(memory, tr.observe(vm_obj, vmi_obj), NOW)
+        memory, new = tr.step(memory, tr.observe(kv(vm_obj, vmi_obj), vmi_obj), NOW)
         found += new
     return found
 
@@ -279,7 +295,7 @@ def test_failure_is_a_warning_and_never_attributed() -> None:
     (off,) = run([(vm("Manual"), vmi("a")), (vm("Manual"), vmi("a", "Failed", ended=T2))])
     assert off.warning and not off.attributable
     reqs = [{"id": "r1", "time": T1, "protocol": "ipmi", "action": "off", "effect": "called"}]
-    assert tr.attribute([off], reqs, [])[0]["message"] == "outside the BMC: VMI failed"
+    assert tr.attribute([off], reqs, [])[0][0]["message"] == "outside the BMC: VMI failed"
 
 
 def test_boot_change_id_is_deterministic() -> None:
@@ -302,12 +318,12 @@ def test_memory_round_trip() -> None:
 
 
 def test_restarted_controller_continues_from_the_marker() -> None:
-    memory, _ = tr.step(None, tr.observe(vm(), vmi("a")), NOW)
+    memory, _ = tr.step(None, tr.observe(kv(vm(), vmi("a")), vmi("a")), NOW)
     assert memory is not None
     restored = tr.Memory.from_json(memory.to_json())
-    _, found = tr.step(restored, tr.observe(vm(), vmi("a")), NOW)
+    _, found = tr.step(restored, tr.observe(kv(vm(), vmi("a")), vmi("a")), NOW)
     assert found == []
-    _, found = tr.step(restored, tr.observe(vm("Halted"), None), NOW)
+    _, found = tr.step(restored, tr.observe(kv(vm("Halted"), None), None), NOW)
     assert [t.reason for t in found] == ["PoweredOff"]
 
 
@@ -375,7 +391,8 @@ def test_entries_name_the_requester_and_consume_once() -> None:
     off = tr.Transition("t1", "PoweredOff", T2, "On", "Off", tr.STOPPED_API)
     on = tr.Transition("t2", "PoweredOn", T3, "Off", "On", tr.STARTED_API)
     reqs = [req("r1", "off", T1), req("r2", "on", T2, protocol="redfish")]
-    first, second = tr.attribute([off, on], reqs, [])
+    (first, first_req), (second, _) = tr.attribute([off, on], reqs, [])
+    assert first_req is reqs[0]
     assert first == {
         "id": "t1",
         "time": T2,
@@ -388,31 +405,96 @@ def test_entries_name_the_requester_and_consume_once() -> None:
     }
     assert second["message"] == "by Redfish user admin from 10.244.1.7 (request r2)"
     # A history entry consumes its request: the same off request does not explain a second power-off.
-    again = tr.attribute([off], reqs, [first])
-    assert again[0]["cause"] == "External"
-    assert again[0]["message"] == "outside the BMC: stopped through the KubeVirt API"
-    assert "requestId" not in again[0]
+    ((again, none),) = tr.attribute([off], reqs, [first])
+    assert none is None and again["cause"] == "External"
+    assert again["message"] == "outside the BMC: stopped through the KubeVirt API"
+    assert "requestId" not in again
+
+
+def test_requests_of_another_bmc_of_the_vm_are_named() -> None:
+    """Several BMCs serve one VM: a request made through A explains the transition in B's history too,
+    naming A; the VM's Event names the BMC either way."""
+    on = tr.Transition("t1", "PoweredOn", T2, "Off", "On", tr.STARTED_API)
+    through_a = {**req("r1", "on", T1), tr.BMC_KEY: "sys/a"}
+    ((seen_by_b, found),) = tr.attribute([on], [through_a], [], "sys/b")
+    assert found is through_a and seen_by_b["cause"] == "Request"
+    assert seen_by_b["message"] == "by IPMI user admin from 10.244.1.7 through BMC sys/a (request r1)"
+    ((seen_by_a, _),) = tr.attribute([on], [through_a], [], "sys/a")
+    assert seen_by_a["message"] == "by IPMI user admin from 10.244.1.7 (request r1)"
+    assert tr.vm_message(seen_by_a, through_a, "sys/a") == tr.vm_message(seen_by_b, through_a, "sys/b")
+    assert "through BMC sys/a" in tr.vm_message(seen_by_a, through_a, "sys/a")
+    outside = tr.history_entry(on, None)
+    expected = "outside the BMC: started through the KubeVirt API (seen by BMC sys/b)"
+    assert tr.vm_message(outside, None, "sys/b") == expected
+
+
+def test_the_kbmc_restore_explains_a_boot_change() -> None:
+    changed = tr.Transition("t1", "BootDeviceChanged", T2, "On", "On", tr.BOOT_SPEC_CHANGED)
+    restore = {**req("r1-restore-abc", "boot_restore", T1), "protocol": "kbmc", "user": "-", "client": "-"}
+    ((entry, _),) = tr.attribute([changed], [restore], [])
+    assert entry["cause"] == "Request" and entry["message"] == "by the kbmc (request r1-restore-abc)"
+
+
+def test_a_vm_status_ahead_of_its_vmi_invents_nothing() -> None:
+    """The VM reads ready before this observer has its VMI (a cache filling up): the state is On, but no
+    transition is recorded until the VMI that identifies it is known."""
+    ready = kv(vm(), vmi("a"))
+    assert ready is not None
+    assert tr.observe(ready, None).state == "On"
+    memory, found = tr.step(None, tr.observe(ready, None), NOW)
+    assert memory is None and found == []
+    before = tr.Memory("On", "a", boot=tr.boot_hash(ready))
+    memory, found = tr.step(before, tr.observe(ready, None), NOW)
+    assert found == [] and memory == before
+    _, found = tr.step(memory, tr.observe(ready, vmi("a")), NOW)
+    assert found == []
+
+
+def test_a_failure_seen_while_the_vm_still_reads_ready_is_kept() -> None:
+    """virt-controller updates the VM after the VMI: a failed VMI may first be seen with `ready` still
+    true (the state reads On). Its evidence is kept, so the replacement VMI is a power-off (VMI failed)
+    and a power-on, not a restart."""
+    running = kv(vm(), vmi("a"))
+    assert running is not None
+    failed = vmi("a", "Failed", ended=T1)
+    memory, _ = tr.step(None, tr.observe(running, vmi("a")), NOW)
+    memory, found = tr.step(memory, tr.observe(running, failed), NOW)  # the VM's status lags
+    assert found == [] and memory is not None and memory.end is not None
+    _, found = tr.step(memory, tr.observe(kv(vm(), vmi("b", running=T2)), vmi("b", running=T2)), NOW)
+    assert [(t.reason, t.external) for t in found] == [
+        ("PoweredOff", tr.VMI_FAILED),
+        ("PoweredOn", "started again by KubeVirt (runStrategy Always)"),
+    ]
+
+
+def test_the_vm_id_is_salted() -> None:
+    (on,) = run([(vm("Halted"), None), (vm(), vmi("a"))])
+    assert on.vm_id == tr.transition_id("vm", "a", "PoweredOn") != on.id
 
 
 def test_two_transitions_one_request() -> None:
     on = tr.Transition("t1", "PoweredOn", T2, "Off", "On", tr.STARTED_API)
     resumed = tr.Transition("t2", "Resumed", T3, "Paused", "On", tr.RESUMED_API)
     entries = tr.attribute([on, resumed], [req("r1", "on", T1)], [])
-    assert [e["cause"] for e in entries] == ["Request", "External"]
+    assert [e["cause"] for e, _ in entries] == ["Request", "External"]
 
 
 # --- conditions -------------------------------------------------------------------------------------------
 
 
+def powered_on(state: str) -> list[dict[str, Any]]:
+    return [conditions.condition("PoweredOn", *tr.powered_on_condition(state))]
+
+
 def test_powered_on_condition_keeps_transition_time() -> None:
     others = [{"type": "Ready", "status": "True", "reason": "Ok", "message": "", "lastTransitionTime": T0}]
-    conds = tr.set_condition(others, "PoweredOn", tr.powered_on_condition("On"), T1, 3)
+    conds = conditions.merge(others, powered_on("On"), T1, 3)
     assert conds[0] == others[0]
     assert conds[1]["status"] == "True" and conds[1]["lastTransitionTime"] == T1
     assert conds[1]["observedGeneration"] == 3
-    same = tr.set_condition(conds, "PoweredOn", tr.powered_on_condition("Paused"), T2, 3)
+    same = conditions.merge(conds, powered_on("Paused"), T2, 3)
     assert same[1]["lastTransitionTime"] == T1 and same[1]["reason"] == "Paused"
-    off = tr.set_condition(same, "PoweredOn", tr.powered_on_condition("Off"), T3, 3)
+    off = conditions.merge(same, powered_on("Off"), T3, 3)
     assert off[1]["status"] == "False" and off[1]["lastTransitionTime"] == T3
 
 

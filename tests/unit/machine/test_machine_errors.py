@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from vmbmc.kubevirt.client import ApiError
-from vmbmc.kubevirt.machine import describe, machine_error
-from vmbmc.machine import BackendUnavailable, Busy, Forbidden, Invalid, NotFound, Protocol, Requester
+from vmbmc.kubevirt.machine import machine_error
+from vmbmc.machine import BackendUnavailable, Busy, Effect, Forbidden, Invalid, NotFound, Protocol, Requester
+from vmbmc.machine import requests as rq
+from vmbmc.machine.power import KubeVirtCall
 
 
 @pytest.mark.parametrize(
@@ -39,5 +41,26 @@ def test_retryable_api_errors() -> None:
 
 def test_describe() -> None:
     who = Requester(Protocol.IPMI, "admin", "10.244.1.7", "3f2a")
-    assert describe(who) == "by IPMI user admin from 10.244.1.7 (request 3f2a)"
-    assert describe(Requester(Protocol.REDFISH, "u", "[::1]:5", "r")).startswith("by Redfish user u")
+    expected = "by IPMI user admin from 10.244.1.7 (request 3f2a)"
+    assert rq.by(rq.record(who, "on", Effect.PENDING, "T")) == expected
+    redfish = rq.record(Requester(Protocol.REDFISH, "u", "[::1]:5", "r"), "on", Effect.PENDING, "T")
+    assert rq.by(redfish).startswith("by Redfish user u")
+    kbmc = rq.record(rq.kbmc_requester("r-restore"), rq.RESTORE_ACTION, Effect.PENDING, "T")
+    assert (kbmc["protocol"], kbmc["user"], kbmc["client"]) == ("kbmc", "-", "-")
+    assert rq.by(kbmc) == "by the kbmc (request r-restore)"
+    assert rq.reason(rq.RESTORE_ACTION) == "BootOverrideRestored"
+
+
+def test_request_messages_stay_true() -> None:
+    """A request Event names the action and the KubeVirt call, never an effect that changes later."""
+    who = Requester(Protocol.IPMI, "admin", "127.0.0.1", "id1")
+    pending = rq.request_message(rq.record(who, "on", Effect.PENDING, "T"), call=KubeVirtCall.START)
+    assert pending == (
+        "power on requested by IPMI user admin from 127.0.0.1 (request id1): "
+        "KubeVirt call VirtualMachine start"
+    )
+    assert "pending" not in pending and "effect" not in pending
+    none = rq.request_message(rq.record(who, "on", Effect.NONE, "T"), note="the VM is already on")
+    assert none.endswith(": no KubeVirt call needed (the VM is already on)")
+    refused = rq.request_message(rq.record(who, "pause", Effect.REFUSED, "T"), note="the VM is off")
+    assert refused.endswith(": refused, no KubeVirt call (the VM is off)")

@@ -8,7 +8,7 @@ from typing import Any
 
 from vmbmc.kubevirt import informer as informer_mod
 from vmbmc.kubevirt.client import WATCH_OPEN, ApiError
-from vmbmc.kubevirt.informer import Informer, rv_newer
+from vmbmc.kubevirt.informer import Informer, OwnWrites
 from vmbmc.kubevirt.records import merge_diff
 
 
@@ -110,10 +110,30 @@ async def test_outage_marks_stale_and_keeps_objects(monkeypatch: Any) -> None:
         await inf.stop()
 
 
-def test_rv_newer() -> None:
-    assert rv_newer(obj("a", 2), obj("a", 10))["metadata"]["resourceVersion"] == "10"
-    assert rv_newer(None, obj("a", 1)) is not None
-    assert rv_newer(obj("a", 3), None)["metadata"]["resourceVersion"] == "3"
+def opaque(name: str, rv: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": rv}, "status": status}
+
+
+def test_own_writes_follow_the_watch_order_not_the_numbers() -> None:
+    """Our write's answer wins until the watch delivers that very version; resourceVersions are opaque
+    (these would compare the wrong way as numbers, and one is not a number at all)."""
+    inf = Informer(FakeApi([], []), "/x")  # type: ignore[arg-type]
+    own = OwnWrites(inf)
+    inf._set(opaque("a", "900", step=0))
+    own.note(opaque("a", "1000", step=1))
+    assert own.current("a")["status"]["step"] == 1  # the cache lags our write
+    inf._set(opaque("a", "950", step=0))  # an older event arriving late changes nothing
+    assert own.current("a")["status"]["step"] == 1
+    inf._set(opaque("a", "1000", step=1))  # the watch delivered our version...
+    inf._set(opaque("a", "abc", step=2))  # ...and then someone else's: the cache is newest
+    assert own.current("a")["status"]["step"] == 2
+    own.note(opaque("a", "zz", step=3))
+    inf.lists_started += 1  # a list begun after our write...
+    inf.lists_done = inf.lists_started  # ...and completed returns it or newer
+    assert own.current("a")["status"]["step"] == 2
+    own.note(opaque("a", "q", step=4))
+    inf._drop("a")
+    assert own.current("a") is None  # deleted: our writes are forgotten too
 
 
 def test_merge_diff_replaces_exactly() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 from vmbmc.redfish.sessions import SessionStore
 
@@ -70,14 +71,25 @@ async def test_bad_logins(anon, limiter) -> None:
     assert len(limiter._failures["127.0.0.1"]) == 2  # wrong passwords count; garbage headers do not
 
 
-async def test_blocked_client_still_gets_in_with_right_password(anon, limiter) -> None:
+async def test_held_address_waits_on_failures_only(anon, limiter) -> None:
+    """Contracts §8 on Redfish: after 5 failures the address is held; a further wrong password (Basic
+    or session login) is answered only after the delay, correct credentials at once."""
     for _ in range(limiter.limit):
         await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))
-    assert limiter.blocked("127.0.0.1")
-    assert (await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))).status_code == 401
+    assert limiter.held("127.0.0.1") and limiter.delayed == 0
+    for attempt in (
+        lambda: anon.get("/redfish/v1/Systems", headers=basic("admin", "guess")),
+        lambda: anon.post(SESSIONS, json={"UserName": "admin", "Password": "guess"}),
+    ):
+        started = time.monotonic()
+        assert (await attempt()).status_code == 401
+        assert time.monotonic() - started >= limiter.delay * 0.95
+    assert limiter.delayed == 2
     ok = await anon.get("/redfish/v1/Systems", headers=basic("admin", "password-for-tests"))
     assert ok.status_code == 200
     assert (await anon.post(SESSIONS, json=GOOD)).status_code == 201
+    assert limiter.delayed == 2  # correct credentials took the undelayed path
+    assert limiter.held("127.0.0.1")  # and a correct login did not end the hold
 
 
 async def test_no_credentials_no_power_change(anon, machine) -> None:

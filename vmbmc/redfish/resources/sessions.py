@@ -64,8 +64,7 @@ async def login(request: Request) -> Response:
     client = client_address(request)
     user = body["UserName"]
     if not svc.credentials.check(user, body["Password"]):
-        raise login_failed(svc, client, user, "session")
-    svc.limiter.success(client)
+        raise await login_failed(svc, client, user, "session")
     session, token = svc.sessions.create(user, client)
     log.info("session created", extra={"session": session.id, "user": user, "client": client})
     location = f"{paths.SESSIONS}/{session.id}"

@@ -1,13 +1,11 @@
-"""Log bad input once per client and reason per interval, so a flood of junk datagrams cannot
-flood the log (issue 5: "logged once, rate-limited")."""
+"""Log bad input once per client and reason per interval, so a flood of junk datagrams or
+malformed requests cannot flood the log (IPMI and Redfish front ends)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-
-from vmbmc.kbmc import metrics
 
 
 class RateLimitedLog:
@@ -17,7 +15,9 @@ class RateLimitedLog:
         interval: float = 60.0,
         max_keys: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        on_note: Callable[[], None] | None = None,
     ) -> None:
+        self._on_note = on_note  # e.g. a metric counting every occurrence, logged or not
         self.logger = logger
         self.interval = interval
         self.max_keys = max_keys
@@ -27,7 +27,8 @@ class RateLimitedLog:
 
     def note(self, client: str, message: str) -> bool:
         """Log `message` for `client` unless it was logged within the interval; True if logged."""
-        metrics.DROPPED.inc()
+        if self._on_note is not None:
+            self._on_note()
         now = self._clock()
         key = (client, message)
         last = self._last.get(key)

@@ -1,0 +1,78 @@
+"""`vmbmc demo --redfish-http` with the controller, and the demo's temporary workdir (kubeconfigs and
+passwords) gone after it stops; a `--workdir` the user gave stays."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import KUBECTL
+from tests.waiting import wait_until
+
+VMBMC = str(Path(sys.executable).with_name("vmbmc"))
+
+
+def _start(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], dict]:
+    endpoints = tmp / "endpoints.json"
+    env = {**os.environ, "TMPDIR": str(tmp / "tmp")}
+    (tmp / "tmp").mkdir()
+    proc = subprocess.Popen(
+        [VMBMC, "demo", "--vms", "1", "--endpoints-file", str(endpoints), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "demo.log").open("w"),
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: endpoints.exists() or proc.poll() is not None, 40, "the endpoints file")
+        assert endpoints.exists(), (tmp / "demo.log").read_text()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc, json.loads(endpoints.read_text())
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_redfish_http_with_the_controller_and_temporary_workdir_removed(tmp_path: Path) -> None:
+    proc, doc = _start(tmp_path, "--redfish-http")
+    try:
+        (bmc,) = doc["bmcs"]
+        assert bmc["bmc"] is not None, "the controller made this BMC (not --standalone)"
+        assert bmc["redfish"].startswith("http://"), bmc
+        r = httpx.get(f"{bmc['redfish']}/Systems/demo-vm-1", auth=(bmc["username"], bmc["password"]))
+        assert r.status_code == 200 and r.json()["PowerState"] == "Off"
+        ns, name = bmc["bmc"].split("/")
+        spec = subprocess.run(
+            [KUBECTL, "--kubeconfig", doc["kubeconfig"], "-n", ns, "get", "vmbmc", name,
+             "-o", "jsonpath={.spec.redfish}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert json.loads(spec.stdout) == {"enabled": True, "insecureHTTP": True}
+        workdir = Path(doc["kubeconfig"]).parent
+        assert workdir.parent == tmp_path / "tmp" and workdir.name.startswith("vmbmc-demo-")
+    finally:
+        _stop(proc)
+    assert list((tmp_path / "tmp").iterdir()) == [], "the temporary workdir must go with the demo"
+
+
+def test_given_workdir_stays(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    proc, doc = _start(tmp_path, "--standalone", "--workdir", str(work))
+    _stop(proc)
+    assert Path(doc["kubeconfig"]).parent == work and (work / "kubeconfig").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
