@@ -8,6 +8,10 @@ In flight: after a call is accepted the BMC shows PoweringOn/PoweringOff (the "e
 until the watch shows the call took effect, at most OVERLAY_SECONDS; so a second request, or an IPMI
 retransmit with a new sequence number, is decided against the state being entered and calls nothing
 twice. Requests with one request id are one request: the second gets the first one's answer.
+
+Bounded: a request's KubeVirt call is sent, or sent again, only within CALL_BOUND_SECONDS of its record
+being opened; a call that may have reached the API server is never sent again (docs/power-history.md).
+A restarted process settles the `pending` records an earlier one left, and sends none of them again.
 """
 
 from __future__ import annotations
