@@ -9,10 +9,12 @@ Each scenario is bounded in count and time; the long runs repeat them and are ma
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kbmc_process import VMBMC, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
+from test_machine_outage_emulator import Proxy
 
 from tests.waiting import wait_until
 from vmbmc.emulator.emulator import FaultRule
@@ -298,6 +302,64 @@ def test_hung_api_redfish_reset_answers_503_with_retry_after(
     finally:
         emu.emulator.faults.clear()
         made.kbmc.stop()
+
+
+class ProxyThread:
+    """The outage test's TCP proxy on a loop of its own: the API server as the kbmc sees it, stopped
+    (connections cut, new ones closed at once) and started again from the test's thread."""
+
+    def __init__(self, port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.proxy = Proxy(port)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
+
+    def stop_api(self) -> None:
+        self.loop.call_soon_threadsafe(self.proxy.cut)
+
+    def start_api(self) -> None:
+        self.loop.call_soon_threadsafe(setattr, self.proxy, "up", True)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_stopped_api_power_off_errs_in_time_and_nothing_runs_later(
+    emu: EmulatorThread, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The API server stopped (every connection refused): `power off` is answered with an error within
+    2 s; once it is back, nothing is carried out late and no record is left `pending`."""
+    made = new_bmc(emu, cluster, tmp_path)
+    made.kbmc.stop()
+    proxy = ProxyThread(emu.port)
+    try:
+        config = yaml.safe_load(Path(made.kubeconfig).read_text())
+        scheme = emu.url.partition(":")[0]  # the proxy relays TLS untouched
+        config["clusters"][0]["cluster"]["server"] = f"{scheme}://127.0.0.1:{proxy.port}"
+        Path(made.kubeconfig).write_text(yaml.safe_dump(config))
+        made.restart()
+        power_on(cluster, made)
+        proxy.stop_api()
+        out, took = power(made, "off")
+        assert out.returncode != 0 and "Down/Off" not in out.stdout, out.stdout
+        assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"
+        figure("stopped API: ipmitool power off answered", f"{took:.2f} s: {out.stderr.strip()}")
+        time.sleep(1.0)  # down a while longer
+        proxy.start_api()
+        wait_until(
+            lambda: all(r["effect"] != "pending" for r in records(cluster, made)),
+            timeout=CALL_BOUND_SECONDS + 20,
+            what="nothing pending",
+        )
+        status = made.kbmc.ipmitool("chassis", "power", "status")
+        assert "Chassis Power is on" in status.stdout, status.stdout + status.stderr
+        assert powered(cluster, made, True)
+    finally:
+        made.kbmc.stop()
+        proxy.close()
 
 
 # --- the kbmc killed in the middle of a request -------------------------------------------------------
