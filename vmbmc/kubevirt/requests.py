@@ -140,7 +140,20 @@ class RequestLog:
         """After a restart: settle the `pending` records a previous process left (this process has not
         opened them). None is sent again: `called` when `carried_out(record)` shows KubeVirt took the
         call, else `failed` with its Warning Event (docs/power-history.md says why not `unknown`)."""
-        for entry in self.store.requests():
+        # A record younger than the call bound may belong to a process still at work (a rolling update
+        # runs two kbmcs a moment): wait until every such call would have been answered or given up.
+        youngest = [
+            made
+            for entry in self.store.requests()
+            if entry.get("effect") == Effect.PENDING.value
+            and (made := clock.parse(str(entry.get("time") or ""))) is not None
+        ]
+        wait = max(
+            (rq.CALL_BOUND_SECONDS + 1 - (clock.now() - t).total_seconds() for t in youngest), default=0
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for entry in self.store.requests():  # read again: the other process may have settled some
             if entry.get("effect") != Effect.PENDING.value or entry.get("id") in self._open:
                 continue
             requester = Requester(

@@ -210,6 +210,15 @@ def hold(emu: EmulatorThread, bmc: Bmc, call: str, *, status: int | None = None)
     )
 
 
+def watched(cluster: Cluster, bmc: Bmc) -> None:
+    """The controller knows the VM (Off): a transition before it ever saw the VM is not history."""
+    wait_until(
+        lambda: ((cluster.bmc(bmc.name) or {}).get("status") or {}).get("powerState") == "Off",
+        timeout=60,
+        what="the controller observing the VM",
+    )
+
+
 def power_on(cluster: Cluster, bmc: Bmc) -> str:
     out, _ = power(bmc, "on")
     assert "Chassis Power Control: Up/On" in out.stdout, out.stdout + out.stderr
@@ -223,6 +232,7 @@ def power_on(cluster: Cluster, bmc: Bmc) -> str:
 def test_hung_api_power_off_errs_in_time_and_a_late_stop_says_so(
     emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
 ) -> None:
+    watched(cluster, bmc)
     power_on(cluster, bmc)
     rule = hold(emu, bmc, "stop")
     out, took = power(bmc, "off")
@@ -373,12 +383,17 @@ def kill(bmc: Bmc) -> None:
 def test_kbmc_killed_right_after_answering_power_on(
     emu: EmulatorThread, cluster: Cluster, bmc: Bmc, controller: ControllerProcess
 ) -> None:
+    watched(cluster, bmc)
     out, _ = power(bmc, "on")
     kill(bmc)
     assert "Chassis Power Control: Up/On" in out.stdout, out.stdout + out.stderr
     req = newest_request(cluster, bmc, "on")
     bmc.restart()
-    wait_until(lambda: all(r["effect"] != "pending" for r in records(cluster, bmc)), what="nothing pending")
+    wait_until(
+        lambda: all(r["effect"] != "pending" for r in records(cluster, bmc)),
+        timeout=CALL_BOUND_SECONDS + 20,
+        what="nothing pending",
+    )
     assert (record(cluster, bmc, req["id"]) or {}).get("effect") == "called"
     entry = wait_until(lambda: next((h for h in history(cluster, bmc) if h["to"] == "On"), None))
     assert entry["requestId"] == req["id"], entry
@@ -389,6 +404,7 @@ def test_kbmc_killed_while_kubevirt_takes_the_call(
 ) -> None:
     """Killed with the start call in the API server: the restarted kbmc finds the `pending` record and,
     KubeVirt having carried the call out, settles it `called`; the PoweredOn names it."""
+    watched(cluster, bmc)
     rule = hold(emu, bmc, "start")
     with ThreadPoolExecutor(1) as pool:
         client = pool.submit(power, bmc, "on")
@@ -399,7 +415,11 @@ def test_kbmc_killed_while_kubevirt_takes_the_call(
     rule.release()
     wait_until(lambda: powered(cluster, bmc, True), what="the start carried out")
     bmc.restart()
-    wait_until(lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "called", what="settled")
+    wait_until(
+        lambda: (record(cluster, bmc, req["id"]) or {}).get("effect") == "called",
+        timeout=CALL_BOUND_SECONDS + 20,  # it waits until no other kbmc could still be at work on it
+        what="settled",
+    )
     entry = wait_until(lambda: next((h for h in history(cluster, bmc) if h["to"] == "On"), None))
     assert entry["requestId"] == req["id"], entry
 
@@ -409,6 +429,7 @@ def test_kbmc_killed_before_kubevirt_took_the_call(
 ) -> None:
     """Killed with the start call in an API server that then refuses it: the restarted kbmc fails the
     `pending` record (never re-sends it), and a later `power on` is credited to the later request."""
+    watched(cluster, bmc)
     rule = hold(emu, bmc, "start", status=503)
     with ThreadPoolExecutor(1) as pool:
         client = pool.submit(power, bmc, "on")
@@ -419,7 +440,11 @@ def test_kbmc_killed_before_kubevirt_took_the_call(
     rule.release()  # answered 503: not carried out
     emu.emulator.faults.clear()  # and the API server is well again
     bmc.restart()
-    wait_until(lambda: (record(cluster, bmc, old["id"]) or {}).get("effect") == "failed", what="failed")
+    wait_until(
+        lambda: (record(cluster, bmc, old["id"]) or {}).get("effect") == "failed",
+        timeout=CALL_BOUND_SECONDS + 20,
+        what="failed",
+    )
     wait_until(lambda: warnings(cluster, bmc, old["id"]), what="a PowerActionFailed Warning Event")
     assert not powered(cluster, bmc, True)  # never re-sent
     new = power_on(cluster, bmc)
