@@ -29,6 +29,7 @@ from kbmc_process import VMBMC, KbmcProcess, free_tcp_port, kbmc_kubeconfig, sta
 from machine_cluster import Cluster
 from test_machine_outage_emulator import Proxy
 
+from tests.log_secrets import kubeconfig_tokens, leaks
 from tests.waiting import wait_until
 from vmbmc.emulator.emulator import FaultRule
 from vmbmc.emulator.harness import EmulatorThread
@@ -59,12 +60,14 @@ def rss_mib(pid: int) -> float:
 class ControllerProcess:
     proc: subprocess.Popen[str]
     log: Path
+    secrets: tuple[str, ...] = ()
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, as an OOM kill or a node loss."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self.check()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -73,6 +76,11 @@ class ControllerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.check()
+
+    def check(self) -> None:
+        found = leaks(self.log.read_text(), self.secrets)  # its log never holds its token
+        assert not found, f"secrets in {self.log}: {found}"
 
 
 def start_controller(emu: EmulatorThread, workdir: Path) -> ControllerProcess:
@@ -96,7 +104,7 @@ def start_controller(emu: EmulatorThread, workdir: Path) -> ControllerProcess:
         text=True,
         env={k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"},
     )
-    return ControllerProcess(proc, log)
+    return ControllerProcess(proc, log, tuple(kubeconfig_tokens(emu.kubeconfig)))
 
 
 @pytest.fixture(scope="module")
