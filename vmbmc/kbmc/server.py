@@ -63,6 +63,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.pending = 0  # delayed answers not yet sent
+        self._timers: set[asyncio.TimerHandle] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -88,11 +89,19 @@ class _Protocol(asyncio.DatagramProtocol):
 
         def send() -> None:
             self.pending -= 1
+            self._timers.discard(timer)
             if self.transport is not None:
                 self.transport.sendto(out.datagram, addr)
 
         self.pending += 1
-        asyncio.get_running_loop().call_later(out.delay, send)
+        timer = asyncio.get_running_loop().call_later(out.delay, send)
+        self._timers.add(timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self._timers:  # the endpoint is closed: nothing left to answer on
+            timer.cancel()
+        self._timers.clear()
+        self.transport = None
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error", extra={"error": str(exc)})
