@@ -1,12 +1,28 @@
-"""/healthz, /readyz and /metrics on a health port (aiohttp, on the caller's loop): the controller's and
-the kbmc's (contracts §6). aiohttp, not uvicorn, so an IPMI-only kbmc loads no HTTP server stack."""
+"""/healthz, /readyz and /metrics on a health port (asyncio, on the caller's loop): the controller's and
+the kbmc's (contracts §6).
+
+A few lines of HTTP/1.1 on asyncio streams rather than an HTTP framework: the kbmc runs once per VM, and
+aiohttp's server alone costs it ~16 MiB of RSS; kubelet probes and Prometheus scrapes need only a GET
+and an answer. One request per connection (the answer says `Connection: close`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
+# prometheus_client's CONTENT_TYPE_LATEST, without importing it for a constant
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_TIMEOUT = 10.0  # a client has this long to send its request head
+MAX_HEAD_LINES = 100
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
 class HealthServer:
@@ -25,34 +41,55 @@ class HealthServer:
         self.ready = False  # set while kopf runs (after leadership, if elected)
         self.ready_reason = "starting"
         self.alive = True
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port)
-        await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._server = await asyncio.start_server(self._serve, self.address or None, self.port)
+        if self.port == 0:
+            self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
 
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok\n" if self.alive else "stopping\n", status=200 if self.alive else 503)
+    def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request."""
+        route = path.split("?", 1)[0]
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            return 404, "text/plain", b"404: Not Found"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"405: Method Not Allowed"
+        if route == "/healthz":
+            return (200, "text/plain", b"ok\n") if self.alive else (503, "text/plain", b"stopping\n")
+        if route == "/readyz":
+            if self.ready if self.ready_check is None else self.ready_check():
+                return 200, "text/plain", b"ok\n"
+            return 503, "text/plain", f"not ready: {self.ready_reason}\n".encode()
+        return 200, METRICS_CONTENT_TYPE, self.render_metrics()
 
-    async def _readyz(self, _: web.Request) -> web.Response:
-        if self.ready if self.ready_check is None else self.ready_check():
-            return web.Response(text="ok\n")
-        return web.Response(text=f"not ready: {self.ready_reason}\n", status=503)
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                request_line = (await reader.readline()).decode("latin-1").split()
+                for _ in range(MAX_HEAD_LINES):  # headers: nothing here depends on them
+                    if (await reader.readline()).strip() == b"":
+                        break
+            if len(request_line) == 3 and request_line[2].startswith("HTTP/"):
+                status, content_type, body = self.answer(request_line[0], request_line[1])
+            else:
+                status, content_type, body = 400, "text/plain", b"400: Bad Request"
+            head = (
+                f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + (b"" if request_line[:1] == ["HEAD"] else body))
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError):
+            pass  # a client that went away or never asked: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

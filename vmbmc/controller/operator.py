@@ -113,8 +113,8 @@ class Controller:
 
             async def stopper() -> None:
                 await stop.wait()
-                # The health server first: kopf waits 5 s for tasks spawned while it ran (aiohttp's
-                # connection handlers for probes among them) before it returns.
+                # The health server first: kopf waits 5 s for tasks spawned while it ran (the health
+                # server's connection handlers for probes among them) before it returns.
                 self.health.ready = False
                 await self.health.stop()
                 kopf_stop.set()

@@ -90,13 +90,16 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     machine = None
     try:
         if args.health_port >= 0:
-            from prometheus_client import generate_latest
-
             from vmbmc.health import HealthServer
+            from vmbmc.kbmc.metrics import render
 
-            # Ready once the VM watch has synced: before that the BMC would answer from nothing.
-            health = HealthServer(generate_latest, args.address, args.health_port, ready_check=hub.ready)
-            health.ready_reason = "watch not synced"
+            # Ready once the VM watch has synced (before that the BMC would answer from nothing) and
+            # the front ends listen (Redfish waits for its certificate).
+            def ready() -> bool:
+                return service is not None and hub.ready()
+
+            health = HealthServer(render, args.address, args.health_port, ready_check=ready)
+            health.ready_reason = "watch not synced or not listening yet"
             await health.start()
         if args.bmc:
             machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)

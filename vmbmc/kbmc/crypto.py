@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from vmbmc.kbmc import aes
 
 AUTH_RAKP_HMAC_SHA1 = 0x01
 AUTH_RAKP_HMAC_SHA256 = 0x03
@@ -113,15 +113,13 @@ class SessionKeys:
         pad_len = (15 - len(payload) % 16) % 16
         plain = payload + bytes(range(1, pad_len + 1)) + bytes((pad_len,))
         iv = os.urandom(16)
-        enc = Cipher(algorithms.AES(self.aes_key), modes.CBC(iv)).encryptor()
-        return iv + enc.update(plain) + enc.finalize()
+        return iv + aes.encrypt(self.aes_key, iv, plain)
 
     def decrypt(self, data: bytes) -> bytes | None:
         """The payload, or None when the data is not a well-formed encrypted payload."""
         if len(data) < 32 or len(data) % 16:
             return None
-        dec = Cipher(algorithms.AES(self.aes_key), modes.CBC(data[:16])).decryptor()
-        plain = dec.update(data[16:]) + dec.finalize()
+        plain = aes.decrypt(self.aes_key, data[:16], data[16:])
         pad_len = plain[-1]
         if pad_len > 15 or pad_len >= len(plain):
             return None

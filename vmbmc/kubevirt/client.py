@@ -1,10 +1,10 @@
-"""A small async Kubernetes REST client on aiohttp, configured by kubernetes_asyncio.
+"""A small async Kubernetes REST client: our HTTP/1.1 client (vmbmc.kubevirt.http) configured by our
+kubeconfig loader (vmbmc.kubevirt.kubeconfig).
 
-Why not kubernetes_asyncio's generated API classes: the back end needs KubeVirt's subresource group
-(`subresources.kubevirt.io`, not in the generated client), exact Content-Types for JSON Patch and merge
-patch on custom resources, and a watch stream whose 410 Gone and bookmarks it handles itself. So
-kubernetes_asyncio does what it is good at, reading a kubeconfig or the in-cluster service account
-(including token refresh), and requests go through one aiohttp session.
+Why not a generated Kubernetes client: the back end needs KubeVirt's subresource group
+(`subresources.kubevirt.io`, not in generated clients), exact Content-Types for JSON Patch and merge
+patch on custom resources, and a watch stream whose 410 Gone and bookmarks it handles itself; and the
+kbmc runs once per VM, so what it imports is paid once per VM (docs/kbmc.md, "Memory").
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client import Configuration
+from vmbmc.kubevirt.http import HttpClient, HttpError
+from vmbmc.kubevirt.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
 
 log = logging.getLogger(__name__)
 
@@ -46,59 +44,41 @@ class ApiError(Exception):
         return self.code == 0 or self.code >= 500 or self.code == 429
 
 
-async def load_configuration(kubeconfig: str | None = None) -> Configuration:
+async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> ClusterConfig:
     """A kubeconfig file if given; else the in-cluster service account; else KUBECONFIG / ~/.kube/config."""
-    cfg = Configuration()
-    if kubeconfig:
-        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=cfg)
-    else:
-        await k8s_config.load_kube_config(client_configuration=cfg)
-    return cfg
-
-
-def _ssl_context(cfg: Configuration) -> ssl.SSLContext | bool:
-    if not str(cfg.host).startswith("https"):
-        return False
-    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-    if cfg.cert_file:
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-    if not cfg.verify_ssl:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return load(kubeconfig, context=context)
 
 
 class ApiClient:
-    def __init__(self, cfg: Configuration) -> None:
+    def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
-        self.host = str(cfg.host).rstrip("/")
-        self._ssl = _ssl_context(cfg)
-        self._session: aiohttp.ClientSession | None = None
+        self.host = cfg.server
+        self._http = HttpClient(cfg.server, cfg.ssl_context(), cfg.tls_server_name)
+        self._exec_cert: str | None = None  # the exec plugin's client certificate the TLS settings hold
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> ApiClient:
-        return cls(await load_configuration(kubeconfig))
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
-                timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
-            )
-        return self._session
+    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
+        return cls(await load_configuration(kubeconfig, context))
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": JSON}
         if content_type:
             headers["Content-Type"] = content_type
-        token = await self.cfg.get_api_key_with_prefix("BearerToken")
-        if token:
-            headers["Authorization"] = token
-        elif self.cfg.username:
-            headers["Authorization"] = self.cfg.get_basic_auth_token()
+        try:
+            authorization, cred = await self.cfg.credentials()
+        except KubeConfigError as err:
+            raise ApiError(0, "Unauthorized", str(err)) from err
+        if cred is not None:
+            self._follow_exec_certificate(cred)
+        if authorization:
+            headers["Authorization"] = authorization
         return headers
+
+    def _follow_exec_certificate(self, cred: ExecCredential) -> None:
+        """An exec plugin that answers with a client certificate may renew it: new connections use it."""
+        if cred.cert_pem and cred.cert_pem != self._exec_cert:
+            self._http.set_ssl_context(self.cfg.ssl_context(cred))  # type: ignore[arg-type]
+            self._exec_cert = cred.cert_pem
 
     async def request(
         self,
@@ -142,51 +122,46 @@ class ApiClient:
         content_type: str | None,
         timeout: float,
     ) -> Any:
-        try:
-            async with self._http().request(
-                method,
-                self.host + path,
-                params=params,
-                data=data,
-                headers=await self._headers(content_type),
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 300:
-                    raise _error(resp.status, raw)
-                return json.loads(raw) if raw.strip() else None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        target = path + ("?" + urlencode(params) if params else "")
+        for attempt in (1, 2):
+            headers = await self._headers(content_type)  # outside the timeout: an exec plugin has its own
+            try:
+                async with asyncio.timeout(timeout):
+                    resp = await self._http.request(method, target, headers, data)
+            except (TimeoutError, HttpError) as exc:
+                raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            # 401: a rotated token or an expired exec credential; fetch it again and retry once.
+            if resp.status == 401 and attempt == 1 and self.cfg.unauthorized():
+                continue
+            if resp.status >= 300:
+                raise _error(resp.status, resp.body)
+            return json.loads(resp.body) if resp.body.strip() else None
+        raise AssertionError("unreachable")
 
     async def watch(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events ({"type", "object"}) until the server ends the watch. Raises ApiError.
 
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
-        query = {**params, "watch": "true"}
+        target = path + "?" + urlencode({**params, "watch": "true"})
         try:
-            async with self._http().get(
-                self.host + path,
-                params=query,
-                headers=await self._headers(None),
-                timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=None),
-            ) as resp:
+            async with self._http.stream(target, await self._headers(None)) as (resp, body):
                 if resp.status >= 300:
-                    raise _error(resp.status, await resp.read())
+                    if resp.status == 401:
+                        self.cfg.unauthorized()  # the caller's next attempt fetches credentials again
+                    raise _error(resp.status, b"".join([chunk async for chunk in body]))
                 yield {"type": WATCH_OPEN}  # tells the caller the stream is established
-                # Split lines ourselves: aiohttp's readline refuses lines over 128 KiB (big objects).
                 buf = b""
-                async for chunk in resp.content.iter_any():
+                async for chunk in body:
                     buf += chunk
                     *lines, buf = buf.split(b"\n")
                     for line in lines:
                         if line.strip():
                             yield json.loads(line)
-        except (TimeoutError, aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
+        except (TimeoutError, HttpError, json.JSONDecodeError) as exc:
             raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
 
 def _error(code: int, raw: bytes) -> ApiError:

@@ -7,39 +7,22 @@ them cached, the PersistentVolumeClaims of the VM's namespace (for disk sizes).
 from __future__ import annotations
 
 import math
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from vmbmc.machine.boot import boot_mode
 from vmbmc.machine.observe import run_strategy
+from vmbmc.machine.quantity import parse_quantity as parse_k8s_quantity
 from vmbmc.machine.types import Disk, Inventory, Nic
-
-# resource.Quantity's suffixes (k8s.io/apimachinery/pkg/api/resource): binary, decimal, and an exponent.
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_QUANTITY = re.compile(
-    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?"
-)
 
 
 def parse_quantity(value: Any) -> Decimal | None:
     """A Kubernetes resource.Quantity ("4Gi", "500m", "1e3", 2) as a number; None when malformed."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    match = _QUANTITY.fullmatch(str(value))
-    if match is None:
-        return None
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return number.scaleb(_DECIMAL[suffix])
     try:
-        return number.scaleb(int(suffix[1:]))
-    except (ValueError, InvalidOperation):
+        return parse_k8s_quantity(value)
+    except (ValueError, TypeError, InvalidOperation):
         return None
 
 

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from uvicorn.config import create_ssl_context
 
 from vmbmc.redfish.connections import ConnectionGuard, ConnectionLimits, protocol_factory
-from vmbmc.redfish.tls import self_signed_certificate
+from vmbmc.redfish.tls import self_signed_certificate_apart
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +114,14 @@ class RedfishServer:
 
 
 def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: str | None,
-            http: bool, guard: ConnectionGuard) -> tuple[uvicorn.Config, Path | None]:
-    tls_dir = None
+            http: bool, guard: ConnectionGuard) -> uvicorn.Config:
     context = None
     if not http:
-        if not tls_cert:
-            names = (host,) if host not in ("", "0.0.0.0", "::") else ()
-            cert_path, key_path = self_signed_certificate(names=names)
-            tls_cert, tls_key, tls_dir = str(cert_path), str(key_path), cert_path.parent
         # TLS is ours, not uvicorn's: vmbmc.redfish.connections admits a connection before its
         # handshake and gives the handshake a deadline.
         context = create_ssl_context(tls_cert, tls_key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None,
                                      _TLS12_CIPHERS)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -138,7 +133,6 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
         timeout_keep_alive=guard.limits.keep_alive,
         timeout_graceful_shutdown=5,
     )
-    return config, tls_dir
 
 
 async def serve(
@@ -160,7 +154,12 @@ async def serve(
     if tls_cert and not tls_key:
         raise ValueError("tls_cert needs tls_key")
     guard = ConnectionGuard(limits or ConnectionLimits())
-    config, tls_dir = _config(app, host, port, tls_cert, tls_key, http, guard)
+    tls_dir = None
+    if not http and not tls_cert:
+        names = (host,) if host not in ("", "0.0.0.0", "::") else ()
+        cert_path, key_path = await self_signed_certificate_apart(names)
+        tls_cert, tls_key, tls_dir = str(cert_path), str(key_path), cert_path.parent
+    config = _config(app, host, port, tls_cert, tls_key, http, guard)
     sock = _bind(host, port)
     server = _EmbeddedServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=f"redfish:{port}")

@@ -48,7 +48,7 @@ PATHS = {
 class Api:
     def __init__(self, url: str, token: str, ca_file: str | None = None) -> None:
         self.http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=ca_file or True
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=ca_file or True
         )
 
     def path(self, kind: str, ns: str | None, name: str | None = None) -> str:

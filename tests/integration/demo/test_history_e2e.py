@@ -159,7 +159,7 @@ class Topology:
 def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     tmp = tmp_path_factory.mktemp("history-e2e")
     kubeconfig = tmp / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp / "work", first_address=200)
+    runner = LocalPodRunner(str(kubeconfig), tmp / "work", first_address=220, images=["vmbmc:dev"])
     with EmulatorThread(
         kubeconfig=kubeconfig,
         crds=crd_files(),

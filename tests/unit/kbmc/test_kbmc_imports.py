@@ -1,0 +1,52 @@
+"""What a kbmc process loads: its import graph excludes the heavy libraries it does not use
+(docs/kbmc.md, "Memory"). Checked in a fresh interpreter, as `vmbmc kbmc` starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Never in a kbmc: Kubernetes clients, the operator framework, pyghmi (a test client), aiohttp (our own
+# HTTP client and health server replace it), cryptography (AES comes from the loaded libcrypto; the
+# self-signed certificate is made by a child process), prometheus_client (our own counters).
+FORBIDDEN = (
+    "kubernetes",
+    "kubernetes_asyncio",
+    "kopf",
+    "pyghmi",
+    "aiohttp",
+    "cryptography",
+    "prometheus_client",
+)
+# Only when Redfish is enabled.
+REDFISH_ONLY = ("starlette", "uvicorn")
+
+# What `vmbmc kbmc` imports: the CLI (vmbmc.cli imports only the chosen sub-command's module), then
+# what `serve()` imports once it runs, IPMI only or with Redfish.
+IPMI = (
+    "from vmbmc.cli import build_parser; build_parser(['kbmc'])",
+    "import vmbmc.kubevirt.hub, vmbmc.health, vmbmc.kbmc.metrics",
+)
+REDFISH = (*IPMI, "import vmbmc.redfish.app, vmbmc.redfish.server")
+
+
+def loaded(statements: tuple[str, ...]) -> set[str]:
+    code = "; ".join((*statements, "import sys, json", "print(json.dumps(sorted(sys.modules)))"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize(
+    ("statements", "forbidden"), [(IPMI, FORBIDDEN + REDFISH_ONLY), (REDFISH, FORBIDDEN)]
+)
+def test_kbmc_import_graph(statements: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
+    modules = loaded(statements)
+    assert "vmbmc" in modules and "asyncio" in modules  # the check ran what a kbmc runs
+    assert sorted(modules & set(forbidden)) == []
+
+
+def test_redfish_loads_its_stack_only_when_enabled() -> None:
+    assert {"starlette", "uvicorn"} <= loaded(REDFISH)
