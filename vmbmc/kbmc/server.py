@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10623
 PRUNE_INTERVAL = 10.0
+RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PENDING_LATE = 1024  # delayed failed-login answers waiting on one endpoint
 
 
@@ -51,6 +52,9 @@ def bind_udp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setblocking(False)
+        # Room for a burst while the loop is busy elsewhere (a flood of junk would otherwise crowd out
+        # a real client's datagram); the kernel caps it at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(sockaddr)
     except OSError:
         sock.close()
