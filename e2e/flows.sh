@@ -83,6 +83,8 @@ find_bmc() {
 bmc=""
 until_ok 120 "the auto-created BMC of $VM_NS/$VM" find_bmc
 echo "BMC $SYSTEM_NS/$bmc"
+kbmc_deployment() { kubectl -n "$SYSTEM_NS" get deployment "${bmc}-kbmc" >/dev/null 2>&1; }
+until_ok 120 "the kbmc Deployment ${bmc}-kbmc" kbmc_deployment
 kubectl -n "$SYSTEM_NS" rollout status "deployment/${bmc}-kbmc" --timeout="$TIMEOUT"
 kubectl -n "$SYSTEM_NS" wait vmbmc "$bmc" --for=condition=Ready --timeout="$TIMEOUT"
 secret=$(kubectl -n "$SYSTEM_NS" get vmbmc "$bmc" -o jsonpath='{.status.credentialsSecret}')

@@ -2,7 +2,8 @@
 # End-to-end on a real cluster: KubeVirt + vmbmc, then the user flows of e2e/flows.sh.
 #
 #   e2e/kind-e2e.sh [--keep]               create a kind cluster, install KubeVirt (software emulation) and
-#                                          CDI, build the vmbmc image, load it and `kubectl apply -k deploy/`;
+#                                          CDI, build the vmbmc image, load it and apply deploy/ (an
+#                                          overlay naming that image: `kubectl apply -k`);
 #                                          --keep leaves the cluster up for inspection
 #   e2e/kind-e2e.sh --kubeconfig PATH      run the flows against an existing cluster where KubeVirt and
 #                                          vmbmc are already installed (no kind, Docker or image steps)
@@ -13,10 +14,14 @@
 # test_e2e_script.py, with E2E_CLIENT=local: see e2e/flows.sh for the environment it reads).
 set -euo pipefail
 
-usage() { sed -n '3,8s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,9s/^# \{0,1\}//p' "$0"; }
 
 CLUSTER=${CLUSTER:-vmbmc-e2e}
-IMAGE=${IMAGE:-vmbmc:e2e}
+IMAGE=${IMAGE:-vmbmc:e2e}  # NAME:TAG (a registry host's :PORT is not a tag)
+case "${IMAGE##*/}" in
+  *:*) ;;
+  *) echo "IMAGE must name a tag (NAME:TAG), not '$IMAGE'" >&2; exit 2 ;;
+esac
 KUBEVIRT_VERSION=${KUBEVIRT_VERSION:-v1.6.0}
 CDI_VERSION=${CDI_VERSION:-v1.62.0}
 SYSTEM_NS=${SYSTEM_NS:-virtualmachinebmc-system}
@@ -39,15 +44,15 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-
-log() { printf '\n=== %s\n' "$*"; }
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$here/lib.sh"
 
 if [ -n "$KUBECONFIG_GIVEN" ]; then
   [ -r "$KUBECONFIG_GIVEN" ] || { echo "--kubeconfig $KUBECONFIG_GIVEN: no such readable file" >&2; exit 2; }
   KUBECONFIG=$(cd "$(dirname "$KUBECONFIG_GIVEN")" && pwd)/$(basename "$KUBECONFIG_GIVEN")
   export KUBECONFIG
   log "existing cluster ($KUBECONFIG)"
-  exec "$here/flows.sh"
+  exec bash "$here/flows.sh"
 fi
 
 for tool in docker kind kubectl; do
@@ -85,14 +90,8 @@ log "deploy vmbmc"
 # deploy/ (the controller's, which its kbmc pods use too).
 overlay=$(mktemp -d "$here/overlay.XXXXXX")
 trap 'rm -rf "$overlay"; cleanup' EXIT
-cat >"$overlay/kustomization.yaml" <<YAML
-resources: [../../deploy]
-images:
-- name: vmbmc
-  newName: ${IMAGE%:*}
-  newTag: ${IMAGE##*:}
-YAML
+write_overlay "$overlay" "$IMAGE"
 kubectl apply -k "$overlay"
 kubectl -n "$SYSTEM_NS" rollout status deployment/vmbmc-controller --timeout=180s
 
-SYSTEM_NS=$SYSTEM_NS "$here/flows.sh"
+SYSTEM_NS=$SYSTEM_NS bash "$here/flows.sh"

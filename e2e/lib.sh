@@ -94,9 +94,12 @@ redfish_base() {
     echo "${scheme}://$(kbmc_pod_ip):8443/redfish/v1"
   fi
 }
+# The running kbmc pod's IP; a pod being deleted (the one a rollout replaces) still shows Running.
 kbmc_pod_ip() {
   kubectl -n "$SYSTEM_NS" get pods -l "virtualmachinebmc.kubevirt.io/bmc=$bmc" \
-    --field-selector=status.phase=Running -o jsonpath='{.items[0].status.podIP}'
+    --field-selector=status.phase=Running \
+    -o jsonpath='{range .items[*]}{.status.podIP}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 1 { print $1; exit }'
 }
 
 # `ipmi INTERFACE ARGS...`: ipmitool against the BMC with its credentials.
@@ -127,4 +130,17 @@ expect_status() {
   out=$("$@" 2>&1) || fail "$what: command failed: $out"
   printf '%s\n' "$out" >&2
   [ "$(tail -n 1 <<<"$out")" = "$code" ] || fail "$what: expected HTTP $code"
+}
+
+# `write_overlay DIR IMAGE`: DIR/kustomization.yaml applying deploy/ with every `vmbmc` image renamed to
+# IMAGE (NAME:TAG), as a user's overlay would. DIR is a directory of e2e/ (kustomize takes no absolute
+# paths to a base).
+write_overlay() {
+  cat >"$1/kustomization.yaml" <<YAML
+resources: [../../deploy]
+images:
+- name: vmbmc
+  newName: ${2%:*}
+  newTag: ${2##*:}
+YAML
 }

@@ -185,6 +185,9 @@ def readiness(
     if missing:
         return False, kube.condition("Ready", False, "Reconciling", f"waiting for {', '.join(missing)}")
     if not pod_ready:
+        creds = next((c for c in status.get("conditions") or [] if c.get("type") == "Credentials"), {})
+        if creds.get("reason") in ("SecretNotFound", "SecretIncomplete"):
+            stuck = creds.get("message")  # the pod waits for its Secret volume: say which Secret, and how
         waiting = "waiting for the kbmc pod to become ready" + (f": {stuck}" if stuck else "")
         return False, kube.condition("Ready", False, "KbmcNotReady", waiting)
     if shared:

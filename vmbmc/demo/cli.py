@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if args.vms < 1:
         raise UsageError("--vms must be at least 1")
     check_port_free("--port", "127.0.0.1", args.port)
+    # Until the event loop takes SIGTERM over, let it unwind like Ctrl-C, so the workdir still goes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.workdir:
         return _run(args, writable_dir("--workdir", Path(args.workdir)))
     # A temporary workdir holds kubeconfigs and passwords: it goes when the demo does.

@@ -19,6 +19,8 @@ from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.kubevirt.hub import KubeVirtHub
 
 log = logging.getLogger("vmbmc.demo")
+
+
 def loopback_address(index: int) -> str:
     """127.10.0.N where the OS answers on all of 127/8 (Linux) and the BMC ports are free there;
     127.0.0.1 otherwise (macOS), with ports of its own."""

@@ -14,7 +14,8 @@ reports the process ending (restartPolicy decides: Always/OnFailure restart it, 
 Deleting a pod is graceful: the kubelet stops the runner (``deletionGracePeriodSeconds``, else the pod's
 ``terminationGracePeriodSeconds``, 30 by default) and then removes the pod. ``PodEvents`` methods may be
 called from any thread. A runner that cannot have a pod's image raises ``ImagePullError`` from
-``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet.
+``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet;
+``StartPending`` (a missing Secret) leaves it ``ContainerCreating`` or ``CreateContainerConfigError``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ class ImagePullError(Exception):
     def __init__(self, image: str, message: str) -> None:
         super().__init__(message)
         self.image = image
+
+
+class StartPending(Exception):
+    """Raised by a runner's `start` when what the container needs does not exist yet: a volume's Secret
+    or ConfigMap (`ContainerCreating`, a kubelet's FailedMount) or one its env names
+    (`CreateContainerConfigError`). The container waits with that reason and the kubelet tries again."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PodRunner(Protocol):
@@ -326,9 +337,19 @@ class Kubelet:
             log.info("image pull failed", extra={"namespace": key[0], "pod": key[1], "image": e.image})
             self._write_waiting(key, state, "ErrImagePull", str(e))
             state.task = asyncio.get_running_loop().create_task(self._pull_backoff(key, pod, state, e))
+        except StartPending as e:
+            log.info("container waits", extra={"namespace": key[0], "pod": key[1], "error": str(e)})
+            # ContainerCreating carries no message in the pod's status (the Event says why)
+            self._write_waiting(key, state, e.reason, "" if e.reason == "ContainerCreating" else str(e))
+            state.task = asyncio.get_running_loop().create_task(self._retry_mount(key, pod, state))
         except Exception as e:
             log.exception("pod start failed", extra={"namespace": key[0], "pod": key[1]})
             self._write_waiting(key, state, "RunContainerError", str(e))
+
+    async def _retry_mount(self, key: tuple[str, str], pod: dict, state: _Pod) -> None:
+        await asyncio.sleep(1.0)  # a kubelet retries with a back-off (up to 2 min for mounts): compressed
+        if self._pods.get(key) is state and not state.stopping:
+            await self._start(key, pod, state)
 
     async def _pull_backoff(self, key: tuple[str, str], pod: dict, state: _Pod, err: ImagePullError) -> None:
         state.pull_failures += 1
@@ -371,6 +392,7 @@ class Kubelet:
                     if not value:
                         conds[ctype].update(reason="ContainersNotReady", message=unready)
             status["conditions"] = list(conds.values())
+            waiting = {"reason": reason, "message": message} if message else {"reason": reason}
             status["containerStatuses"] = [
                 {
                     "name": c.get("name"),
@@ -378,7 +400,7 @@ class Kubelet:
                     "ready": False,
                     "started": False,
                     "restartCount": state.restarts,
-                    "state": {"waiting": {"reason": reason, "message": message}},
+                    "state": {"waiting": waiting},
                     "lastState": {},
                 }
                 for c in (o.get("spec") or {}).get("containers") or []

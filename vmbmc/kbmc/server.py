@@ -15,7 +15,7 @@ import uuid
 
 from vmbmc.auth import Credentials, LoginLimiter
 from vmbmc.kbmc.commands import Commands
-from vmbmc.kbmc.lan import Identity, LanChannel, Later
+from vmbmc.kbmc.lan import Deferred, Identity, LanChannel, Later
 from vmbmc.kbmc.sessions import SessionTable
 from vmbmc.machine.api import Machine
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10623
 PRUNE_INTERVAL = 10.0
+RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PENDING_LATE = 1024  # delayed failed-login answers waiting on one endpoint
 
 
@@ -51,6 +52,9 @@ def bind_udp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setblocking(False)
+        # Room for a burst while the loop is busy elsewhere (a flood of junk would otherwise crowd out
+        # a real client's datagram); the kernel caps it at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(sockaddr)
     except OSError:
         sock.close()
@@ -63,6 +67,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.pending = 0  # delayed answers not yet sent
+        self.deferred: set[asyncio.Task[None]] = set()  # answers waiting for KubeVirt
+        self._timers: set[asyncio.TimerHandle] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -75,8 +81,22 @@ class _Protocol(asyncio.DatagramProtocol):
             return
         if isinstance(out, Later):
             self._later(out, addr)
+        elif isinstance(out, Deferred):
+            task = asyncio.get_running_loop().create_task(self._deferred(out, addr))
+            self.deferred.add(task)
+            task.add_done_callback(self.deferred.discard)
         elif out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
+
+    async def _deferred(self, out: Deferred, addr: tuple[str, int]) -> None:
+        """Send an answer once KubeVirt has given it (bounded by Commands.ANSWER_WAIT)."""
+        try:
+            datagram = await out.datagram
+        except Exception:
+            log.exception("IPMI answer failed", extra={"client": addr[0]})
+            return
+        if datagram is not None and self.transport is not None:
+            self.transport.sendto(datagram, addr)
 
     def _later(self, out: Later, addr: tuple[str, int]) -> None:
         """A held address's failed login: answered after the delay by the event loop (a timer, never
@@ -88,11 +108,21 @@ class _Protocol(asyncio.DatagramProtocol):
 
         def send() -> None:
             self.pending -= 1
+            self._timers.discard(timer)
             if self.transport is not None:
                 self.transport.sendto(out.datagram, addr)
 
         self.pending += 1
-        asyncio.get_running_loop().call_later(out.delay, send)
+        timer = asyncio.get_running_loop().call_later(out.delay, send)
+        self._timers.add(timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self._timers:  # the endpoint is closed: nothing left to answer on
+            timer.cancel()
+        self._timers.clear()
+        for task in self.deferred:  # their KubeVirt calls go on (shielded); only the answers are dropped
+            task.cancel()
+        self.transport = None
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error", extra={"error": str(exc)})

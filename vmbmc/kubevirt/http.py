@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT = 5.0
-MAX_IDLE = 16  # idle connections kept per client
+MAX_IDLE = 64  # idle connections kept per client (as many as requests in flight: no TLS handshake per burst)
 MAX_REQUESTS = 64  # requests in flight per client (watches not counted: they last), as aiohttp's default
 MAX_LINE = 64 * 1024  # status and header lines
 MAX_HEADERS = 200
@@ -29,6 +29,10 @@ MAX_HEADERS = 200
 
 class HttpError(Exception):
     """No usable answer: connection refused or lost, TLS failure, malformed response, timeout."""
+
+
+class ConnectError(HttpError):
+    """No connection: the request was never sent."""
 
 
 class _StaleConnection(HttpError):
@@ -89,9 +93,9 @@ class HttpClient:
                     limit=MAX_LINE,
                 )
         except TimeoutError as err:
-            raise HttpError(f"connect to {self.host}:{self.port}: timed out") from err
+            raise ConnectError(f"connect to {self.host}:{self.port}: timed out") from err
         except (OSError, ssl.SSLError) as err:
-            raise HttpError(f"connect to {self.host}:{self.port}: {err}") from err
+            raise ConnectError(f"connect to {self.host}:{self.port}: {err}") from err
         conn = _Conn(reader, writer)
         self._open.add(conn)
         return conn

@@ -129,7 +129,31 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
             assert f"{SYSTEM}/late-credentials" in message
             described = kubectl("-n", SYSTEM, "describe", "vmbmc", "late").stdout
             assert "SecretNotFound" in described and "late-credentials" in described
-            # 2. created late, with a password of 18 bytes: the controller looks again by itself
+            ready = wait_until(
+                lambda: next(
+                    (
+                        c
+                        for c in json.loads(kubectl("-n", SYSTEM, "get", "vmbmc", "late", "-o=json").stdout)
+                        .get("status", {})
+                        .get("conditions", [])
+                        if c["type"] == "Ready" and "late-credentials" in c.get("message", "")
+                    ),
+                    None,
+                ),
+                20,
+                "Ready naming the missing Secret",
+            )
+            assert ready["status"] == "False" and ready["reason"] == "KbmcNotReady", ready
+            # the kbmc pod waits for its Secret volume, as a kubelet shows it
+            wait_until(
+                lambda: kubectl(
+                    "-n", SYSTEM, "get", "pods", "-l", "virtualmachinebmc.kubevirt.io/bmc=late",
+                    "-o", "jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}",
+                ).stdout == "ContainerCreating",
+                20, "the kbmc pod ContainerCreating",
+            )  # fmt: skip
+            # 2. created late, with a password of 18 bytes: the controller looks again by itself, and
+            # the pod starts once its volume can be mounted
             secret("late-credentials", PW18)
             cond = wait_until(
                 lambda: credentials("late", "PasswordTooLongForIPMI15"), 30, "PasswordTooLongForIPMI15"
@@ -137,11 +161,6 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
             assert "ipmitool -I lan" in cond["message"] and "18 bytes" in cond["message"], cond
             message = wait_until(lambda: warning("late", "PasswordTooLongForIPMI15"), 20, "the Warning")
             assert "late-credentials" in message and "-I lan" in message
-            # A kubelet retries a missing Secret volume until it appears; the emulated kubelet fails the
-            # pod at its first try, so the test replaces it (the Deployment makes a new one).
-            kubectl(
-                "-n", SYSTEM, "delete", "pod", "-l", "virtualmachinebmc.kubevirt.io/bmc=late", "--wait=false"
-            )
             ip = wait_until(lambda: pod_ip("late"), 30, "the kbmc pod Ready")
             out = ipmitool("lanplus", ip, PW18)
             assert out.stdout.strip() == "Chassis Power is off", out

@@ -76,3 +76,23 @@ def test_given_workdir_stays(tmp_path: Path) -> None:
     _stop(proc)
     assert Path(doc["kubeconfig"]).parent == work and (work / "kubeconfig").exists()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_temporary_workdir_removed_when_stopped_while_starting(tmp_path: Path) -> None:
+    """SIGTERM before the demo is ready (wherever in its start it lands) still removes the workdir."""
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen(
+        [VMBMC, "demo", "--vms", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: list((tmp_path / "tmp").iterdir()), 20, "the temporary workdir")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -14,7 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 from tests.conftest import KUBECTL
 from tests.waiting import wait_until
@@ -126,3 +129,25 @@ def test_kind_e2e_refuses_bad_arguments(tmp_path: Path) -> None:
             ["bash", str(ROOT / "e2e" / "kind-e2e.sh"), *args], capture_output=True, text=True, timeout=30
         )
         assert out.returncode == 2 and message in out.stderr, out
+
+
+def test_kind_mode_overlay_renames_the_image() -> None:
+    """The overlay the kind mode applies (write_overlay in e2e/lib.sh) renders deploy/ with every
+    container image set to the one it built (rendered by kubectl's kustomize, as `kubectl apply -k`)."""
+    overlay = Path(tempfile.mkdtemp(prefix="overlay.test-", dir=ROOT / "e2e"))
+    try:
+        script = f'. "{ROOT}/e2e/lib.sh" && write_overlay "{overlay}" registry.example:5000/v/vmbmc:1.2.3'
+        subprocess.run(["bash", "-c", script], check=True, timeout=30)
+        out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        images = [
+            c["image"]
+            for d in docs
+            if d["kind"] == "Deployment"
+            for c in d["spec"]["template"]["spec"]["containers"]
+        ]
+        assert images == ["registry.example:5000/v/vmbmc:1.2.3"], images
+        assert {d["kind"] for d in docs} >= {"CustomResourceDefinition", "Namespace", "Deployment"}
+    finally:
+        shutil.rmtree(overlay)
