@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sushy
+import urllib3
 from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
+from tests.redfish_csdl import CSDL
 from vmbmc.emulator.cdi import DV_RT
 from vmbmc.emulator.harness import EmulatorThread
 
@@ -60,7 +67,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def redfish(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The kbmc of a VM without a CD-ROM of its own, Redfish over plain HTTP on 127.0.0.1."""
+    """The kbmc of a VM without a CD-ROM of its own, Redfish over HTTPS (its self-signed certificate)."""
     cluster.create_vm(VM, cdrom=False)
     body = {
         "apiVersion": "virtualmachine.kubevirt.io/v1",
@@ -73,15 +80,15 @@ def redfish(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.Temp
     kubeconfig = kbmc_kubeconfig(emu, work, "default", BMC, VM, bmc["metadata"]["uid"])
     port = free_tcp_port()
     proc: KbmcProcess = start_kbmc(
-        kubeconfig, work, "--bmc", f"default/{BMC}", extra=("--redfish-port", str(port), "--redfish-http")
+        kubeconfig, work, "--bmc", f"default/{BMC}", extra=("--redfish-port", str(port))
     )
-    yield f"http://127.0.0.1:{port}"
+    yield f"https://127.0.0.1:{port}"
     proc.stop()
 
 
 @pytest.fixture
 def client(redfish: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=redfish, auth=(USER, PASSWORD), timeout=60) as c:
+    with httpx.Client(base_url=redfish, auth=(USER, PASSWORD), timeout=60, verify=False) as c:
         c.post(f"{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia")  # every test starts empty
         yield c
 
@@ -126,8 +133,9 @@ def test_sushy_inserts_boots_cd_once_and_ejects(
     emu: EmulatorThread, cluster: Cluster, redfish: str, images: str, client: httpx.Client
 ) -> None:
     image = f"{images}/small.iso"
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     auth = sushy.auth.BasicAuth(USER, PASSWORD)
-    conn = sushy.Sushy(redfish + "/redfish/v1", auth=auth)
+    conn = sushy.Sushy(redfish + "/redfish/v1", auth=auth, verify=False)
     system = conn.get_system(SYSTEM)
     # Ironic: the System's collection when the System links one
     members = system.virtual_media.get_members()
@@ -264,3 +272,31 @@ def test_unknown_device_and_paths(client: httpx.Client) -> None:
     assert processor["ProcessorArchitecture"] == "x86" and processor["InstructionSet"] == "x86-64"
 
 
+
+
+def _validator(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).with_name(name)
+    exe = str(tool) if tool.exists() else shutil.which(name)
+    assert exe, f"{name} is not installed (pip install '.[test]')"
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("media", ["inserted", "failed"])
+def test_service_validator_with_virtual_media(
+    redfish: str, images: str, client: httpx.Client, tmp_path: Path, media: str
+) -> None:
+    """DMTF's Service Validator crawls the VirtualMedia resources on both paths: zero failures."""
+    image = f"{images}/small.iso" if media == "inserted" else f"{images}/missing.iso"
+    answer = client.post(f"{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia", json={"Image": image})
+    assert answer.status_code == (204 if media == "inserted" else 400), answer.text
+    out = _validator(
+        "rf_service_validator", "-r", redfish, "-u", USER, "-p", PASSWORD, "--authtype", "Basic",
+        "--logdir", str(tmp_path), "--schema_directory", str(CSDL), "--skipschema",
+    )
+    text = out.stdout + out.stderr
+    lines = text.splitlines()
+    fails = [line for line in lines if "FAIL" in line and "Fail: 0" not in line and "|" not in line]
+    assert out.returncode == 0 and not fails, "\n".join(fails) + text[-3000:]
+    for path in (f"{SYSTEM}/VirtualMedia/Cd", f"{MANAGER}/VirtualMedia/Cd"):
+        assert f"Validating {path}..." in text, f"the crawl did not reach {path}"
