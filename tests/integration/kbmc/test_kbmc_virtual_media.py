@@ -66,7 +66,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def redfish(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(
+    emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, KbmcProcess]]:
     """The kbmc of a VM without a CD-ROM of its own, Redfish over HTTPS (its self-signed certificate)."""
     cluster.create_vm(VM, cdrom=False)
     body = {
@@ -82,8 +84,13 @@ def redfish(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.Temp
     proc: KbmcProcess = start_kbmc(
         kubeconfig, work, "--bmc", f"default/{BMC}", extra=("--redfish-port", str(port))
     )
-    yield f"https://127.0.0.1:{port}"
+    yield f"https://127.0.0.1:{port}", proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def redfish(served: tuple[str, KbmcProcess]) -> str:
+    return served[0]
 
 
 @pytest.fixture
@@ -260,6 +267,26 @@ def test_errors(emu: EmulatorThread, cluster: Cluster, images: str, client: http
     assert client.get(f"{SYSTEM}/VirtualMedia/Cd").json()["Status"]["Health"] == "OK"
     out = client.post(f"{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia")
     assert out.status_code == 204
+
+
+def test_ipmi_bootdev_cdrom_boots_the_inserted_image(
+    served: tuple[str, KbmcProcess], cluster: Cluster, images: str, client: httpx.Client
+) -> None:
+    """Ironic's ipmi driver with a virtual-media boot: `bootdev cdrom` once, power on."""
+    _, kbmc = served
+    inserted = client.post(f"{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia",
+                           json={"Image": f"{images}/small.iso"})
+    assert inserted.status_code == 204, inserted.text
+    out = kbmc.ipmitool("chassis", "bootdev", "cdrom")
+    assert out.returncode == 0 and "Set Boot Device to cdrom" in out.stdout, out.stdout + out.stderr
+    out = kbmc.ipmitool("chassis", "power", "on")
+    assert out.returncode == 0 and "Up/On" in out.stdout, out.stdout + out.stderr
+    vmi = until(lambda: (v := cluster.vmi(VM)) and v.get("status", {}).get("phase") == "Running" and v, "VMI")
+    assert (media_disk(vmi["spec"]) or {}).get("bootOrder") == 1
+    until(lambda: "bootOrder" not in (media_disk(template(cluster)) or {"bootOrder": 1}), "order restored")
+    out = kbmc.ipmitool("chassis", "power", "off")
+    assert out.returncode == 0, out.stdout + out.stderr
+    until(lambda: cluster.vmi(VM) is None, "VMI gone")
 
 
 def test_unknown_device_and_paths(client: httpx.Client) -> None:
