@@ -6,13 +6,10 @@ then gofish's PATCH insert and the error answers, read with httpx.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeco
 from machine_cluster import Cluster
 from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
+from tests.image_server import serve_images
 from tests.redfish_csdl import CSDL
 from vmbmc.emulator.cdi import DV_RT
 from vmbmc.emulator.harness import EmulatorThread
@@ -37,32 +35,11 @@ MANAGER = "/redfish/v1/Managers/BMC"
 WAIT = 30.0  # seconds: every poll below is bounded by this
 
 
-def _iso() -> bytes:
-    """A small ISO 9660 image: 16 empty sectors, a primary volume descriptor, a terminator."""
-    sector = 2048
-    pvd = b"\x01CD001\x01".ljust(sector, b"\x00")
-    end = b"\xffCD001\x01".ljust(sector, b"\x00")
-    return b"\x00" * (16 * sector) + pvd + end + b"\x00" * (32 * sector)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 serving `small.iso` (and a 404 for anything else)."""
-    root = tmp_path_factory.mktemp("images")
-    (root / "small.iso").write_bytes(_iso())
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_images(tmp_path_factory.mktemp("images")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

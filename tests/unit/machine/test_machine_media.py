@@ -86,3 +86,14 @@ def test_status_entry_round_trip() -> None:
     assert s.image_name == "boot.iso" and not s.importing and not s.failed
     assert md.MediaStatus.from_entries([]) == md.MediaStatus()
     assert md.MediaStatus("http://h/x", False, "dv", md.IN_PROGRESS).importing
+
+
+def test_cd_boots_the_virtual_cd_before_the_vms_own_cdrom() -> None:
+    from vmbmc.machine import boot
+    from vmbmc.machine.types import BootTarget
+
+    vm = _vm([{"name": "root", "disk": {}}, {"name": "installer", "cdrom": {}}], [])
+    vm = jsonpatch.apply_patch(vm, md.attach_ops(vm, "dv"))
+    orders = boot.boot_orders_for(vm, BootTarget.CD)
+    assert orders == {"cdrom:vmbmc-media": 1, "cdrom:installer": 2, "disk:root": 3}
+    assert boot.boot_orders_for(vm, BootTarget.HDD)["disk:root"] == 1
