@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from tests.integration.controller.conftest import SYSTEM, Api, until
-
 from vmbmc.machine.media import data_volume
 
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
