@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from vmbmc.controller.naming import LABEL_BMC, label_value
 from vmbmc.kubevirt.client import ApiError
 from vmbmc.machine import media as md
 from vmbmc.machine.errors import Busy, MachineError, NotFound, Refused
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.3  # between GETs of the DataVolume while it imports
 IMPORT_LIMIT = 3600.0  # a bound on following one import; the entry then says it was given up
 PATCH_RETRIES = 5
-BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 
 
 def dv_path(namespace: str, name: str | None = None) -> str:
@@ -50,7 +50,7 @@ class MediaDrive:
         owner = machine.bmc.partition("/")[2] if machine.bmc else machine.name
         self.dv = md.data_volume_name(owner)
         self.labels = {"app.kubernetes.io/name": "vmbmc", "app.kubernetes.io/component": "virtual-media",
-                       BMC_LABEL: owner[:63]}
+                       LABEL_BMC: label_value(owner)}
         self._lock = asyncio.Lock()  # one insert or eject at a time
         self._shown: md.MediaStatus | None = None  # our write before the watch shows it
         self._follow: asyncio.Task[None] | None = None
@@ -208,9 +208,9 @@ class MediaDrive:
                         extra={"vm": self.m.vm, "error": str(err)})
             if not done.done():
                 done.set_exception(err if isinstance(err, MachineError) else Busy(str(err)))
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # ejected (or the kbmc stops) before the import ended
             if not done.done():
-                done.cancel()
+                done.set_result(md.MediaStatus(image, False, "", md.FAILED, "ejected before it was imported"))
             raise
 
     async def _event(self, type_: str, reason: str, message: str, requester: Requester | None) -> None:
