@@ -21,7 +21,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from vmbmc.controller.naming import LABEL_BMC, label_value
 from vmbmc.kubevirt.client import ApiError
 from vmbmc.machine import media as md
 from vmbmc.machine.errors import Busy, MachineError, NotFound, Refused
@@ -46,6 +45,9 @@ class MediaDrive:
     """The one CD-ROM of one BMC. Runs on the machine's loop."""
 
     def __init__(self, machine: KubeVirtMachine) -> None:
+        # imported here: vmbmc.controller.naming imports vmbmc.kubevirt.records, whose package imports us
+        from vmbmc.controller.naming import LABEL_BMC, label_value
+
         self.m = machine
         owner = machine.bmc.partition("/")[2] if machine.bmc else machine.name
         self.dv = md.data_volume_name(owner)
