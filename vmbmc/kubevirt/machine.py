@@ -43,7 +43,7 @@ from vmbmc.machine.errors import (
     Unanswered,
 )
 from vmbmc.machine.inventory import inventory
-from vmbmc.machine.media import MediaStatus
+from vmbmc.machine.media import EJECT_ACTION, INSERT_ACTION, MediaStatus
 from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
 from vmbmc.machine.power import (
     CALL_SHOWS,
@@ -523,6 +523,8 @@ class KubeVirtMachine(Machine):
         if action == BOOT_ACTION:
             stored = self.store.override()
             return stored is not None and stored.request_id == rid
+        if action in (INSERT_ACTION, EJECT_ACTION):
+            return self.media.carried_out(action)
         try:
             power = PowerAction(action)
             vm, vmi = self._vm(), self._vmi()

@@ -56,7 +56,6 @@ class MediaDrive:
         self._lock = asyncio.Lock()  # one insert or eject at a time
         self._shown: md.MediaStatus | None = None  # our write before the watch shows it
         self._follow: asyncio.Task[None] | None = None
-        self._done: asyncio.Future[md.MediaStatus] | None = None
 
     # --- reads ------------------------------------------------------------------------------
     def status(self) -> md.MediaStatus:
@@ -65,9 +64,15 @@ class MediaDrive:
             self._start_follow(None)  # a kbmc restarted mid-import picks the import up again
         return shown
 
-    def completion(self) -> asyncio.Future[md.MediaStatus] | None:
-        """Resolves with the final status once the running import ends (None: no import running)."""
-        return self._done if self._done is not None and not self._done.done() else None
+    def carried_out(self, action: str) -> bool:
+        """After a kbmc restart: does the VM show that a `pending` insert or eject was made?"""
+        try:
+            attached = md.attached(self.m._vm())
+        except MachineError:
+            return False
+        if action == md.INSERT_ACTION:
+            return attached
+        return not attached and not self.status().image
 
     # --- insert -----------------------------------------------------------------------------
     async def insert(self, requester: Requester, image: str) -> asyncio.Future[md.MediaStatus]:
@@ -159,7 +164,6 @@ class MediaDrive:
     # --- following the import -------------------------------------------------------------------
     def _start_follow(self, requester: Requester | None) -> asyncio.Future[md.MediaStatus]:
         done: asyncio.Future[md.MediaStatus] = self.m._future()
-        self._done = done
         self._follow = self.m.loop.create_task(self._watch_import(requester, done))
         self.m._tasks.add(self._follow)
         self._follow.add_done_callback(self.m._tasks.discard)
