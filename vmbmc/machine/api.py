@@ -13,6 +13,8 @@ from __future__ import annotations
 import abc
 import asyncio
 
+from vmbmc.machine.errors import NotSupported
+from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -103,3 +105,18 @@ class Machine(abc.ABC):
         mode: BootMode | None = None,
     ) -> BootOverride:
         """Like `submit_boot_override` but awaits the VM patch and the stored record (Redfish)."""
+
+    # --- virtual media: one CD-ROM (vmbmc.machine.media); back ends without it say so -----------
+    def virtual_media(self) -> MediaStatus | None:
+        """The CD-ROM as stored, from the cache; None when this back end has no virtual media."""
+        return None
+
+    async def insert_media(self, requester: Requester, image: str) -> asyncio.Future[MediaStatus]:
+        """Record the request, start importing `image` and attach it; the future resolves with the final
+        status (inserted, or phase Failed with CDI's message). Raises Invalid (bad URL), Refused (media
+        already in or importing), Busy (another insert/eject running)."""
+        raise NotSupported("virtual media is not available on this back end")
+
+    async def eject_media(self, requester: Requester) -> MediaStatus:
+        """Detach and delete the medium; an empty drive is a success with no call."""
+        raise NotSupported("virtual media is not available on this back end")
