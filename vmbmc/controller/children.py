@@ -10,6 +10,7 @@ from vmbmc.auth.passwords import generate_password as generate_password
 from vmbmc.controller import naming as n
 
 IPMI_PORT = 10623
+SERVICE_IPMI_PORT = 623
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
@@ -151,6 +152,12 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
                 "resourceNames": vm,
                 "verbs": ["update"],
             },
+            {  # Serial over LAN: the VM's serial console (a WebSocket GET)
+                "apiGroups": ["subresources.kubevirt.io"],
+                "resources": ["virtualmachineinstances/console"],
+                "resourceNames": vm,
+                "verbs": ["get"],
+            },
         ],
     }
 
@@ -186,6 +193,8 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
         f"{b.namespace}/{b.name}",
         "--ipmi-port",
         str(IPMI_PORT),
+        "--advertised-ipmi-port",  # clients reach the Service's port; SOL and Redfish name it
+        str(SERVICE_IPMI_PORT),
         "--redfish-port",
         str(REDFISH_PORT),
         "--health-port",
@@ -270,7 +279,7 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
 def service(b: BmcInfo) -> dict[str, Any]:
     ports: list[dict[str, Any]] = []
     if b.ipmi:
-        ports.append({"name": "ipmi", "port": 623, "targetPort": IPMI_PORT, "protocol": "UDP"})
+        ports.append({"name": "ipmi", "port": SERVICE_IPMI_PORT, "targetPort": IPMI_PORT, "protocol": "UDP"})
     if b.redfish:
         ports.append({"name": "redfish", "port": 443, "targetPort": REDFISH_PORT, "protocol": "TCP"})
     if not ports:

@@ -121,6 +121,8 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
          "resources": ["virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart",
                        "virtualmachineinstances/pause", "virtualmachineinstances/unpause"],
          "resourceNames": ["web.1"], "verbs": ["update"]},
+        {"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/console"],
+         "resourceNames": ["web.1"], "verbs": ["get"]},
     ]  # fmt: skip
     assert "ownerReferences" not in vm_role["metadata"], "no cross-namespace ownerReference"
     for ns, rb_name in ((SYSTEM, f"vmbmc-{name}-bmc"), ("tenant-a", f"vmbmc-{name}-vm")):
