@@ -66,10 +66,16 @@ class KubeVirtConsole(Console):
         if self._closed or state is self._shown:
             return
         self._shown = state
+        if state is not ConsoleState.CONNECTED:
+            self._drop_queue()
         self._state(state, detail)
 
     def write(self, data: bytes) -> bool:
-        if self._closed or self._ws is None or self._queued + len(data) > MAX_QUEUED:
+        # Kept while connecting (typed right after SOL activation); dropped while the VM is off,
+        # as keys typed at a powered-off server go nowhere.
+        if self._closed or self._shown in (ConsoleState.WAITING, ConsoleState.REFUSED):
+            return False
+        if self._queued + len(data) > MAX_QUEUED:
             return False
         self._queued += len(data)
         self._queue.put_nowait(data)
