@@ -78,8 +78,8 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
     (c,) = pod["containers"]
     assert c["image"] == "vmbmc:dev"
     assert c["args"] == [
-        "kbmc", "--bmc", f"{SYSTEM}/{name}", "--ipmi-port", "10623", "--redfish-port", "8443",
-        "--health-port", "8081", "--credentials-dir", "/etc/vmbmc/credentials",
+        "kbmc", "--bmc", f"{SYSTEM}/{name}", "--ipmi-port", "10623", "--advertised-ipmi-port", "623",
+        "--redfish-port", "8443", "--health-port", "8081", "--credentials-dir", "/etc/vmbmc/credentials",
     ]  # fmt: skip
     assert {(p["containerPort"], p["protocol"]) for p in c["ports"]} == {(10623, "UDP"), (8081, "TCP")}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
