@@ -144,6 +144,7 @@ def _config(
         log_config=None,
         access_log=False,  # vmbmc.redfish.middleware writes one structured line per request
         lifespan="off",
+        ws="none",  # Redfish has no WebSocket; wsproto (there for the emulator) stays out of the kbmc
         server_header=False,
         timeout_keep_alive=guard.limits.keep_alive,
         timeout_graceful_shutdown=5,
