@@ -137,11 +137,24 @@ def scenario_flood(ports: dict[str, int], rate: int, seconds: float) -> dict[str
     thread = threading.Thread(target=flood, args=(ports["ipmi"], rate, seconds + 10, stop, sent))
     thread.start()
     time.sleep(1)
+    redfish_ms: list[float] = []
+    done = threading.Event()
+
+    def redfish_loop() -> None:  # a Redfish client on the same BMC meanwhile, every 200 ms
+        while not done.wait(0.2):
+            redfish_ms.append(legit_get_ms(ports["redfish"]))
+
+    poller = threading.Thread(target=redfish_loop)
+    poller.start()
     during = legit_loop(ports["ipmi"], seconds)
     concurrent = twenty_at_once(ports["ipmi"])
+    done.set()
+    poller.join()
     stop.set()
     thread.join()
     return {"baseline": baseline, "during_flood": during, "twenty_concurrent_during_flood": concurrent,
+            "redfish_get_during_flood": {"requests": len(redfish_ms), "max_ms": max(redfish_ms, default=0),
+                                         "p50_ms": statistics.median(redfish_ms) if redfish_ms else 0},
             "flood_rate": round(sent["sent"] / sent["seconds"])}
 
 

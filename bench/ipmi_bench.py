@@ -1,21 +1,23 @@
 """IPMI front end benchmark, vmbmc's kbmc side by side with the VirtualBMC stack in one run.
 
-VirtualBMC is a pyghmi `Bmc` subclass driving libvirt; libvirt cannot run here, so its stand-in is
-the same pyghmi `Bmc` answering from memory: a lower bound for VirtualBMC's times, since a real
-vbmc adds a libvirt call per request. vmbmc answers from the test-double Machine (no KubeVirt),
-so both measure the IPMI front end alone.
+VirtualBMC is a pyghmi `Bmc` subclass driving libvirt. When virtualbmc is installed (`pip install -e
+'.[bench]'`), VirtualBMC itself runs on libvirt's built-in `test:///default` driver (a libvirt call per
+request, no hypervisor); the same pyghmi `Bmc` answering from memory runs too, as a lower bound.
+vmbmc answers from the test-double Machine (no KubeVirt), so these measure the IPMI front ends.
 
 Figures: whole-process `ipmitool -I lanplus ... power status` latency (what Ironic pays per
-command), requests/s inside one session (`ipmitool exec`, Get Chassis Status), RSS of a process
-serving 1 BMC and 100 BMCs (VirtualBMC runs one process per BMC: 100 BMCs = 100 times one).
+command), requests/s inside one session (`ipmitool exec`, Get Chassis Status) and over `--sessions`
+concurrent sessions (one ipmitool process each) with the server's CPU time per request, RSS of a
+process serving 1 BMC and 100 BMCs (VirtualBMC runs one process per BMC: 100 BMCs = 100 times one).
 
-    python bench/ipmi_bench.py [--runs 30] [--requests 3000] [--json]
+    python bench/ipmi_bench.py [--runs 30] [--requests 3000] [--sessions 8] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -77,6 +79,17 @@ def serve_pyghmi(ports: list[int]) -> None:
     bmcs = [MemoryBmc({USER: PASSWORD}, port=port, address="127.0.0.1") for port in ports]
     print("ready", flush=True)
     bmcs[0].listen(timeout=30)
+
+
+def serve_vbmc(ports: list[int]) -> None:
+    """VirtualBMC itself (virtualbmc 3.3.0's `VirtualBMC`, what `vbmcd` runs per BMC) on libvirt's
+    built-in test driver (`test:///default`, its domain "test"): a real libvirt call per request, no
+    hypervisor."""
+    from virtualbmc.vbmc import VirtualBMC
+
+    bmc = VirtualBMC(USER, PASSWORD, ports[0], "127.0.0.1", "test", "test:///default")
+    print("ready", flush=True)
+    bmc.listen(timeout=30)
 
 
 def start(kind: str, ports: list[int]) -> subprocess.Popen[str]:
@@ -147,12 +160,41 @@ def session_throughput(port: int, count: int) -> float:
     return count / elapsed
 
 
-def measure(kind: str, runs: int, requests: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_throughput(port: int, sessions: int, count: int, server: int) -> tuple[float, float]:
+    """`sessions` ipmitool processes at once, each one session running `count` `power status`
+    (what several Ironic conductors polling one BMC look like): requests/s over all of them, and the
+    server's CPU time per request in µs (what the server itself spends, whoever is the bottleneck)."""
+    script = Path(f"/tmp/vmbmc-ipmi-bench-{os.getpid()}-concurrent.txt")
+    script.write_text("power status\n" * count)
+    cmd = [*ipmitool(port, "-C", "3"), "exec", str(script)]
+    try:
+        cpu0, t0 = cpu_seconds(server), time.perf_counter()
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(sessions)
+        ]
+        outs = [p.communicate(timeout=600) for p in procs]
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds(server) - cpu0
+    finally:
+        script.unlink(missing_ok=True)
+    for out, err in outs:
+        assert out.count("Chassis Power is") == count, err[-500:]
+    total = sessions * count
+    return total / elapsed, cpu / total * 1e6
+
+
+def measure(kind: str, runs: int, requests: int, sessions: int) -> dict[str, float]:
     port = free_port()
     proc = start(kind, [port])
     try:
         p50, p90 = ipmitool_latency(port, runs)
         rps = session_throughput(port, requests)
+        concurrent, cpu_us = concurrent_throughput(port, sessions, max(1, requests // sessions), proc.pid)
         one = rss_mib(proc.pid)
     finally:
         proc.kill()
@@ -173,6 +215,8 @@ def measure(kind: str, runs: int, requests: int) -> dict[str, float]:
         "ipmitool_p50_ms": round(p50, 1),
         "ipmitool_p90_ms": round(p90, 1),
         "session_req_per_s": round(rps),
+        f"{sessions}_sessions_req_per_s": round(concurrent),
+        "server_cpu_us_per_req": round(cpu_us),
         "rss_1_bmc_mib": round(one, 1),
         "rss_100_bmcs_mib": round(hundred, 1),
         "mib_per_added_bmc": round((hundred - one) / 99, 2),
@@ -185,23 +229,30 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--requests", type=int, default=3000, help="in-session requests")
+    parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default 8)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--serve", choices=["vmbmc", "pyghmi"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["vmbmc", "pyghmi", "vbmc"], help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         ports = [int(p) for p in args.ports.split(",")]
-        (serve_vmbmc if args.serve == "vmbmc" else serve_pyghmi)(ports)
+        {"vmbmc": serve_vmbmc, "pyghmi": serve_pyghmi, "vbmc": serve_vbmc}[args.serve](ports)
         return 0
-    results = {kind: measure(kind, args.runs, args.requests) for kind in ("vmbmc", "pyghmi")}
+    kinds = ["vmbmc", "vbmc", "pyghmi"] if importlib.util.find_spec("virtualbmc") else ["vmbmc", "pyghmi"]
+    results = {kind: measure(kind, args.runs, args.requests, args.sessions) for kind in kinds}
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         keys = list(results["vmbmc"])
         print("| server | " + " | ".join(keys) + " |")
         print("|---" * (len(keys) + 1) + "|")
+        names = {
+            "vmbmc": "vmbmc kbmc",
+            "vbmc": "VirtualBMC 3.3.0 (libvirt test driver)",
+            "pyghmi": "pyghmi Bmc (VirtualBMC stack, in memory)",
+        }
         for kind, r in results.items():
-            name = "vmbmc kbmc" if kind == "vmbmc" else "pyghmi Bmc (VirtualBMC stack, in memory)"
+            name = names[kind]
             print(f"| {name} | " + " | ".join(str(r[k]) for k in keys) + " |")
     return 0
 

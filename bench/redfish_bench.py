@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Redfish benchmark: GET System requests/s, p50/p99 latency and RSS, vmbmc vs sushy-emulator.
 
-    python bench/redfish_bench.py [--duration 5] [--sushy-emulator /tmp/sushyvenv/bin/sushy-emulator]
+    python bench/redfish_bench.py [--duration 5] [--sushy-emulator PATH] [--json]
 
 Each server runs in its own process (so its RSS is its own and the load generator does not share its
 GIL); the load generator is a minimal HTTP/1.1 keep-alive client on raw asyncio streams, one
-connection per concurrent client. Scenarios: 1 client, 16 concurrent clients. vmbmc serves plain
-HTTP with a session token (what Ironic sends after login); sushy-emulator `--fake` has no
-authentication. vmbmc's System comes from the test double Machine (tests/unit/redfish), so the
-numbers measure the Redfish front end, not KubeVirt.
+connection per concurrent client. Scenarios: 1 client, 16 concurrent clients; each server with HTTP
+Basic auth on every request, and vmbmc with a session token (what Ironic sends after login) and
+sushy-emulator `--fake` without authentication. sushy-emulator checks Basic auth against an htpasswd
+file of bcrypt digests; ours uses cost 5, Apache `htpasswd -B`'s default. vmbmc's System comes from
+the test double Machine (tests/unit/redfish), so the numbers measure the Redfish front end, not
+KubeVirt. sushy-emulator is the one in this venv (`pip install -e '.[bench]'`) unless named.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -88,6 +91,7 @@ class Result:
     latencies: list[float]
     errors: int
     reconnects: int
+    server_cpu: float = float("nan")  # the server process's CPU seconds during the measured part
 
     @property
     def rps(self) -> float:
@@ -138,8 +142,13 @@ async def _client(host: str, port: int, request: bytes, until: float, result: Re
         writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(
-    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float
+    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float, pid: int = 0
 ) -> Result:
     lines = [
         f"GET {path} HTTP/1.1",
@@ -154,17 +163,25 @@ async def load(
         *(_client(host, port, request, time.perf_counter() + 0.5, warm) for _ in range(clients))
     )
     result = Result(0, duration, [], 0, 0)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
     await asyncio.gather(*(_client(host, port, request, start + duration, result) for _ in range(clients)))
     result.seconds = time.perf_counter() - start
+    if pid:
+        result.server_cpu = cpu_seconds(pid) - cpu0
     return result
 
 
 # --- runs --------------------------------------------------------------------------------------
-def vmbmc_target() -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
+
+def vmbmc_target(auth: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
+    if auth == "basic":
+        return proc, port, "/redfish/v1/Systems/vm1", BASIC
     body = json.dumps({"UserName": USER, "Password": PASSWORD}).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/redfish/v1/SessionService/Sessions",
@@ -177,19 +194,28 @@ def vmbmc_target() -> tuple[subprocess.Popen, int, str, dict[str, str]]:
     return proc, port, "/redfish/v1/Systems/vm1", {"X-Auth-Token": token}
 
 
-def sushy_target(binary: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+def sushy_target(binary: str, auth: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
     port = free_port()
-    config = Path(tempfile.mkdtemp(prefix="sushy-bench-")) / "emulator.conf"
+    work = Path(tempfile.mkdtemp(prefix="sushy-bench-"))
+    config = work / "emulator.conf"
     config.write_text("SUSHY_EMULATOR_AUTH_FILE = None\n")
+    if auth == "basic":
+        import bcrypt  # sushy-tools' own dependency
+
+        digest = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+        (work / "htpasswd").write_text(f"{USER}:{digest}\n")
+        config.write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(work / 'htpasswd')!r}\n")
     proc = subprocess.Popen(
         [binary, "--fake", "-i", "127.0.0.1", "-p", str(port), "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    headers = BASIC if auth == "basic" else {}
     wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/redfish/v1/Systems") as r:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/redfish/v1/Systems", headers=headers)
+    with urllib.request.urlopen(req) as r:
         system = json.load(r)["Members"][0]["@odata.id"]
-    return proc, port, system, {}
+    return proc, port, system, headers
 
 
 def run(name: str, target, duration: float) -> list[dict]:
@@ -197,7 +223,7 @@ def run(name: str, target, duration: float) -> list[dict]:
     rows = []
     try:
         for clients in (1, 16):
-            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration))
+            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration, proc.pid))
             rss, hwm = rss_kib(proc.pid)
             rows.append(
                 {
@@ -206,6 +232,7 @@ def run(name: str, target, duration: float) -> list[dict]:
                     "rps": round(result.rps),
                     "p50_ms": round(result.percentile(50), 2),
                     "p99_ms": round(result.percentile(99), 2),
+                    "server_cpu_us_per_req": round(result.server_cpu / max(result.requests, 1) * 1e6),
                     "errors": result.errors,
                     "reconnects": result.reconnects,
                     "rss_mib": round(rss / 1024, 1),
@@ -230,27 +257,37 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
     parser.add_argument(
         "--sushy-emulator",
-        default=os.environ.get("SUSHY_EMULATOR", "/tmp/sushyvenv/bin/sushy-emulator"),
-        help="sushy-emulator binary (sushy-tools 2.2.0); skipped when missing",
+        default=os.environ.get("SUSHY_EMULATOR", str(Path(sys.executable).with_name("sushy-emulator"))),
+        help="sushy-emulator (sushy-tools 2.2.0: `pip install -e '.[bench]'`); skipped when missing",
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
     if args.serve:
         serve_vmbmc(args.serve)
         return 0
-    rows = run("vmbmc", vmbmc_target(), args.duration)
+    rows = run("vmbmc, Basic auth", vmbmc_target("basic"), args.duration)
+    rows += run("vmbmc, session token", vmbmc_target("session"), args.duration)
     if Path(args.sushy_emulator).exists():
-        rows += run("sushy-emulator --fake", sushy_target(args.sushy_emulator), args.duration)
+        rows += run(
+            "sushy-emulator --fake, Basic auth", sushy_target(args.sushy_emulator, "basic"), args.duration
+        )
+        rows += run(
+            "sushy-emulator --fake, no auth", sushy_target(args.sushy_emulator, "none"), args.duration
+        )
     else:
         print(f"# sushy-emulator not found at {args.sushy_emulator}; vmbmc only", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("| server | clients | req/s | p50 ms | p99 ms | errors | reconnects | RSS MiB | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| server | clients | req/s | p50 ms | p99 ms | server CPU µs/req | errors | reconnects | RSS MiB "
+        "| peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['server']} | {r['clients']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+            f"| {r['server']} | {r['clients']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
+            f"| {r['server_cpu_us_per_req']} | {r['errors']} "
             f"| {r['reconnects']} | {r['rss_mib']} | {r['peak_rss_mib']} |"
         )
     return 0

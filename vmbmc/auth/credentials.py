@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -58,7 +57,6 @@ class FileCredentials:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._dir = Path(directory)
-        self._lock = threading.Lock()
         self._stamp: tuple[float, float] | None = None
         self._username = ""
         self._password = ""
@@ -75,15 +73,14 @@ class FileCredentials:
             raise FileNotFoundError(
                 f"credentials directory {self._dir} must hold files 'username' and 'password'"
             ) from exc
-        with self._lock:
-            if stamp == self._stamp:
-                return
-            username = user_file.read_text().strip()
-            # A password may end in spaces; only the trailing newline of a file is not part of it.
-            password = pw_file.read_text().rstrip("\r\n")
-            if not username or not password:
-                raise ValueError(f"empty username or password in {self._dir}")
-            self._username, self._password, self._stamp = username, password, stamp
+        if stamp == self._stamp:
+            return
+        username = user_file.read_text().strip()
+        # A password may end in spaces; only the trailing newline of a file is not part of it.
+        password = pw_file.read_text().rstrip("\r\n")
+        if not username or not password:
+            raise ValueError(f"empty username or password in {self._dir}")
+        self._username, self._password, self._stamp = username, password, stamp
 
     def username(self) -> str:
         self._load()

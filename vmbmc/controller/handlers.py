@@ -20,6 +20,7 @@ from vmbmc.controller import autocreate, kube, reconcile
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.kubevirt.client import ApiError
+from vmbmc.kubevirt.kubeconfig import ClusterConfig
 
 log = logging.getLogger(__name__)
 BMC = (n.GROUP, n.VERSION, n.PLURAL)
@@ -69,6 +70,32 @@ async def _with_retries(state: State, what: str, fn: Callable[[], Awaitable[None
             await asyncio.sleep(delay)
 
 
+async def connection_info(cfg: ClusterConfig) -> kopf.ConnectionInfo:
+    """kopf's login from the controller's own configuration (vmbmc.kubevirt.kubeconfig)."""
+    cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
+    authorization, cred = await cfg.credentials()
+    scheme, _, token = (authorization or "").partition(" ")
+    bearer = token if scheme == "Bearer" else None
+    cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
+    if cred is not None and cred.cert_pem:  # the exec plugin's certificate
+        cert_pem, key_pem = cred.cert_pem, cred.key_pem
+    return kopf.ConnectionInfo(
+        server=cfg.server,
+        ca_path=cfg.ca_file,
+        ca_data=cfg.ca_pem,
+        insecure=cfg.insecure,
+        scheme="Bearer" if bearer else None,
+        token=bearer,
+        username=None if bearer else cfg.username,
+        password=None if bearer else cfg.password,
+        certificate_path=None if cert_pem else cfg.cert_file,
+        certificate_data=cert_pem,
+        private_key_path=None if key_pem else cfg.key_file,
+        private_key_data=key_pem,
+        expiration=cred.expires if cred is not None else None,
+    )
+
+
 def build_registry(state: State) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
     opts = state.options
@@ -79,29 +106,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=reg, id="login")
     async def login(**_: Any) -> kopf.ConnectionInfo:
-        cfg = state.api.cfg
-        cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
-        authorization, cred = await cfg.credentials()
-        scheme, _, token = (authorization or "").partition(" ")
-        bearer = token if scheme == "Bearer" else None
-        cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
-        if cred is not None and cred.cert_pem:  # the exec plugin's certificate
-            cert_pem, key_pem = cred.cert_pem, cred.key_pem
-        return kopf.ConnectionInfo(
-            server=cfg.server,
-            ca_path=cfg.ca_file,
-            ca_data=cfg.ca_pem,
-            insecure=cfg.insecure,
-            scheme="Bearer" if bearer else None,
-            token=bearer,
-            username=None if bearer else cfg.username,
-            password=None if bearer else cfg.password,
-            certificate_path=None if cert_pem else cfg.cert_file,
-            certificate_data=cert_pem,
-            private_key_path=None if key_pem else cfg.key_file,
-            private_key_data=key_pem,
-            expiration=cred.expires if cred is not None else None,
-        )
+        return await connection_info(state.api.cfg)
 
     # --- indices: the latest of every object, by key ------------------------------------------------
     @kopf.index(*BMC, registry=reg, id="bmcs_by_vm")

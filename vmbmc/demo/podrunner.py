@@ -23,18 +23,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from vmbmc.emulator.kubelet import ImagePullError, PodEvents, PodHandle, SourceMissing
+from vmbmc.emulator.kubelet import ImagePullError, PodEvents, PodHandle, StartPending
 from vmbmc.kustomize import split_image
 
 log = logging.getLogger("vmbmc.demo.pods")
@@ -45,6 +47,10 @@ ADDRESS_FLAGS = {"kbmc": "--address", "controller": "--health-address"}  # how e
 # the image's ENV (Dockerfile; its HOME is /tmp, here the pod's /tmp volume)
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 POD_TEMPLATE_HASH = "pod-template-hash"
+# One lock file per address in use, machine-wide as the addresses are (not under a per-user TMPDIR).
+_SHARED_TMP = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+LOCK_DIR = _SHARED_TMP / "vmbmc-loopback-addresses"
+KBMC_PORTS = ((socket.SOCK_DGRAM, 10623), (socket.SOCK_STREAM, 8443), (socket.SOCK_STREAM, 8081))
 
 
 def normalize_image(ref: str) -> str:
@@ -83,9 +89,7 @@ def ports_free(address: str, ports: Iterable[tuple[int, int]]) -> bool:
 
 def kbmc_ports_free(address: str) -> bool:
     """The kbmc's container ports (IPMI, Redfish, health) are free on `address`."""
-    return ports_free(
-        address, ((socket.SOCK_DGRAM, 10623), (socket.SOCK_STREAM, 8443), (socket.SOCK_STREAM, 8081))
-    )
+    return ports_free(address, KBMC_PORTS)
 
 
 class LocalPodRunner:
@@ -108,6 +112,7 @@ class LocalPodRunner:
         self.pinned: dict[str, str] = {}  # "ns/workload" -> address
         self._on_address: dict[str, asyncio.subprocess.Process] = {}
         self._running: set[asyncio.subprocess.Process] = set()
+        self._claims: dict[str, int] = {}  # address -> file descriptor holding its lock
 
     def add_image(self, ref: str) -> None:
         """Make `ref` runnable here, as `kind load docker-image` puts an image on a node."""
@@ -142,13 +147,11 @@ class LocalPodRunner:
         rt = self._emulator.registry.get("", "v1", plural)
         return self._emulator.store.try_get(rt, namespace, name)
 
-    def _source(
-        self, plural: str, namespace: str, name: str, reason: str = "ContainerCreating"
-    ) -> dict[str, bytes]:
+    def _source(self, plural: str, namespace: str, name: str, waiting: str) -> dict[str, bytes]:
         obj = self._get(plural, namespace, name)
-        if obj is None:
-            kind = "Secret" if plural == "secrets" else "ConfigMap"
-            raise SourceMissing(reason, f'{kind.lower()} "{name}" not found')
+        if obj is None:  # the container waits with reason `waiting`, as with a kubelet
+            kind = "secret" if plural == "secrets" else "configmap"
+            raise StartPending(waiting, f'{kind} "{name}" not found')
         if plural == "secrets":
             return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         return {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
@@ -165,9 +168,9 @@ class LocalPodRunner:
             target = root / "volumes" / mount["name"]
             target.mkdir(parents=True, exist_ok=True)
             if "secret" in vol:
-                files = self._source("secrets", ns, vol["secret"]["secretName"])
+                files = self._source("secrets", ns, vol["secret"]["secretName"], "ContainerCreating")
             elif "configMap" in vol:
-                files = self._source("configmaps", ns, vol["configMap"]["name"])
+                files = self._source("configmaps", ns, vol["configMap"]["name"], "ContainerCreating")
             elif "emptyDir" in vol:
                 files = {}
             else:
@@ -202,8 +205,10 @@ class LocalPodRunner:
                     if "secretKeyRef" in source
                     else ("configmaps", source["configMapKeyRef"])
                 )
-                data = self._source(plural, ns, ref["name"], "CreateContainerConfigError")
-                out[var["name"]] = data[ref["key"]].decode()
+                values = self._source(plural, ns, ref["name"], "CreateContainerConfigError")
+                if ref["key"] not in values:
+                    raise StartPending("CreateContainerConfigError", f"couldn't find key {ref['key']}")
+                out[var["name"]] = values[ref["key"]].decode()
             else:
                 raise ValueError(f"env {var['name']}: {sorted(source)} is not supported here")
         return out
@@ -229,7 +234,7 @@ class LocalPodRunner:
         for _ in range(1000):
             n = next(self._next)
             candidate = f"127.10.{n // 250}.{n % 250 + 1}"
-            if candidate not in taken and ports_free(candidate, ports):
+            if candidate not in taken and ports_free(candidate, ports) and self._claim(candidate):
                 self.pinned[workload] = candidate
                 return candidate
         raise OSError("no free loopback address in 127.10.0.0/16 (macOS needs aliases; see README)")
@@ -275,6 +280,28 @@ class LocalPodRunner:
         watcher = asyncio.get_running_loop().create_task(self._watch(proc, address, container, events, key))
         log.info("pod started", extra={"pod": key, "address": address, "pid": proc.pid})
         return PodHandle(address, (proc, watcher))
+
+    def _claim(self, address: str) -> bool:
+        """Hold an advisory lock on `address` for as long as this runner lives: another demo or test on
+        this host, which may find the ports free between our check and our process's bind, then picks
+        another address (else its readiness probe could reach our kbmc, and its clients too)."""
+        try:
+            LOCK_DIR.mkdir(mode=0o1777, parents=True, exist_ok=True)
+            fd = os.open(LOCK_DIR / address, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:  # no shared lock directory here: the port check alone decides
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._claims[address] = fd
+        return True
+
+    def release_addresses(self) -> None:
+        for fd in self._claims.values():
+            os.close(fd)  # closing drops the lock
+        self._claims.clear()
 
     async def _wait_for_address(self, address: str, timeout: float = 15.0) -> None:
         """A replacement pod waits for its predecessor on the pinned address to exit (the kubelet is
@@ -356,20 +383,27 @@ class LocalPodRunner:
             await watcher
 
     def kill_all(self) -> None:
-        """Last resort on shutdown: no process of a pod outlives the demo (contracts §7)."""
+        """Last resort on shutdown: no process of a pod outlives the demo (contracts §7); the addresses
+        are free for others again."""
         for proc in list(self._running):
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
+        self.release_addresses()
 
 
 def _ports(container: dict[str, Any]) -> list[tuple[int, int]]:
-    """The container's ports as (socket type, port), for checking that an address is free."""
+    """What must be free on an address before a pod gets it: the container's declared ports, its probes'
+    ports, and the kbmc's own (declaring ports is optional; another run may hold them there)."""
     kinds = {"UDP": socket.SOCK_DGRAM, "TCP": socket.SOCK_STREAM}
-    return [
-        (kinds.get(str(p.get("protocol", "TCP")), socket.SOCK_STREAM), int(p["containerPort"]))
-        for p in container.get("ports") or []
-    ]
+    ports = set(KBMC_PORTS)
+    for p in container.get("ports") or []:
+        ports.add((kinds.get(str(p.get("protocol", "TCP")), socket.SOCK_STREAM), int(p["containerPort"])))
+    for probe in ("readinessProbe", "livenessProbe"):
+        port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
+        if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+            ports.add((socket.SOCK_STREAM, int(port)))
+    return sorted(ports)
 
 
 def _probe_url(container: dict[str, Any], probe: str, address: str) -> str | None:

@@ -14,10 +14,8 @@ reports the process ending (restartPolicy decides: Always/OnFailure restart it, 
 Deleting a pod is graceful: the kubelet stops the runner (``deletionGracePeriodSeconds``, else the pod's
 ``terminationGracePeriodSeconds``, 30 by default) and then removes the pod. ``PodEvents`` methods may be
 called from any thread. A runner that cannot have a pod's image raises ``ImagePullError`` from
-``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet.
-One that finds a Secret or ConfigMap the pod needs missing raises ``SourceMissing``: the pod waits
-(``ContainerCreating`` for a volume, ``CreateContainerConfigError`` for an env var) and is started once it
-appears, as a kubelet retries the mount.
+``start``: the pod shows ``ErrImagePull`` and ``ImagePullBackOff`` and is retried, as with a kubelet;
+``StartPending`` (a missing Secret) leaves it ``ContainerCreating`` or ``CreateContainerConfigError``.
 """
 
 from __future__ import annotations
@@ -65,14 +63,6 @@ class PodEvents:
         self._loop.call_soon_threadsafe(self._kubelet._on_exit, self._key, self._uid, code)
 
 
-class SourceMissing(FileNotFoundError):
-    """Raised by a runner's `start` when a Secret or ConfigMap the pod reads does not exist (yet)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # the containers' waiting reason, as a kubelet shows it
-
-
 class ImagePullError(Exception):
     """Raised by a runner's `start` when it cannot have the pod's image (as kind's node has only the
     images loaded into it): the kubelet reports ErrImagePull, then ImagePullBackOff, and tries again
@@ -81,6 +71,16 @@ class ImagePullError(Exception):
     def __init__(self, image: str, message: str) -> None:
         super().__init__(message)
         self.image = image
+
+
+class StartPending(Exception):
+    """Raised by a runner's `start` when what the container needs does not exist yet: a volume's Secret
+    or ConfigMap (`ContainerCreating`, a kubelet's FailedMount) or one its env names
+    (`CreateContainerConfigError`). The container waits with that reason and the kubelet tries again."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PodRunner(Protocol):
@@ -337,16 +337,17 @@ class Kubelet:
             log.info("image pull failed", extra={"namespace": key[0], "pod": key[1], "image": e.image})
             self._write_waiting(key, state, "ErrImagePull", str(e))
             state.task = asyncio.get_running_loop().create_task(self._pull_backoff(key, pod, state, e))
-        except SourceMissing as e:
-            log.info("pod waits for its sources", extra={"namespace": key[0], "pod": key[1], "error": str(e)})
-            self._write_waiting(key, state, e.reason, str(e))
-            state.task = asyncio.get_running_loop().create_task(self._retry_sources(key, pod, state))
+        except StartPending as e:
+            log.info("container waits", extra={"namespace": key[0], "pod": key[1], "error": str(e)})
+            # ContainerCreating carries no message in the pod's status (the Event says why)
+            self._write_waiting(key, state, e.reason, "" if e.reason == "ContainerCreating" else str(e))
+            state.task = asyncio.get_running_loop().create_task(self._retry_mount(key, pod, state))
         except Exception as e:
             log.exception("pod start failed", extra={"namespace": key[0], "pod": key[1]})
             self._write_waiting(key, state, "RunContainerError", str(e))
 
-    async def _retry_sources(self, key: tuple[str, str], pod: dict, state: _Pod) -> None:
-        await asyncio.sleep(1.0)  # a kubelet re-syncs a waiting pod about this often (compressed)
+    async def _retry_mount(self, key: tuple[str, str], pod: dict, state: _Pod) -> None:
+        await asyncio.sleep(1.0)  # a kubelet retries with a back-off (up to 2 min for mounts): compressed
         if self._pods.get(key) is state and not state.stopping:
             await self._start(key, pod, state)
 
@@ -391,6 +392,7 @@ class Kubelet:
                     if not value:
                         conds[ctype].update(reason="ContainersNotReady", message=unready)
             status["conditions"] = list(conds.values())
+            waiting = {"reason": reason, "message": message} if message else {"reason": reason}
             status["containerStatuses"] = [
                 {
                     "name": c.get("name"),
@@ -398,7 +400,7 @@ class Kubelet:
                     "ready": False,
                     "started": False,
                     "restartCount": state.restarts,
-                    "state": {"waiting": {"reason": reason, "message": message}},
+                    "state": {"waiting": waiting},
                     "lastState": {},
                 }
                 for c in (o.get("spec") or {}).get("containers") or []

@@ -2,19 +2,17 @@
 Prometheus text format (version 0.0.4), as prometheus_client writes them.
 
 A few counters of our own rather than prometheus_client: importing it (with its HTTP server, WSGI and
-push-gateway code) costs ~4 MiB of RSS in every kbmc pod (docs/kbmc.md, "Memory"). Counters are
-updated on the IPMI thread and read by the health server's loop: a lock keeps a sample whole.
+push-gateway code) costs ~4 MiB of RSS in every kbmc pod (docs/kbmc.md, "Memory"). The kbmc is one
+asyncio loop: the front ends update the counters and the health server reads them on it, so no lock.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 from pathlib import Path
 
-_lock = threading.Lock()
 _counters: list[Counter] = []
 _STARTED = time.time()
 
@@ -34,8 +32,7 @@ class _Child:
         self.value = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
-        with _lock:
-            self.value += amount
+        self.value += amount
 
 
 class Counter:
@@ -52,10 +49,9 @@ class Counter:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}")
         key = tuple(str(v) for v in values)
-        with _lock:
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = _Child()
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = _Child()
         return child
 
     def inc(self, amount: float = 1.0) -> None:
@@ -66,8 +62,7 @@ class Counter:
     def render(self) -> list[str]:
         name = f"{self.name}_total"
         lines = [f"# HELP {name} {self.documentation}", f"# TYPE {name} counter"]
-        with _lock:
-            samples = [(key, child.value) for key, child in self._children.items()]
+        samples = [(key, child.value) for key, child in self._children.items()]
         for key, value in samples:
             labels = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.labelnames, key, strict=True))
             lines.append(f"{name}{{{labels}}} {_number(value)}" if labels else f"{name} {_number(value)}")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10623
 PRUNE_INTERVAL = 10.0
+RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PENDING_LATE = 1024  # delayed failed-login answers waiting on one endpoint
 
 
@@ -52,6 +53,9 @@ def bind_udp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setblocking(False)
+        # Room for a burst while the loop is busy elsewhere (a flood of junk would otherwise crowd out
+        # a real client's datagram); the kernel caps it at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(sockaddr)
     except OSError:
         sock.close()
@@ -64,6 +68,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.pending = 0  # delayed answers not yet sent
+        self._timers: set[asyncio.TimerHandle] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -89,11 +94,19 @@ class _Protocol(asyncio.DatagramProtocol):
 
         def send() -> None:
             self.pending -= 1
+            self._timers.discard(timer)
             if self.transport is not None:
                 self.transport.sendto(out.datagram, addr)
 
         self.pending += 1
-        asyncio.get_running_loop().call_later(out.delay, send)
+        timer = asyncio.get_running_loop().call_later(out.delay, send)
+        self._timers.add(timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self._timers:  # the endpoint is closed: nothing left to answer on
+            timer.cancel()
+        self._timers.clear()
+        self.transport = None
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error", extra={"error": str(exc)})

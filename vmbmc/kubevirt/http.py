@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT = 5.0
-MAX_IDLE = 16  # idle connections kept per client
+MAX_IDLE = 64  # idle connections kept per client (as many as requests in flight: no TLS handshake per burst)
 MAX_REQUESTS = 64  # requests in flight per client (watches not counted: they last), as aiohttp's default
 MAX_LINE = 64 * 1024  # status and header lines
 MAX_HEADERS = 200

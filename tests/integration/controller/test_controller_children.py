@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from conftest import SYSTEM, Api, until
+from tests.integration.controller.conftest import SYSTEM, Api, until
 
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 

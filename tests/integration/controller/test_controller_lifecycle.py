@@ -7,8 +7,15 @@ import time
 from typing import Any
 
 import httpx
-from conftest import CONTROLLER_USER, SYSTEM, Api, controller_kubeconfig, options, until
 
+from tests.integration.controller.conftest import (
+    CONTROLLER_USER,
+    SYSTEM,
+    Api,
+    controller_kubeconfig,
+    options,
+    until,
+)
 from vmbmc.controller import ControllerThread
 
 

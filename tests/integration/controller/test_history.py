@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import controller_kubeconfig
 
+from tests.integration.controller.conftest import controller_kubeconfig
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import MARKER_ANNOTATION, PowerRecorder
 from vmbmc.emulator.harness import EmulatorThread

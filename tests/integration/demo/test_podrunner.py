@@ -1,5 +1,6 @@
 """The demo's pod runner: a kbmc pod as the controller writes it runs as a local `vmbmc kbmc`
-process on a loopback address of its own, Ready from its /readyz, stopped when the pod goes."""
+process on a loopback address of its own, once its Secret exists, Ready from its /readyz, stopped when
+the pod goes."""
 
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
         cluster.create_vm("pod-vm")
         cluster.create_bmc("pod-bmc", "pod-vm")
         store, reg = emu.emulator.store, emu.emulator.registry
+        pods = reg.get("", "v1", "pods")
+        emu.call(store.create, pods, kbmc_pod("pod-bmc"), "default")
+
+        def waiting_reason() -> str | None:
+            pod = emu.call(store.try_get, pods, "default", "pod-bmc-kbmc-0") or {}
+            statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+            return ((statuses[0].get("state") or {}).get("waiting") or {}).get("reason")
+
+        # Its Secret does not exist yet: the pod waits in ContainerCreating (a kubelet's FailedMount) and
+        # starts once the Secret is there.
+        wait_until(lambda: waiting_reason() == "ContainerCreating", what="ContainerCreating")
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -82,15 +94,15 @@ def test_kbmc_pod_runs_locally_and_answers_ipmi(tmp_path: Path) -> None:
             },
         }
         emu.call(store.create, reg.get("", "v1", "secrets"), secret, "default")
-        pods = reg.get("", "v1", "pods")
-        emu.call(store.create, pods, kbmc_pod("pod-bmc"), "default")
 
         def ready_pod():
             pod = emu.call(store.try_get, pods, "default", "pod-bmc-kbmc-0")
             conds = {c["type"]: c["status"] for c in (pod or {}).get("status", {}).get("conditions", [])}
             return pod if conds.get("Ready") == "True" else None
 
-        pod = wait_until(ready_pod, what="pod Ready")
+        # A generous bound: under load the kbmc process takes several seconds to import and make its
+        # certificate before its /readyz answers.
+        pod = wait_until(ready_pod, timeout=60, what="pod Ready")
         ip = pod["status"]["podIP"]
         assert ip.startswith("127.10.")
         out = subprocess.run(

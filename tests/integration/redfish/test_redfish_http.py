@@ -109,16 +109,19 @@ async def test_port_in_use_raises(machine) -> None:
 
 
 async def test_no_nagle_delay_on_keep_alive(machine) -> None:
-    """Sequential keep-alive requests must not wait for the client's delayed ACK (~40 ms each)."""
+    """Sequential keep-alive requests must not wait for the client's delayed ACK (~40 ms each): every
+    connection the server accepts has TCP_NODELAY set (checked on the socket, not timed: the suite runs
+    on loaded machines)."""
     srv = await start(machine, http=True)
     try:
         async with httpx.AsyncClient(base_url=srv.url, auth=(USER, PASSWORD)) as client:
-            await client.get(SYSTEM)
-            started = asyncio.get_running_loop().time()
-            for _ in range(20):
+            for _ in range(3):
                 assert (await client.get(SYSTEM)).status_code == 200
-            elapsed = asyncio.get_running_loop().time() - started
-        assert elapsed < 0.6, f"20 requests took {elapsed:.2f} s: TCP_NODELAY missing?"
+            connections = list(srv._server.server_state.connections)
+            assert connections
+            for connection in connections:
+                sock = connection.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         await srv.stop()
 
