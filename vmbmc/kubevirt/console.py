@@ -120,6 +120,10 @@ class KubeVirtConsole(Console):
             self._tell(ConsoleState.CONNECTED, "")
             try:
                 await self._pump(ws)
+            except Exception as err:  # a broken stream ends this connection, never the console
+                log.warning(
+                    "console stream failed", extra={"vm": f"{self.namespace}/{self.name}", "error": str(err)}
+                )
             finally:
                 self._ws = None
                 ws.abort()
@@ -131,10 +135,13 @@ class KubeVirtConsole(Console):
 
     async def _pump(self, ws: WebSocket) -> None:
         async def send() -> None:
-            while True:
-                data = await self._queue.get()
-                self._queued -= len(data)
-                await ws.send(data)
+            try:
+                while True:
+                    data = await self._queue.get()
+                    self._queued -= len(data)
+                    await ws.send(data)
+            except Exception:  # the connection broke: end it, so that receive() sees the end
+                ws.abort()
 
         sender = asyncio.ensure_future(send())
         try:
