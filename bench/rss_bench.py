@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from vmbmc.controller.children import BmcInfo  # noqa: E402
 from vmbmc.controller.naming import SYSTEM_NAMESPACE  # noqa: E402
-from vmbmc.demo.identity import install_controller_identity, install_kbmc_identity, rbac_file  # noqa: E402
+from vmbmc.demo.identity import install_controller_identity, install_kbmc_identity  # noqa: E402
 from vmbmc.demo.samples import sample_vm  # noqa: E402
 from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 
@@ -189,9 +189,7 @@ def measure_kbmc(emu: EmulatorThread, work: Path, index: int, redfish: bool, req
 
 
 def measure_controller(emu: EmulatorThread, work: Path) -> dict[str, Any]:
-    rbac = rbac_file()
-    if rbac is None:
-        raise SystemExit("deploy/rbac.yaml not found")
+    rbac = ROOT / "deploy" / "rbac.yaml"
     kubeconfig = work / "controller.kubeconfig"
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}
     emu.call(emu.emulator.store.create, emu.emulator.registry.get("", "v1", "namespaces"), namespace, None)

@@ -9,6 +9,7 @@ statically against it), `cryptography` does the same job.
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable
 
 KEY_SIZE = BLOCK = 16
@@ -25,38 +26,38 @@ def _libcrypto_cbc() -> Cbc:
     lib.EVP_aes_128_cbc.argtypes = []
     lib.EVP_CIPHER_CTX_new.restype = vp
     lib.EVP_CIPHER_CTX_new.argtypes = []
-    lib.EVP_CIPHER_CTX_free.restype = None
-    lib.EVP_CIPHER_CTX_free.argtypes = [vp]
     lib.EVP_CipherInit_ex.restype = ctypes.c_int
     lib.EVP_CipherInit_ex.argtypes = [vp, vp, vp, cp, cp, ctypes.c_int]
     lib.EVP_CIPHER_CTX_set_padding.restype = ctypes.c_int
     lib.EVP_CIPHER_CTX_set_padding.argtypes = [vp, ctypes.c_int]
     lib.EVP_CipherUpdate.restype = ctypes.c_int
     lib.EVP_CipherUpdate.argtypes = [vp, ctypes.c_void_p, ip, cp, ctypes.c_int]
-    lib.EVP_CipherFinal_ex.restype = ctypes.c_int
-    lib.EVP_CipherFinal_ex.argtypes = [vp, ctypes.c_void_p, ip]
     cipher = lib.EVP_aes_128_cbc()
     if not cipher:
         raise OSError("libcrypto has no AES-128-CBC")
 
+    # One cipher context per thread, re-initialised for every call (a new context per call cost a third
+    # more); the kbmc does AES on its event loop's thread only, so this is one context, kept for good.
+    local = threading.local()
+
     def cbc(key: bytes, iv: bytes, data: bytes, encrypt: bool) -> bytes:
         _check(key, iv, data)
-        ctx = lib.EVP_CIPHER_CTX_new()
-        if not ctx:
-            raise MemoryError("EVP_CIPHER_CTX_new")
-        try:
-            out = ctypes.create_string_buffer(len(data) + BLOCK)
-            n, tail = ctypes.c_int(0), ctypes.c_int(0)
-            if not (
-                lib.EVP_CipherInit_ex(ctx, cipher, None, key, iv, 1 if encrypt else 0)
-                and lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
-                and lib.EVP_CipherUpdate(ctx, out, ctypes.byref(n), data, len(data))
-                and lib.EVP_CipherFinal_ex(ctx, ctypes.byref(out, n.value), ctypes.byref(tail))
-            ):
-                raise ValueError("AES-CBC failed")
-            return out.raw[: n.value + tail.value]
-        finally:
-            lib.EVP_CIPHER_CTX_free(ctx)
+        ctx = getattr(local, "ctx", None)
+        if ctx is None:
+            ctx = local.ctx = lib.EVP_CIPHER_CTX_new()
+            if not ctx:
+                raise MemoryError("EVP_CIPHER_CTX_new")
+        out = ctypes.create_string_buffer(len(data))
+        n = ctypes.c_int(0)
+        # Without padding and with whole blocks, Update returns every byte: no Final needed.
+        if not (
+            lib.EVP_CipherInit_ex(ctx, cipher, None, key, iv, 1 if encrypt else 0)
+            and lib.EVP_CIPHER_CTX_set_padding(ctx, 0)
+            and lib.EVP_CipherUpdate(ctx, out, ctypes.byref(n), data, len(data))
+            and n.value == len(data)
+        ):
+            raise ValueError("AES-CBC failed")
+        return out.raw
 
     return cbc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,14 @@ class Api:
         return self.create(vm)
 
 
-until = wait_until  # the suite's short name
+UNTIL_FLOOR = 60.0
+
+
+def until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """`wait_until` (the suite's short name) bounded by at least UNTIL_FLOOR seconds: the controller's work
+    crosses threads and the emulator, and on a loaded machine (the suite runs beside others) the first
+    reconcile after a controller starts took over 20 s. A bound, not a budget: it costs nothing when fast."""
+    return wait_until(pred, max(timeout, UNTIL_FLOOR), what)
 
 
 @pytest.fixture(scope="module")
