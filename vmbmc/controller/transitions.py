@@ -31,7 +31,7 @@ from vmbmc.kubevirt.clock import parse as parse_time
 from vmbmc.machine import requests as rq
 from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
 from vmbmc.machine.observe import observe as power_state
-from vmbmc.machine.types import PowerAction, PowerState
+from vmbmc.machine.types import Effect, PowerAction, PowerState
 
 # Transition reasons (Event reasons, contracts §4).
 POWERED_ON = "PoweredOn"
@@ -490,9 +490,22 @@ def find_request(
         if made > at or (at - made).total_seconds() > REQUEST_WINDOW_SECONDS:
             continue
         candidates.append((made, req))
+    # A request that got no answer (unknown) yields to a later one whose call KubeVirt accepted: that call
+    # was decided while the VM had not moved yet, so the unanswered one had not been carried out then.
+    accepted = [made for made, req in candidates if req.get("effect") == Effect.CALLED.value]
+    candidates = [
+        (made, req)
+        for made, req in candidates
+        if req.get("effect") != Effect.UNKNOWN.value or not any(later > made for later in accepted)
+    ]
     if not candidates:
         return None
     return min(candidates, key=lambda c: c[0])[1]  # min is stable: list order breaks ties
+
+
+def late(req: dict[str, Any]) -> str:
+    """`; came late: …` for a request whose call got no answer in time (effect unknown), else ""."""
+    return f"; {rq.LATE_TEXT}" if req.get("effect") == Effect.UNKNOWN.value else ""
 
 
 # The key under which the recorder tags each request record with "namespace/name" of the BMC that holds
@@ -521,7 +534,7 @@ def history_entry(transition: Transition, req: dict[str, Any] | None, own: str =
     else:
         who = requester_text(req, own)
         request_id = str(req.get("id"))
-        message = f"by {who} (request {request_id})"
+        message = f"by {who} (request {request_id}){late(req)}"
         entry.update(cause="Request", requester=who, requestId=request_id, message=message)
     return entry
 
@@ -532,7 +545,7 @@ def vm_message(entry: dict[str, Any], req: dict[str, Any] | None, own: str) -> s
         return f"{entry['message']} (seen by BMC {own})"
     through = str(req.get(BMC_KEY) or own)
     who = rq.requester_text(str(req.get("protocol")), str(req.get("user")), str(req.get("client")))
-    return f"by {who} through BMC {through} (request {req.get('id')})"
+    return f"by {who} through BMC {through} (request {req.get('id')}){late(req)}"
 
 
 def attribute(

@@ -32,10 +32,26 @@ class FaultRule:
     delay: float = 0.0
     count: int | None = None  # None: until removed
     message: str = "injected fault"
+    hold: bool = False  # `delay` is the longest wait: `release()` ends it sooner (a hung API server)
+    released: bool = field(default=False, init=False)
     _pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._pattern = re.compile(self.path)
+
+    def release(self) -> None:
+        """End the hold: held requests go on as if the server had come back (thread-safe: a flag)."""
+        self.released = True
+
+    async def wait(self) -> None:
+        """The delay; a held request polls its flag (set from any thread) until released or `delay`."""
+        if not self.hold:
+            await asyncio.sleep(self.delay)
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.delay
+        while not self.released and loop.time() < end:
+            await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and bool(self._pattern.search(path))
@@ -54,8 +70,9 @@ class FaultInjector:
         delay: float = 0.0,
         count: int | None = None,
         message: str = "injected fault",
+        hold: bool = False,
     ) -> FaultRule:
-        rule = FaultRule(method.upper() if method != "*" else "*", path, status, delay, count, message)
+        rule = FaultRule(method.upper() if method != "*" else "*", path, status, delay, count, message, hold)
         self.rules.append(rule)
         return rule
 

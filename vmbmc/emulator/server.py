@@ -119,7 +119,9 @@ class Api:
         fault = self.emu.faults.take(request.method, path)
         if fault is not None:
             if fault.delay:
-                await asyncio.sleep(fault.delay)
+                if fault.hold:  # the request arrived whole and hangs inside (a stalled etcd): once
+                    await request.body()  # released it is carried out even if its client gave up
+                await fault.wait()
             if fault.status:
                 raise ApiError(fault.status, "", fault.message)
         segs = [s for s in path.split("/") if s]

@@ -7,6 +7,7 @@ one completion code here. Anything not in the table is 0xC1 "invalid command".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import struct
@@ -99,7 +100,22 @@ class Caller:
     priv: Priv
 
 
-Handler = Callable[["Commands", Caller, bytes], tuple[int, bytes]]
+# How long Chassis Control waits for KubeVirt to accept its call before answering C0h (node busy): the
+# answer must reach the client within 2 s, and ipmitool retransmits after 1 s (a retransmit is dropped
+# while the first is being answered, and then gets that same answer).
+ANSWER_WAIT = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A command whose answer waits for KubeVirt's: `finish` turns `future` into (code, data)."""
+
+    future: asyncio.Future[object]
+    then: Callable[[], None] | None = None  # run on success
+
+
+Outcome = tuple[int, bytes] | Waiting
+Handler = Callable[["Commands", Caller, bytes], Outcome]
 
 
 def firmware_revision(version: str = __version__) -> tuple[int, int]:
@@ -119,23 +135,41 @@ class Commands:
         self.identify_until = 0.0  # monotonic deadline; inf = on until turned off
         self.powered_on_by_ipmi = False
 
-    def handle(self, caller: Caller, req: Request) -> tuple[str, int, bytes]:
-        """(command name, completion code, response data)."""
+    def handle(self, caller: Caller, req: Request) -> tuple[str, Outcome]:
+        """(command name, (completion code, response data) or Waiting)."""
         entry = COMMANDS.get((req.netfn, req.cmd))
         if entry is None:
-            return f"netfn 0x{req.netfn:02x} cmd 0x{req.cmd:02x}", CC_INVALID_COMMAND, b""
+            return f"netfn 0x{req.netfn:02x} cmd 0x{req.cmd:02x}", (CC_INVALID_COMMAND, b"")
         name, least, handler = entry
         if caller.priv < least:
-            return name, CC_INSUFFICIENT_PRIV, b""
+            return name, (CC_INSUFFICIENT_PRIV, b"")
         try:
-            code, data = handler(self, caller, req.data)
+            return name, handler(self, caller, req.data)
         except errors.MachineError as err:
-            code, data = ERROR_CODES.get(type(err), CC_UNSPECIFIED), b""
-            log.info("request refused by the state machine", extra={"command": name, "reason": err.message})
+            return name, self._refused(name, err)
         except Exception:  # a bug must cost one answer, never the server
             log.exception("IPMI handler failed", extra={"command": name})
-            code, data = CC_UNSPECIFIED, b""
-        return name, code, data
+            return name, (CC_UNSPECIFIED, b"")
+
+    @staticmethod
+    def _refused(name: str, err: errors.MachineError) -> tuple[int, bytes]:
+        log.info("request refused by the state machine", extra={"command": name, "reason": err.message})
+        return ERROR_CODES.get(type(err), CC_UNSPECIFIED), b""
+
+    async def finish(self, name: str, waiting: Waiting) -> tuple[int, bytes]:
+        """The answer once KubeVirt accepted the call (success), refused it (its error), or has not
+        answered within ANSWER_WAIT (C0h: the call is still being made; the request's record tells
+        what became of it)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting.future), ANSWER_WAIT)
+        except TimeoutError:
+            log.info("KubeVirt has not answered yet", extra={"command": name, "seconds": ANSWER_WAIT})
+            return CC_BUSY, b""
+        except errors.MachineError as err:
+            return self._refused(name, err)
+        if waiting.then is not None:
+            waiting.then()
+        return CC_OK, b""
 
     def _requester(self, caller: Caller) -> Requester:
         return Requester(Protocol.IPMI, caller.user, caller.client, secrets.token_hex(8))
@@ -197,15 +231,27 @@ class Commands:
             identify = 0x20 if self.identify_until == float("inf") else 0x10
         return CC_OK, bytes(((0x01 if on else 0x00) | policy, last_event, 0x40 | identify))
 
-    def chassis_control(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+    def chassis_control(self, caller: Caller, data: bytes) -> Outcome:
         if len(data) != 1:
             return CC_BAD_LENGTH, b""
         action = CHASSIS_CONTROL.get(data[0] & 0x0F)
         if action is None:
             return CC_INVALID_FIELD, b""
-        self.machine.submit(action, self._requester(caller))
-        if action is PowerAction.ON:
-            self.powered_on_by_ipmi = True
+        requester = self._requester(caller)
+        self.machine.submit(action, requester)
+        future = self.machine.answer(requester.request_id)
+
+        def powered_on() -> None:
+            if action is PowerAction.ON:
+                self.powered_on_by_ipmi = True
+
+        if future is not None and not future.done():
+            return Waiting(future, powered_on)  # success only once KubeVirt accepted the call
+        if future is not None and future.exception() is not None:
+            exc = future.exception()
+            assert isinstance(exc, errors.MachineError)
+            raise exc
+        powered_on()
         return CC_OK, b""
 
     def chassis_identify(self, caller: Caller, data: bytes) -> tuple[int, bytes]:

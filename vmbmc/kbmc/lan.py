@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from vmbmc.auth import Credentials, LoginLimiter
@@ -28,6 +29,7 @@ from vmbmc.kbmc.commands import (
     CC_OK,
     Caller,
     Commands,
+    Waiting,
 )
 from vmbmc.kbmc.sessions import Handshake, Priv, SeqWindow, Session, SessionTable
 from vmbmc.kbmc.sol import SolPayload
@@ -67,7 +69,16 @@ class Later:
     delay: float
 
 
-Answer = bytes | Later | None
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An answer that waits for KubeVirt (Chassis Control): the server awaits `datagram` (None: send
+    nothing, the session has gone) as a task; nothing here waits."""
+
+    datagram: Awaitable[bytes | None]
+
+
+Answer = bytes | Later | Deferred | None
+Message = bytes | Awaitable[bytes] | None  # a response message, now or once KubeVirt has answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +160,14 @@ class LanChannel:
             self.bad.note(client[0], "dropped a replayed or out-of-window IPMI 1.5 packet")
             return None
         self.table.touch(s)
-        response = self._in_session(s, req)
-        seq = s.next_out_seq()
-        return wire.build_v15(
-            wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, response, seq), response
-        )
+
+        def seal(response: bytes) -> bytes:
+            seq = s.next_out_seq()
+            return wire.build_v15(
+                wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, response, seq), response
+            )
+
+        return self._sealed(s, self._in_session(s, req), seal)
 
     def _challenge(self, req: Request, client: Client) -> Answer:
         """Get Session Challenge (IPMI 1.5): the only sessionless command that can fail a login."""
@@ -275,15 +289,31 @@ class LanChannel:
                 encrypted=True,
                 sign=keys.auth_code,
             )
-        response = self._in_session(s, Request.parse(plain))
-        return wire.build_v20(
-            wire.PAYLOAD_IPMI,
-            s.peer_id,
-            s.next_out_seq(),
-            keys.encrypt(response),
-            encrypted=True,
-            sign=keys.auth_code,
-        )
+
+        def seal(response: bytes) -> bytes:
+            return wire.build_v20(
+                wire.PAYLOAD_IPMI,
+                s.peer_id,
+                s.next_out_seq(),
+                keys.encrypt(response),
+                encrypted=True,
+                sign=keys.auth_code,
+            )
+
+        return self._sealed(s, self._in_session(s, Request.parse(plain)), seal)
+
+    def _sealed(self, s: Session, message: Message, seal: Callable[[bytes], bytes]) -> Answer:
+        """The packet around a response message; one that waits for KubeVirt is sealed when it is in
+        (its outbound sequence number taken then), if its session still exists."""
+        if message is None or isinstance(message, bytes):
+            return None if message is None else seal(message)
+        pending = message
+
+        async def later() -> bytes | None:
+            response = await pending
+            return seal(response) if self.table.get(s.id) is s else None
+
+        return Deferred(later())
 
     def _open_session(self, p: bytes, client: Client) -> bytes:
         if len(p) != 32:
@@ -484,12 +514,13 @@ class LanChannel:
         # 802.3 LAN, IPMB-1.0 protocol, multi-session, IPMI forum IANA 7154, no aux info.
         return CC_OK, bytes((CHANNEL, 0x04, 0x01, 0x80 | sessions)) + (7154).to_bytes(3, "little") + bytes(2)
 
-    def _in_session(self, s: Session, req: Request) -> bytes:
-        """The response message; a retransmitted request gets the first answer again."""
+    def _in_session(self, s: Session, req: Request) -> Message:
+        """The response message; a retransmitted request gets the first answer again (none while the
+        first is still waiting for KubeVirt: that answer goes out when it is in)."""
         key = (req.rq_seq, req.netfn, req.cmd, req.data)
         cached = s.cached(key)
         if cached is not None:
-            return cached
+            return cached or None  # b"": still being answered
         s.requests += 1
         if req.netfn == 0x06 and req.cmd in (0x3B, 0x3C):
             name, code, data = self._session_command(s, req)
@@ -504,7 +535,22 @@ class LanChannel:
             name, code, data = self.sol.command(s, req)
         else:
             caller = Caller(s.user, client_text(s.client), s.priv)
-            name, code, data = self.commands.handle(caller, req)
+            name, outcome = self.commands.handle(caller, req)
+            if isinstance(outcome, Waiting):
+                s.remember(key, b"")  # a retransmit meanwhile is dropped
+                return self._answer_later(s, req, key, name, outcome)
+            code, data = outcome
+        return self._answered(s, req, key, name, code, data)
+
+    async def _answer_later(
+        self, s: Session, req: Request, key: tuple[int, int, int, bytes], name: str, waiting: Waiting
+    ) -> bytes:
+        code, data = await self.commands.finish(name, waiting)
+        return self._answered(s, req, key, name, code, data)
+
+    def _answered(
+        self, s: Session, req: Request, key: tuple[int, int, int, bytes], name: str, code: int, data: bytes
+    ) -> bytes:
         response = req.response(code, data)
         s.remember(key, response)
         metrics.REQUESTS.labels(name, f"0x{code:02x}").inc()

@@ -15,7 +15,7 @@ import uuid
 
 from vmbmc.auth import Credentials, LoginLimiter
 from vmbmc.kbmc.commands import Commands
-from vmbmc.kbmc.lan import Identity, LanChannel, Later
+from vmbmc.kbmc.lan import Deferred, Identity, LanChannel, Later
 from vmbmc.kbmc.sessions import SessionTable
 from vmbmc.kbmc.sol import SolPayload
 from vmbmc.machine.api import Machine
@@ -68,6 +68,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.pending = 0  # delayed answers not yet sent
+        self.deferred: set[asyncio.Task[None]] = set()  # answers waiting for KubeVirt
         self._timers: set[asyncio.TimerHandle] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,8 +82,22 @@ class _Protocol(asyncio.DatagramProtocol):
             return
         if isinstance(out, Later):
             self._later(out, addr)
+        elif isinstance(out, Deferred):
+            task = asyncio.get_running_loop().create_task(self._deferred(out, addr))
+            self.deferred.add(task)
+            task.add_done_callback(self.deferred.discard)
         elif out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
+
+    async def _deferred(self, out: Deferred, addr: tuple[str, int]) -> None:
+        """Send an answer once KubeVirt has given it (bounded by Commands.ANSWER_WAIT)."""
+        try:
+            datagram = await out.datagram
+        except Exception:
+            log.exception("IPMI answer failed", extra={"client": addr[0]})
+            return
+        if datagram is not None and self.transport is not None:
+            self.transport.sendto(datagram, addr)
 
     def _later(self, out: Later, addr: tuple[str, int]) -> None:
         """A held address's failed login: answered after the delay by the event loop (a timer, never
@@ -106,6 +121,8 @@ class _Protocol(asyncio.DatagramProtocol):
         for timer in self._timers:  # the endpoint is closed: nothing left to answer on
             timer.cancel()
         self._timers.clear()
+        for task in self.deferred:  # their KubeVirt calls go on (shielded); only the answers are dropped
+            task.cancel()
         self.transport = None
 
     def error_received(self, exc: Exception) -> None:

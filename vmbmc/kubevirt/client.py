@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-from vmbmc.kubevirt.http import HttpClient, HttpError
+from vmbmc.kubevirt.http import ConnectError, HttpClient, HttpError
 from vmbmc.kubevirt.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
 from vmbmc.kubevirt.websocket import WebSocket, WebSocketError, check_handshake, handshake_headers
 
@@ -27,6 +27,7 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 WATCH_OPEN = "_OPEN"
+NOT_SENT = "NotConnected"  # ApiError.reason of a request that never left this process
 RETRY_DELAYS = (0.1, 0.3, 0.9)  # backoff between attempts on a 5xx or a connection error
 
 
@@ -130,7 +131,9 @@ class ApiClient:
                 async with asyncio.timeout(timeout):
                     resp = await self._http.request(method, target, headers, data)
             except (TimeoutError, HttpError) as exc:
-                raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+                # NOT_SENT: no connection, so the server never saw the request (a call may be sent again)
+                reason = NOT_SENT if isinstance(exc, ConnectError) else "ConnectionError"
+                raise ApiError(0, reason, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
             # 401: a rotated token or an expired exec credential; fetch it again and retry once.
             if resp.status == 401 and attempt == 1 and self.cfg.unauthorized():
                 continue

@@ -31,6 +31,10 @@ class HttpError(Exception):
     """No usable answer: connection refused or lost, TLS failure, malformed response, timeout."""
 
 
+class ConnectError(HttpError):
+    """No connection: the request was never sent."""
+
+
 class _StaleConnection(HttpError):
     """A pooled connection the server had closed before our request: safe to send again."""
 
@@ -89,9 +93,9 @@ class HttpClient:
                     limit=MAX_LINE,
                 )
         except TimeoutError as err:
-            raise HttpError(f"connect to {self.host}:{self.port}: timed out") from err
+            raise ConnectError(f"connect to {self.host}:{self.port}: timed out") from err
         except (OSError, ssl.SSLError) as err:
-            raise HttpError(f"connect to {self.host}:{self.port}: {err}") from err
+            raise ConnectError(f"connect to {self.host}:{self.port}: {err}") from err
         conn = _Conn(reader, writer)
         self._open.add(conn)
         return conn

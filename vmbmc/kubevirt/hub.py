@@ -136,6 +136,7 @@ class KubeVirtHub:
         machine = KubeVirtMachine(self, namespace, name, vms=vms, vmis=vmis, store=store, bmc=bmc, pvcs=pvcs)
         self._machines[id(machine)] = (machine, held)
         machine.check_once_restore()  # an override consumed while no kbmc was running
+        machine.recover_requests()  # records a killed kbmc left pending
         log.info("machine ready", extra={"vm": machine.vm, "bmc": bmc, "restricted": restricted})
         return machine
 

@@ -8,18 +8,23 @@ In flight: after a call is accepted the BMC shows PoweringOn/PoweringOff (the "e
 until the watch shows the call took effect, at most OVERLAY_SECONDS; so a second request, or an IPMI
 retransmit with a new sequence number, is decided against the state being entered and calls nothing
 twice. Requests with one request id are one request: the second gets the first one's answer.
+
+Bounded: a request's KubeVirt call is sent, or sent again, only within CALL_BOUND_SECONDS of its record
+being opened; a call that may have reached the API server is never sent again (docs/power-history.md).
+A restarted process settles the `pending` records an earlier one left, and sends none of them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmbmc.kubevirt.client import JSON_PATCH, ApiError
+from vmbmc.kubevirt.client import JSON_PATCH, NOT_SENT, ApiError
 from vmbmc.kubevirt.informer import Informer, OwnWrites
 from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog
@@ -35,6 +40,7 @@ from vmbmc.machine.errors import (
     NotFound,
     NotSupported,
     Refused,
+    Unanswered,
 )
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
@@ -46,7 +52,7 @@ from vmbmc.machine.power import (
     reaches,
     verified,
 )
-from vmbmc.machine.requests import BOOT_ACTION, RESTORE_ACTION, kbmc_requester
+from vmbmc.machine.requests import BOOT_ACTION, CALL_BOUND_SECONDS, RESTORE_ACTION, kbmc_requester
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -91,6 +97,7 @@ class _InFlight:
     vmi_uid: str  # the VMI when the call was accepted (a restart is done once another one exists)
     deadline: float
     answered: bool = False  # KubeVirt accepted the call
+    future: asyncio.Future[Any] | None = None  # its answer: a request decided against the overlay joins it
 
 
 @dataclass
@@ -304,13 +311,17 @@ class KubeVirtMachine(Machine):
             raise remembered.error
         if decision.verdict is Verdict.NOOP:
             remembered.result = ActionResult(action, Effect.NONE, requester.request_id, decision.why)
+            # "Already being carried out" by a call KubeVirt has not accepted yet: this request's answer
+            # is that call's answer, so nobody hears success before KubeVirt accepted the call.
+            remembered.future = self._unanswered_call(observe(vm, vmi), state)
             self._remembered[requester.request_id] = remembered
             self._schedule(self.requests.open(requester, action.value, Effect.NONE, note=decision.why))
-            return remembered.result, None
+            return remembered.result, remembered.future
         assert decision.call is not None
         self._inflight = _InFlight(decision.call, vmi_uid(vmi), time.monotonic() + OVERLAY_SECONDS)
         remembered.result = ActionResult(action, Effect.PENDING, requester.request_id)
         remembered.future = self._future()
+        self._inflight.future = remembered.future
         self._remembered[requester.request_id] = remembered
         log.info(
             "power request accepted",
@@ -327,6 +338,16 @@ class KubeVirtMachine(Machine):
         )
         self._schedule(self._carry_out(action, decision.call, requester, remembered.future))
         return remembered.result, remembered.future
+
+    def answer(self, request_id: str) -> asyncio.Future[Any] | None:
+        seen = self._remembered.get(request_id)
+        return None if seen is None else seen.future
+
+    def _unanswered_call(self, observed: PowerState, shown: PowerState) -> asyncio.Future[Any] | None:
+        flight = self._inflight
+        if flight is None or flight.answered or flight.future is None or flight.future.done():
+            return None
+        return flight.future if shown is not observed else None
 
     def _schedule(self, coro: Any) -> None:
         """Run `coro` as a task of this machine (cancelled by `close`)."""
@@ -348,10 +369,36 @@ class KubeVirtMachine(Machine):
         requester: Requester,
         future: asyncio.Future[ActionResult],
     ) -> None:
-        await self.requests.open(requester, action.value, Effect.PENDING, call=call)  # before the call
+        # The bound starts when the request is recorded (after any Redfish settle wait): no call is sent,
+        # or sent again, once it has passed.
+        deadline = self.loop.time() + CALL_BOUND_SECONDS
         started = time.monotonic()
         try:
-            effect = await self._call(call, requester)
+            try:  # the record first (before the call); a hung API server holds it for the bound at most
+                async with asyncio.timeout(CALL_BOUND_SECONDS):  # inline: records keep their order
+                    await self.requests.open(requester, action.value, Effect.PENDING, call=call)
+            except TimeoutError as err:
+                raise BackendUnavailable(
+                    f"the request could not be recorded within {CALL_BOUND_SECONDS:g} s; "
+                    "no KubeVirt call was made"
+                ) from err
+            effect = await self._call(call, requester, deadline)
+        except Unanswered as err:
+            if self._inflight is not None and self._inflight.call is call:
+                self._inflight = None
+            log.warning(
+                "power request unanswered",
+                extra={
+                    "vm": self.vm,
+                    "action": action.value,
+                    "call": call.value,
+                    "error": err.message,
+                    "request_id": requester.request_id,
+                },
+            )
+            await self.requests.settle(requester, action.value, Effect.UNKNOWN, err.message)
+            future.set_exception(err)
+            return
         except MachineError as err:
             if self._inflight is not None and self._inflight.call is call:
                 self._inflight = None
@@ -386,52 +433,115 @@ class KubeVirtMachine(Machine):
         await self.requests.settle(requester, action.value, effect)
         future.set_result(ActionResult(action, effect, requester.request_id))
 
-    async def _call(self, call: KubeVirtCall, requester: Requester) -> Effect:
-        """The KubeVirt call; on 409 re-read and decide: success (effect none), or Busy."""
+    async def _call(self, call: KubeVirtCall, requester: Requester, deadline: float) -> Effect:
+        """The KubeVirt call, sent only before `deadline` (loop time); on 409 re-read and decide: success
+        (effect none), or Busy. A call that never reached the API server (no connection) or got a server
+        error is sent again while time remains; one that may have reached it is never sent again:
+        no answer by the deadline raises Unanswered."""
         resource, sub, body = _CALLS[call]
         what = f"VirtualMachine {self.vm}"
-        try:
-            await self.api.request(
-                "PUT", subresource_path(self.namespace, self.name, resource, sub), body=body
-            )
-            return Effect.CALLED
-        except ApiError as err:
-            if err.code == 404 and resource == "virtualmachineinstances":
-                # no VMI: the VM stopped meanwhile (or the VM is gone: find out)
-                if await self._fresh_vm() is None:
-                    raise NotFound(f"{what} not found") from err
-                raise Busy(f"{what} is not running now") from err
-            if err.code != 409:
-                raise machine_error(err, what) from err
-        vm = await self._fresh_vm()
+        path = subresource_path(self.namespace, self.name, resource, sub)
+        delay, last = 0.1, ""
+        while True:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                raise BackendUnavailable(
+                    f"KubeVirt did not accept the call within {CALL_BOUND_SECONDS:g} s and it is not sent "
+                    f"again ({last or 'no time left'})"
+                )
+            try:
+                await self.api.request("PUT", path, body=body, retry=False, timeout=remaining)
+                return Effect.CALLED
+            except ApiError as err:
+                if (err.code == 0 and err.reason != NOT_SENT) or err.code == 504:
+                    raise Unanswered(
+                        f"no answer from KubeVirt within {CALL_BOUND_SECONDS:g} s ({err.message}); the call "
+                        "may still be carried out, and is not sent again"
+                    ) from err
+                if err.retryable:  # not sent, or answered with a server error: nothing was carried out
+                    last = err.message
+                    await asyncio.sleep(min(delay, max(0.0, deadline - self.loop.time())))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if err.code == 404 and resource == "virtualmachineinstances":
+                    # no VMI: the VM stopped meanwhile (or the VM is gone: find out)
+                    if await self._fresh_vm(deadline) is None:
+                        raise NotFound(f"{what} not found") from err
+                    raise Busy(f"{what} is not running now") from err
+                if err.code != 409:
+                    raise machine_error(err, what) from err
+            break
+        vm = await self._fresh_vm(deadline)
         if vm is None:
             raise NotFound(f"{what} not found")
-        vmi = await self._fresh_vmi()
+        vmi = await self._fresh_vmi(deadline)
         state = observe(vm, vmi)
         if verified(call, state, pending_change(vm)):
             return Effect.NONE
         if call in _RESTARTS and state is PowerState.OFF and requester.protocol is Protocol.REDFISH:
             # restart of a VM that turned out to be off: a Redfish restart ends On (DMTF)
-            return await self._call(KubeVirtCall.START, requester)
+            return await self._call(KubeVirtCall.START, requester, deadline)
         raise Busy(f"{what} is {state.value}; retry when the transition has settled")
 
-    async def _fresh_vm(self) -> dict[str, Any] | None:
+    def _timeout(self, deadline: float | None) -> float:
+        return 10.0 if deadline is None else max(0.1, deadline - self.loop.time())
+
+    async def _fresh_vm(self, deadline: float | None = None) -> dict[str, Any] | None:
         try:
-            return await self.api.request("GET", vm_path(self.namespace, self.name))
+            return await self.api.request(
+                "GET", vm_path(self.namespace, self.name), timeout=self._timeout(deadline)
+            )
         except ApiError as err:
             if err.code == 404:
                 return None
             raise machine_error(err, f"VirtualMachine {self.vm}") from err
 
-    async def _fresh_vmi(self) -> dict[str, Any] | None:
+    async def _fresh_vmi(self, deadline: float | None = None) -> dict[str, Any] | None:
         try:
             return await self.api.request(
-                "GET", vm_path(self.namespace, self.name, "virtualmachineinstances")
+                "GET",
+                vm_path(self.namespace, self.name, "virtualmachineinstances"),
+                timeout=self._timeout(deadline),
             )
         except ApiError as err:
             if err.code == 404:
                 return None
             raise machine_error(err, f"VirtualMachineInstance {self.vm}") from err
+
+    # --- restart ----------------------------------------------------------------------------
+    def recover_requests(self) -> None:
+        """Settle the records a previous kbmc process left `pending` (killed mid-request); none is
+        sent again, whatever its age."""
+        self._schedule(self.requests.recover(self._carried_out))
+
+    def _carried_out(self, entry: dict[str, Any]) -> bool:
+        """Does what KubeVirt shows now prove that the request's call was accepted? A call is decided
+        only when the VM was not yet where it leads, and KubeVirt changes the VM as it accepts it."""
+        rid = entry.get("id")
+        holder = self.store.current() or {}
+        history = (holder.get("status") or {}).get("powerHistory") or []
+        if any(h.get("requestId") == rid for h in history):
+            return True  # the controller already credited a transition to it
+        action = str(entry.get("action"))
+        if action == BOOT_ACTION:
+            stored = self.store.override()
+            return stored is not None and stored.request_id == rid
+        try:
+            power = PowerAction(action)
+            vm, vmi = self._vm(), self._vmi()
+        except (ValueError, MachineError):
+            return False
+        state = observe(vm, vmi)
+        if power is PowerAction.ON:
+            return state in (PowerState.ON, PowerState.POWERING_ON)
+        if power in (PowerAction.OFF, PowerAction.SHUTDOWN):
+            return state in (PowerState.OFF, PowerState.POWERING_OFF)
+        if power is PowerAction.PAUSE:
+            return state is PowerState.PAUSED
+        if power is PowerAction.RESUME:
+            return state is PowerState.ON
+        created = str(((vmi or {}).get("metadata") or {}).get("creationTimestamp") or "")
+        return bool(created) and _seconds(created) >= _seconds(str(entry.get("time") or ""))
 
     # --- boot override ----------------------------------------------------------------------
     def submit_boot_override(
@@ -631,6 +741,14 @@ class KubeVirtMachine(Machine):
                         await self.requests.settle(restorer, RESTORE_ACTION, Effect.FAILED, str(err))
                         return
                     await asyncio.sleep(0.2 * (attempt + 1))
+
+
+def _seconds(stamp: str) -> float:
+    """An RFC 3339 time in whole seconds (KubeVirt records whole seconds); 0 when unreadable."""
+    try:
+        return float(int(datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()))
+    except ValueError:
+        return 0.0
 
 
 def restore_id(stored: boot.StoredOverride, vmi: str) -> str:

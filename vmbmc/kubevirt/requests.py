@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from vmbmc.kubevirt import clock
@@ -22,10 +23,11 @@ from vmbmc.kubevirt.events import create_event, event_body
 from vmbmc.kubevirt.records import COMPONENT, RecordStore, reporting_instance
 from vmbmc.machine import requests as rq
 from vmbmc.machine.power import KubeVirtCall
-from vmbmc.machine.types import Effect, Requester
+from vmbmc.machine.types import Effect, Protocol, Requester
 
 log = logging.getLogger(__name__)
 
+RESTART_TEXT = "the kbmc restarted before KubeVirt showed the call was accepted; it is not sent again"
 OPEN_MAX = 512  # records opened and not settled yet, remembered for settle()
 
 
@@ -120,18 +122,54 @@ class RequestLog:
             requester, action, effect, clock.rfc3339()
         )
         jobs = [self._write({**entry, "effect": effect.value})]
-        if effect is Effect.FAILED:
+        if effect in (Effect.FAILED, Effect.UNKNOWN):  # unknown: no answer, it may yet be carried out
+            outcome = "failed" if effect is Effect.FAILED else "got no answer"
             jobs.append(
                 self.events.emit(
                     self.store.involved_object(),
                     "Warning",
                     rq.FAILED_REASON,
-                    f"{rq.action_text(action)} {rq.by(entry)} failed: {error}",
+                    f"{rq.action_text(action)} {rq.by(entry)} {outcome}: {error}",
                     f"{self.vm}/{requester.request_id}/failed",
                     action=rq.reason(action),
                 )
             )
         await asyncio.gather(*jobs)
+
+    async def recover(self, carried_out: Callable[[dict[str, Any]], bool]) -> None:
+        """After a restart: settle the `pending` records a previous process left (this process has not
+        opened them). None is sent again: `called` when `carried_out(record)` shows KubeVirt took the
+        call, else `failed` with its Warning Event (docs/power-history.md says why not `unknown`)."""
+        # A record younger than the call bound may belong to a process still at work (a rolling update
+        # runs two kbmcs a moment): wait until every such call would have been answered or given up.
+        youngest = [
+            made
+            for entry in self.store.requests()
+            if entry.get("effect") == Effect.PENDING.value
+            and (made := clock.parse(str(entry.get("time") or ""))) is not None
+        ]
+        wait = max(
+            (rq.CALL_BOUND_SECONDS + 1 - (clock.now() - t).total_seconds() for t in youngest), default=0
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for entry in self.store.requests():  # read again: the other process may have settled some
+            if entry.get("effect") != Effect.PENDING.value or entry.get("id") in self._open:
+                continue
+            requester = Requester(
+                Protocol(str(entry.get("protocol"))),
+                str(entry.get("user")),
+                str(entry.get("client")),
+                str(entry.get("id")),
+            )
+            self._open[requester.request_id] = entry
+            if carried_out(entry):
+                log.info(
+                    "settled a request left by a restart", extra={"vm": self.vm, "request_id": entry["id"]}
+                )
+                await self.settle(requester, str(entry.get("action")), Effect.CALLED)
+            else:
+                await self.settle(requester, str(entry.get("action")), Effect.FAILED, RESTART_TEXT)
 
     def requests(self) -> list[dict[str, Any]]:
         return self.store.requests()

@@ -65,6 +65,11 @@ class Machine(abc.ABC):
         `requester.request_id` returns the first one's result and calls nothing.
         """
 
+    def answer(self, request_id: str) -> asyncio.Future[ActionResult] | None:
+        """KubeVirt's answer to a request `submit` took (its ActionResult, or the MachineError), or None
+        when it needs none (decided from the cache). IPMI answers success only once it is in."""
+        return None
+
     @abc.abstractmethod
     async def act(
         self, action: PowerAction, requester: Requester, *, settle_timeout: float = 30.0

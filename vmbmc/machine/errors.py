@@ -9,6 +9,7 @@
 | NotFound            | 0xD5 (VM gone)           | 404 ResourceNotFound                     |
 | Forbidden           | 0xD4 insufficient priv.  | 403 InsufficientPrivilege                |
 | BackendUnavailable  | 0xFF unspecified / 0xC3  | 503 + Retry-After                        |
+| Unanswered          | 0xFF unspecified         | 503 + Retry-After                        |
 """
 
 from __future__ import annotations
@@ -58,3 +59,7 @@ class BackendUnavailable(MachineError):
     """The API server cannot be reached or answered with a server error."""
 
     retryable = True
+
+
+class Unanswered(BackendUnavailable):
+    """A KubeVirt call got no answer within the bound: it may still be carried out (effect `unknown`)."""

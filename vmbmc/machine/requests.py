@@ -22,6 +22,12 @@ BOOT_OVERRIDE_REASON = "BootOverrideSet"
 BOOT_RESTORED_REASON = "BootOverrideRestored"
 FAILED_REASON = "PowerActionFailed"
 
+# The bound on a request's KubeVirt call: the kbmc sends (or re-sends) no call for a request more than this
+# many seconds after its record was opened, and a call with no answer by then ends the request `failed`
+# (never reached the API server) or `unknown` (it may have: the transition it causes, if any, comes late).
+CALL_BOUND_SECONDS = 10.0
+LATE_TEXT = "came late: KubeVirt carried out the call after the kbmc had stopped waiting for it"
+
 # Effects that may still lead to a transition (a failed call never does; none and refused made no call).
 ACTIVE_EFFECTS = (Effect.PENDING.value, Effect.CALLED.value, Effect.UNKNOWN.value)
 

@@ -9,6 +9,7 @@ import pytest
 from vmbmc.controller import conditions
 from vmbmc.controller import transitions as tr
 from vmbmc.emulator.kubevirt_state import vm_status
+from vmbmc.machine import requests as rq
 
 T0 = "2025-05-01T10:00:00Z"
 T1 = "2025-05-01T10:00:05Z"
@@ -374,6 +375,28 @@ ATTRIBUTION = [
     ("exactly 120 s", "PoweredOn", [req("r1", "on", "2025-05-01T09:58:10Z")], [], "r1"),
     ("oldest wins", "PoweredOn", [req("r2", "on", T1), req("r1", "on", T0)], [], "r1"),
     ("consumed is skipped", "PoweredOn", [req("r1", "on", T0), req("r2", "on", T1)], ["r1"], "r2"),
+    ("unknown counts", "PoweredOff", [req("r1", "off", T1, "unknown")], [], "r1"),
+    (
+        "unknown yields to a later accepted call",
+        "PoweredOff",
+        [req("r1", "off", T0, "unknown"), req("r2", "off", T1)],
+        [],
+        "r2",
+    ),
+    (
+        "unknown older than a pending one still wins",
+        "PoweredOff",
+        [req("r1", "off", T0, "unknown"), req("r2", "off", T1, "pending")],
+        [],
+        "r1",
+    ),
+    (
+        "a failed request left by a restart never takes a later one's transition",
+        "PoweredOn",
+        [req("r1", "on", T0, "failed"), req("r2", "on", T1)],
+        [],
+        "r2",
+    ),
 ]
 
 
@@ -409,6 +432,18 @@ def test_entries_name_the_requester_and_consume_once() -> None:
     assert none is None and again["cause"] == "External"
     assert again["message"] == "outside the BMC: stopped through the KubeVirt API"
     assert "requestId" not in again
+
+
+def test_a_late_transition_says_so() -> None:
+    """A request whose call got no answer in time (unknown), carried out after all: the history entry and
+    the VM's Event say it came late; an accepted one's do not."""
+    off = tr.Transition("t1", "PoweredOff", T2, "On", "Off", tr.STOPPED_API)
+    ((entry, found),) = tr.attribute([off], [req("r1", "off", T1, "unknown")], [], "default/b")
+    assert found is not None and entry["requestId"] == "r1"
+    assert entry["message"] == f"by IPMI user admin from 10.244.1.7 (request r1); {rq.LATE_TEXT}"
+    assert tr.vm_message(entry, found, "default/b").endswith(rq.LATE_TEXT)
+    ((entry, _),) = tr.attribute([off], [req("r1", "off", T1)], [])
+    assert "late" not in entry["message"]
 
 
 def test_requests_of_another_bmc_of_the_vm_are_named() -> None:
