@@ -63,12 +63,8 @@ class LoginLimiter:
                 self._held_until[client] = now + self.hold
                 log.warning(
                     "failed-login limit reached; holding the address",
-                    extra={
-                        "client": client,
-                        "failures": len(times),
-                        "hold_s": self.hold,
-                        "delay_s": self.delay,
-                    },
+                    extra={"client": client, "failures": len(times), "hold_s": self.hold,
+                           "delay_s": self.delay},
                 )
             if not held:
                 return 0.0

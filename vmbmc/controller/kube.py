@@ -211,3 +211,4 @@ async def emit_event(
         await create_event(api, body)
     except ApiError as err:
         log.warning("could not write Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)
+

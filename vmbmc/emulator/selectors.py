@@ -11,7 +11,6 @@ from vmbmc.selectors import parse, split_terms
 
 Matcher = Callable[[dict], bool]
 
-
 def label_matcher(selector: str | None) -> Matcher:
     """A predicate over an object's labels (vmbmc.selectors); a bad selector is kube-apiserver's 400."""
     try:

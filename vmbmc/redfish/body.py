@@ -46,12 +46,8 @@ async def read_object(request: Request, *, allow_empty: bool = False) -> dict[st
         raise RedfishError(400, "MalformedJSON", resolution="The request needs a JSON object body.")
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
-        raise RedfishError(
-            415,
-            "HeaderInvalid",
-            f"Content-Type: {content_type}",
-            resolution="Send the body as application/json.",
-        )
+        raise RedfishError(415, "HeaderInvalid", f"Content-Type: {content_type}",
+                           resolution="Send the body as application/json.")
     return parse_object(raw)
 
 

@@ -23,26 +23,12 @@ from vmbmc.redfish.errors import RedfishError
 
 #: every property of DMTF's `ComputerSystem.Boot` complex type (all versions); a unit test checks
 #: this against the CSDL.
-BOOT_PROPERTIES = frozenset(
-    {
-        "AliasBootOrder",
-        "AutomaticRetryAttempts",
-        "AutomaticRetryConfig",
-        "BootNext",
-        "BootOptions",
-        "BootOrder",
-        "BootOrderPropertySelection",
-        "BootSourceOverrideEnabled",
-        "BootSourceOverrideMode",
-        "BootSourceOverrideTarget",
-        "Certificates",
-        "HttpBootUri",
-        "RemainingAutomaticRetryAttempts",
-        "StopBootOnFault",
-        "TrustedModuleRequiredToBoot",
-        "UefiTargetBootSourceOverride",
-    }
-)
+BOOT_PROPERTIES = frozenset({
+    "AliasBootOrder", "AutomaticRetryAttempts", "AutomaticRetryConfig", "BootNext", "BootOptions",
+    "BootOrder", "BootOrderPropertySelection", "BootSourceOverrideEnabled", "BootSourceOverrideMode",
+    "BootSourceOverrideTarget", "Certificates", "HttpBootUri", "RemainingAutomaticRetryAttempts",
+    "StopBootOnFault", "TrustedModuleRequiredToBoot", "UefiTargetBootSourceOverride",
+})
 
 # property paths as error messages name them
 _TARGET = "Boot/BootSourceOverrideTarget"
@@ -100,12 +86,8 @@ def parse_boot_patch(boot: Any, supported_targets: tuple[BootTarget, ...]) -> Bo
         if key not in BOOT_PROPERTIES:
             raise RedfishError(400, "PropertyUnknown", f"Boot/{key}")
         if key == "HttpBootUri" and value not in (None, ""):
-            raise RedfishError(
-                400,
-                "PropertyNotWritable",
-                "Boot/HttpBootUri",
-                resolution="This BMC does not offer HTTP boot; leave HttpBootUri out or null.",
-            )
+            raise RedfishError(400, "PropertyNotWritable", "Boot/HttpBootUri",
+                               resolution="This BMC does not offer HTTP boot; leave HttpBootUri out or null.")
     target = enabled = mode = None
     if "BootSourceOverrideTarget" in boot:
         target = _enum_value(boot["BootSourceOverrideTarget"], _TARGET, BootTarget, supported_targets)

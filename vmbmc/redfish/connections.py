@@ -185,29 +185,17 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 
 def bad_request_body() -> bytes:
     msg = message("GeneralError", resolution="Send a well-formed HTTP/1.1 request.")
-    error = {
-        "error": {
-            "code": msg["MessageId"],
-            "message": "The request is not well-formed HTTP.",
-            "@Message.ExtendedInfo": [msg],
-        }
-    }
+    error = {"error": {"code": msg["MessageId"], "message": "The request is not well-formed HTTP.",
+                       "@Message.ExtendedInfo": [msg]}}
     return json.dumps(error, separators=(",", ":")).encode()
 
 
 class HttpProtocol(H11Protocol):
     """uvicorn's h11 protocol with read deadlines, admission bookkeeping and JSON 400s."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-        *,
-        guard: ConnectionGuard,
-        key: int | None = None,
-    ) -> None:
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *, guard: ConnectionGuard,
+                 key: int | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.logger = _http_log
         self.guard = guard
@@ -262,12 +250,8 @@ class HttpProtocol(H11Protocol):
         self.guard.malformed += 1
         self.guard.notes.note(self.client[0] if self.client else "unknown", "malformed HTTP request")
         body = bad_request_body()
-        headers = [
-            (b"content-type", JSON_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *COMMON_HEADERS,
-        ]
+        headers = [(b"content-type", JSON_TYPE.encode()), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close"), *COMMON_HEADERS]
         try:
             out = self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
             out = (out or b"") + (self.conn.send(h11.Data(data=body)) or b"")
@@ -300,16 +284,10 @@ class _TlsProtocol(sslproto.SSLProtocol):
 
     max_size = 64 * 1024
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        app: HttpProtocol,
-        context: ssl.SSLContext,
-        guard: ConnectionGuard,
-    ) -> None:
-        super().__init__(
-            loop, app, context, None, server_side=True, ssl_handshake_timeout=guard.limits.tls_handshake
-        )
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: HttpProtocol, context: ssl.SSLContext,
+                 guard: ConnectionGuard) -> None:
+        super().__init__(loop, app, context, None, server_side=True,
+                         ssl_handshake_timeout=guard.limits.tls_handshake)
         self.guard, self.key = guard, app.key
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -328,12 +306,8 @@ def protocol_factory(
 ) -> Callable[..., asyncio.Protocol]:
     """What uvicorn calls for each accepted connection (`Config(http=...)`)."""
 
-    def create(
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> asyncio.Protocol:
+    def create(config: Config, server_state: ServerState, app_state: dict[str, Any],
+               _loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
         loop = _loop or asyncio.get_running_loop()
         if context is None:
             return HttpProtocol(config, server_state, app_state, loop, guard=guard)

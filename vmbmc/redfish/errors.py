@@ -102,39 +102,26 @@ def from_machine_error(
     """
     if isinstance(exc, Busy):
         return RedfishError(
-            503,
-            "ServiceTemporarilyUnavailable",
-            math.ceil(exc.retry_after),
-            resolution=exc.message,
-            headers=retry_after(exc.retry_after),
+            503, "ServiceTemporarilyUnavailable", math.ceil(exc.retry_after),
+            resolution=exc.message, headers=retry_after(exc.retry_after),
         )
     if isinstance(exc, BackendUnavailable):
-        return RedfishError(
-            503, "ServiceTemporarilyUnavailable", 5, resolution=exc.message, headers=retry_after(5)
-        )
+        return RedfishError(503, "ServiceTemporarilyUnavailable", 5, resolution=exc.message,
+                            headers=retry_after(5))
     if isinstance(exc, Refused):
         if powered_off:
             return RedfishError(409, "ChassisPowerStateOnRequired", chassis_id, resolution=exc.message)
-        return RedfishError(
-            409, "ActionParameterValueConflict", parameter or "", value or "", resolution=exc.message
-        )
+        return RedfishError(409, "ActionParameterValueConflict", parameter or "", value or "",
+                            resolution=exc.message)
     if isinstance(exc, NotSupported | Invalid):
         if action is not None:
             if isinstance(exc, NotSupported):
-                return RedfishError(
-                    400, "ActionParameterNotSupported", parameter or "", action, resolution=exc.message
-                )
-            return RedfishError(
-                400,
-                "ActionParameterValueNotInList",
-                value or "",
-                parameter or "",
-                action,
-                resolution=exc.message,
-            )
-        return RedfishError(
-            400, "PropertyValueNotInList", value or "", parameter or "", resolution=exc.message
-        )
+                return RedfishError(400, "ActionParameterNotSupported", parameter or "", action,
+                                    resolution=exc.message)
+            return RedfishError(400, "ActionParameterValueNotInList", value or "", parameter or "", action,
+                                resolution=exc.message)
+        return RedfishError(400, "PropertyValueNotInList", value or "", parameter or "",
+                            resolution=exc.message)
     if isinstance(exc, NotFound):
         return RedfishError(404, "ResourceNotFound", resource[0], resource[1], resolution=exc.message)
     if isinstance(exc, Forbidden):

@@ -88,13 +88,9 @@ class ETagMiddleware:
 
     async def _current_etag(self, scope: Scope) -> str | None:
         """The ETag a GET of this URI would carry now, or None when the GET does not succeed."""
-        get_scope = {
-            **scope,
-            "method": "GET",
-            "headers": [
-                (k, v) for k, v in scope["headers"] if k.lower() not in (b"if-match", b"content-length")
-            ],
-        }
+        get_scope = {**scope, "method": "GET", "headers": [
+            (k, v) for k, v in scope["headers"] if k.lower() not in (b"if-match", b"content-length")
+        ]}
         status = 0
         chunks: list[bytes] = []
 

@@ -46,10 +46,7 @@ class AccessLogMiddleware:
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
-                    "%s %s %s",
-                    scope["method"],
-                    scope["path"],
-                    status,
+                    "%s %s %s", scope["method"], scope["path"], status,
                     extra={
                         "method": scope["method"],
                         "path": scope["path"],
@@ -86,12 +83,8 @@ class RedfishHeadersMiddleware:
 def _refusal(scope: Scope) -> RedfishError | None:
     for key, value in scope["headers"]:
         if key.lower() == b"odata-version" and value.strip() != b"4.0":
-            return RedfishError(
-                412,
-                "HeaderInvalid",
-                f"OData-Version: {value.decode('latin-1')}",
-                resolution="This service supports OData-Version 4.0.",
-            )
+            return RedfishError(412, "HeaderInvalid", f"OData-Version: {value.decode('latin-1')}",
+                                resolution="This service supports OData-Version 4.0.")
     query = scope.get("query_string", b"")
     if query and any(part.startswith(b"$") for part in query.split(b"&")):
         return RedfishError(501, "QueryNotSupported")

@@ -21,19 +21,8 @@ RESET_TYPES: dict[str, PowerAction] = {
 #: every value of DMTF's `Resource.ResetType` enum (Resource_v1.xml); a unit test checks the list
 #: against the CSDL. A value in here but not in RESET_TYPES is valid Redfish we do not offer.
 DMTF_RESET_TYPES = (
-    "On",
-    "ForceOff",
-    "GracefulShutdown",
-    "GracefulRestart",
-    "ForceRestart",
-    "Nmi",
-    "ForceOn",
-    "PushPowerButton",
-    "PowerCycle",
-    "Suspend",
-    "Pause",
-    "Resume",
-    "FullPowerCycle",
+    "On", "ForceOff", "GracefulShutdown", "GracefulRestart", "ForceRestart", "Nmi", "ForceOn",
+    "PushPowerButton", "PowerCycle", "Suspend", "Pause", "Resume", "FullPowerCycle",
 )
 
 #: states Redfish's `PowerState` enum can show; Unknown is left out of the resource instead

@@ -62,15 +62,8 @@ def _bind(host: str, port: int) -> socket.socket:
 class RedfishServer:
     """One running listener. `port` is the bound port (useful with port 0)."""
 
-    def __init__(
-        self,
-        server: uvicorn.Server,
-        task: asyncio.Task[None],
-        sock: socket.socket,
-        https: bool,
-        tls_dir: Path | None,
-        guard: ConnectionGuard,
-    ) -> None:
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket,
+                 https: bool, tls_dir: Path | None, guard: ConnectionGuard) -> None:
         self._server = server
         self.guard = guard  # its connections: counts of refused, evicted, timed-out, malformed
         self._task = task
@@ -120,22 +113,14 @@ class RedfishServer:
         log.info("redfish server stopped", extra={"port": self.port})
 
 
-def _config(
-    app: ASGIApp,
-    host: str,
-    port: int,
-    tls_cert: str | None,
-    tls_key: str | None,
-    http: bool,
-    guard: ConnectionGuard,
-) -> uvicorn.Config:
+def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: str | None,
+            http: bool, guard: ConnectionGuard) -> uvicorn.Config:
     context = None
     if not http:
         # TLS is ours, not uvicorn's: vmbmc.redfish.connections admits a connection before its
         # handshake and gives the handshake a deadline.
-        context = create_ssl_context(
-            tls_cert, tls_key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None, _TLS12_CIPHERS
-        )
+        context = create_ssl_context(tls_cert, tls_key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None,
+                                     _TLS12_CIPHERS)
     return uvicorn.Config(
         app,
         host=host,
@@ -194,15 +179,8 @@ async def serve(
     return result
 
 
-def run(
-    app: ASGIApp,
-    host: str,
-    port: int,
-    *,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    http: bool = False,
-) -> None:
+def run(app: ASGIApp, host: str, port: int, *, tls_cert: str | None = None, tls_key: str | None = None,
+        http: bool = False) -> None:
     """Standalone: serve until SIGINT or SIGTERM."""
 
     async def main() -> None:

@@ -64,10 +64,8 @@ class SessionStore:
             self._expire()
             while len(self._by_digest) >= self.max_sessions:
                 _, evicted = self._by_digest.popitem(last=False)
-                log.info(
-                    "session limit reached; closed the least recently used session",
-                    extra={"session": evicted.id, "user": evicted.user, "client": evicted.client},
-                )
+                log.info("session limit reached; closed the least recently used session",
+                         extra={"session": evicted.id, "user": evicted.user, "client": evicted.client})
             self._by_digest[session.token_digest] = session
         return session, token
 

@@ -26,10 +26,7 @@ ROLES = {
 
 async def account_service(request: Request) -> Response:
     body = resource(
-        "AccountService",
-        paths.ACCOUNT_SERVICE,
-        "AccountService",
-        "Account Service",
+        "AccountService", paths.ACCOUNT_SERVICE, "AccountService", "Account Service",
         Description="Read-only: the BMC's one account comes from its credentials Secret",
         ServiceEnabled=True,
         Status=status(),
@@ -40,14 +37,8 @@ async def account_service(request: Request) -> Response:
 
 
 async def accounts(request: Request) -> Response:
-    return ok(
-        collection(
-            "ManagerAccountCollection",
-            paths.ACCOUNTS,
-            "Accounts Collection",
-            [f"{paths.ACCOUNTS}/{ACCOUNT_ID}"],
-        )
-    )
+    return ok(collection("ManagerAccountCollection", paths.ACCOUNTS, "Accounts Collection",
+                         [f"{paths.ACCOUNTS}/{ACCOUNT_ID}"]))
 
 
 async def account(request: Request) -> Response:
@@ -55,10 +46,7 @@ async def account(request: Request) -> Response:
     if account_id != ACCOUNT_ID:
         raise RedfishError(404, "ResourceNotFound", "ManagerAccount", account_id)
     body = resource(
-        "ManagerAccount",
-        f"{paths.ACCOUNTS}/{ACCOUNT_ID}",
-        ACCOUNT_ID,
-        "BMC account",
+        "ManagerAccount", f"{paths.ACCOUNTS}/{ACCOUNT_ID}", ACCOUNT_ID, "BMC account",
         Description="The BMC's account (IPMI and Redfish)",
         UserName=service(request).credentials.username(),
         RoleId=ROLE_ID,
@@ -80,10 +68,7 @@ async def role(request: Request) -> Response:
     if role_id not in ROLES:
         raise RedfishError(404, "ResourceNotFound", "Role", role_id)
     body = resource(
-        "Role",
-        f"{paths.ROLES}/{role_id}",
-        role_id,
-        f"{role_id} role",
+        "Role", f"{paths.ROLES}/{role_id}", role_id, f"{role_id} role",
         Description=f"DMTF's predefined {role_id} role",
         RoleId=role_id,
         IsPredefined=True,

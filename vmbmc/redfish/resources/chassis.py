@@ -22,10 +22,7 @@ async def chassis(request: Request) -> Response:
     svc = service(request)
     inv = current_inventory(svc)
     body = resource(
-        "Chassis",
-        paths.CHASSIS,
-        paths.CHASSIS_ID,
-        f"Chassis of {svc.machine.vm}",
+        "Chassis", paths.CHASSIS, paths.CHASSIS_ID, f"Chassis of {svc.machine.vm}",
         ChassisType="Other",
         Description="The virtual enclosure of a KubeVirt VirtualMachine",
         Manufacturer="KubeVirt",

@@ -29,10 +29,7 @@ async def ethernet_interface(request: Request) -> Response:
     if nic is None:
         raise RedfishError(404, "ResourceNotFound", "EthernetInterface", nic_id)
     body = resource(
-        "EthernetInterface",
-        f"{system_path(inv)}/EthernetInterfaces/{nic.name}",
-        nic.name,
-        nic.name,
+        "EthernetInterface", f"{system_path(inv)}/EthernetInterfaces/{nic.name}", nic.name, nic.name,
         Description=f"{nic.model} network interface" if nic.model else "network interface",
         InterfaceEnabled=True,
         Status=status(),
@@ -53,10 +50,7 @@ async def processor(request: Request) -> Response:
     if request.path_params["processor_id"] != "1":
         raise RedfishError(404, "ResourceNotFound", "Processor", request.path_params["processor_id"])
     body = resource(
-        "Processor",
-        f"{system_path(inv)}/Processors/1",
-        "1",
-        "Virtual CPUs",
+        "Processor", f"{system_path(inv)}/Processors/1", "1", "Virtual CPUs",
         Description="The VM's virtual CPUs",
         ProcessorType="CPU",
         TotalCores=inv.cpus,
@@ -85,10 +79,7 @@ async def simple_storage(request: Request) -> Response:
             device["CapacityBytes"] = disk.size_bytes
         devices.append(device)
     body = resource(
-        "SimpleStorage",
-        f"{system_path(inv)}/SimpleStorage/1",
-        "1",
-        "Virtual disks",
+        "SimpleStorage", f"{system_path(inv)}/SimpleStorage/1", "1", "Virtual disks",
         Description="The VM's disks and LUNs",
         Devices=devices,
         Status=status(),

@@ -33,10 +33,7 @@ async def manager(request: Request) -> Response:
     inv = current_inventory(svc)
     servers = [ref(system_path(inv))] if inv else []
     body = resource(
-        "Manager",
-        paths.MANAGER,
-        "BMC",
-        "vmbmc BMC",
+        "Manager", paths.MANAGER, "BMC", "vmbmc BMC",
         Description=f"Virtual BMC of KubeVirt VirtualMachine {svc.machine.vm}",
         ManagerType="BMC",
         Manufacturer="vmbmc",
@@ -71,10 +68,8 @@ async def reset_manager(request: Request) -> Response:
         raise RedfishError(400, "ActionParameterValueNotInList", reset_type, "ResetType", RESET_ACTION)
     closed = svc.sessions.clear()
     who = requester(request)
-    log.info(
-        "manager reset: closed all sessions",
-        extra={"reset_type": reset_type, "sessions": closed, "user": who.user, "client": who.client},
-    )
+    log.info("manager reset: closed all sessions",
+             extra={"reset_type": reset_type, "sessions": closed, "user": who.user, "client": who.client})
     return Response(status_code=204)
 
 
@@ -84,10 +79,7 @@ async def network_protocol(request: Request) -> Response:
     port = info.redfish_port or (request.url.port or (443 if info.https else 80))
     web_on, web_off = ("HTTPS", "HTTP") if info.https else ("HTTP", "HTTPS")
     body = resource(
-        "ManagerNetworkProtocol",
-        paths.NETWORK_PROTOCOL,
-        "NetworkProtocol",
-        "BMC Network Protocols",
+        "ManagerNetworkProtocol", paths.NETWORK_PROTOCOL, "NetworkProtocol", "BMC Network Protocols",
         Description="The protocols this virtual BMC answers on",
         Status=status(),
         **{web_on: {"ProtocolEnabled": True, "Port": port}, web_off: {"ProtocolEnabled": False}},

@@ -22,10 +22,7 @@ async def registries(request: Request) -> Response:
 async def base_file(request: Request) -> Response:
     major_minor = REGISTRY_ID.rsplit(".", 1)[0]  # "Base.1.16"
     body = resource(
-        "MessageRegistryFile",
-        _FILE,
-        "Base",
-        "Base Message Registry File",
+        "MessageRegistryFile", _FILE, "Base", "Base Message Registry File",
         Description="DMTF Base message registry (the messages this service uses)",
         Languages=["en"],
         Registry=major_minor,

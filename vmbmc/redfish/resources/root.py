@@ -30,10 +30,7 @@ async def versions(request: Request) -> Response:
 async def service_root(request: Request) -> Response:
     svc = service(request)
     body = resource(
-        "ServiceRoot",
-        paths.ROOT,
-        "RootService",
-        "vmbmc Redfish service",
+        "ServiceRoot", paths.ROOT, "RootService", "vmbmc Redfish service",
         RedfishVersion=REDFISH_VERSION,
         UUID=svc.derived_uuid("service-root"),
         Vendor="vmbmc",

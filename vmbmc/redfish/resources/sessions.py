@@ -21,10 +21,7 @@ log = logging.getLogger(__name__)
 
 def session_body(session: Session) -> dict[str, Any]:
     return resource(
-        "Session",
-        f"{paths.SESSIONS}/{session.id}",
-        session.id,
-        "User Session",
+        "Session", f"{paths.SESSIONS}/{session.id}", session.id, "User Session",
         Description="A Redfish login session",
         UserName=session.user,
         CreatedTime=session.created.isoformat().replace("+00:00", "Z"),
@@ -36,10 +33,7 @@ def session_body(session: Session) -> dict[str, Any]:
 async def session_service(request: Request) -> Response:
     svc = service(request)
     body = resource(
-        "SessionService",
-        paths.SESSION_SERVICE,
-        "SessionService",
-        "Session Service",
+        "SessionService", paths.SESSION_SERVICE, "SessionService", "Session Service",
         Description="Redfish login sessions; idle sessions expire after SessionTimeout seconds",
         ServiceEnabled=True,
         SessionTimeout=int(svc.sessions.timeout),
@@ -89,8 +83,6 @@ async def logout(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     if not service(request).sessions.delete(session_id):
         raise RedfishError(404, "ResourceNotFound", "Session", session_id)
-    log.info(
-        "session deleted",
-        extra={"session": session_id, "user": request.scope.get("state", {}).get("user", "")},
-    )
+    log.info("session deleted", extra={"session": session_id,
+                                       "user": request.scope.get("state", {}).get("user", "")})
     return Response(status_code=204)

@@ -54,7 +54,7 @@ def resolve(request: Request) -> Inventory:
         return inv
     if inv is not None and system_id == inv.uuid:
         old = f"{paths.SYSTEMS}/{system_id}"
-        raise Redirect(paths.system(inv.name) + request.url.path[len(old) :])
+        raise Redirect(paths.system(inv.name) + request.url.path[len(old):])
     raise RedfishError(404, "ResourceNotFound", "ComputerSystem", system_id)
 
 
@@ -73,10 +73,7 @@ def system_body(svc: Service, inv: Inventory) -> dict[str, Any]:
     path = system_path(inv)
     health = "Warning" if power.stale else "OK"
     body = resource(
-        "ComputerSystem",
-        path,
-        inv.name,
-        inv.name,
+        "ComputerSystem", path, inv.name, inv.name,
         Description=f"KubeVirt VirtualMachine {inv.namespace}/{inv.name}",
         SystemType="Virtual",
         Manufacturer="KubeVirt",
@@ -168,10 +165,7 @@ def parse_reset(body: dict[str, Any]) -> str:
         raise RedfishError(400, "ActionParameterValueNotInList", value, "ResetType", RESET_ACTION)
     if value not in RESET_TYPES:
         raise RedfishError(
-            400,
-            "ActionParameterNotSupported",
-            "ResetType",
-            RESET_ACTION,
+            400, "ActionParameterNotSupported", "ResetType", RESET_ACTION,
             resolution=f"ResetType {value} is not offered by this BMC; use one of {', '.join(RESET_TYPES)}.",
         )
     return value
@@ -186,33 +180,14 @@ async def reset_system(request: Request) -> Response:
         result = await svc.machine.act(RESET_TYPES[reset_type], who, settle_timeout=svc.settle_timeout)
     except MachineError as exc:
         powered_off = _is_off(svc)
-        log.info(
-            "reset not done",
-            extra={
-                "reset_type": reset_type,
-                "error": type(exc).__name__,
-                "request_id": who.request_id,
-                "user": who.user,
-            },
-        )
+        log.info("reset not done", extra={"reset_type": reset_type, "error": type(exc).__name__,
+                                           "request_id": who.request_id, "user": who.user})
         raise from_machine_error(
-            exc,
-            parameter="ResetType",
-            value=reset_type,
-            action=RESET_ACTION,
-            resource=("ComputerSystem", inv.name),
-            powered_off=powered_off,
+            exc, parameter="ResetType", value=reset_type, action=RESET_ACTION,
+            resource=("ComputerSystem", inv.name), powered_off=powered_off,
         ) from exc
-    log.info(
-        "reset",
-        extra={
-            "reset_type": reset_type,
-            "effect": result.effect.value,
-            "request_id": who.request_id,
-            "user": who.user,
-            "client": who.client,
-        },
-    )
+    log.info("reset", extra={"reset_type": reset_type, "effect": result.effect.value,
+                             "request_id": who.request_id, "user": who.user, "client": who.client})
     return Response(status_code=204)
 
 
