@@ -8,6 +8,7 @@ from typing import Any
 
 from vmbmc.auth.passwords import generate_password as generate_password
 from vmbmc.controller import naming as n
+from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623
 SERVICE_IPMI_PORT = 623
@@ -157,6 +158,15 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
                 "resources": ["virtualmachineinstances/console"],
                 "resourceNames": vm,
                 "verbs": ["get"],
+            },
+            # VirtualMedia: its one DataVolume by name; `create` cannot be limited by name (the kbmc only
+            # ever creates vmbmc-<bmc>-media, and CDI's own admission bounds what a DataVolume may read)
+            {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "verbs": ["create"]},
+            {
+                "apiGroups": ["cdi.kubevirt.io"],
+                "resources": ["datavolumes"],
+                "resourceNames": [media_dv_name(b.name)],
+                "verbs": ["get", "watch", "delete"],
             },
         ],
     }

@@ -31,6 +31,7 @@ _PATHS: dict[str, tuple[str, str]] = {
     n.KIND: (f"/apis/{n.GROUP}/{n.VERSION}", n.PLURAL),
     "VirtualMachine": ("/apis/kubevirt.io/v1", "virtualmachines"),
     "VirtualMachineInstance": ("/apis/kubevirt.io/v1", "virtualmachineinstances"),
+    "DataVolume": ("/apis/cdi.kubevirt.io/v1beta1", "datavolumes"),
 }
 CONFLICT_RETRIES = 8  # create-or-patch races (apply)
 

@@ -13,6 +13,7 @@ from vmbmc.controller import kube
 from vmbmc.controller import naming as n
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
+from vmbmc.machine.media import data_volume_name as media_dv_name
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,8 @@ async def remove_workload(
         for obj in await kube.list_items(state.api, kind, None, selector):
             meta = obj["metadata"]
             if meta.get("namespace") != keep_vm_namespace and meta.get("name") == n.vm_role_name(info.name):
+                if kind == "Role":  # the kbmc's virtual CD (its DataVolume) goes with its rights there
+                    await kube.delete(state.api, "DataVolume", meta["namespace"], media_dv_name(info.name))
                 await kube.delete(state.api, kind, meta["namespace"], meta["name"])
     if deployment:
         await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))

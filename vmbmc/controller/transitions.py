@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from vmbmc.kubevirt.clock import parse as parse_time
+from vmbmc.machine import media
 from vmbmc.machine import requests as rq
 from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
 from vmbmc.machine.observe import observe as power_state
@@ -73,6 +74,8 @@ LEADS_TO: dict[str, tuple[str, ...]] = {
     PowerAction.RESUME.value: (RESUMED,),
     rq.BOOT_ACTION: (BOOT_DEVICE_CHANGED,),
     rq.RESTORE_ACTION: (BOOT_DEVICE_CHANGED,),
+    # ejecting takes the virtual CD out of the VM, with the bootOrder a Cd override gave it
+    media.EJECT_ACTION: (BOOT_DEVICE_CHANGED,),
 }
 
 

@@ -175,10 +175,12 @@ class EmulatorThread:
         self.emulator = Emulator(authorization="RBAC" if self.rbac else "AlwaysAllow")
         self.emulator.security.authn.add_static_token(self.token, ADMIN)
         if self._kubevirt:
+            from vmbmc.emulator.cdi import install_cdi
             from vmbmc.emulator.kubevirt import install_kubevirt
             from vmbmc.emulator.workloads import install_workloads
 
             self.kubevirt = install_kubevirt(self.emulator, **self._kubevirt_options)
+            self.cdi = install_cdi(self.emulator)
             self.workloads = install_workloads(self.emulator, pod_runner=self._pod_runner)
         for path in self._crds:
             self._apply_crd_file(path)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmbmc.kubevirt.client import JSON_PATCH, NOT_SENT, ApiError
 from vmbmc.kubevirt.informer import Informer, OwnWrites
+from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog
 from vmbmc.machine import boot
@@ -43,6 +44,7 @@ from vmbmc.machine.errors import (
     Unanswered,
 )
 from vmbmc.machine.inventory import inventory
+from vmbmc.machine.media import EJECT_ACTION, INSERT_ACTION, MediaStatus
 from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
 from vmbmc.machine.power import (
     CALL_SHOWS,
@@ -152,6 +154,7 @@ class KubeVirtMachine(Machine):
         self._changed = asyncio.Event()
         self._restoring: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.media = MediaDrive(self)
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
@@ -526,6 +529,8 @@ class KubeVirtMachine(Machine):
         if action == BOOT_ACTION:
             stored = self.store.override()
             return stored is not None and stored.request_id == rid
+        if action in (INSERT_ACTION, EJECT_ACTION):
+            return self.media.carried_out(action)
         try:
             power = PowerAction(action)
             vm, vmi = self._vm(), self._vmi()
@@ -685,6 +690,16 @@ class KubeVirtMachine(Machine):
                 content_type=JSON_PATCH,
             )
         )
+
+    # --- virtual media (vmbmc.kubevirt.media) -------------------------------------------------
+    def virtual_media(self) -> MediaStatus:
+        return self.media.status()
+
+    async def insert_media(self, requester: Requester, image: str) -> asyncio.Future[MediaStatus]:
+        return await self.media.insert(requester, image)
+
+    async def eject_media(self, requester: Requester) -> MediaStatus:
+        return await self.media.eject(requester)
 
     # --- Once restore -------------------------------------------------------------------------
     def check_once_restore(self) -> None:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "virtualmachinebmc.kubevirt.io/"
 BOOT_ANNOTATION = ANNOTATION_PREFIX + "boot-override"
 REQUESTS_ANNOTATION = ANNOTATION_PREFIX + "requests"
+MEDIA_ANNOTATION = ANNOTATION_PREFIX + "virtual-media"
 MAX_REQUESTS = 10
 COMPONENT = "vmbmc-kbmc"
 
@@ -109,6 +110,11 @@ class RecordStore(abc.ABC):
         obj = self.current()
         return self._read_requests(obj) if obj else []
 
+    def media(self) -> list[dict[str, Any]]:
+        """`status.virtualMedia` (or its annotation in standalone mode)."""
+        obj = self.current()
+        return self._read_media(obj) if obj else []
+
     def involved_object(self) -> dict[str, Any] | None:
         obj = self.current()
         if obj is None:
@@ -124,6 +130,9 @@ class RecordStore(abc.ABC):
     # --- writing --------------------------------------------------------------------------
     async def write_override(self, stored: StoredOverride | None) -> None:
         await self._update(lambda obj: self._override_patch(obj, stored))
+
+    async def write_media(self, entries: list[dict[str, Any]]) -> None:
+        await self._update(lambda obj: self._media_patch(entries))
 
     async def record_request(self, entry: dict[str, Any]) -> None:
         """Add the entry, or update the one with the same id (newest last, at most 10)."""
@@ -170,6 +179,12 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def _requests_patch(self, reqs: list[dict[str, Any]]) -> dict[str, Any]: ...
 
+    @abc.abstractmethod
+    def _read_media(self, obj: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+
 
 class BmcStatusStore(RecordStore):
     kind = BMC_KIND
@@ -192,6 +207,12 @@ class BmcStatusStore(RecordStore):
 
     def _requests_patch(self, reqs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"status": {"requests": reqs}}
+
+    def _read_media(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        return list((obj.get("status") or {}).get("virtualMedia") or [])
+
+    def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"status": {"virtualMedia": entries}}
 
 
 class VmAnnotationStore(RecordStore):
@@ -229,3 +250,11 @@ class VmAnnotationStore(RecordStore):
 
     def _requests_patch(self, reqs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"metadata": {"annotations": {REQUESTS_ANNOTATION: json.dumps(reqs, separators=(",", ":"))}}}
+
+    def _read_media(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        value = self._annotation(obj, MEDIA_ANNOTATION)
+        return value if isinstance(value, list) else []
+
+    def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        value = json.dumps(entries, separators=(",", ":")) if entries else None
+        return {"metadata": {"annotations": {MEDIA_ANNOTATION: value}}}

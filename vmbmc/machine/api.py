@@ -15,6 +15,7 @@ import asyncio
 
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
+from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -111,3 +112,18 @@ class Machine(abc.ABC):
         """The VM's serial console (see vmbmc.machine.console); it follows power cycles until
         closed. Raises NotSupported where the back end has none."""
         raise NotSupported("this machine has no serial console")
+
+    # --- virtual media: one CD-ROM (vmbmc.machine.media); back ends without it say so -----------
+    def virtual_media(self) -> MediaStatus | None:
+        """The CD-ROM as stored, from the cache; None when this back end has no virtual media."""
+        return None
+
+    async def insert_media(self, requester: Requester, image: str) -> asyncio.Future[MediaStatus]:
+        """Record the request, start importing `image` and attach it; the future resolves with the final
+        status (inserted, or phase Failed with CDI's message). Raises Invalid (bad URL), Refused (media
+        already in or importing), Busy (another insert/eject running)."""
+        raise NotSupported("virtual media is not available on this back end")
+
+    async def eject_media(self, requester: Requester) -> MediaStatus:
+        """Detach and delete the medium; an empty drive is a success with no call."""
+        raise NotSupported("virtual media is not available on this back end")

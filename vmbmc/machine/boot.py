@@ -17,6 +17,7 @@ from typing import Any
 import jsonpatch
 
 from vmbmc.machine.errors import Invalid, NotSupported
+from vmbmc.machine.media import MEDIA_NAME as MEDIA_DISK
 from vmbmc.machine.types import BootMode, BootOverride, BootPersistence, BootTarget
 
 DEVICES_PATH = "/spec/template/spec/domain/devices"
@@ -91,8 +92,9 @@ def check_target(vm: dict[str, Any], target: BootTarget) -> None:
 
 
 def boot_orders_for(vm: dict[str, Any], target: BootTarget) -> dict[str, int]:
-    """New bootOrder per device key: the target group first, numbered 1..N in template order."""
-    devs = devices(vm)
+    """New bootOrder per device key: the target group first, numbered 1..N in template order; among the
+    CD-ROMs the BMC's virtual CD comes first (an inserted image is what `Cd` means to a BMC client)."""
+    devs = sorted(devices(vm), key=lambda d: d.key != f"{CDROM}:{MEDIA_DISK}")  # stable: template order
     out: dict[str, int] = {}
     n = 0
     for group in GROUP_ORDER[target]:

@@ -125,4 +125,7 @@ def inventory(
         disks=tuple(disks),
         boot_mode=boot_mode(vm),
         run_strategy=run_strategy(vm),
+        # KubeVirt's spec.architecture; without it the cluster's default (amd64 on every cluster we know)
+        architecture=str(tspec.get("architecture") or ((vmi or {}).get("spec") or {}).get("architecture")
+                         or "amd64"),
     )

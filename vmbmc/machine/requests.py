@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vmbmc.machine import media
 from vmbmc.machine.power import REQUEST_REASONS, KubeVirtCall
 from vmbmc.machine.types import Effect, PowerAction, Protocol, Requester
 
@@ -43,6 +44,8 @@ _ACTION_TEXT = {
     PowerAction.NMI.value: "NMI",
     BOOT_ACTION: "boot override",
     RESTORE_ACTION: "boot order restore",
+    media.INSERT_ACTION: "virtual media insert",
+    media.EJECT_ACTION: "virtual media eject",
 }
 
 # The KubeVirt call, as an Event names it.
@@ -56,6 +59,11 @@ CALL_TEXT: dict[KubeVirtCall, str] = {
     KubeVirtCall.UNPAUSE: "VirtualMachineInstance unpause",
 }
 PATCH_TEXT = "a patch of the VirtualMachine's boot order and firmware"
+# What a request that is not a KubeVirt call leads to, when it is not a boot order patch.
+TARGET_TEXT = {
+    media.INSERT_ACTION: "a CDI DataVolume importing the image and a patch adding the VM's CD-ROM",
+    media.EJECT_ACTION: "a patch removing the VM's CD-ROM and deletion of its DataVolume",
+}
 
 
 def reason(action: str) -> str:
@@ -64,6 +72,8 @@ def reason(action: str) -> str:
         return BOOT_OVERRIDE_REASON
     if action == RESTORE_ACTION:
         return BOOT_RESTORED_REASON
+    if action in media.REASONS:
+        return media.REASONS[action]
     return REQUEST_REASONS[PowerAction(action)]
 
 
@@ -109,7 +119,8 @@ def request_message(
         return f"{head}: refused, no KubeVirt call ({note})"
     if effect == Effect.NONE.value:
         return f"{head}: no KubeVirt call needed ({note})"
-    target = f"KubeVirt call {CALL_TEXT[call]}" if call is not None else PATCH_TEXT
+    action = str(entry.get("action"))
+    target = f"KubeVirt call {CALL_TEXT[call]}" if call is not None else TARGET_TEXT.get(action, PATCH_TEXT)
     return f"{head}: {target}{f' ({note})' if note else ''}"
 
 

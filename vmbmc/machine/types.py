@@ -146,3 +146,4 @@ class Inventory:
     disks: tuple[Disk, ...] = field(default_factory=tuple)
     boot_mode: BootMode = BootMode.LEGACY
     run_strategy: str = ""  # KubeVirt runStrategy (IPMI reports it as the power restore policy)
+    architecture: str = "amd64"  # KubeVirt spec.architecture: amd64, arm64, s390x, ppc64le

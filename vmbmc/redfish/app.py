@@ -32,6 +32,7 @@ from vmbmc.redfish.resources import (
     chassis,
     inventory,
     managers,
+    media,
     registries,
     root,
     sessions,
@@ -42,6 +43,7 @@ from vmbmc.redfish.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 SYSTEM = f"{paths.SYSTEMS}/{{system_id}}"
+MEDIA_ACTIONS = "VirtualMedia/{media_id}/Actions/VirtualMedia"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -80,6 +82,18 @@ ROUTES = [
     route(f"{SYSTEM}/Processors/{{processor_id}}",      GET=inventory.processor),
     route(f"{SYSTEM}/SimpleStorage",                    GET=inventory.simple_storage_collection),
     route(f"{SYSTEM}/SimpleStorage/{{storage_id}}",     GET=inventory.simple_storage),
+    *[
+        # one Cd device, under the System (Ironic) and the Manager (bmclib looks there first)
+        r
+        for parent in (SYSTEM, paths.MANAGER)
+        for r in (
+            route(f"{parent}/VirtualMedia",             GET=media.media_collection),
+            route(f"{parent}/VirtualMedia/{{media_id}}", GET=media.get_media, PATCH=media.patch_media),
+            route(f"{parent}/{MEDIA_ACTIONS}.InsertMedia", POST=media.insert_media),
+            route(f"{parent}/{MEDIA_ACTIONS}.EjectMedia", POST=media.eject_media),
+        )
+    ],
+    route(f"{media.TASK_MONITORS}/{{task_id}}",         GET=media.task_monitor),
     route(paths.MANAGERS,                               GET=managers.managers),
     route(paths.MANAGER,                                GET=managers.manager),
     route(f"{paths.MANAGER}/Actions/Manager.Reset",     POST=managers.reset_manager),

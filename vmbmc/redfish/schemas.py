@@ -21,6 +21,8 @@ VERSIONS: dict[str, str | None] = {
     "SimpleStorageCollection": None,
     "Processor": "v1_20_0",
     "ProcessorCollection": None,
+    "VirtualMedia": "v1_6_5",
+    "VirtualMediaCollection": None,
     "Manager": "v1_19_0",
     "ManagerCollection": None,
     "ManagerNetworkProtocol": "v1_10_0",

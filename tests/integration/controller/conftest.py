@@ -42,6 +42,7 @@ PATHS = {
     "rolebinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "networkpolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "datavolume": ("/apis/cdi.kubevirt.io/v1beta1", "datavolumes"),
 }
 
 

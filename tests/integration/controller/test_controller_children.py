@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from tests.integration.controller.conftest import SYSTEM, Api, until
+from vmbmc.machine.media import data_volume
 
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 
@@ -123,6 +124,9 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
          "resourceNames": ["web.1"], "verbs": ["update"]},
         {"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/console"],
          "resourceNames": ["web.1"], "verbs": ["get"]},
+        {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "verbs": ["create"]},
+        {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"],
+         "resourceNames": [f"vmbmc-{name}-media"], "verbs": ["get", "watch", "delete"]},
     ]  # fmt: skip
     assert "ownerReferences" not in vm_role["metadata"], "no cross-namespace ownerReference"
     for ns, rb_name in ((SYSTEM, f"vmbmc-{name}-bmc"), ("tenant-a", f"vmbmc-{name}-vm")):
@@ -178,6 +182,8 @@ def test_vm_deleted_removes_bmc_and_all_children(api: Api, controller: Any) -> N
     name = "gone-vm1"
     until(lambda: bmc_ready(api, SYSTEM, name), 20, "BMC ready")
     assert api.get("role", "gone", f"vmbmc-{name}-vm") is not None
+    # the kbmc's virtual CD, as it makes one (vmbmc.machine.media): in the VM's namespace, no owner
+    api.create(data_volume(f"vmbmc-{name}-media", "gone", "http://127.0.0.1:9/boot.iso", {}))
     api.delete("vm", "gone", "vm1")
     until(lambda: api.get("vmbmc", SYSTEM, name) is None, 20, "the BMC to go")
     for kind, ns, child in (
@@ -189,6 +195,7 @@ def test_vm_deleted_removes_bmc_and_all_children(api: Api, controller: Any) -> N
         ("service", SYSTEM, f"{name}-kbmc"),
         ("serviceaccount", SYSTEM, f"{name}-kbmc"),
         ("secret", SYSTEM, f"{name}-credentials"),
+        ("datavolume", "gone", f"vmbmc-{name}-media"),
     ):
         until(lambda k=kind, n=ns, c=child: api.get(k, n, c) is None, 15, f"{kind} {ns}/{child} to go")
 

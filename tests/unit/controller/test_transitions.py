@@ -470,6 +470,18 @@ def test_the_kbmc_restore_explains_a_boot_change() -> None:
     assert entry["cause"] == "Request" and entry["message"] == "by the kbmc (request r1-restore-abc)"
 
 
+def test_an_eject_explains_a_boot_change() -> None:
+    """Ejecting the virtual CD takes out a disk that a Cd override may have numbered: that change is the
+    BMC's request, never `outside the BMC`."""
+    changed = tr.Transition("t1", "BootDeviceChanged", T2, "Off", "Off", tr.BOOT_SPEC_CHANGED)
+    eject = req("e1", "eject_media", T1)
+    ((entry, _),) = tr.attribute([changed], [eject], [])
+    assert entry["cause"] == "Request" and "(request e1)" in entry["message"]
+    insert = req("i1", "insert_media", T1)  # an insert adds a disk without a bootOrder: no boot change
+    ((entry, _),) = tr.attribute([changed], [insert], [])
+    assert entry["cause"] == "External"
+
+
 def test_a_vm_status_ahead_of_its_vmi_invents_nothing() -> None:
     """The VM reads ready before this observer has its VMI (a cache filling up): the state is On, but no
     transition is recorded until the VMI that identifies it is known."""

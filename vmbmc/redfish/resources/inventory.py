@@ -39,6 +39,15 @@ async def ethernet_interface(request: Request) -> Response:
     return ok(body)
 
 
+# KubeVirt architecture → Redfish ProcessorArchitecture and InstructionSet (Ironic's profile needs the former)
+_ARCHITECTURES = {
+    "amd64": {"ProcessorArchitecture": "x86", "InstructionSet": "x86-64"},
+    "arm64": {"ProcessorArchitecture": "ARM", "InstructionSet": "ARM-A64"},
+    "ppc64le": {"ProcessorArchitecture": "Power", "InstructionSet": "PowerISA"},
+    "s390x": {"ProcessorArchitecture": "OEM", "InstructionSet": "OEM"},
+}
+
+
 async def processors(request: Request) -> Response:
     inv = resolve(request)
     base = f"{system_path(inv)}/Processors"
@@ -53,6 +62,7 @@ async def processor(request: Request) -> Response:
         "Processor", f"{system_path(inv)}/Processors/1", "1", "Virtual CPUs",
         Description="The VM's virtual CPUs",
         ProcessorType="CPU",
+        **_ARCHITECTURES.get(inv.architecture, {"ProcessorArchitecture": "OEM"}),
         TotalCores=inv.cpus,
         TotalThreads=inv.cpus,
         Status=status(),

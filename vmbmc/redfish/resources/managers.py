@@ -52,6 +52,8 @@ async def manager(request: Request) -> Response:
     )
     if inv is not None:
         body["UUID"] = svc.derived_uuid("manager")
+    if svc.machine.virtual_media() is not None:
+        body["VirtualMedia"] = ref(f"{paths.MANAGER}/VirtualMedia")
     return ok(body)
 
 

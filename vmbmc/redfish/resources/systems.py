@@ -104,6 +104,8 @@ def system_body(svc: Service, inv: Inventory) -> dict[str, Any]:
                 "HotKeySequenceDisplay": "ipmitool: Enter ~. ; ipmiconsole: &.",
             },
         }
+    if svc.machine.virtual_media() is not None:
+        body["VirtualMedia"] = ref(f"{path}/VirtualMedia")
     # Redfish has no "Unknown" PowerState: leave the property out rather than invent a state.
     if power.state in REDFISH_POWER_STATES:
         body["PowerState"] = power.state.value
