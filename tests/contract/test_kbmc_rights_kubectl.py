@@ -96,6 +96,15 @@ def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[...
         _ok(
             as_kbmc("replace", "--raw", f"{SUB}/virtualmachineinstances/vm-a/{action}", "-f", "-", input="{}")
         )
+    # Serial over LAN: its own VM's serial console, and no other's.
+    # (A plain GET, not a WebSocket upgrade: authorized, then not served as a console.)
+    own = as_kbmc("get", "--raw", f"{SUB}/virtualmachineinstances/vm-a/console")
+    assert "(Forbidden)" not in own.stderr, own.stderr
+    _forbidden(
+        as_kbmc("get", "--raw", f"{SUB}/virtualmachineinstances/vm-b/console"),
+        f'User "{USER}" cannot get resource "virtualmachineinstances/console" in API group '
+        f'"subresources.kubevirt.io" in the namespace "{NS}"',
+    )
     restart = '{"gracePeriodSeconds": 0}'
     _ok(as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-a/restart", "-f", "-", input=restart))
     _ok(as_kbmc("replace", "--raw", f"{SUB}/virtualmachines/vm-a/stop", "-f", "-", input="{}"))

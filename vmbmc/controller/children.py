@@ -11,6 +11,7 @@ from vmbmc.controller import naming as n
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623
+SERVICE_IPMI_PORT = 623
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
@@ -159,6 +160,12 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
                 "resourceNames": vm,
                 "verbs": ["update"],
             },
+            {  # Serial over LAN: the VM's serial console (a WebSocket GET)
+                "apiGroups": ["subresources.kubevirt.io"],
+                "resources": ["virtualmachineinstances/console"],
+                "resourceNames": vm,
+                "verbs": ["get"],
+            },
             # VirtualMedia: its one DataVolume by name; `create` cannot be limited by name (the kbmc only
             # ever creates vmbmc-<bmc>-media, and CDI's own admission bounds what a DataVolume may read)
             {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "verbs": ["create"]},
@@ -217,6 +224,8 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
         f"{b.namespace}/{b.name}",
         "--ipmi-port",
         str(IPMI_PORT),
+        "--advertised-ipmi-port",  # clients reach the Service's port; SOL and Redfish name it
+        str(SERVICE_IPMI_PORT),
         "--redfish-port",
         str(REDFISH_PORT),
         "--health-port",
@@ -303,7 +312,8 @@ def service(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any
     ipmi_target, redfish_target = targets or (IPMI_PORT, REDFISH_PORT)
     ports: list[dict[str, Any]] = []
     if b.ipmi:
-        ports.append({"name": "ipmi", "port": 623, "targetPort": ipmi_target, "protocol": "UDP"})
+        ipmi = {"name": "ipmi", "port": SERVICE_IPMI_PORT, "targetPort": ipmi_target, "protocol": "UDP"}
+        ports.append(ipmi)
     if b.redfish:
         ports.append({"name": "redfish", "port": 443, "targetPort": redfish_target, "protocol": "TCP"})
     if not ports:

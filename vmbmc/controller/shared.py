@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from vmbmc.controller import naming as n
+from vmbmc.controller.children import SERVICE_IPMI_PORT
 from vmbmc.kubevirt.client import ApiClient, ApiError
 from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.roster import COMPONENT, NAME, RosterEntry, Wanted, configmap_path, parse_roster, plan
@@ -144,7 +145,15 @@ def deployment(namespace: str, image: str) -> dict[str, Any]:
     container = {
         "name": "kbmc",
         "image": image,
-        "args": ["kbmc", "--shared", namespace, "--health-port", str(HEALTH_PORT)],
+        "args": [
+            "kbmc",
+            "--shared",
+            namespace,
+            "--advertised-ipmi-port",  # every BMC's Service maps 623: SOL and Redfish name it
+            str(SERVICE_IPMI_PORT),
+            "--health-port",
+            str(HEALTH_PORT),
+        ],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 5},

@@ -322,6 +322,8 @@ class LocalPodRunner:
         flag = ADDRESS_FLAGS.get(args[0]) if args else None
         if flag is None:
             raise ValueError(f"the demo's pod runner runs only {' and '.join(ADDRESS_FLAGS)} containers")
+        # No Service in front of a local pod: clients use the container port, which SOL then names.
+        args = _without(args, "--advertised-ipmi-port")
         args = [*_without(args, flag, "--kubeconfig"), flag, address, "--kubeconfig", kubeconfig]
         return [sys.executable, "-m", "vmbmc", *args]
 

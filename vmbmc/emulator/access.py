@@ -17,7 +17,7 @@ from collections import deque
 from contextvars import ContextVar
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmbmc.emulator.authn import (
@@ -112,24 +112,28 @@ class AccessMiddleware:
         self.app, self.security = app, security
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
+        # A WebSocket upgrade (the console subresource) is a GET to the authorizer, as upstream.
+        websocket = scope["type"] == "websocket"
+        request = HTTPConnection(scope)
         try:
             user = self.security.check(
-                request.method,
+                "GET" if websocket else scope["method"],
                 request.url.path,
                 request.query_params,
                 request.headers.get("authorization"),
                 request.headers,
             )
         except ApiError as exc:
-            await _send_status(send, exc)
+            await send_status(scope, receive, send, exc)
             return
         except Exception as exc:  # never a bare 500 and never an accidental allow
             log.exception("authentication or authorization failed")
-            await _send_status(send, ApiError(500, "InternalError", f"Internal error occurred: {exc}"))
+            await send_status(
+                scope, receive, send, ApiError(500, "InternalError", f"Internal error occurred: {exc}")
+            )
             return
         token = CURRENT_USER.set(user)
         try:
@@ -138,13 +142,18 @@ class AccessMiddleware:
             CURRENT_USER.reset(token)
 
 
-async def _send_status(send: Send, exc: ApiError) -> None:
+async def send_status(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+    """A Status answer; to a WebSocket upgrade as the HTTP answer that refuses it (no 101)."""
+    prefix = "http"
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        prefix = "websocket.http"
     body = json.dumps(exc.status(), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.code == 403:
         headers.append((b"x-content-type-options", b"nosniff"))
-    await send({"type": "http.response.start", "status": exc.code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{prefix}.response.start", "status": exc.code, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
 
 
 # --- TokenRequest: POST /api/v1/namespaces/NS/serviceaccounts/NAME/token ---------------------------

@@ -13,9 +13,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from vmbmc.emulator import apiwarnings
+from vmbmc.emulator import apiwarnings, console
 from vmbmc.emulator.access import AccessMiddleware
 from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError, bad_request
@@ -407,6 +407,7 @@ def create_app(emulator: Emulator) -> Starlette:
         Route("/apis", api.resource, methods=methods),
         Route("/apis/", api.resource, methods=methods),
         Route("/apis/{rest:path}", api.resource, methods=methods),
+        WebSocketRoute(console.PATH, console.Consoles(emulator).endpoint),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -45,6 +45,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default="::", help="address to listen on (default :: , IPv6 and IPv4)")
     parser.add_argument("--ipmi-port", type=port, default=DEFAULT_PORT, help="UDP port (default 10623)")
     parser.add_argument(
+        "--advertised-ipmi-port",
+        type=port,
+        default=None,
+        help="the IPMI port clients use, named in SOL and Redfish answers "
+        "(a Service's 623; default: --ipmi-port)",
+    )
+    parser.add_argument(
         "--redfish-port",
         type=port,
         default=None,
@@ -120,6 +127,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         opts = ServiceOptions(
             address=args.address,
             ipmi_port=ipmi,
+            advertised_ipmi_port=args.advertised_ipmi_port,
             redfish_port=redfish,
             redfish_http=args.redfish_http,
             tls_cert=args.tls_cert,
@@ -164,6 +172,7 @@ async def serve_shared(args: argparse.Namespace, stop: asyncio.Event) -> int:
         restricted=restricted,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        advertised_ipmi_port=args.advertised_ipmi_port,
     )
     health = None
     try:

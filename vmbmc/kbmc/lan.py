@@ -32,6 +32,7 @@ from vmbmc.kbmc.commands import (
     Waiting,
 )
 from vmbmc.kbmc.sessions import Handshake, Priv, SeqWindow, Session, SessionTable
+from vmbmc.kbmc.sol import SolPayload
 from vmbmc.kbmc.wire import Malformed, Request
 from vmbmc.ratelog import RateLimitedLog
 
@@ -99,8 +100,10 @@ class LanChannel:
         limiter: LoginLimiter,
         identity: Identity,
         table: SessionTable | None = None,
+        sol: SolPayload | None = None,
     ) -> None:
         self.commands = commands
+        self.sol = sol
         self.credentials = credentials
         self.limiter = limiter
         self.identity = identity
@@ -124,6 +127,8 @@ class LanChannel:
 
     def reset(self) -> None:
         """Drop every session (Cold/Warm Reset)."""
+        if self.sol is not None:
+            self.sol.end(tell=False)
         self.table.clear()
 
     # --- IPMI 1.5 --------------------------------------------------------------------------
@@ -243,10 +248,10 @@ class LanChannel:
             return self._rakp1(pkt.payload, client)
         if pkt.payload_type == wire.PAYLOAD_RAKP3:
             return self._rakp3(pkt.payload, client)
-        if pkt.payload_type != wire.PAYLOAD_IPMI:
+        if pkt.payload_type not in (wire.PAYLOAD_IPMI, wire.PAYLOAD_SOL):
             self.bad.note(client[0], f"dropped an unsupported RMCP+ payload type 0x{pkt.payload_type:02x}")
             return None
-        if pkt.session_id == 0:
+        if pkt.session_id == 0 and pkt.payload_type == wire.PAYLOAD_IPMI:
             if pkt.encrypted or pkt.authenticated:
                 raise Malformed("sessionless packet claims authentication")
             req = Request.parse(pkt.payload)
@@ -272,6 +277,18 @@ class LanChannel:
             return None
         self.table.touch(s)
         keys = s.keys
+        if pkt.payload_type == wire.PAYLOAD_SOL:
+            ack = self.sol.receive(s, plain) if self.sol is not None else None
+            if ack is None:
+                return None
+            return wire.build_v20(
+                wire.PAYLOAD_SOL,
+                s.peer_id,
+                s.next_out_seq(),
+                keys.encrypt(ack),
+                encrypted=True,
+                sign=keys.auth_code,
+            )
 
         def seal(response: bytes) -> bytes:
             return wire.build_v20(
@@ -477,7 +494,7 @@ class LanChannel:
         channel = data[0] & 0x0F
         if channel not in (CURRENT_CHANNEL, CHANNEL):
             return CC_INVALID_FIELD, b""
-        if data[1] != 0:  # only IPMI payloads are offered (no SOL)
+        if data[1] not in (wire.PAYLOAD_IPMI, wire.PAYLOAD_SOL):  # IPMI and SOL payloads only
             return CC_OK, bytes((CHANNEL,))
         if data[2] & 0x80:
             records = b"".join(s.record for s in crypto.SUITES)
@@ -514,6 +531,8 @@ class LanChannel:
             code, data = (
                 self._auth_capabilities(req.data) if req.cmd == 0x38 else self._cipher_suites(req.data)
             )
+        elif self.sol is not None and (req.netfn, req.cmd) in self.sol.COMMANDS:
+            name, code, data = self.sol.command(s, req)
         else:
             caller = Caller(s.user, client_text(s.client), s.priv)
             name, outcome = self.commands.handle(caller, req)

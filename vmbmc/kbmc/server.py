@@ -17,6 +17,7 @@ from vmbmc.auth import Credentials, LoginLimiter
 from vmbmc.kbmc.commands import Commands
 from vmbmc.kbmc.lan import Deferred, Identity, LanChannel, Later
 from vmbmc.kbmc.sessions import SessionTable
+from vmbmc.kbmc.sol import SolPayload
 from vmbmc.machine.api import Machine
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,17 @@ class IpmiServer:
         port: int = DEFAULT_PORT,
         limiter: LoginLimiter | None = None,
         table: SessionTable | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.machine = machine
         self.host, self._port = host, port
+        # The port clients reach us on (a Service's 623, not the container's): SOL names it.
+        self.advertised_port = advertised_port
         self.commands = Commands(machine, on_bmc_reset=self._reset_soon)
+        table = table if table is not None else SessionTable()
+        sol = SolPayload(machine, table, self._send, lambda: self.advertised_port or self._port)
         self.lan = LanChannel(
-            self.commands, credentials, limiter or LoginLimiter(), Identity(_bmc_guid(machine)), table
+            self.commands, credentials, limiter or LoginLimiter(), Identity(_bmc_guid(machine)), table, sol
         )
         self._transport: asyncio.DatagramTransport | None = None
         self._pruner: asyncio.TimerHandle | None = None
@@ -161,6 +167,17 @@ class IpmiServer:
         self._schedule_prune()
         log.info("IPMI listening", extra={"host": self.host, "port": self._port, "vm": self.machine.vm})
         return self
+
+    def _send(self, datagram: bytes, client: tuple[str, int]) -> None:
+        """A datagram the BMC sends on its own (SOL output) to a client of its sessions."""
+        transport = self._transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        host = client[0]
+        if sock is not None and sock.family == socket.AF_INET6 and "." in host:
+            host = "::ffff:" + host  # an IPv4 client of the dual-stack socket (see _peer)
+        transport.sendto(datagram, (host, client[1]))
 
     def _schedule_prune(self) -> None:
         loop = asyncio.get_running_loop()

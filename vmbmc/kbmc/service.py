@@ -22,6 +22,7 @@ REDFISH_PORT = 8443
 class ServiceOptions:
     address: str = "::"
     ipmi_port: int | None = DEFAULT_PORT  # None: no IPMI
+    advertised_ipmi_port: int | None = None  # the port clients use (a Service's); None: ipmi_port
     redfish_port: int | None = None  # None: no Redfish
     redfish_http: bool = False
     tls_cert: str | None = None
@@ -54,6 +55,7 @@ class BmcService:
                     host=opts.address,
                     port=opts.ipmi_port,
                     limiter=self.limiter,
+                    advertised_port=opts.advertised_ipmi_port,
                 ).start()
             if opts.redfish_port is not None:
                 # Imported here: a BMC without Redfish never loads starlette's routing and schemas.
@@ -65,7 +67,7 @@ class BmcService:
                     self.credentials,
                     limiter=self.limiter,
                     manager_info={
-                        "ipmi_port": self.ipmi.port if self.ipmi else None,
+                        "ipmi_port": (opts.advertised_ipmi_port or self.ipmi.port) if self.ipmi else None,
                         "https": not opts.redfish_http,
                     },
                 )

@@ -61,8 +61,11 @@ class SharedKbmc:
         restricted: bool,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        advertised_ipmi_port: int | None = None,
     ) -> None:
         self.hub = hub
+        # Every BMC's Service maps the same port (623) onto its own container port: SOL names that one.
+        self.advertised_ipmi_port = advertised_ipmi_port
         self.namespace = namespace
         self.address = address
         self.restricted = restricted
@@ -128,6 +131,7 @@ class SharedKbmc:
                 opts = ServiceOptions(
                     address=self.address,
                     ipmi_port=entry.ipmi_port if entry.ipmi else None,
+                    advertised_ipmi_port=self.advertised_ipmi_port,
                     redfish_port=entry.redfish_port if entry.redfish else None,
                     redfish_http=entry.insecure_http,
                     tls_cert=tls[0] if tls else None,

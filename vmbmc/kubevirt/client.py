@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from vmbmc.kubevirt.http import ConnectError, HttpClient, HttpError
 from vmbmc.kubevirt.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
+from vmbmc.kubevirt.websocket import WebSocket, WebSocketError, check_handshake, handshake_headers
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,26 @@ class ApiClient:
                             yield json.loads(line)
         except (TimeoutError, HttpError, json.JSONDecodeError) as exc:
             raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+    async def websocket(self, path: str, subprotocol: str, timeout: float = 10.0) -> WebSocket:
+        """Open a WebSocket subresource (the VMI console). Raises ApiError (the refusal's code)."""
+        ws_headers, accept = handshake_headers(subprotocol)
+        headers = {**await self._headers(None), **ws_headers}
+        try:
+            async with asyncio.timeout(timeout):
+                resp, reader, writer = await self._http.upgrade(path, headers)
+        except (TimeoutError, HttpError) as exc:
+            raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if resp.status != 101 or reader is None or writer is None:
+            if resp.status == 401:
+                self.cfg.unauthorized()
+            raise _error(resp.status, resp.body)
+        try:
+            check_handshake(resp.headers, accept, subprotocol)
+        except WebSocketError as exc:
+            writer.close()
+            raise ApiError(0, "ConnectionError", str(exc)) from exc
+        return WebSocket(reader, writer)
 
     async def close(self) -> None:
         await self._http.close()

@@ -234,6 +234,23 @@ class HttpClient:
         finally:
             self._discard(conn)
 
+    async def upgrade(
+        self, target: str, headers: dict[str, str]
+    ) -> tuple[Response, asyncio.StreamReader | None, asyncio.StreamWriter | None]:
+        """A GET asking to switch protocols (a WebSocket) on a connection of its own. On 101 the
+        answer and the connection's streams, now the caller's to close; otherwise the whole answer."""
+        conn = await self._connect()
+        try:
+            resp = await self._send(conn, self._head("GET", target, headers, None), None)
+            if resp.status == 101:
+                self._open.discard(conn)  # no longer HTTP: closing it is the caller's job
+                return resp, conn.reader, conn.writer
+            resp.body = b"".join([c async for c in _body(conn.reader, resp, "GET")])
+            return resp, None, None
+        finally:
+            if conn in self._open:
+                self._discard(conn)
+
 
 def _keep_alive(resp: Response) -> bool:
     return "close" not in resp.headers.get("connection", "").lower()

@@ -31,6 +31,7 @@ from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
+from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import (
     BackendUnavailable,
     Busy,
@@ -157,6 +158,11 @@ class KubeVirtMachine(Machine):
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
+
+    def open_console(self, output: Output, state: StateListener) -> Console:
+        from vmbmc.kubevirt.console import KubeVirtConsole
+
+        return KubeVirtConsole(self.api, self.vmis, self.namespace, self.name, output, state)
 
     def close(self) -> None:
         self.vms.unsubscribe(self.name, self._on_change)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 
+from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
@@ -105,6 +106,12 @@ class Machine(abc.ABC):
         mode: BootMode | None = None,
     ) -> BootOverride:
         """Like `submit_boot_override` but awaits the VM patch and the stored record (Redfish)."""
+
+    # --- serial console ---------------------------------------------------------------------
+    def open_console(self, output: Output, state: StateListener) -> Console:
+        """The VM's serial console (see vmbmc.machine.console); it follows power cycles until
+        closed. Raises NotSupported where the back end has none."""
+        raise NotSupported("this machine has no serial console")
 
     # --- virtual media: one CD-ROM (vmbmc.machine.media); back ends without it say so -----------
     def virtual_media(self) -> MediaStatus | None:

@@ -129,6 +129,7 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
         log_config=None,
         access_log=False,  # vmbmc.redfish.middleware writes one structured line per request
         lifespan="off",
+        ws="none",  # Redfish has no WebSocket; wsproto (there for the emulator) stays out of the kbmc
         server_header=False,
         timeout_keep_alive=guard.limits.keep_alive,
         timeout_graceful_shutdown=5,

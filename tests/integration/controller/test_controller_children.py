@@ -79,8 +79,8 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
     (c,) = pod["containers"]
     assert c["image"] == "vmbmc:dev"
     assert c["args"] == [
-        "kbmc", "--bmc", f"{SYSTEM}/{name}", "--ipmi-port", "10623", "--redfish-port", "8443",
-        "--health-port", "8081", "--credentials-dir", "/etc/vmbmc/credentials",
+        "kbmc", "--bmc", f"{SYSTEM}/{name}", "--ipmi-port", "10623", "--advertised-ipmi-port", "623",
+        "--redfish-port", "8443", "--health-port", "8081", "--credentials-dir", "/etc/vmbmc/credentials",
     ]  # fmt: skip
     assert {(p["containerPort"], p["protocol"]) for p in c["ports"]} == {(10623, "UDP"), (8081, "TCP")}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
@@ -122,6 +122,8 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
          "resources": ["virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart",
                        "virtualmachineinstances/pause", "virtualmachineinstances/unpause"],
          "resourceNames": ["web.1"], "verbs": ["update"]},
+        {"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/console"],
+         "resourceNames": ["web.1"], "verbs": ["get"]},
         {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "verbs": ["create"]},
         {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"],
          "resourceNames": [f"vmbmc-{name}-media"], "verbs": ["get", "watch", "delete"]},

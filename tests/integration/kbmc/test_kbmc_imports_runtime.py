@@ -24,6 +24,8 @@ FORBIDDEN = {
     "aiohttp",
     "cryptography",
     "prometheus_client",
+    "wsproto",  # the emulator's WebSocket server; the kbmc's console client is its own
+    "websockets",
 }
 
 

@@ -33,6 +33,10 @@ async def test_gofish_flow(server, machine) -> None:
         auth = {"X-Auth-Token": session["X-Auth-Token"]}
         r = await client.get(SYSTEM, headers=auth)
         etag, boot = r.headers["ETag"], r.json()["Boot"]
+        # The serial console is IPMI SOL on the advertised IPMI port.
+        console = r.json()["SerialConsole"]
+        assert console["MaxConcurrentSessions"] == 1
+        assert (console["IPMI"]["ServiceEnabled"], console["IPMI"]["Port"]) == (True, 10623)
         # SetBoot: the whole Boot object it read, with new values and Go zero values
         boot.update(
             BootSourceOverrideTarget="Pxe",

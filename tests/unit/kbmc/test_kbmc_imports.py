@@ -20,6 +20,8 @@ FORBIDDEN = (
     "aiohttp",
     "cryptography",
     "prometheus_client",
+    "wsproto",  # the emulator's WebSocket server; the kbmc's console client is its own
+    "websockets",
 )
 # Only when Redfish is enabled.
 REDFISH_ONLY = ("starlette", "uvicorn")

@@ -94,6 +94,16 @@ def system_body(svc: Service, inv: Inventory) -> dict[str, Any]:
             }
         },
     )
+    if svc.manager.ipmi_port:
+        # The serial console is IPMI Serial over LAN, on the port clients use (a Service's 623).
+        body["SerialConsole"] = {
+            "MaxConcurrentSessions": 1,
+            "IPMI": {
+                "ServiceEnabled": True,
+                "Port": svc.manager.ipmi_port,
+                "HotKeySequenceDisplay": "ipmitool: Enter ~. ; ipmiconsole: &.",
+            },
+        }
     if svc.machine.virtual_media() is not None:
         body["VirtualMedia"] = ref(f"{path}/VirtualMedia")
     # Redfish has no "Unknown" PowerState: leave the property out rather than invent a state.
