@@ -217,6 +217,39 @@ def _pod_selector(b: BmcInfo, shared: bool) -> dict[str, Any]:
 SHARED = "kbmc-shared"  # the shared kbmc pod's component label (vmbmc.controller.shared)
 
 
+
+def kbmc_container(
+    image: str,
+    args: list[str],
+    ports: list[dict[str, Any]],
+    resources: dict[str, Any],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The kbmc container as both modes run it: probes on the health port, Pod Security `restricted`
+    plus a read-only root filesystem, and its pod name for the Events' reportingInstance."""
+    return {
+        "name": "kbmc",
+        "image": image,
+        "args": args,
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": ports,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": resources,
+        "volumeMounts": mounts,
+    }
+
 def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
     args = [
         "kbmc",
@@ -241,37 +274,16 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
     if b.redfish:
         ports.insert(-1, {"name": "redfish", "containerPort": REDFISH_PORT, "protocol": "TCP"})
     selector = {n.LABEL_BMC: n.label_value(b.name), "app.kubernetes.io/component": "kbmc"}
-    container = {
-        "name": "kbmc",
-        "image": image,
-        "args": args,
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": ports,
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": HEALTH_PORT},
-            "periodSeconds": 5,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
-            "periodSeconds": 20,
-            "failureThreshold": 3,
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "48Mi"},
-            "limits": {"cpu": "500m", "memory": "256Mi"},
-        },
-        "volumeMounts": [
+    container = kbmc_container(
+        image,
+        args,
+        ports,
+        {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        [
             {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-    }
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

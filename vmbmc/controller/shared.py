@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from vmbmc.controller import naming as n
-from vmbmc.controller.children import SERVICE_IPMI_PORT
+from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container
 from vmbmc.kubevirt.client import ApiClient, ApiError
 from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.roster import COMPONENT, NAME, RosterEntry, Wanted, configmap_path, parse_roster, plan
@@ -142,10 +142,9 @@ def role_binding(namespace: str) -> dict[str, Any]:
 def deployment(namespace: str, image: str) -> dict[str, Any]:
     """The shared kbmc. Its template names no BMC and no BMC port: a Service's targetPort need not be a
     declared container port, so adding a BMC changes nothing here and restarts nothing."""
-    container = {
-        "name": "kbmc",
-        "image": image,
-        "args": [
+    container = kbmc_container(
+        image,
+        [
             "kbmc",
             "--shared",
             namespace,
@@ -154,27 +153,10 @@ def deployment(namespace: str, image: str) -> dict[str, Any]:
             "--health-port",
             str(HEALTH_PORT),
         ],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 5},
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
-            "periodSeconds": 20,
-            "failureThreshold": 3,
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "2", "memory": "1Gi"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
+        [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        [{"name": "tmp", "mountPath": "/tmp"}],
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
