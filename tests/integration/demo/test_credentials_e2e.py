@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
@@ -35,6 +36,7 @@ PW18 = "Ab3dEf6hIj9lMn2pQr"  # 18 bytes
 PW24 = "Ab3dEf6hIj9lMn2pQr5tUv8x"  # 24 bytes
 
 
+@pytest.mark.timeout(400)  # bounded polls of up to 60 s each on a loaded machine
 def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=200, images=["vmbmc:dev"])
@@ -122,10 +124,10 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
         with ControllerThread(opts):
             # 1. the Secret does not exist yet
             bmc("late", "late-credentials")
-            cond = wait_until(lambda: credentials("late", "SecretNotFound"), 20, "SecretNotFound")
+            cond = wait_until(lambda: credentials("late", "SecretNotFound"), 60, "SecretNotFound")
             assert cond["status"] == "False"
             assert f"Secret {SYSTEM}/late-credentials does not exist" in cond["message"], cond
-            message = wait_until(lambda: warning("late", "SecretNotFound"), 20, "the Warning Event")
+            message = wait_until(lambda: warning("late", "SecretNotFound"), 60, "the Warning Event")
             assert f"{SYSTEM}/late-credentials" in message
             described = kubectl("-n", SYSTEM, "describe", "vmbmc", "late").stdout
             assert "SecretNotFound" in described and "late-credentials" in described
@@ -140,7 +142,7 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
                     ),
                     None,
                 ),
-                20,
+                60,
                 "Ready naming the missing Secret",
             )
             assert ready["status"] == "False" and ready["reason"] == "KbmcNotReady", ready
@@ -150,18 +152,18 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
                     "-n", SYSTEM, "get", "pods", "-l", "virtualmachinebmc.kubevirt.io/bmc=late",
                     "-o", "jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}",
                 ).stdout == "ContainerCreating",
-                20, "the kbmc pod ContainerCreating",
+                60, "the kbmc pod ContainerCreating",
             )  # fmt: skip
             # 2. created late, with a password of 18 bytes: the controller looks again by itself, and
             # the pod starts once its volume can be mounted
             secret("late-credentials", PW18)
             cond = wait_until(
-                lambda: credentials("late", "PasswordTooLongForIPMI15"), 30, "PasswordTooLongForIPMI15"
+                lambda: credentials("late", "PasswordTooLongForIPMI15"), 60, "PasswordTooLongForIPMI15"
             )
             assert "ipmitool -I lan" in cond["message"] and "18 bytes" in cond["message"], cond
-            message = wait_until(lambda: warning("late", "PasswordTooLongForIPMI15"), 20, "the Warning")
+            message = wait_until(lambda: warning("late", "PasswordTooLongForIPMI15"), 60, "the Warning")
             assert "late-credentials" in message and "-I lan" in message
-            ip = wait_until(lambda: pod_ip("late"), 30, "the kbmc pod Ready")
+            ip = wait_until(lambda: pod_ip("late"), 60, "the kbmc pod Ready")
             out = ipmitool("lanplus", ip, PW18)
             assert out.stdout.strip() == "Chassis Power is off", out
             out = ipmitool("lan", ip, PW18)
@@ -170,10 +172,10 @@ def test_user_secrets_missing_and_too_long(tmp_path: Path) -> None:
             # 3. over 20 bytes: IPMI refused, Redfish works
             secret("long-credentials", PW24)
             bmc("long", "long-credentials")
-            cond = wait_until(lambda: credentials("long", "PasswordTooLongForIPMI"), 20, "TooLongForIPMI")
+            cond = wait_until(lambda: credentials("long", "PasswordTooLongForIPMI"), 60, "TooLongForIPMI")
             assert "IPMI logins are refused" in cond["message"] and "24 bytes" in cond["message"]
-            assert wait_until(lambda: warning("long", "PasswordTooLongForIPMI"), 20, "the Warning")
-            ip = wait_until(lambda: pod_ip("long"), 30, "the kbmc pod Ready")
+            assert wait_until(lambda: warning("long", "PasswordTooLongForIPMI"), 60, "the Warning")
+            ip = wait_until(lambda: pod_ip("long"), 60, "the kbmc pod Ready")
             for attempt in (PW24, PW24[:20]):  # ipmitool refuses the first itself; the kbmc the second
                 out = ipmitool("lanplus", ip, attempt)
                 assert out.returncode != 0 and "Chassis Power" not in out.stdout, out
