@@ -124,7 +124,8 @@ def test_owner_reference_garbage_collection_and_cross_namespace_refs(api):
     owner = core.create_namespaced_config_map("default", _cm(_name()))
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner.metadata.name, "uid": owner.metadata.uid}
     child = core.create_namespaced_config_map("default", _cm(_name(), ownerReferences=[ref]))
-    # An owner in another namespace does not count: the dependent is collected (contracts §5).
+    # An owner in another namespace does not count: the dependent is collected
+    # (Kubernetes ignores an ownerReference across namespaces).
     stray = core.create_namespaced_config_map(other, _cm(_name(), ownerReferences=[ref]))
     assert _wait_gone(lambda: core.read_namespaced_config_map(stray.metadata.name, other))
     core.read_namespaced_config_map(child.metadata.name, "default")  # still there: its owner exists

@@ -1,5 +1,6 @@
-"""Real requests with a kbmc's token, under exactly the Roles the controller writes (contracts §8,
-issue 12): what its own VM, VMI, BMC and Events allow, and what every other object refuses, with
+"""Real requests with a kbmc's token, under exactly the Roles the controller writes (every rule
+limited by resourceNames to its own objects except creating Events): what its own VM, VMI, BMC and
+Events allow, and what every other object refuses, with
 kube-apiserver's 403 wording. The emulator enforces RBAC (its default). What `kubectl auth can-i`,
 `whoami` and access reviews say for the same identity is in test_rbac_kubectl.py."""
 

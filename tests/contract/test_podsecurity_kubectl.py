@@ -1,6 +1,6 @@
 """Pod Security admission through real kubectl: what kube-apiserver's PodSecurity plug-in answers.
 
-And the proof of contracts §8 ("Pod Security `restricted` on every generated and shipped workload"):
+And the proof that every generated and shipped workload meets Pod Security `restricted`:
 the kbmc Deployment the controller renders and the shipped deploy/ controller Deployment are applied to
 namespaces that enforce, warn and audit `restricted`; kubectl prints no warning and their pods exist.
 """
@@ -195,7 +195,7 @@ BMCS = [
 
 @pytest.mark.parametrize("bmc", BMCS, ids=[b.name for b in BMCS])
 def test_the_generated_kbmc_deployment_meets_restricted(kubectl, bmc):
-    """contracts §8 for the workload the controller generates, proven by the admission plug-in."""
+    """Pod Security `restricted` for the workload the controller generates, proven by admission."""
     _namespace(kubectl, "psa-kbmc", RESTRICTED)
     deployment = children.deployment(bmc, "vmbmc:dev", f"{bmc.name}-credentials")
     template = deployment["spec"]["template"]
@@ -211,7 +211,7 @@ def test_the_generated_kbmc_deployment_meets_restricted(kubectl, bmc):
 
 
 def test_the_shipped_controller_deployment_meets_restricted(kubectl):
-    """contracts §8 for deploy/: its namespace enforces restricted and its Deployment passes it."""
+    """Pod Security `restricted` for deploy/: its namespace enforces it, its Deployment passes."""
     rendered = kubectl("kustomize", str(ROOT / "deploy")).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     (ns,) = [d for d in docs if d["kind"] == "Namespace"]

@@ -11,22 +11,18 @@ when it stops, it removes it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vmbmc.auth import StaticCredentials
 from vmbmc.kbmc.service import BmcService, ServiceOptions
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import ApiError
-from vmbmc.kubevirt.hub import KubeVirtHub
-from vmbmc.kubevirt.informer import Informer
-from vmbmc.kubevirt.records import bmc_path
-from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.machine.api import Machine
-from vmbmc.roster import NAME, RosterEntry, configmap_path, parse_roster
+from vmbmc.roster import RosterEntry
+
+if TYPE_CHECKING:  # the back end, as `cli.py` wires it: machines and the roster, nothing else
+    from vmbmc.kubevirt.hub import KubeVirtHub
 
 log = logging.getLogger("vmbmc.kbmc.shared")
 
@@ -73,9 +69,7 @@ class SharedKbmc:
         self.served: dict[str, _Served] = {}
         self.failed: set[str] = set()
         self._changed = asyncio.Event()
-        self._roster = Informer(
-            hub.api, configmap_path(namespace, None), field_selector=f"metadata.name={NAME}"
-        )
+        self._roster = hub.shared_roster(namespace)
         self._gate = asyncio.Semaphore(STARTS_AT_ONCE)
         self._tls_lock = asyncio.Lock()
         self._converged = False
@@ -88,20 +82,19 @@ class SharedKbmc:
         return self._converged
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._roster.subscribe(NAME, lambda _old, _new: self._changed.set())
-        self._roster.start()
+        self._roster.start(self._changed.set)
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + REFRESH
         try:
             while not stop.is_set():
                 self._changed.clear()
-                if self._roster.synced.is_set():
-                    await self.converge(parse_roster(self._roster.get(NAME)))
+                if self._roster.synced():
+                    await self.converge(self._roster.entries())
                     self._converged = True
                 if loop.time() >= next_refresh:
                     next_refresh = loop.time() + REFRESH
                     await self._refresh_credentials()
-                timeout = RETRY if self.failed or not self._roster.synced.is_set() else REFRESH
+                timeout = RETRY if self.failed or not self._roster.synced() else REFRESH
                 waiters = [asyncio.ensure_future(e.wait()) for e in (self._changed, stop)]
                 try:
                     await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -124,7 +117,7 @@ class SharedKbmc:
         async with self._gate:
             machine = None
             try:
-                user, password = await self._read_secret(entry.secret)
+                user, password = await self._roster.credentials(entry.secret)
                 creds = SecretCredentials(user, password)
                 machine = await self.hub.machine_for_bmc(self.namespace, name, restricted=self.restricted)
                 tls = await self._certificate() if entry.redfish and not entry.insecure_http else None
@@ -151,7 +144,7 @@ class SharedKbmc:
                 "serving BMC",
                 extra={"bmc": name, "ipmi_port": opts.ipmi_port, "redfish_port": opts.redfish_port},
             )
-            await self._mark_serving(name, clock.rfc3339())
+            await self._roster.mark_serving(name, True)
 
     async def _stop(self, name: str, *, clear: bool) -> None:
         served = self.served.pop(name, None)
@@ -161,37 +154,13 @@ class SharedKbmc:
         await self.hub.release(served.machine)
         log.info("stopped serving BMC", extra={"bmc": name})
         if clear:
-            await self._mark_serving(name, None)
-
-    async def _mark_serving(self, name: str, when: str | None) -> None:
-        """`status.serving` of the BMC: the time it began being served here, or removed (None)."""
-
-        def make_patch(bmc: dict[str, Any]) -> dict[str, Any] | None:
-            if when is None and "serving" not in (bmc.get("status") or {}):
-                return None
-            return {"status": {"serving": when}}
-
-        try:
-            await guarded_patch(
-                self.hub.api, bmc_path(self.namespace, name), make_patch, subresource="status"
-            )
-        except ApiError as err:
-            log.warning("could not write status.serving", extra={"bmc": name, "error": str(err)})
-
-    async def _read_secret(self, secret: str) -> tuple[str, str]:
-        obj = await self.hub.api.request("GET", f"/api/v1/namespaces/{self.namespace}/secrets/{secret}")
-        data = (obj or {}).get("data") or {}
-        user = base64.b64decode(data.get("username") or "").decode()
-        password = base64.b64decode(data.get("password") or "").decode()
-        if not user or not password:
-            raise ValueError(f"Secret {self.namespace}/{secret} needs keys username and password")
-        return user, password
+            await self._roster.mark_serving(name, False)
 
     async def _refresh_credentials(self) -> None:
         async def one(served: _Served) -> None:
             async with self._gate:
-                with contextlib.suppress(ApiError, ValueError):
-                    served.credentials.update(*await self._read_secret(served.entry.secret))
+                with contextlib.suppress(ValueError):
+                    served.credentials.update(*await self._roster.credentials(served.entry.secret))
 
         await asyncio.gather(*(one(s) for s in list(self.served.values())))
 

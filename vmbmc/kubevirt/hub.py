@@ -24,6 +24,7 @@ from vmbmc.kubevirt.records import (
     vm_ref,
 )
 from vmbmc.kubevirt.requests import EventWriter
+from vmbmc.kubevirt.shared_roster import SharedRoster
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import BackendUnavailable, Invalid, NotFound
 
@@ -83,6 +84,10 @@ class KubeVirtHub:
                 await inf.stop()
 
     # --- machines ------------------------------------------------------------------------------
+    def shared_roster(self, namespace: str) -> SharedRoster:
+        """The roster, credentials and `status.serving` of a shared kbmc's namespace (shared mode)."""
+        return SharedRoster(self.api, namespace)
+
     async def machine_for_bmc(self, namespace: str, name: str, *, restricted: bool = False) -> Machine:
         """A Machine for the VirtualMachineBMC `namespace/name` (its VM from `spec.virtualMachineRef`
         or the seed's `spec.vmNamespace`/`spec.vmName`); records go to its status, Events on it."""

@@ -1,5 +1,6 @@
 """VirtualMedia: one `Cd` device, reachable from the System and from the Manager (Ironic looks under the
-System, bmclib under the Manager first), backed by a CDI import (`vmbmc.kubevirt.media`).
+System, bmclib under the Manager first), backed by the
+state machine's media operations (a CDI import in the back end).
 
 InsertMedia answers once the import has finished when that takes at most INSERT_WAIT seconds (204, or
 400 ActionParameterValueError with CDI's message when it failed); a longer import answers 202 with a
