@@ -386,11 +386,12 @@ class KubeVirtMachine(Machine):
                     "no KubeVirt call was made"
                 ) from err
             effect = await self._call(call, requester, deadline)
-        except Unanswered as err:
+        except MachineError as err:  # Unanswered: the call may have reached the API server
+            outcome = Effect.UNKNOWN if isinstance(err, Unanswered) else Effect.FAILED
             if self._inflight is not None and self._inflight.call is call:
                 self._inflight = None
             log.warning(
-                "power request unanswered",
+                "power request unanswered" if outcome is Effect.UNKNOWN else "power request failed",
                 extra={
                     "vm": self.vm,
                     "action": action.value,
@@ -399,23 +400,7 @@ class KubeVirtMachine(Machine):
                     "request_id": requester.request_id,
                 },
             )
-            await self.requests.settle(requester, action.value, Effect.UNKNOWN, err.message)
-            future.set_exception(err)
-            return
-        except MachineError as err:
-            if self._inflight is not None and self._inflight.call is call:
-                self._inflight = None
-            log.warning(
-                "power request failed",
-                extra={
-                    "vm": self.vm,
-                    "action": action.value,
-                    "call": call.value,
-                    "error": err.message,
-                    "request_id": requester.request_id,
-                },
-            )
-            await self.requests.settle(requester, action.value, Effect.FAILED, err.message)
+            await self.requests.settle(requester, action.value, outcome, err.message)
             future.set_exception(err)
             return
         if self._inflight is not None and self._inflight.call is call:
