@@ -80,7 +80,9 @@ class Controller:
         log.info("health, readiness and metrics on port %d", self.health_port)
         elector: LeaderElector | None = None
         holder: asyncio.Task[None] | None = None
-        recorder = PowerRecorder(api, opts.identity)
+        # The recorder gets a lane of its own: a burst of creates keeps hundreds of reconcile calls
+        # waiting for the controller's client, and a power transition must not wait behind them.
+        recorder = PowerRecorder(api.lane(), opts.identity)
         try:
             if opts.leader_elect:
                 elector = LeaderElector(
@@ -150,6 +152,7 @@ class Controller:
                 with contextlib.suppress(Exception):
                     await close()
             await self.health.stop()
+            await recorder.api.close()
             await api.close()
 
 

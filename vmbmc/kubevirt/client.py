@@ -62,6 +62,12 @@ class ApiClient:
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
         return cls(await load_configuration(kubeconfig, context))
 
+    def lane(self) -> ApiClient:
+        """A client of the same cluster and credentials with connections and an in-flight limit of its
+        own. Calls wait for a free slot in the order they were made (vmbmc.kubevirt.http), so work that
+        must not queue behind a burst of other calls gets a lane of its own. Close it separately."""
+        return ApiClient(self.cfg)
+
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": JSON}
         if content_type:
