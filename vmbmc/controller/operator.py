@@ -81,8 +81,9 @@ class Controller:
         elector: LeaderElector | None = None
         holder: asyncio.Task[None] | None = None
         # The recorder gets a lane of its own: a burst of creates keeps hundreds of reconcile calls
-        # waiting for the controller's client, and a power transition must not wait behind them.
-        recorder = PowerRecorder(api.lane(), opts.identity)
+        # waiting for the controller's client, and a power transition must not wait behind them. A new
+        # BMC's first observation is part of the burst: it waits with the reconciles (`bulk`).
+        recorder = PowerRecorder(api.lane(), opts.identity, bulk=api)
         try:
             if opts.leader_elect:
                 elector = LeaderElector(

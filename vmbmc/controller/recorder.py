@@ -13,6 +13,14 @@ VMI; the pure `vmbmc.controller.transitions` decides what happened, this module 
    refers to, so a restarted controller knows what it saw before (KubeVirt keeps no trace of a VMI that is
    gone). A crash between the steps repeats them on the next observation; steps 1 and 2 find their work
    done. The prefix is the one kopf's storages use, so kopf's diff ignores the annotation.
+
+Two API clients, so that a transition is recorded promptly while the controller works off a burst of new
+BMCs: `api` carries every observation that records a transition or concerns a BMC this process has
+observed before; `bulk` (the controller's own client, shared with reconciles) carries a BMC's first
+observation that records nothing, i.e. setting a new BMC's initial state, itself part of the burst. A
+status write that would repeat what this process last wrote for the BMC is skipped (as the marker's is):
+the copy the caller passes often predates that write, and a guarded write from it would cost a 409 and a
+read for nothing.
 """
 
 from __future__ import annotations
@@ -43,14 +51,16 @@ Key = tuple[str, str]
 
 
 class PowerRecorder:
-    def __init__(self, api: ApiClient, instance: str) -> None:
+    def __init__(self, api: ApiClient, instance: str, *, bulk: ApiClient | None = None) -> None:
         self.api = api
+        self.bulk = bulk or api  # a BMC's first observation that records nothing (see above)
         self.instance = instance  # reportingInstance: the controller's pod name
         self._peers: dict[Key, tuple[Key, ...]] = {}  # the other BMCs of each BMC's VM, as last told
         self._locks: dict[Key, asyncio.Lock] = {}
         # What was last seen per BMC, with the BMC's UID (a BMC deleted and created again starts afresh).
         self._memory: dict[Key, tuple[str, tr.Memory | None]] = {}
         self._markers: dict[Key, str] = {}  # the marker we last wrote
+        self._written: dict[Key, tuple[Any, ...]] = {}  # what our last status write left (status_signature)
         self._retries: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,6 +107,7 @@ class PowerRecorder:
         self._memory.pop(key, None)
         self._peers.pop(key, None)
         self._markers.pop(key, None)
+        self._written.pop(key, None)
         self._failures.pop(key, None)
         self._locks.pop(key, None)
 
@@ -119,11 +130,13 @@ class PowerRecorder:
         now = clock.rfc3339(seen_at)
         observed = tr.observe(vm, vmi)
         remembered = self._memory.get(key)
-        if remembered is not None and remembered[0] == uid:
+        known = remembered is not None and remembered[0] == uid
+        if remembered is not None and known:
             memory = remembered[1]
         else:
             memory = tr.Memory.from_json(_annotations(bmc).get(MARKER_ANNOTATION))
         new_memory, found = tr.step(memory, observed, now)
+        api = self.api if found or known else self.bulk
         requests: list[dict[str, Any]] = []
         if found:
             # The caller's copy of the BMC may lag (an index or a watch of another resource than the one
@@ -142,9 +155,10 @@ class PowerRecorder:
         entries = [entry for entry, _ in attributed]
         for transition, (entry, req) in zip(found, attributed, strict=True):
             await self._emit(bmc, vm, transition, entry, tr.vm_message(entry, req, own), seen_at)
-        await self._write_status(bmc, observed, found, entries, now)
+        if found or self._written.get(key) != status_signature(bmc, observed):
+            await self._write_status(api, key, bmc, observed, found, entries, now)
         if new_memory is not None:
-            await self._write_marker(key, bmc, new_memory)
+            await self._write_marker(api, key, bmc, new_memory)
         self._memory[key] = (uid, new_memory)
         for transition, entry in zip(found, entries, strict=True):
             log.info(
@@ -214,6 +228,8 @@ class PowerRecorder:
     # --- status ----------------------------------------------------------------------------------
     async def _write_status(
         self,
+        api: ApiClient,
+        key: Key,
         bmc: dict[str, Any],
         observed: tr.Observed,
         found: list[tr.Transition],
@@ -227,18 +243,20 @@ class PowerRecorder:
             return None if status is None else {"status": status}
 
         # None (404): the BMC is gone; forget() follows.
-        await guarded_patch(
-            self.api, bmc_path(meta["namespace"], meta["name"]), make_patch, subresource="status", current=bmc
+        written = await guarded_patch(
+            api, bmc_path(meta["namespace"], meta["name"]), make_patch, subresource="status", current=bmc
         )
+        if written is not None:
+            self._written[key] = status_signature(written, observed)
 
-    async def _write_marker(self, key: Key, bmc: dict[str, Any], memory: tr.Memory) -> None:
+    async def _write_marker(self, api: ApiClient, key: Key, bmc: dict[str, Any], memory: tr.Memory) -> None:
         value = memory.to_json()
         if value in (_annotations(bmc).get(MARKER_ANNOTATION), self._markers.get(key)):
             return
         meta = bmc["metadata"]
         body = {"metadata": {"annotations": {MARKER_ANNOTATION: value}}}
         try:
-            await self.api.request(
+            await api.request(
                 "PATCH", bmc_path(meta["namespace"], meta["name"]), body=body, content_type=MERGE_PATCH
             )
         except ApiError as err:
@@ -294,6 +312,19 @@ class PowerRecorder:
 
 def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def status_signature(obj: dict[str, Any], observed: tr.Observed) -> tuple[Any, ...]:
+    """What `status_patch` makes of `obj` when it records no transition: the same signature, the same
+    fields written."""
+    meta = obj.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        observed.state,
+        tr.powered_on_condition(observed.state),
+        tr.boot_override_pending(obj, observed.vmi),
+    )
 
 
 def status_patch(

@@ -34,6 +34,7 @@ class FaultRule:
     message: str = "injected fault"
     hold: bool = False  # `delay` is the longest wait: `release()` ends it sooner (a hung API server)
     released: bool = field(default=False, init=False)
+    holding: int = field(default=0, init=False)  # requests held right now (tests wait for a stall)
     _pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,8 +51,12 @@ class FaultRule:
             return
         loop = asyncio.get_running_loop()
         end = loop.time() + self.delay
-        while not self.released and loop.time() < end:
-            await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+        self.holding += 1
+        try:
+            while not self.released and loop.time() < end:
+                await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+        finally:
+            self.holding -= 1
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and bool(self._pattern.search(path))

@@ -1,11 +1,12 @@
 """A power transition is recorded while the controller is still working off a burst of new BMCs.
 
 The controller's calls wait for a free slot of its API client in the order they were made
-(vmbmc.kubevirt.http). Here the API server holds every kbmc Deployment create of a burst of BMCs, so
-their reconciles stay stuck and keep the client's slots full, with more reconcile calls waiting behind
-them. A VM started meanwhile still gets its PoweredOn recorded (both Events and the history entry) while
-none of the burst has got past its Deployment, and exactly once: the same transition seen again after
-the burst is released adds nothing.
+(vmbmc.kubevirt.http). Here the API server holds every kbmc Deployment create of a burst of BMCs, and
+the first status write the power recorder makes for each of them (a new BMC's initial powerState), so
+their reconciles and first observations stay stuck and keep the client's slots full, with more calls
+waiting behind them. A VM started meanwhile still gets its PoweredOn recorded (both Events and the
+history entry) while none of the burst has got past its Deployment, and exactly once: the same
+transition seen again after the burst is released adds nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ BMC = f"{QUIET}-{SUBJECT}"  # the auto-created BMC's name
 # the rest (their creates, reads and writes) wait behind them.
 BURST_SIZE = 2 * MAX_REQUESTS + 16
 HELD_CREATES = rf"^/apis/apps/v1/namespaces/{SYSTEM}/deployments$"
+HELD_STATUS = (
+    rf"^/apis/virtualmachine\.kubevirt\.io/v1/namespaces/{SYSTEM}/virtualmachinebmcs/{BURST}-[^/]+/status$"
+)
+MARKER = "vmbmc.kubevirt.io/last-observed"
 
 
 def powered_on(api: Api) -> list[dict[str, Any]]:
@@ -49,22 +54,32 @@ def test_transition_is_recorded_while_a_burst_is_reconciled(emulator: Any, api: 
         what="the subject's BMC to be ready",
     )
     until(
-        lambda: ((api.get("vmbmc", SYSTEM, BMC) or {}).get("status") or {}).get("powerState") == "Off",
-        what="the controller observing the subject VM off",
+        lambda: (
+            ((api.get("vmbmc", SYSTEM, BMC) or {}).get("status") or {}).get("powerState") == "Off"
+            and MARKER in ((api.get("vmbmc", SYSTEM, BMC) or {})["metadata"].get("annotations") or {})
+        ),
+        what="the controller observing the subject VM off (status and marker written)",
     )
 
-    held = emulator.call(emulator.emulator.faults.add, "POST", HELD_CREATES, delay=300.0, hold=True)
+    faults = emulator.emulator.faults
+    held = [
+        emulator.call(faults.add, "POST", HELD_CREATES, delay=300.0, hold=True),
+        emulator.call(faults.add, "PATCH", HELD_STATUS, delay=300.0, hold=True),
+    ]
     try:
         api.namespace(BURST)
         for i in range(BURST_SIZE):
             vm = copy.deepcopy(sample_vm(1, BURST))
             vm["metadata"]["name"] = f"vm-{i}"
             api.create(vm)
-        # The client's slots are full: as many reconciles as it has slots have made their last child
-        # before the Deployment (the NetworkPolicy) and hang on the Deployment create.
+
+        def holding() -> int:
+            return int(emulator.call(lambda: sum(rule.holding for rule in held)))
+
+        # The client's slots are full: the API server holds as many of the burst's calls as it has slots.
         until(
-            lambda: len(api.list("networkpolicy", SYSTEM, burst_selector())) >= MAX_REQUESTS,
-            what=f"{MAX_REQUESTS} reconciles of the burst to hang on their Deployment",
+            lambda: holding() >= MAX_REQUESTS,
+            what=f"the API server holding {MAX_REQUESTS} calls of the burst",
         )
 
         assert emulator.call(emulator.kubevirt.virtctl, QUIET, SUBJECT, "start") == 202
@@ -72,14 +87,15 @@ def test_transition_is_recorded_while_a_burst_is_reconciled(emulator: Any, api: 
         assert api.get("event", SYSTEM, f"{BMC}.{entry['id']}") is not None
         until(lambda: events(api, QUIET, SUBJECT, "PoweredOn"), what="the PoweredOn Event on the VM")
 
-        # ... recorded while the burst was still being reconciled: none of it has a Deployment or is
-        # ready, and most of it has not even reached its Deployment yet.
+        # ... recorded while the burst was still being worked off: the API server still holds a full
+        # client's worth of its calls, and none of it has a Deployment or is ready.
+        assert holding() >= MAX_REQUESTS
         burst = api.list("vmbmc", SYSTEM, burst_selector())
         assert not api.list("deployment", SYSTEM, burst_selector())
         assert not [b["metadata"]["name"] for b in burst if (b.get("status") or {}).get("ready")]
-        assert len(api.list("networkpolicy", SYSTEM, burst_selector())) < BURST_SIZE
     finally:
-        held.release()
+        for rule in held:
+            rule.release()
 
     # The burst is worked off; every observation of the subject since then found the transition recorded.
     until(
