@@ -109,20 +109,22 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         return await connection_info(state.api.cfg)
 
     # --- indices: the latest of every object, by key ------------------------------------------------
+    # async, though they never wait: kopf runs a plain function in its thread pool, and under a burst the
+    # indexing of every event (a VMI's too, before its handler runs) queued there behind the others'.
     @kopf.index(*BMC, registry=reg, id="bmcs_by_vm")
-    def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {n.vm_ref(body): plain(body)}
 
     @kopf.index(*BMC, registry=reg, id="bmc_vm_annotation")
-    def bmc_vm_annotation(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def bmc_vm_annotation(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): (body.metadata.annotations or {}).get(n.ANNOTATION_VM, "")}
 
     @kopf.index(*VM, registry=reg, id="vms")
-    def vms(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def vms(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): plain(body)}
 
     @kopf.index(*VMI, registry=reg, id="vmis")
-    def vmis(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def vmis(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): plain(body)}
 
     namespace_labels: dict[str, dict[str, str]] = {}
@@ -130,7 +132,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     if opts.vm_namespace_selector:
 
         @kopf.index("v1", "namespaces", registry=reg, id="namespaces")
-        def namespaces(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+        async def namespaces(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
             return {name: dict(body.metadata.labels or {})}
 
         @kopf.on.event("v1", "namespaces", registry=reg, id="namespace_event")
