@@ -21,7 +21,7 @@ import collections
 import datetime
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmbmc.kubevirt.client import JSON_PATCH, NOT_SENT, ApiError
@@ -117,10 +117,8 @@ class _LatePatch:
     request_id: str
     vm: dict[str, Any]  # the version the patch was guarded by
     settings: tuple[Any, ...]  # the VM's boot settings once the patch is applied
-    until: float = 0.0  # monotonic: stop looking after the attribution window
-
-    def __post_init__(self) -> None:
-        self.until = self.until or time.monotonic() + LATE_WATCH_SECONDS
+    # monotonic: stop looking after the attribution window
+    until: float = field(default_factory=lambda: time.monotonic() + LATE_WATCH_SECONDS)
 
     @property
     def resource_version(self) -> str:
@@ -133,7 +131,7 @@ class _BootAttempt:
 
     before: boot.StoredOverride | None = None  # the stored override when the request got the lock
     stored: boot.StoredOverride | None = None  # the stored override as this request last wrote it
-    guard: dict[str, Any] | None = None  # set while the commit write is sent and not answered
+    commit_sent: bool = False  # the commit write is sent and not answered yet
     late: _LatePatch | None = None  # the VM patch in flight, should it never be answered
 
 
@@ -183,9 +181,11 @@ class KubeVirtMachine(Machine):
         self.requests = RequestLog(store, hub.events, self.vm)
         self._inflight: _InFlight | None = None
         self._remembered: collections.OrderedDict[str, _Remembered] = collections.OrderedDict()
-        self._boot_shown: tuple[BootOverride, float] | None = None
         self._boot_lock = asyncio.Lock()
         self._late_boot: list[_LatePatch] = []  # boot patches unanswered within the bound
+        # While a boot request has stored its override and not yet committed it, reads show the stored
+        # override as it was: a client that heard C0h never reads back a change it was not promised.
+        self._boot_before: tuple[boot.StoredOverride | None] | None = None
         self._own_vm = OwnWrites(vms)  # our own last VM patch's answer, until the watch shows it
         self._changed = asyncio.Event()
         self._restoring: asyncio.Task[None] | None = None
@@ -273,9 +273,8 @@ class KubeVirtMachine(Machine):
 
     def boot_override(self) -> BootOverride:
         vm = self._vm()
-        if self._boot_shown is not None and time.monotonic() < self._boot_shown[1]:
-            return self._boot_shown[0]
-        return boot.reported(vm, self.store.override())
+        stored = self.store.override() if self._boot_before is None else self._boot_before[0]
+        return boot.reported(vm, stored)
 
     def inventory(self) -> Inventory:
         pvcs = self.pvcs.objects if self.pvcs is not None else None
@@ -637,7 +636,6 @@ class KubeVirtMachine(Machine):
         )  # raises NotSupported / Invalid at once
         future: asyncio.Future[Any] = self._future()
         self._remembered[key] = _Remembered(at=time.monotonic(), future=future, boot=plan.result)
-        self._boot_shown = (plan.result, time.monotonic() + OVERLAY_SECONDS)
         log.info(
             "boot override accepted",
             extra={
@@ -690,10 +688,10 @@ class KubeVirtMachine(Machine):
                 await self._roll_back_record(attempt)  # still holding the lock: no other override between
                 raise
             finally:
+                self._boot_before = None
                 self._boot_lock.release()
         except MachineError as err:
             outcome = Effect.UNKNOWN if isinstance(err, Unanswered) else Effect.FAILED
-            self._boot_shown = None
             log.warning(
                 "boot override unanswered" if outcome is Effect.UNKNOWN else "boot override failed",
                 extra={"vm": self.vm, "error": err.message, "request_id": requester.request_id},
@@ -701,7 +699,6 @@ class KubeVirtMachine(Machine):
             await self.requests.settle(requester, BOOT_ACTION, outcome, err.message)
             future.set_exception(err)
             return
-        self._boot_shown = None
         await self.requests.settle(requester, BOOT_ACTION, Effect.CALLED)
         future.set_result(result)
 
@@ -718,11 +715,12 @@ class KubeVirtMachine(Machine):
         out (Unanswered: `unknown`); anything else unfinished was certainly not (BackendUnavailable)."""
         attempt.before = self.store.override()
         attempt.stored = attempt.before
+        self._boot_before = (attempt.before,)
         try:
             async with asyncio.timeout_at(deadline):
                 return await self._apply_boot_locked(requester, target, enabled, mode, attempt)
         except TimeoutError as err:
-            if attempt.guard is not None:
+            if attempt.commit_sent:
                 raise Unanswered(
                     f"no answer from the Kubernetes API within {CALL_BOUND_SECONDS:g} s; the change is not "
                     "sent again, and is undone should it still be carried out"
@@ -772,9 +770,9 @@ class KubeVirtMachine(Machine):
             try:
                 if plan.stored != attempt.stored:
                     if not plan.ops:  # the record is all that changes: its write is the commit point
-                        attempt.guard = vm
+                        attempt.commit_sent = True
                     await self.store.write_override(plan.stored)
-                    attempt.guard = None
+                    attempt.commit_sent = False
                     attempt.stored = plan.stored
                     if self.store.kind == "VirtualMachine":
                         # the annotation write changed the VM's resourceVersion: patch that version
@@ -786,7 +784,7 @@ class KubeVirtMachine(Machine):
                     await self._patch_vm_once(vm, plan.ops, requester, attempt)
                 return plan.result
             except ApiError as err:
-                attempt.guard = None  # answered: it was not carried out
+                attempt.commit_sent = False  # answered: it was not carried out
                 if err.code in (409, 422) and tries < PATCH_RETRIES - 1:
                     vm = await self._fresh_vm()  # changed since we read it: read again, plan again
                     continue
@@ -802,7 +800,7 @@ class KubeVirtMachine(Machine):
         answered is never sent again (the caller's bound ends it `unknown`)."""
         delay = 0.1
         while True:
-            attempt.guard = vm
+            attempt.commit_sent = True
             attempt.late = _LatePatch(requester.request_id, vm, boot.boot_settings(boot.applied(vm, ops)))
             try:
                 self._note_own_patch(
@@ -815,7 +813,7 @@ class KubeVirtMachine(Machine):
                         retry=False,
                     ),
                 )
-                attempt.guard = attempt.late = None
+                attempt.commit_sent, attempt.late = False, None
                 return
             except ApiError as err:
                 if (err.code == 0 and err.reason != NOT_SENT) or err.code == 504:
@@ -823,7 +821,7 @@ class KubeVirtMachine(Machine):
                         f"no answer from the Kubernetes API ({err.message}); the change is not sent again, "
                         "and is undone should it still be carried out"
                     ) from err
-                attempt.guard = attempt.late = None
+                attempt.commit_sent, attempt.late = False, None
                 if not err.retryable:
                     raise
                 await asyncio.sleep(delay)
