@@ -544,7 +544,9 @@ class KubeVirtMachine(Machine):
 
     async def _drop_failed_override(self) -> None:
         """A stored override whose own request ended `failed` names a change the VM never got (the
-        process died between storing it and patching the VM): clear it, as a roll-back would have."""
+        process died between storing it and patching the VM): clear it, as a roll-back would have. Its
+        patch may still sit in a hung API server, guarded by the VM version we see now: it is watched
+        for, and undone if it lands, as an unanswered patch of this process would be."""
         async with self._boot_lock:
             stored = self.store.override()
             if stored is None or not stored.request_id:
@@ -552,6 +554,14 @@ class KubeVirtMachine(Machine):
             entry = next((r for r in self.store.requests() if r.get("id") == stored.request_id), None)
             if entry is None or entry.get("effect") != Effect.FAILED.value:
                 return
+            try:
+                vm = self._vm()
+                ops = boot.order_ops(vm, stored.target) + boot.mode_ops(vm, stored.mode)
+                if ops:
+                    late = boot.boot_settings(boot.applied(vm, ops))
+                    self._late_boot.append(_LatePatch(stored.request_id, vm, late))
+            except MachineError:
+                pass  # no VM: nothing to watch
             try:
                 await self.store.write_override(None)
             except ApiError as err:

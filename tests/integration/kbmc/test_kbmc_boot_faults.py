@@ -336,6 +336,29 @@ def test_kbmc_killed_while_its_boot_patch_hangs(emu: EmulatorThread, cluster: Cl
     assert "No override" in bootparam5(bmc)
 
 
+def test_kbmc_killed_while_its_boot_patch_hangs_then_lands(
+    emu: EmulatorThread, cluster: Cluster, bmc: Bmc
+) -> None:
+    """Killed while its VM patch hangs, and the server carries the patch out only after the restarted
+    kbmc has settled the request `failed`: the restarted kbmc recognises the late patch and undoes it."""
+    before = settings(cluster, bmc)
+    rule = hold_patches(emu, bmc)
+    with ThreadPoolExecutor(1) as pool:
+        client = pool.submit(bmc.kbmc.ipmitool, "chassis", "bootdev", "pxe", "options=efiboot", extra=ONE_TRY)
+        wait_until(lambda: (stored(cluster, bmc) or {}).get("target") == "Pxe", what="the override stored")
+        kill(bmc)
+        client.result(timeout=30)
+    req = boot_records(cluster, bmc)[-1]
+    bmc.restart()
+    settled(cluster, bmc, req["id"], "failed")
+    wait_until(lambda: stored(cluster, bmc) is None, what="the stale override cleared")
+    assert settings(cluster, bmc) == before
+    rule.release()  # the held patch lands now, after the restart
+    settled(cluster, bmc, f"{req['id']}-undo", "called")
+    wait_until(lambda: settings(cluster, bmc) == before, what="the late patch undone")
+    assert "No override" in bootparam5(bmc)
+
+
 def test_kbmc_restarted_after_bootdev_keeps_it(cluster: Cluster, bmc: Bmc) -> None:
     """Killed right after answering success: the override is in the VM and the record is `called`; the
     restarted kbmc reads it back as it was and changes nothing."""
