@@ -687,7 +687,8 @@ class KubeVirtMachine(Machine):
                     await self._boot_lock.acquire()
             except TimeoutError as err:
                 raise BackendUnavailable(
-                    f"the boot override could not be recorded within {CALL_BOUND_SECONDS:g} s; nothing was "
+                    f"the boot override could not be recorded and started within {CALL_BOUND_SECONDS:g} s "
+                    "(the API server, or an earlier boot request of this BMC, did not finish); nothing was "
                     "changed in the VM"
                 ) from err
             try:
