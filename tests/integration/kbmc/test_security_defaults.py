@@ -1,4 +1,5 @@
-"""The protocol security defaults of contracts §8, one test each, on a real `vmbmc kbmc` process.
+"""The protocol security defaults (session auth types, cipher suites, lockout, session table), one test
+each, on a real `vmbmc kbmc` process.
 
 The controller-side defaults (generated passwords, inline credentials, NetworkPolicy, Pod Security,
 resources, RBAC) are proven in tests/integration/controller and tests/contract; docs/security.md maps

@@ -16,7 +16,8 @@ ROOT = HERE.parents[2]
 
 
 def crd_files() -> list[Path]:
-    """The project's CRDs (crds/virtualmachinebmc.yaml: the schema of contracts §2, pruning included)."""
+    """The project's CRDs (crds/virtualmachinebmc.yaml: spec and the written-out status schema, pruning
+    included)."""
     files = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if "CustomResourceDefinition" in p.read_text()]
     assert files, "crds/ holds no CustomResourceDefinition"
     return files
