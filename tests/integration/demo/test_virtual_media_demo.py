@@ -23,19 +23,14 @@ from sushy import BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState,
 
 from tests.conftest import KUBECTL
 from tests.image_server import serve_images
+from tests.waiting import wait_until
 
 VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 WAIT = 60.0  # seconds: every wait below is bounded by this
 
 
 def until(pred: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(pred, WAIT, what)
 
 
 @pytest.fixture
