@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import KUBECTL
+from tests.log_secrets import file_leaks, kubeconfig_tokens, kubeconfig_tokens_under, leaks, outside_guide
+from tests.waiting import wait_until
 
 VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 
@@ -166,3 +168,68 @@ def test_demo_endpoints_commands_and_clean_stop(demo):
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
+
+
+@pytest.mark.timeout(300)
+def test_demo_logs_hold_no_secret(demo, tmp_path):
+    """After real ipmitool and Redfish traffic with the generated passwords (right and wrong, Basic and
+    session logins, a power-on the controller records), neither the demo's output outside its printed
+    guide nor the log of any process it runs (the controller and each kbmc pod, which the pod runner logs
+    to <workdir>/pods/<namespace>-<pod>/<container>.log) holds a BMC password, a ServiceAccount token, the
+    emulator's admin token, a Redfish session token or a wrong password that was tried."""
+    proc, doc, _startup, guide = demo
+    user = doc["bmcs"][0]["username"]
+    wrong = [f"wrong-pw-{i}-xyzw" for i in range(len(doc["bmcs"]))]
+    sessions: list[str] = []
+    for bmc, bad in zip(doc["bmcs"], wrong, strict=True):
+        ipmi = ["ipmitool", "-H", bmc["ipmi"]["host"], "-p", str(bmc["ipmi"]["port"]), "-U", user]
+        for interface in ("lanplus", "lan"):
+            out = subprocess.run([*ipmi, "-I", interface, "-P", bmc["password"], "power", "status"],
+                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert out.returncode == 0, out
+        out = subprocess.run([*ipmi, "-I", "lan", "-P", bad, "-R", "1", "power", "status"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert out.returncode != 0, out
+        system = f"/Systems/{bmc['vm'].split('/', 1)[1]}"
+        with httpx.Client(base_url=bmc["redfish"], verify=False, timeout=15) as http:
+            assert http.get(system, auth=(user, bad)).status_code == 401
+            assert http.get(system, auth=(user, bmc["password"])).status_code == 200
+            creds = {"UserName": user, "Password": bmc["password"]}
+            login = http.post("/SessionService/Sessions", json=creds)
+            assert login.status_code == 201, login.text
+            sessions.append(login.headers["X-Auth-Token"])
+            headers = {"X-Auth-Token": sessions[-1]}
+            action = f"{system}/Actions/ComputerSystem.Reset"
+            reset = http.post(action, json={"ResetType": "On"}, headers=headers)
+            assert reset.status_code == 204, reset.text
+            session = httpx.URL(bmc["redfish"]).join(login.headers["Location"])  # an absolute path
+            assert http.delete(session, headers=headers).status_code == 204
+    kubectl = [KUBECTL, "--kubeconfig", doc["kubeconfig"]]
+
+    def recorded(bmc: dict) -> bool:  # the controller saw the power-on and wrote it down
+        ns, name = bmc["bmc"].split("/", 1)
+        query = "jsonpath={.status.powerHistory[*].to}"
+        out = subprocess.run([*kubectl, "-n", ns, "get", "vmbmc", name, "-o", query],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        return "On" in out.stdout.split()
+
+    for bmc in doc["bmcs"]:
+        wait_until(lambda bmc=bmc: recorded(bmc), 60, f"the power-on of {bmc['vm']} in its power history")
+    work = tmp_path / "work"
+    passwords = [b["password"] for b in doc["bmcs"]]
+    tokens = [*kubeconfig_tokens(doc["kubeconfig"]), *kubeconfig_tokens_under(work / "pods")]
+    assert len(tokens) >= 1 + 1 + len(doc["bmcs"]), tokens  # admin, controller and every kbmc pod
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=15)
+    output = "\n".join(guide) + "\n" + (proc.stdout.read() if proc.stdout else "")
+    logs = sorted(work.rglob("*.log"))
+    assert [p.name for p in logs].count("kbmc.log") >= len(doc["bmcs"]) and any(
+        p.name == "controller.log" for p in logs
+    ), logs
+    for log in logs:
+        if log.name == "kbmc.log":  # the traffic reached each pod's log
+            assert "login failed" in log.read_text() and "ipmi request" in log.read_text(), log
+    never = [*tokens, *sessions, *wrong]
+    assert leaks(output, never, user) == [], "a token or wrong password in the demo's output"
+    assert leaks(outside_guide(output), passwords, user) == [], "a password in the demo's log lines"
+    assert file_leaks(logs, [*passwords, *never], user) == {}
