@@ -198,6 +198,16 @@ def serve_bmc(
     return ServedBmc(name, vm, kubeconfig, workdir, proc, url)
 
 
+def serve_new_bmc(
+    emu: Any, cluster: Cluster, workdir: Path, prefix: str, *, redfish: str = "", extra: tuple[str, ...] = ()
+) -> ServedBmc:
+    """`serve_bmc` for a new VM and BMC of their own (`<prefix>-<n>-vm`, `<prefix>-<n>`): a fresh
+    failed-login count, session table and request history."""
+    name = f"{prefix}-{time.monotonic_ns()}"
+    cluster.create_vm(f"{name}-vm")
+    return serve_bmc(emu, cluster, workdir, name, f"{name}-vm", redfish=redfish, extra=extra)
+
+
 def kbmc_kubeconfig(emu: Any, workdir: Path, namespace: str, name: str, vm: str, uid: str = "") -> str:
     """A kubeconfig for the kbmc of BMC `namespace/name` (VM `vm` in the same namespace) holding only the
     ServiceAccount and Roles the controller would give it, never the admin token (issue 12)."""

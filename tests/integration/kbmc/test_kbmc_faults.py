@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kbmc_process import VMBMC, serve_bmc
+from kbmc_process import VMBMC, serve_new_bmc
 from kbmc_process import ServedBmc as Bmc
 from machine_cluster import Cluster
 from test_machine_outage_emulator import Proxy
@@ -127,9 +127,7 @@ def controller(emu: EmulatorThread, controller_dir: Path) -> Iterator[Controller
 
 
 def new_bmc(emu: EmulatorThread, cluster: Cluster, workdir: Path, *, redfish: bool = False) -> Bmc:
-    name = f"fault-{next(_serial)}-{time.monotonic_ns() % 100000}"
-    cluster.create_vm(f"{name}-vm")
-    return serve_bmc(emu, cluster, workdir, name, f"{name}-vm", redfish="http" if redfish else "")
+    return serve_new_bmc(emu, cluster, workdir, "fault", redfish="http" if redfish else "")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, KbmcProcess, serve_bmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.rmcp_client import Console, ipmi_message, md5_code, udp_transport
@@ -37,9 +37,7 @@ ONE_TRY = ("-R", "1", "-N", "5")  # ipmitool: one try, 5 s timeout (so a 2 s del
 @pytest.fixture
 def fresh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[KbmcProcess]:
     """A kbmc of its own: a fresh failed-login count and session table."""
-    name = f"hard-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    proc = serve_bmc(emu, cluster, tmp_path, name, f"{name}-vm").kbmc
+    proc = serve_new_bmc(emu, cluster, tmp_path, "hard").kbmc
     yield proc
     proc.stop()
 
@@ -47,9 +45,7 @@ def fresh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[Kbm
 @pytest.fixture
 def fresh_redfish(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[tuple[KbmcProcess, str]]:
     """A kbmc of its own serving HTTPS Redfish too."""
-    name = f"hardrf-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    served = serve_bmc(emu, cluster, tmp_path, name, f"{name}-vm", redfish="https")
+    served = serve_new_bmc(emu, cluster, tmp_path, "hardrf", redfish="https")
     yield served.kbmc, served.redfish
     served.kbmc.stop()
 

@@ -6,12 +6,11 @@ process imported, lazy imports included."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, serve_bmc
+from kbmc_process import PASSWORD, USER, serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.unit.kbmc.test_kbmc_imports import FORBIDDEN  # one list: the unit test's
@@ -21,10 +20,8 @@ from vmbmc.emulator.harness import EmulatorThread
 def test_running_kbmc_imports(
     emu: EmulatorThread, cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = f"imports-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # the kbmc inherits it; its stderr goes to its log
-    served = serve_bmc(emu, cluster, tmp_path, name, f"{name}-vm", redfish="https")
+    served = serve_new_bmc(emu, cluster, tmp_path, "imports", redfish="https")
     kbmc = served.kbmc
     try:
         out = kbmc.ipmitool("-C", "17", "power", "status")

@@ -5,11 +5,10 @@ kbmc_process.KbmcProcess.stop.)"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
-from kbmc_process import serve_bmc
+from kbmc_process import serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.log_secrets import kubeconfig_tokens, leaks
@@ -22,9 +21,7 @@ ROTATED = "rotated-pw-0042x"
 
 
 def test_kbmc_log_holds_no_password_or_token(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> None:
-    name = f"logs-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    served = serve_bmc(emu, cluster, tmp_path, name, f"{name}-vm", redfish="https", extra=("--verbose",))
+    served = serve_new_bmc(emu, cluster, tmp_path, "logs", redfish="https", extra=("--verbose",))
     kbmc, kubeconfig, url = served.kbmc, served.kubeconfig, served.redfish
     tokens: list[str] = []
     try:

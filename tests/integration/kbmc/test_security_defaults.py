@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, KbmcProcess, serve_bmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -36,9 +36,7 @@ def _wrong_ipmi_login(kbmc: KbmcProcess) -> bool:
 @pytest.fixture
 def bmc(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[tuple[KbmcProcess, str]]:
     """A fresh kbmc (so a fresh failed-login count) serving IPMI and Redfish with default options."""
-    name = f"sec-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    served = serve_bmc(emu, cluster, tmp_path, name, f"{name}-vm", redfish="https")
+    served = serve_new_bmc(emu, cluster, tmp_path, "sec", redfish="https")
     yield served.kbmc, served.redfish
     served.kbmc.stop()
 
