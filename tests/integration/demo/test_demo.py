@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import select
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import KUBECTL
+from tests.demo_process import start_demo
 from tests.log_secrets import file_leaks, kubeconfig_tokens, kubeconfig_tokens_under, leaks, outside_guide
 from tests.waiting import wait_until
-
-VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 
 
 def _children(pid: int) -> list[int]:
@@ -29,59 +25,16 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def demo(tmp_path):
-    endpoints = tmp_path / "endpoints.json"
-    proc = subprocess.Popen(
-        [
-            VMBMC,
-            "demo",
-            "--vms",
-            "2",
-            "--redfish",
-            "--endpoints-file",
-            str(endpoints),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
     started = time.monotonic()
-    deadline = started + 30
-    while not endpoints.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    if not endpoints.exists():
-        proc.kill()
-        pytest.fail(f"no endpoints file; demo output:\n{proc.stdout.read() if proc.stdout else ''}")
+    demo = start_demo(tmp_path, "--vms", "2", "--redfish", "--workdir", str(tmp_path / "work"), timeout=30)
     try:
-        guide = _read_guide(proc, deadline=time.monotonic() + 10)
+        wait_until(lambda: "Press Ctrl-C" in demo.output(), 10, "the demo's printed guide")
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        demo.kill()
         raise
-    yield proc, json.loads(endpoints.read_text()), time.monotonic() - started, guide
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _read_guide(proc: subprocess.Popen[str], deadline: float) -> list[str]:
-    """The demo's printed guide, up to "Press Ctrl-C to stop." (bounded in time).
-
-    Read from the raw descriptor: select() does not see what a text wrapper has buffered."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    while time.monotonic() < deadline and b"Press Ctrl-C" not in data:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
-    if not any(line.startswith("Press Ctrl-C") for line in lines):
-        pytest.fail("the demo printed no complete guide:\n" + "\n".join(lines))
-    return lines
+    guide = [line.strip() for line in demo.output().splitlines()]
+    yield demo.proc, demo.endpoints, time.monotonic() - started, guide
+    demo.kill()
 
 
 def test_demo_endpoints_commands_and_clean_stop(demo):
@@ -177,7 +130,7 @@ def test_demo_logs_hold_no_secret(demo, tmp_path):
     guide nor the log of any process it runs (the controller and each kbmc pod, which the pod runner logs
     to <workdir>/pods/<namespace>-<pod>/<container>.log) holds a BMC password, a ServiceAccount token, the
     emulator's admin token, a Redfish session token or a wrong password that was tried."""
-    proc, doc, _startup, guide = demo
+    proc, doc, _startup, _guide = demo
     user = doc["bmcs"][0]["username"]
     wrong = [f"wrong-pw-{i}-xyzw" for i in range(len(doc["bmcs"]))]
     sessions: list[str] = []
@@ -221,7 +174,7 @@ def test_demo_logs_hold_no_secret(demo, tmp_path):
     assert len(tokens) >= 1 + 1 + len(doc["bmcs"]), tokens  # admin, controller and every kbmc pod
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=15)
-    output = "\n".join(guide) + "\n" + (proc.stdout.read() if proc.stdout else "")
+    output = (tmp_path / "demo.log").read_text()  # start_demo's: all the demo printed
     logs = sorted(work.rglob("*.log"))
     assert [p.name for p in logs].count("kbmc.log") >= len(doc["bmcs"]) and any(
         p.name == "controller.log" for p in logs
