@@ -26,7 +26,9 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture
 def demo(tmp_path):
     started = time.monotonic()
-    demo = start_demo(tmp_path, "--vms", "2", "--redfish", "--workdir", str(tmp_path / "work"), timeout=30)
+    # --verbose: the demo logs at INFO, and test_demo_logs_hold_no_secret scans those lines too
+    args = ("--vms", "2", "--redfish", "--verbose", "--workdir", str(tmp_path / "work"))
+    demo = start_demo(tmp_path, *args, timeout=30)
     try:
         wait_until(lambda: "Press Ctrl-C" in demo.output(), 10, "the demo's printed guide")
     except BaseException:
@@ -182,6 +184,7 @@ def test_demo_logs_hold_no_secret(demo, tmp_path):
     for log in logs:
         if log.name == "kbmc.log":  # the traffic reached each pod's log
             assert "login failed" in log.read_text() and "ipmi request" in log.read_text(), log
+    assert " INFO vmbmc." in outside_guide(output), output  # its own log lines (--verbose) are there to scan
     never = [*tokens, *sessions, *wrong]
     assert leaks(output, never, user) == [], "a token or wrong password in the demo's output"
     assert leaks(outside_guide(output), passwords, user) == [], "a password in the demo's log lines"
