@@ -20,6 +20,7 @@ import asyncio
 import collections
 import datetime
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,7 @@ class _BootAttempt:
     before: boot.StoredOverride | None = None  # the stored override when the request got the lock
     stored: boot.StoredOverride | None = None  # the stored override as this request last wrote it
     commit_sent: bool = False  # the commit write is sent and not answered yet
+    deadline: float = 0.0  # loop time: the call bound
     late: _LatePatch | None = None  # the VM patch in flight, should it never be answered
 
 
@@ -726,6 +728,7 @@ class KubeVirtMachine(Machine):
         out (Unanswered: `unknown`); anything else unfinished was certainly not (BackendUnavailable)."""
         attempt.before = self.store.override()
         attempt.stored = attempt.before
+        attempt.deadline = deadline
         self._boot_before = (attempt.before,)
         try:
             async with asyncio.timeout_at(deadline):
@@ -819,6 +822,9 @@ class KubeVirtMachine(Machine):
                     await self.api.request(
                         "PATCH",
                         vm_path(self.namespace, self.name),
+                        # kube-apiserver gives up on a request it has not finished by then (queued by
+                        # priority and fairness, or waiting on etcd); it narrows a late apply, not more
+                        params={"timeout": f"{max(1, math.ceil(attempt.deadline - self.loop.time()))}s"},
                         body=boot.guard_ops(vm) + ops,
                         content_type=JSON_PATCH,
                         retry=False,
