@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from vmbmc.controller import children as ch
-from vmbmc.controller import kube, shared
+from vmbmc.controller import kube, leftovers, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
@@ -71,8 +71,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
     targets: tuple[int, int] | None = None
     account: str | None = None
-    if state.shared:
-        await ensure_shared(state, info.namespace)
+    if state.shared:  # the roster's writer makes the namespace's shared kbmc before listing it
         entry = await state.roster(info.namespace).put(
             info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret)
         )
@@ -90,8 +89,8 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.network_policy(info, targets))
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
-    elif not was_shared:  # new, or switched from dedicated mode: its own kbmc goes
-        await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))
+    elif status.get("serviceIP") and not was_shared:  # switched from dedicated mode: its own kbmc goes
+        await leftovers.remove_dedicated(state.api, info.namespace, info.name)
     svc = await kube.apply(state.api, ch.service(info, targets))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
@@ -119,18 +118,6 @@ async def check_credentials(
         generation = (bmc.get("metadata") or {}).get("generation")
         await _event(state, bmc, f"{key}.g{generation}", "Warning", reason, message)
     return check
-
-
-async def ensure_shared(state: State, namespace: str) -> None:
-    """The namespace's shared kbmc objects (vmbmc.controller.shared), made once per controller run and
-    again when the shared Deployment is deleted."""
-    if namespace in state.shared_ready:
-        return
-    await kube.apply(state.api, shared.service_account(namespace))
-    await kube.apply(state.api, shared.role(namespace))
-    await kube.apply(state.api, shared.role_binding(namespace))
-    await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
-    state.shared_ready.add(namespace)
 
 
 def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None) -> dict[str, Any]:
