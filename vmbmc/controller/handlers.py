@@ -104,7 +104,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     janitor: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=reg, id="startup")
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
         # the other kbmc mode's objects go, now (a switch made while the controller was down) and at
         # every resync interval (vmbmc.controller.leftovers)

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from vmbmc.controller import children as ch
-from vmbmc.controller import kube, leftovers, shared
+from vmbmc.controller import kube, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
@@ -89,8 +89,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.network_policy(info, targets))
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
-    elif status.get("serviceIP") and not was_shared:  # switched from dedicated mode: its own kbmc goes
-        await leftovers.remove_dedicated(state.api, info.namespace, info.name)
+    # in shared mode, a BMC's own kbmc left from dedicated mode is removed by vmbmc.controller.leftovers
     svc = await kube.apply(state.api, ch.service(info, targets))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
