@@ -251,6 +251,18 @@ def test_switching_modes_leaves_exactly_what_the_mode_needs(tmp_path: Path) -> N
         with ControllerThread(options("shared")):
             wait_until(lambda: moved(left, True), timeout=90, what="every BMC shared again")
             settle(shared_objects(left), "shared mode's objects again")
+
+            # a shared kbmc deleted by hand while its roster lists BMCs is made again
+            def uid() -> str | None:
+                out = kubectl("-n", SYSTEM, "get", "deployment", SHARED, "-o", "jsonpath={.metadata.uid}")
+                return out.stdout if out.returncode == 0 else None
+
+            old_uid = uid()
+            gone = kubectl("-n", SYSTEM, "delete", "deployment", SHARED, "--wait=false")
+            assert old_uid and gone.returncode == 0, gone.stderr
+            wait_until(lambda: uid() not in (None, old_uid), timeout=30, what="the shared kbmc made again")
+            wait_until(lambda: moved(left, True), timeout=90, what="served by the new shared kbmc")
+            settle(shared_objects(left), "shared mode's objects after the shared kbmc was deleted")
             # tenant-a's last BMC goes while shared mode runs: its namespace's shared kbmc goes with it
             gone = kubectl("-n", TENANT_A[0], "delete", BMC_GROUP, TENANT_A[1], "--wait=false")
             assert gone.returncode == 0, gone.stderr
