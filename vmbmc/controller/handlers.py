@@ -4,6 +4,7 @@ then run in one process: tests, leader election).
 Watched, never written: VirtualMachines, VirtualMachineInstances (on.event and indices only; kopf's
 changing handlers would put annotations and finalizers on them), Deployments of kbmcs, Namespaces (only
 with --vm-namespace-selector). Reconciled: VirtualMachineBMCs (create/update/resume, finalizer, timer).
+From start-up to shutdown, the other kbmc mode's leftovers are removed (vmbmc.controller.leftovers).
 """
 
 from __future__ import annotations
