@@ -26,6 +26,7 @@ from vmbmc.controller import kube, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.kubevirt.client import ApiClient
+from vmbmc.roster import parse_roster
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,30 @@ async def shared_namespaces(api: ApiClient) -> set[str]:
     return found
 
 
+async def forget_ghosts(api: ApiClient, roster: shared.Roster) -> None:
+    """Let go of roster entries whose BMC is gone without its finalizer's cleanup (removed by hand): the
+    shared kbmc would go on trying to serve them, and keep the namespace's pod. The roster is read
+    before the BMCs are listed, so a BMC listed meanwhile is never taken for a ghost."""
+    listed = parse_roster(await kube.get(api, "ConfigMap", roster.namespace, shared.NAME))
+    if not listed:
+        return
+    bmcs = {str(b["metadata"]["name"]) for b in await kube.list_items(api, n.KIND, roster.namespace)}
+    ghosts = sorted(set(listed) - bmcs)
+    for name in ghosts:
+        log.info("roster %s/%s lists BMC %s, which is gone: removing it", roster.namespace, shared.NAME, name)
+    await asyncio.gather(*(roster.put(name, None) for name in ghosts))
+
+
 async def sweep(state: State) -> None:
     """Remove what the other mode made, everywhere. Shared mode: every BMC's own kbmc and
-    ServiceAccount, and each namespace's shared kbmc is checked by its roster's writer (removed where the
-    roster lists no BMC). Dedicated mode: every namespace's shared kbmc and roster."""
+    ServiceAccount; each namespace's roster lets go of BMCs that are gone, and its shared kbmc is
+    checked by the roster's writer (removed where the roster lists no BMC). Dedicated mode: every
+    namespace's shared kbmc and roster."""
     api = state.api
     if state.shared:
         await _bounded(remove_dedicated(api, ns, bmc) for ns, bmc in sorted(await dedicated_leftovers(api)))
         for ns in sorted(await shared_namespaces(api)):
+            await forget_ghosts(api, state.roster(ns))
             state.roster(ns).recheck()
     else:
         await _bounded(shared.retire(api, ns) for ns in sorted(await shared_namespaces(api)))

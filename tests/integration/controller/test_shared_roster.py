@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.controller.conftest import Api, controller_kubeconfig
-from vmbmc.controller import kube, shared
+from vmbmc.controller import kube, leftovers, shared
 from vmbmc.kubevirt.client import ApiClient
 
 IMAGE = "vmbmc:dev"
@@ -107,3 +107,24 @@ async def test_a_deleted_shared_kbmc_is_made_again_while_its_roster_lists_a_bmc(
             break
         await asyncio.sleep(0.1)
     assert await present(as_controller, ns) == set(OBJECTS)
+
+
+async def test_entries_of_bmcs_gone_without_their_finalizer_are_let_go(
+    emulator: Any, as_controller: ApiClient
+) -> None:
+    ns = namespace(emulator, "roster-ghosts")
+    admin = Api(emulator.url, emulator.token, emulator.ca_file)
+    body = {"apiVersion": "virtualmachine.kubevirt.io/v1", "kind": "VirtualMachineBMC"}
+    admin.create(
+        {**body, "metadata": {"name": "real", "namespace": ns}, "spec": {"virtualMachineRef": {"name": "vm"}}}
+    )
+    roster = shared.Roster(as_controller, ns, IMAGE)
+    await roster.put("real", want("real-credentials"))
+    await roster.put("ghost", want("ghost-credentials"))  # listed, but no such BMC exists
+    await leftovers.forget_ghosts(as_controller, roster)
+    listed = await kube.get(as_controller, "ConfigMap", ns, shared.NAME)
+    assert sorted((listed or {}).get("data") or {}) == ["real"]
+    assert await present(as_controller, ns) == set(OBJECTS)
+    admin.delete("vmbmc", ns, "real")  # gone without its finalizer's cleanup (no controller runs here)
+    await leftovers.forget_ghosts(as_controller, roster)
+    assert await present(as_controller, ns) == set()
