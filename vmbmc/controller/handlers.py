@@ -42,7 +42,7 @@ def _first(store: Any) -> dict[str, Any] | None:
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """Contracts §2 and §9: progress and diff-base in annotations (the status schema prunes anything
+    """kopf's progress and diff-base in annotations (the status schema prunes anything
     else), our finalizer name, no kopf peering (it would pause operators of equal priority)."""
     prefix = "vmbmc.kubevirt.io"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)

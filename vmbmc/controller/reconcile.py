@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def refusal(state: State, info: ch.BmcInfo) -> str | None:
-    """Why this BMC may not exist as it is, or None (contracts §5: tenants keep to their namespace)."""
+    """Why this BMC may not exist as it is, or None (a BMC outside the system namespace may only serve VMs
+    in its own namespace: tenants keep to their namespace)."""
     if not info.vm_name:
         return "the BMC names no VirtualMachine"
     if info.namespace != state.options.namespace and info.vm_namespace != info.namespace:
