@@ -24,17 +24,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from machine_cluster import ROOT, crd_files
+from pod_cluster import pod_cluster
 
 from tests.conftest import KUBECTL
 from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.cluster import ready_endpoint
 from vmbmc.demo.endpoints import BmcEndpoint
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
 
 SYSTEM = "virtualmachinebmc-system"
 SHARED = "vmbmc-kbmc-shared"
@@ -84,25 +81,15 @@ def ipmitool(e: BmcEndpoint, *args: str) -> str:
 
 
 def test_switching_modes_leaves_exactly_what_the_mode_needs(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=300, images=["vmbmc:dev"])
-    with EmulatorThread(
-        kubeconfig=kubeconfig,
-        crds=crd_files(),
-        pod_runner=runner,
-        kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
-    ) as emu:
-        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
+    namespaces = (SYSTEM, TENANT_A[0], TENANT_B[0])
+    with pod_cluster(tmp_path, 300, namespaces) as (emu, _runner, controller_kc):
+        kubeconfig = emu.kubeconfig
         store, reg = emu.emulator.store, emu.emulator.registry
         bmc_rt = reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs")
 
         def create(group: str, plural: str, obj: dict[str, Any], ns: str | None) -> None:
             emu.call(store.create, reg.get(group, "v1", plural), obj, ns)
 
-        for ns in (SYSTEM, "tenant-a", "tenant-b"):
-            create("", "namespaces", {"kind": "Namespace", "metadata": {"name": ns}}, None)
-        controller_kc = tmp_path / "controller.kubeconfig"
-        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
         for i in (1, 2):
             create("kubevirt.io", "virtualmachines", sample_vm(i), "default")
         for ns, bmc, _, vm in (TENANT_A, TENANT_B):
