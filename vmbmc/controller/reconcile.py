@@ -72,8 +72,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
     targets: tuple[int, int] | None = None
     account: str | None = None
-    if state.shared:
-        await ensure_shared(state, info.namespace)
+    if state.shared:  # the roster's writer makes the namespace's shared kbmc before listing it
         entry = await state.roster(info.namespace).put(
             info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret)
         )
@@ -91,8 +90,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
     await kube.apply(state.api, ch.network_policy(info, targets))
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
-    elif not was_shared:  # new, or switched from dedicated mode: its own kbmc goes
-        await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))
+    # in shared mode, a BMC's own kbmc left from dedicated mode is removed by vmbmc.controller.leftovers
     svc = await kube.apply(state.api, ch.service(info, targets))
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
@@ -120,18 +118,6 @@ async def check_credentials(
         generation = (bmc.get("metadata") or {}).get("generation")
         await _event(state, bmc, f"{key}.g{generation}", "Warning", reason, message)
     return check
-
-
-async def ensure_shared(state: State, namespace: str) -> None:
-    """The namespace's shared kbmc objects (vmbmc.controller.shared), made once per controller run and
-    again when the shared Deployment is deleted."""
-    if namespace in state.shared_ready:
-        return
-    await kube.apply(state.api, shared.service_account(namespace))
-    await kube.apply(state.api, shared.role(namespace))
-    await kube.apply(state.api, shared.role_binding(namespace))
-    await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
-    state.shared_ready.add(namespace)
 
 
 def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None) -> dict[str, Any]:
