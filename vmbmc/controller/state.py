@@ -22,14 +22,13 @@ class State:
     history_ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     # one lock per BMC for `ready` (see reconcile.update_ready)
     ready_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # shared mode: the one writer of each BMC namespace's roster ConfigMap
+    # the one writer of each BMC namespace's roster ConfigMap (and, in shared mode, of its shared kbmc)
     rosters: dict[str, Roster] = field(default_factory=dict)
-    # shared mode: the namespaces whose shared kbmc objects exist (made once per controller run)
-    shared_ready: set[str] = field(default_factory=set)
 
     def roster(self, namespace: str) -> Roster:
         if namespace not in self.rosters:
-            self.rosters[namespace] = Roster(self.api, namespace)
+            image = str(self.options.kbmc_image) if self.shared else None
+            self.rosters[namespace] = Roster(self.api, namespace, image)
         return self.rosters[namespace]
 
     @property
