@@ -109,20 +109,21 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         return await connection_info(state.api.cfg)
 
     # --- indices: the latest of every object, by key ------------------------------------------------
+    # (coroutines: kopf runs a plain function in its thread pool, a hop per event and index)
     @kopf.index(*BMC, registry=reg, id="bmcs_by_vm")
-    def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {n.vm_ref(body): plain(body)}
 
     @kopf.index(*BMC, registry=reg, id="bmc_vm_annotation")
-    def bmc_vm_annotation(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def bmc_vm_annotation(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): (body.metadata.annotations or {}).get(n.ANNOTATION_VM, "")}
 
     @kopf.index(*VM, registry=reg, id="vms")
-    def vms(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def vms(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): plain(body)}
 
     @kopf.index(*VMI, registry=reg, id="vmis")
-    def vmis(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    async def vmis(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): plain(body)}
 
     namespace_labels: dict[str, dict[str, str]] = {}
@@ -130,7 +131,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     if opts.vm_namespace_selector:
 
         @kopf.index("v1", "namespaces", registry=reg, id="namespaces")
-        def namespaces(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
+        async def namespaces(body: kopf.Body, name: str, **_: Any) -> dict[Any, Any]:
             return {name: dict(body.metadata.labels or {})}
 
         @kopf.on.event("v1", "namespaces", registry=reg, id="namespace_event")
@@ -262,9 +263,8 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         vm_key = n.vm_ref(bmc)
         peers = [_key(b) for b in bmcs_by_vm.get(vm_key, ())]
         await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)), peers)
-        status = bmc.get("status") or {}
-        if state.shared and bool(status.get("serving")) != bool(status.get("ready")):
-            # the shared kbmc began (or stopped) serving it: fold that into Ready
+        if state.shared and _ready_outdated(state, bmc):
+            # the shared kbmc began (or stopped) serving it, or its pod's readiness changed: fold it in
             await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
 
     @kopf.timer(
@@ -336,23 +336,47 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         },
     )
     async def shared_deployment_event(
-        event: Mapping[str, Any], namespace: str, name: str, bmcs_by_vm: kopf.Index, **_: Any
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        bmcs_by_vm: kopf.Index,
+        **_: Any,
     ) -> None:
         """The shared kbmc's readiness is every served BMC's; a deleted one is made again."""
         if name != shared.NAME or not state.shared:
             return
-        served = sorted({_key(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace})
+        served = {_key(b): dict(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace}
         if event.get("type") == "DELETED":
             state.shared_ready.discard(namespace)
+            state.shared_pod_ready[namespace] = False
             if served:
                 await _with_retries(state, "deployment", lambda: reconcile.ensure_shared(state, namespace))
             return
-        for _, bmc_name in served:
-            await _with_retries(
-                state, "ready", lambda b=bmc_name: reconcile.update_ready(state, namespace, b)
-            )
+        pod_ready = reconcile.deployment_ready(plain(body))
+        state.shared_pod_ready[namespace] = pod_ready
+        # Only the BMCs whose Ready this readiness changes (as last seen; a BMC seen in an older version
+        # is looked at again when its newer one arrives, against the readiness recorded here).
+        for (_, bmc_name), bmc in sorted(served.items()):
+            if reconcile.ready_outdated(state, bmc, pod_ready):
+                await _with_retries(
+                    state, "ready", lambda b=bmc_name: reconcile.update_ready(state, namespace, b)
+                )
 
     return reg
+
+
+def _ready_outdated(state: State, bmc: dict[str, Any]) -> bool:
+    """Shared mode: whether this BMC version's `ready` disagrees with what is known of it: its
+    `status.serving`, and the shared kbmc pod's readiness as its Deployment's events last said (not yet
+    known: only a change of `serving` counts, as the Deployment's first event looks at every BMC)."""
+    namespace = str((bmc.get("metadata") or {}).get("namespace"))
+    pod_ready = state.shared_pod_ready.get(namespace)
+    if pod_ready is None:
+        status = bmc.get("status") or {}
+        if bool(status.get("serving")) == bool(status.get("ready")):
+            return False
+    return reconcile.ready_outdated(state, bmc, pod_ready)
 
 
 def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:
