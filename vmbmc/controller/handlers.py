@@ -219,11 +219,11 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     @kopf.on.resume(*BMC, registry=reg, id="bmc_changed", backoff=2)
     @kopf.on.create(*BMC, registry=reg, id="bmc_changed", backoff=2)
     @kopf.on.update(*BMC, registry=reg, id="bmc_changed", backoff=2)
-    async def bmc_changed(body: kopf.Body, **_: Any) -> None:
+    async def bmc_changed(body: kopf.Body, vms: kopf.Index, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):
             return None
         try:
-            await reconcile.reconcile(state, plain(body))
+            await reconcile.reconcile(state, plain(body), _first(vms.get(n.vm_ref(body))))
         except Exception:
             state.metrics.reconciles.labels("error").inc()
             state.metrics.errors.labels("reconcile").inc()

@@ -31,7 +31,8 @@ def refusal(state: State, info: ch.BmcInfo) -> str | None:
     return None
 
 
-async def reconcile(state: State, bmc: dict[str, Any]) -> None:
+async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any] | None = None) -> None:
+    """`cached_vm`: the BMC's VM as the controller's watch has it, if it has it (else it is read)."""
     info = ch.BmcInfo.from_body(bmc)
     meta = bmc.get("metadata") or {}
     gen = meta.get("generation")
@@ -48,7 +49,7 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
         return
 
-    vm = await kube.get(state.api, "VirtualMachine", info.vm_namespace, info.vm_name)
+    vm = cached_vm or await kube.get(state.api, "VirtualMachine", info.vm_namespace, info.vm_name)
     if vm is None:
         found = kube.condition(
             "VirtualMachineFound",
@@ -132,11 +133,15 @@ async def ensure_shared(state: State, namespace: str) -> None:
     again when the shared Deployment is deleted."""
     if namespace in state.shared_ready:
         return
-    await kube.apply(state.api, shared.service_account(namespace))
-    await kube.apply(state.api, shared.role(namespace))
-    await kube.apply(state.api, shared.role_binding(namespace))
-    await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
-    state.shared_ready.add(namespace)
+    # one maker at a time: a burst of new BMCs would otherwise all write the same four objects
+    async with state.shared_locks.setdefault(namespace, asyncio.Lock()):
+        if namespace in state.shared_ready:
+            return
+        await kube.apply(state.api, shared.service_account(namespace))
+        await kube.apply(state.api, shared.role(namespace))
+        await kube.apply(state.api, shared.role_binding(namespace))
+        await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
+        state.shared_ready.add(namespace)
 
 
 def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None) -> dict[str, Any]:
