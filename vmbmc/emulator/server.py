@@ -20,7 +20,7 @@ from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError, bad_request
 from vmbmc.emulator.registry import ResourceType
 from vmbmc.emulator.selectors import field_matcher, label_matcher, name_from_field_selector
-from vmbmc.emulator.store import decode_body
+from vmbmc.emulator.store import WatchEvent, decode_body
 from vmbmc.emulator.table import to_table
 
 log = logging.getLogger("vmbmc.emulator.server")
@@ -174,7 +174,7 @@ class Api:
                 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
             )
         if method == "GET":
-            obj = self.emu.store.get(rt, ns, name)
+            obj = self.emu.store.get(rt, ns, name, copy=False)  # serialised at once: no copy
             if self._wants_table(request):
                 return _json(self._table(request, rt, [obj], obj["metadata"]["resourceVersion"]))
             return _json(obj)
@@ -281,7 +281,11 @@ class Api:
 
     def _list(self, request: Request, rt: ResourceType, ns: str | None) -> Response:
         items, rv = self.emu.store.list(
-            rt, ns, label_selector=_q(request, "labelSelector"), field_selector=_q(request, "fieldSelector")
+            rt,
+            ns,
+            label_selector=_q(request, "labelSelector"),
+            field_selector=_q(request, "fieldSelector"),
+            copy=False,  # serialised at once
         )
         if self._wants_table(request):
             return _json(self._table(request, rt, items, rv))
@@ -312,7 +316,9 @@ class Api:
         initial: list[tuple[str, dict]] = []
         error: dict | None = None
         send_initial = _bool_q(request, "sendInitialEvents")
+        resumed: list[WatchEvent] = []
         if rv_q in (None, "", "0") or send_initial:
+            # copies: the stream sends them later
             items, _ = store.list(rt, ns, label_selector=label_q, field_selector=field_q)
             initial = [("ADDED", o) for o in items]
             last = store.resource_version
@@ -323,17 +329,30 @@ class Api:
                 sub.close()
                 raise bad_request(f"invalid resourceVersion: {rv_q!r}") from None
             try:
-                for ev in store.events_since(rt, last, sub):
-                    initial.append((ev.type, store._from_storage(rt, ev.object)))
-                    last = ev.rv
+                resumed = store.events_since(rt, last, sub)
             except ApiError as exc:
                 error = exc.status()
-                initial = []
+            if resumed:
+                last = resumed[-1].rv
 
         def wanted(obj: dict) -> bool:
             if ns is not None and rt.namespaced and obj["metadata"].get("namespace") != ns:
                 return False
             return by_label(obj) and by_field(obj)
+
+        def lines(events: list[WatchEvent]) -> list[bytes]:
+            """The events this watch sends, as lines; each event's line is made once for every watch
+            (events are never changed: a stored object is replaced, not changed in place)."""
+            out = []
+            for ev in events:
+                obj = store.view(rt, ev.object)
+                if not wanted(obj):
+                    continue
+                line = ev.lines.get(rt.api_version)
+                if line is None:
+                    line = ev.lines[rt.api_version] = _line(ev.type, obj)
+                out.append(line)
+            return out
 
         async def stream() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
@@ -341,10 +360,10 @@ class Api:
                 if error is not None:
                     yield _line("ERROR", error)
                     return
-                lines = [_line(type_, obj) for type_, obj in initial if wanted(obj)]
+                first = [_line(type_, obj) for type_, obj in initial if wanted(obj)] + lines(resumed)
                 if send_initial:
                     # WatchList (kubectl >= 1.35): the end of the initial state is a marked BOOKMARK.
-                    lines.append(
+                    first.append(
                         _line(
                             "BOOKMARK",
                             {
@@ -357,8 +376,8 @@ class Api:
                             },
                         )
                     )
-                if lines:
-                    yield b"".join(lines)
+                if first:
+                    yield b"".join(first)
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -378,13 +397,7 @@ class Api:
                             )
                         continue
                     # everything queued goes out in one write: a burst costs one send, not one per event
-                    out = []
-                    for ev in events:
-                        if ev.rv <= last:
-                            continue
-                        obj = store._from_storage(rt, ev.object)
-                        if wanted(obj):
-                            out.append(_line(ev.type, obj))
+                    out = lines([ev for ev in events if ev.rv > last])
                     if out:
                         yield b"".join(out)
             finally:

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpatch
@@ -44,6 +44,8 @@ class WatchEvent:
     rt: ResourceType
     object: dict
     rv: int
+    # the event as a watch line, per apiVersion it is served as: made once for every watch that sends it
+    lines: dict[str, bytes] = field(default_factory=dict)
 
 
 class Subscription:
@@ -305,13 +307,26 @@ class Store:
         out["apiVersion"] = rt.api_version
         return out
 
-    # --- reads --------------------------------------------------------------------------------
-    def try_get(self, rt: ResourceType, namespace: str | None, name: str) -> dict | None:
-        obj = self._bucket(rt).get((self._ns(rt, namespace), name))
-        return None if obj is None else self._from_storage(rt, obj)
+    def view(self, rt: ResourceType, obj: dict) -> dict:
+        """A stored object as served under `rt`, for reading only (an answer about to be serialised): the
+        stored dict itself unless a conversion is needed. Stored objects are replaced, never changed in
+        place, so it stays as it is; whoever changes it must copy it (`_from_storage`)."""
+        if rt.key == ("events.k8s.io", "events"):
+            return self._from_storage(rt, obj)
+        return obj if obj.get("apiVersion") == rt.api_version else {**obj, "apiVersion": rt.api_version}
 
-    def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict:
-        obj = self.try_get(rt, namespace, name)
+    # --- reads --------------------------------------------------------------------------------
+    def try_get(
+        self, rt: ResourceType, namespace: str | None, name: str, *, copy: bool = True
+    ) -> dict | None:
+        """The object, a copy of it (`copy`), else a read-only `view`."""
+        obj = self._bucket(rt).get((self._ns(rt, namespace), name))
+        if obj is None:
+            return None
+        return self._from_storage(rt, obj) if copy else self.view(rt, obj)
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str, *, copy: bool = True) -> dict:
+        obj = self.try_get(rt, namespace, name, copy=copy)
         if obj is None:
             raise not_found(rt, name)
         return obj
@@ -329,7 +344,9 @@ class Store:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        copy: bool = True,
     ) -> tuple[list[dict], str]:
+        """The objects selected, as copies (`copy`), else as read-only `view`s; and the resourceVersion."""
         by_label, by_field = label_matcher(label_selector), field_matcher(field_selector)
         name = name_from_field_selector(field_selector)
         bucket = self._bucket(rt)
@@ -347,7 +364,7 @@ class Store:
             # (the controller's label-selected lists were O(n) deep copies each).
             if not by_label(obj):
                 continue
-            view = self._from_storage(rt, obj)
+            view = self._from_storage(rt, obj) if copy else self.view(rt, obj)
             if by_field(view):
                 items.append(view)
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
