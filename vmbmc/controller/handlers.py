@@ -248,6 +248,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         key = (namespace, name)
+        autocreate.seen(state, body)
         if event.get("type") == "DELETED":
             state.history_ids.pop(key, None)
             state.recorder.forget(namespace, name)

@@ -26,6 +26,8 @@ class State:
     rosters: dict[str, Roster] = field(default_factory=dict)
     # shared mode: the namespaces whose shared kbmc objects exist (made once per controller run)
     shared_ready: set[str] = field(default_factory=set)
+    # auto-created BMCs not yet seen by the watch: VM (namespace, name) → (BMC name, monotonic time)
+    created_bmcs: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     shared_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # one maker of them at a time
     # shared mode: each namespace's shared kbmc pod readiness, as its Deployment's last event said
     shared_pod_ready: dict[str, bool] = field(default_factory=dict)
