@@ -1,6 +1,8 @@
 """Shared kbmc mode benchmark (issue 20): N VMs created at once in the emulator → time until every
 auto-created VirtualMachineBMC is Ready, with the controller in `--kbmc-mode dedicated` and `shared`;
-the controller's RSS; the shared kbmc's RSS serving N BMCs; ipmitool against every one of them.
+the controller's RSS; the shared kbmc's RSS serving N BMCs; ipmitool against every one of them. CPU
+seconds of the emulator (this process: its thread, mostly), the controller and the shared kbmc, the
+load average before and after, and a timeline of the BMCs created, reconciled, served and Ready.
 
 The controller runs as its own process (`vmbmc controller`). The emulator's fake kubelet marks kbmc pods
 Ready without running them (contracts §10). In shared mode a BMC is Ready only once the shared kbmc says
@@ -37,6 +39,7 @@ from vmbmc.roster import NAME, parse_roster  # noqa: E402
 
 SYSTEM = "virtualmachinebmc-system"
 CREATE_BATCH = 50  # VMs created per call on the emulator's loop
+TIMELINE_STEP = 5.0  # seconds between two points of the progress timeline
 
 
 def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -121,13 +124,25 @@ def run_mode(
                 emu.call(create, first, min(CREATE_BATCH, vms - first), timeout=120)
             result["create_s"] = round(time.monotonic() - t0, 1)
 
-            def ready() -> int:
-                # the stored objects, not copies: the poll must not load the emulator it measures
-                return sum(1 for b in store.iter_raw(bmc_rt, SYSTEM) if (b.get("status") or {}).get("ready"))
+            def progress() -> tuple[int, int, int, int]:
+                """BMCs existing, reconciled (observedGeneration), served (serving), Ready: read on the
+                stored objects, not copies, so the poll does not load the emulator it measures."""
+                status = [b.get("status") or {} for b in store.iter_raw(bmc_rt, SYSTEM)]
+                return (
+                    len(status),
+                    sum(1 for s in status if s.get("observedGeneration")),
+                    sum(1 for s in status if s.get("serving")),
+                    sum(1 for s in status if s.get("ready")),
+                )
 
-            peak = 0.0
+            peak, next_mark = 0.0, 0.0
+            timeline: list[str] = []
             # a loop this busy may take a while to answer: the bench waits, it is not what is measured
-            while (n := emu.call(ready, timeout=120)) < vms:
+            while (counts := emu.call(progress, timeout=120))[3] < vms:
+                n = counts[3]
+                if time.monotonic() - t0 >= next_mark:  # where the BMCs are, every TIMELINE_STEP seconds
+                    timeline.append(f"{time.monotonic() - t0:.0f}s:" + "/".join(map(str, counts)))
+                    next_mark += TIMELINE_STEP
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         log = (tmp / f"{mode}-{name}.log").read_text()[-3000:]
@@ -137,6 +152,7 @@ def run_mode(
                     raise SystemExit(f"{mode}: only {n}/{vms} BMCs Ready after {timeout:.0f} s")
                 time.sleep(0.25)
             result["all_bmcs_ready_s"] = round(time.monotonic() - t0, 1)
+            result["timeline_bmcs/reconciled/serving/ready"] = " ".join(timeline)
             result["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
             result["emulator_cpu_s"] = round(proc_stats(os.getpid())[0] - emulator_cpu0, 1)
             cpu, rss = proc_stats(procs["controller"].pid)
