@@ -3,7 +3,8 @@ auto-created VirtualMachineBMC is Ready; the controller's CPU and RSS; Event lat
 power change to its PoweredOn Event.
 
 The controller runs as its own process (`vmbmc controller`), so its CPU and RSS are its own; the
-emulator's fake kubelet marks kbmc pods Ready without running them (contracts §10).
+emulator's fake kubelet marks kbmc pods Ready without running them: the benchmark measures
+the controller alone.
 
     python bench/controller_bench.py [--vms 1000] [--starts 50] [--json]
 """

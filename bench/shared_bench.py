@@ -5,7 +5,7 @@ seconds of the emulator (this process: its thread, mostly), the controller and t
 load average before and after, and a timeline of the BMCs created, reconciled, served and Ready.
 
 The controller runs as its own process (`vmbmc controller`). The emulator's fake kubelet marks kbmc pods
-Ready without running them (contracts §10). In shared mode a BMC is Ready only once the shared kbmc says
+Ready without running them. In shared mode a BMC is Ready only once the shared kbmc says
 it serves it (`status.serving`), so the shared kbmc runs for real: one `vmbmc kbmc --shared` process on
 127.0.0.1 with the watches a pod has (`VMBMC_RESTRICTED=1`: one name-limited watch per BMC, VM and VMI,
 as its Roles allow), started before the VMs are created. Its RSS is read from /proc once every BMC is

@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# The kubernetes client reads KUBECONFIG at import time (k8s-test-backend.md §5): fix it before any import.
+# The kubernetes client reads KUBECONFIG at import time (a default-location constant,
+# which kopf's login uses too): fix it before any import.
 _KUBECONFIG = Path(tempfile.mkdtemp(prefix="vmbmc-tests-")) / "kubeconfig"
 os.environ["KUBECONFIG"] = str(_KUBECONFIG)
 

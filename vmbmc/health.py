@@ -1,5 +1,5 @@
 """/healthz, /readyz and /metrics on a health port (asyncio, on the caller's loop): the controller's and
-the kbmc's (contracts §6).
+the kbmc's (`--health-port`; a kbmc is ready once its VM watch has synced).
 
 A few lines of HTTP/1.1 on asyncio streams rather than an HTTP framework: the kbmc runs once per VM, and
 aiohttp's server alone costs it ~16 MiB of RSS; kubelet probes and Prometheus scrapes need only a GET

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.image_server import serve_images
+from tests.waiting import wait_until
 from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.machine import media as md
 
@@ -73,13 +73,7 @@ def get_dv(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] |
 
 
 def until(pred: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(pred, WAIT, what)
 
 
 def apply_dv(emulator: EmulatorThread, namespace: str, name: str, url: str) -> None:

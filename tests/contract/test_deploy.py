@@ -48,7 +48,8 @@ def test_controller_rules_have_no_wildcards():
 
 
 def test_example_network_policy_widens_to_the_kbmc_pods_the_controller_makes(kubectl):
-    """deploy/examples shows how to widen the per-BMC NetworkPolicy (contracts §8): it must select the
+    """deploy/examples shows how to widen the per-BMC NetworkPolicy (which limits who reaches 10623/UDP
+    and 8443/TCP): it must select the
     pods the controller's Deployments make and open exactly their IPMI and Redfish ports."""
     from vmbmc.controller import children
 

@@ -1,7 +1,7 @@
 """The emulator's fake KubeVirt and workloads through real clients: kubectl and the kubernetes python client.
 
 KubeVirt's subresources are not in the generated client, so they are called as the project's back end does:
-``ApiClient.param_serialize`` + ``call_api`` (k8s-test-backend.md §5)."""
+``ApiClient.param_serialize`` + ``call_api`` (kubernetes 37's ``call_api`` takes ``(method, url, ...)``)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "kbmc"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "machine"))
 
-from kbmc_process import KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import KbmcProcess, serve_bmc
 from machine_cluster import Cluster, crd_files
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -54,19 +54,6 @@ def emu() -> Iterator[EmulatorThread]:
 def target(emu: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     cluster = Cluster(emu)
     cluster.create_vm("fuzz-vm")
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": "fuzz-bmc", "namespace": "default"},
-        "spec": {
-            "virtualMachineRef": {"namespace": "default", "name": "fuzz-vm"},
-            "redfish": {"enabled": True},
-        },
-    }
-    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-    work = tmp_path_factory.mktemp("fuzz")
-    kubeconfig = kbmc_kubeconfig(emu, work, "default", "fuzz-bmc", "fuzz-vm", bmc["metadata"]["uid"])
-    port = free_tcp_port()
-    proc = start_kbmc(kubeconfig, work, "--bmc", "default/fuzz-bmc", extra=("--redfish-port", str(port)))
-    yield Target(proc, cluster, "fuzz-bmc", "fuzz-vm", f"https://127.0.0.1:{port}")
-    proc.stop()
+    served = serve_bmc(emu, cluster, tmp_path_factory.mktemp("fuzz"), "fuzz-bmc", "fuzz-vm", redfish="https")
+    yield Target(served.kbmc, cluster, "fuzz-bmc", "fuzz-vm", served.redfish)
+    served.kbmc.stop()

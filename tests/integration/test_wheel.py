@@ -7,20 +7,19 @@ PyPI); installing needs the runtime dependencies the same way."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.demo_process import start_demo
 from tests.processes import kbmc_pid, pids_running
 
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "vmbmc", "crds", "deploy")
@@ -112,25 +111,11 @@ def test_runtime_dependencies_only(venv: Path, outside_env: dict[str, str], tmp_
 def test_demo_from_the_wheel_answers_ipmitool(
     venv: Path, outside_env: dict[str, str], tmp_path: Path
 ) -> None:
-    endpoints = tmp_path / "endpoints.json"
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "vmbmc"), "demo", "--vms", "1", "--endpoints-file", str(endpoints)],
-        cwd=tmp_path,
-        env=outside_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    demo = start_demo(tmp_path, "--vms", "1", timeout=90, vmbmc=str(venv / "bin" / "vmbmc"), env=outside_env,
+                      cwd=tmp_path)  # fmt: skip
+    proc = demo.proc
     try:
-        deadline = time.monotonic() + 90
-        while not endpoints.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not endpoints.exists():
-            os.killpg(proc.pid, signal.SIGKILL)
-            output = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"no endpoints file from the installed demo:\n{output[-5000:]}")
-        (bmc,) = json.loads(endpoints.read_text())["bmcs"]
+        (bmc,) = demo.endpoints["bmcs"]
         ipmi = bmc["ipmi"]
         pid = kbmc_pid(ipmi["host"])
         assert pid is not None
@@ -145,8 +130,6 @@ def test_demo_from_the_wheel_answers_ipmitool(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        demo.kill()
     # nothing of the demo outlives it (another run may take the address: look for our venv's processes)
     assert pids_running(str(venv)) == []

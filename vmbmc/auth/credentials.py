@@ -1,8 +1,8 @@
 """BMC credentials: one user and password per BMC, never logged.
 
 In a pod they come from the credentials Secret mounted as files `username` and `password`
-(contracts §6); they are re-read when the files change, so a rotated Secret takes effect without a
-restart.
+(never an env literal, never logged); they are re-read when the files change, so a rotated Secret
+takes effect without a restart.
 """
 
 from __future__ import annotations

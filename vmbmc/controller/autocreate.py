@@ -1,4 +1,5 @@
-"""Auto-created BMCs: one per VM in the system namespace (contracts §1, §5).
+"""Auto-created BMCs: one per VM in the system namespace, deleted by the controller when the VM goes
+(no ownerReference to the VM, which may live in another namespace).
 
 The VM is only read (kopf `on.event` and indices): no finalizer, annotation or label is ever written to it.
 """

@@ -1,4 +1,5 @@
-"""The manifests of a BMC's children (contracts §1, §5, §6, §8): pure functions of the BMC and options."""
+"""The manifests of a BMC's children (names, labels, ownership, ports, Roles): pure functions of the BMC
+and options."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
     """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources.
 
     No ownerReference: the owner may live in another namespace, and Kubernetes' garbage collector would
-    delete the Role at once (contracts §5); the BMC's finalizer deletes it by its labels instead."""
+    delete the Role at once; the BMC's finalizer deletes it by its labels instead."""
     vm = [b.vm_name]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -344,7 +345,7 @@ def service(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any
 
 
 def network_policy(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Only pods labelled as BMC clients reach this BMC's kbmc ports (contracts §8).
+    """Only pods labelled as BMC clients reach this BMC's kbmc ports.
 
     One per BMC, owned by it (so the garbage collector removes it with the BMC). Not one shared per
     namespace: a shared object owned by every BMC is a write hot spot (1,000 BMCs created at once

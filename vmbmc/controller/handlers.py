@@ -4,11 +4,13 @@ then run in one process: tests, leader election).
 Watched, never written: VirtualMachines, VirtualMachineInstances (on.event and indices only; kopf's
 changing handlers would put annotations and finalizers on them), Deployments of kbmcs, Namespaces (only
 with --vm-namespace-selector). Reconciled: VirtualMachineBMCs (create/update/resume, finalizer, timer).
+From start-up to shutdown, the other kbmc mode's leftovers are removed (vmbmc.controller.leftovers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from vmbmc.controller import autocreate, kube, reconcile, shared
+from vmbmc.controller import autocreate, kube, leftovers, reconcile, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.kubevirt.client import ApiError
@@ -40,7 +42,7 @@ def _first(store: Any) -> dict[str, Any] | None:
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """Contracts §2 and §9: progress and diff-base in annotations (the status schema prunes anything
+    """kopf's progress and diff-base in annotations (the status schema prunes anything
     else), our finalizer name, no kopf peering (it would pause operators of equal priority)."""
     prefix = "vmbmc.kubevirt.io"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
@@ -100,9 +102,22 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
     opts = state.options
 
+    janitor: list[asyncio.Task[None]] = []
+
     @kopf.on.startup(registry=reg, id="startup")
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
+        # the other kbmc mode's objects go, now (a switch made while the controller was down) and at
+        # every resync interval (vmbmc.controller.leftovers)
+        janitor.append(asyncio.get_running_loop().create_task(leftovers.keep_clean(state)))
+
+    @kopf.on.cleanup(registry=reg, id="cleanup")
+    async def cleanup(**_: Any) -> None:
+        for task in janitor:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        janitor.clear()
 
     @kopf.on.login(registry=reg, id="login")
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -312,7 +327,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     )
     async def deployment_event(event: Mapping[str, Any], body: kopf.Body, namespace: str, **_: Any) -> None:
         owner = next((o for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == n.KIND), None)
-        if owner is None:
+        if owner is None or state.shared:  # in shared mode a BMC's own kbmc is a leftover, on its way out
             return
         bmc_name = str(owner["name"])
         if event.get("type") != "DELETED":
@@ -347,13 +362,11 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         """The shared kbmc's readiness is every served BMC's; a deleted one is made again."""
         if name != shared.NAME or not state.shared:
             return
-        served = {_key(b): dict(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace}
-        if event.get("type") == "DELETED":
-            state.shared_ready.discard(namespace)
+        if event.get("type") == "DELETED":  # made again if its roster lists a BMC (Roster.recheck)
             state.shared_pod_ready[namespace] = False
-            if served:
-                await _with_retries(state, "deployment", lambda: reconcile.ensure_shared(state, namespace))
+            state.roster(namespace).recheck()
             return
+        served = {_key(b): dict(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace}
         pod_ready = reconcile.deployment_ready(plain(body))
         state.shared_pod_ready[namespace] = pod_ready
         # Only the BMCs whose Ready this readiness changes (as last seen; a BMC seen in an older version

@@ -64,10 +64,16 @@ async def delete(api: ApiClient, kind: str, namespace: str | None, name: str) ->
 
 
 async def list_items(
-    api: ApiClient, kind: str, namespace: str | None = None, label_selector: str | None = None
+    api: ApiClient,
+    kind: str,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
 ) -> list[dict[str, Any]]:
-    params = {"labelSelector": label_selector} if label_selector else None
-    out = await api.request("GET", path(kind, namespace), params=params)
+    params = {"labelSelector": label_selector} if label_selector else {}
+    if field_selector:  # `metadata.name=x`: how a list is limited to a name RBAC grants by name
+        params["fieldSelector"] = field_selector
+    out = await api.request("GET", path(kind, namespace), params=params or None)
     return list((out or {}).get("items") or [])
 
 

@@ -1,4 +1,4 @@
-"""Names and labels of auto-created BMCs and of every child (contracts §1).
+"""Names and labels of auto-created BMCs and of every child (DNS-1035 labels, hashed when too long or taken).
 
 Pure functions: the handlers pass in what they know about existing BMCs, so the rules are unit-tested
 without a cluster.
@@ -120,7 +120,7 @@ def find_existing(bmcs: Iterable[Mapping[str, Any]], vm_namespace: str, vm_name:
     return None
 
 
-# Names of children (contracts §1).
+# Names of children, all derived from the BMC's name.
 def kbmc_name(bmc: str) -> str:
     return f"{bmc}-kbmc"
 

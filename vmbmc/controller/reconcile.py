@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def refusal(state: State, info: ch.BmcInfo) -> str | None:
-    """Why this BMC may not exist as it is, or None (contracts §5: tenants keep to their namespace)."""
+    """Why this BMC may not exist as it is, or None (a BMC outside the system namespace may only serve VMs
+    in its own namespace: tenants keep to their namespace)."""
     if not info.vm_name:
         return "the BMC names no VirtualMachine"
     if info.namespace != state.options.namespace and info.vm_namespace != info.namespace:
@@ -75,8 +76,7 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
     targets: tuple[int, int] | None = None
     account: str | None = None
-    if state.shared:
-        await ensure_shared(state, info.namespace)
+    if state.shared:  # the roster's writer makes the namespace's shared kbmc before listing it
         entry = await state.roster(info.namespace).put(
             info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret)
         )
@@ -94,8 +94,7 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     await kube.apply(state.api, ch.network_policy(info, targets), likely_new=new)
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
-    elif not was_shared:  # new, or switched from dedicated mode: its own kbmc goes
-        await kube.delete(state.api, "Deployment", info.namespace, n.kbmc_name(info.name))
+    # in shared mode, a BMC's own kbmc left from dedicated mode is removed by vmbmc.controller.leftovers
     svc = await kube.apply(state.api, ch.service(info, targets), likely_new=new)
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
@@ -126,22 +125,6 @@ async def check_credentials(
         generation = (bmc.get("metadata") or {}).get("generation")
         await _event(state, bmc, f"{key}.g{generation}", "Warning", reason, message)
     return check
-
-
-async def ensure_shared(state: State, namespace: str) -> None:
-    """The namespace's shared kbmc objects (vmbmc.controller.shared), made once per controller run and
-    again when the shared Deployment is deleted."""
-    if namespace in state.shared_ready:
-        return
-    # one maker at a time: a burst of new BMCs would otherwise all write the same four objects
-    async with state.shared_locks.setdefault(namespace, asyncio.Lock()):
-        if namespace in state.shared_ready:
-            return
-        await kube.apply(state.api, shared.service_account(namespace))
-        await kube.apply(state.api, shared.role(namespace))
-        await kube.apply(state.api, shared.role_binding(namespace))
-        await kube.apply(state.api, shared.deployment(namespace, str(state.options.kbmc_image)))
-        state.shared_ready.add(namespace)
 
 
 def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None) -> dict[str, Any]:

@@ -7,7 +7,9 @@ The namespace's objects, all named `vmbmc-kbmc-shared` and owned by no BMC (they
   credentials Secret; the kbmc watches it and starts or stops serving a BMC when it changes;
 - the Deployment, whose pod template never changes with the BMCs it serves (no pod restart per BMC).
 
-The roster's format and port allocation are in vmbmc.roster (the kbmc reads it too).
+The roster's format and port allocation are in vmbmc.roster (the kbmc reads it too). A namespace has
+these objects exactly while its roster lists a BMC: the roster's writer makes them before it lists the
+first and removes them when the last one leaves (a pod idling with a token is a risk, not a convenience).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
+from vmbmc.controller import kube
 from vmbmc.controller import naming as n
 from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container
 from vmbmc.kubevirt.client import ApiClient, ApiError
@@ -30,15 +33,20 @@ HEALTH_PORT = 8081
 
 
 class Roster:
-    """The one writer of one namespace's roster ConfigMap. Changes are batched: every reconcile that
-    arrives while a write is under way goes into the next one, so 1,000 BMCs created at once cost a few
-    writes, not 1,000 conflicting ones."""
+    """The one writer of one namespace's roster ConfigMap and, in shared mode (`image` given), of the
+    objects serving it. Changes are batched: every reconcile that arrives while a write is under way goes
+    into the next one, so 1,000 BMCs created at once cost a few writes, not 1,000 conflicting ones.
+    Making and removing the serving objects happen in the same one sequence as the roster's writes, so a
+    BMC being listed never races the namespace's last BMC leaving."""
 
-    def __init__(self, api: ApiClient, namespace: str) -> None:
+    def __init__(self, api: ApiClient, namespace: str, image: str | None = None) -> None:
         self.api = api
         self.namespace = namespace
+        self.image = image
+        self.deployed = False  # the serving objects were made by this writer (and not removed since)
         self._pending: dict[str, Wanted | None] = {}
         self._waiters: list[tuple[str, asyncio.Future[RosterEntry | None]]] = []
+        self._recheck = False
         self._task: asyncio.Task[None] | None = None
 
     async def put(self, bmc: str, want: Wanted | None) -> RosterEntry | None:
@@ -46,24 +54,56 @@ class Roster:
         fut: asyncio.Future[RosterEntry | None] = asyncio.get_running_loop().create_future()
         self._pending[bmc] = want
         self._waiters.append((bmc, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._flush())
+        self._start()
         return await fut
 
+    def recheck(self) -> None:
+        """Make the serving objects again if the roster lists a BMC (one of them was deleted), remove
+        them if it lists none (left over by an earlier run); in the writer's sequence, later."""
+        self._recheck = True
+        self._start()
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
     async def _flush(self) -> None:
-        while self._pending:
+        while self._pending or self._recheck:
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = {}, []
+            recheck, self._recheck = self._recheck, False
             try:
-                entries = await self._write(batch)
+                entries = await self._step(batch, recheck)
             except Exception as err:  # every waiter of this batch sees the failure (kopf retries)
                 for _, fut in waiters:
                     if not fut.done():
                         fut.set_exception(err)
+                if not waiters:
+                    log.warning("shared kbmc objects of namespace %s: %s", self.namespace, err)
                 continue
             for bmc, fut in waiters:
                 if not fut.done():
                     fut.set_result(entries.get(bmc))
+
+    async def _step(self, batch: dict[str, Wanted | None], recheck: bool) -> dict[str, RosterEntry]:
+        if self.image is None:  # dedicated mode: only ever lets BMCs go (a switch from shared mode)
+            return await self._write(batch) if batch else {}
+        if recheck:
+            self.deployed = False
+        if not self.deployed and any(w is not None for w in batch.values()):
+            await deploy(self.api, self.namespace, self.image)
+            self.deployed = True
+        if batch:
+            entries = await self._write(batch)
+        else:
+            entries = parse_roster(await kube.get(self.api, "ConfigMap", self.namespace, NAME))
+        if entries and not self.deployed:
+            await deploy(self.api, self.namespace, self.image)
+            self.deployed = True
+        elif not entries and (recheck or any(w is None for w in batch.values())):
+            await retire(self.api, self.namespace)
+            self.deployed = False
+        return entries
 
     async def _write(self, batch: dict[str, Wanted | None]) -> dict[str, RosterEntry]:
         path = configmap_path(self.namespace)
@@ -85,6 +125,29 @@ class Roster:
                 if err.code != 409:
                     raise
         raise ApiError(409, "Conflict", f"ConfigMap {self.namespace}/{NAME} could not be created")
+
+
+# The serving objects in the order they are made; removed in the reverse order, the pod (and its
+# token) first, the roster last.
+KINDS = ("ServiceAccount", "Role", "RoleBinding", "Deployment")
+
+
+async def deploy(api: ApiClient, namespace: str, image: str) -> None:
+    """Make (or bring up to date) the namespace's serving objects; the roster's writer makes the roster."""
+    for body in (
+        service_account(namespace),
+        role(namespace),
+        role_binding(namespace),
+        deployment(namespace, image),
+    ):
+        await kube.apply(api, body)
+
+
+async def retire(api: ApiClient, namespace: str) -> None:
+    """Remove the namespace's shared kbmc: its pod and token, its rights, and its roster."""
+    for kind in (*reversed(KINDS), "ConfigMap"):
+        if await kube.delete(api, kind, namespace, NAME):
+            log.info("removed %s %s/%s: no BMC left for the shared kbmc to serve", kind, namespace, NAME)
 
 
 def labels() -> dict[str, str]:

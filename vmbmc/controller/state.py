@@ -22,19 +22,17 @@ class State:
     history_ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     # one lock per BMC for `ready` (see reconcile.update_ready)
     ready_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # shared mode: the one writer of each BMC namespace's roster ConfigMap
+    # the one writer of each BMC namespace's roster ConfigMap (and, in shared mode, of its shared kbmc)
     rosters: dict[str, Roster] = field(default_factory=dict)
-    # shared mode: the namespaces whose shared kbmc objects exist (made once per controller run)
-    shared_ready: set[str] = field(default_factory=set)
     # auto-created BMCs not yet seen by the watch: VM (namespace, name) → (BMC name, monotonic time)
     created_bmcs: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
-    shared_locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # one maker of them at a time
     # shared mode: each namespace's shared kbmc pod readiness, as its Deployment's last event said
     shared_pod_ready: dict[str, bool] = field(default_factory=dict)
 
     def roster(self, namespace: str) -> Roster:
         if namespace not in self.rosters:
-            self.rosters[namespace] = Roster(self.api, namespace)
+            image = str(self.options.kbmc_image) if self.shared else None
+            self.rosters[namespace] = Roster(self.api, namespace, image)
         return self.rosters[namespace]
 
     @property

@@ -1,4 +1,4 @@
-"""Power transitions of a VM as the controller records them (contracts §4): pure logic, no I/O, no clock.
+"""Power transitions of a VM as the controller records them, each exactly once: pure logic, no I/O, no clock.
 
 `observe(vm, vmi)` takes the power state from `vmbmc.machine.observe` (the one the kbmc answers with) and
 adds only the controller's evidence: which VMI, since when, how it ended, the boot settings;
@@ -34,7 +34,7 @@ from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
 from vmbmc.machine.observe import observe as power_state
 from vmbmc.machine.types import Effect, PowerAction, PowerState
 
-# Transition reasons (Event reasons, contracts §4).
+# Transition reasons (the Event reasons).
 POWERED_ON = "PoweredOn"
 POWERED_OFF = "PoweredOff"
 RESTARTED = "Restarted"
@@ -62,7 +62,7 @@ BOOT_SPEC_CHANGED = "boot order changed in the VirtualMachine spec"
 
 REQUEST_WINDOW_SECONDS = 120
 
-# Which request actions lead to which transitions (contracts §4).
+# Which request actions lead to which transitions (a request causes only what its action leads to).
 LEADS_TO: dict[str, tuple[str, ...]] = {
     PowerAction.ON.value: (POWERED_ON, RESUMED),
     PowerAction.OFF.value: (POWERED_OFF,),
@@ -80,7 +80,7 @@ LEADS_TO: dict[str, tuple[str, ...]] = {
 
 
 def transition_id(*parts: str) -> str:
-    """First 16 hex digits of sha256 of what KubeVirt recorded (contracts §4): the BMC's id."""
+    """First 16 hex digits of sha256 of what KubeVirt recorded: the BMC's id, the same on every re-list."""
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
 
 
@@ -524,8 +524,8 @@ def requester_text(req: dict[str, Any], own: str = "") -> str:
 
 
 def history_entry(transition: Transition, req: dict[str, Any] | None, own: str = "") -> dict[str, Any]:
-    """A `status.powerHistory` entry (contracts §2) of the BMC `own` ("namespace/name"); its message is
-    also its Event's message."""
+    """A `status.powerHistory` entry (newest last, at most 20) of the BMC `own` ("namespace/name"); its
+    message is also its Event's message."""
     entry: dict[str, Any] = {
         "id": transition.id,
         "time": transition.time,
@@ -571,7 +571,8 @@ def attribute(
 
 
 def unrecorded(transitions: Sequence[Transition], history: Sequence[dict[str, Any]]) -> list[Transition]:
-    """Drop what `powerHistory` already holds, under its id or an alias (exactly once, contracts §4)."""
+    """Drop what `powerHistory` already holds, under its id or an alias (each transition is
+    recorded exactly once)."""
     known = {str(e.get("id")) for e in history}
     return [t for t in transitions if t.id not in known and not known.intersection(t.aliases)]
 

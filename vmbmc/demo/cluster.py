@@ -1,6 +1,7 @@
 """The demo as a cluster runs it: the controller auto-creates a VirtualMachineBMC per sample VM and a
 kbmc Deployment for each; the pod runner runs every kbmc pod as a local `vmbmc kbmc` process on its
-own loopback address (contracts §7). The endpoints file then names those addresses."""
+own loopback address (127.10.0.0/16, with the container ports). The endpoints file then names those
+addresses."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from vmbmc.emulator.harness import EmulatorThread
 
 log = logging.getLogger("vmbmc.demo")
 
-IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (contracts §6)
+IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (the Service maps 623 and 443 to them)
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 COMPONENT_LABEL, SHARED_COMPONENT = "app.kubernetes.io/component", "kbmc-shared"  # the shared kbmc pod
 CONTROLLER_SELECTOR = "app.kubernetes.io/name=vmbmc,app.kubernetes.io/component=controller"

@@ -1,4 +1,4 @@
-"""The demo's endpoints file (contracts §7): JSON, written atomically once every BMC answers."""
+"""The demo's endpoints file: JSON of one fixed shape, written atomically once every BMC answers."""
 
 from __future__ import annotations
 

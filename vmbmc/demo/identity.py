@@ -41,8 +41,9 @@ def install_controller_identity(emu: Any, rbac: Path, kubeconfig: Path) -> None:
 
 def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
     """Give a kbmc run without the controller the identity the controller would give it: its
-    ServiceAccount, the two Roles and RoleBindings of contracts §8 (built by vmbmc.controller.children,
-    so exactly what the controller writes), and a kubeconfig with that account's token.
+    ServiceAccount, the two Roles and RoleBindings (limited by resourceNames, built by
+    vmbmc.controller.children, so exactly what the controller writes), and a kubeconfig with that
+    account's token.
 
     `bmc` is a vmbmc.controller.children.BmcInfo; one without a uid (a VM served with `--vm`) gets
     objects without owner references."""

@@ -6,7 +6,7 @@ Like the kubelet of a kind node, it runs only the images it has been given (`add
 (`imagePullPolicy: Always`, the default for `:latest`), shows `ErrImagePull` / `ImagePullBackOff`.
 The image's entrypoint is `vmbmc` (see Dockerfile), so a container runs `python -m vmbmc ARGS`.
 
-A container gets what a kubelet gives it (contracts §7): its `env` (literals, the downward API's
+A container gets what a kubelet gives it: its `env` (literals, the downward API's
 `fieldRef`s, `secretKeyRef`/`configMapKeyRef`), its Secret, ConfigMap and emptyDir volumes written out
 as files in a directory of its own (container paths in its arguments point there), a kubeconfig with its
 ServiceAccount's token (unless `automountServiceAccountToken: false`), and an address of its own
@@ -120,8 +120,8 @@ class LocalPodRunner:
 
     def attach(self, emulator: Any, *, url: str | None = None, ca_file: str | None = None) -> None:
         """The emulator whose Secrets the pods mount (the runner runs on its loop). With `url`, each pod
-        gets a kubeconfig with its own ServiceAccount's token, as a projected token would be (contracts
-        §7, issue 12); without, the shared admin kubeconfig."""
+        gets a kubeconfig with its own ServiceAccount's token, as a projected token would be;
+        without, the shared admin kubeconfig."""
         self._emulator = emulator
         self._url, self._ca_file = url, ca_file
 
@@ -383,7 +383,7 @@ class LocalPodRunner:
             await watcher
 
     def kill_all(self) -> None:
-        """Last resort on shutdown: no process of a pod outlives the demo (contracts §7); the addresses
+        """Last resort on shutdown: no process of a pod outlives the demo; the addresses
         are free for others again."""
         for proc in list(self._running):
             if proc.returncode is None:

@@ -1,6 +1,6 @@
 """Standalone BMCs for the demo: one Machine per sample VM through the KubeVirt back end, served in-process.
 
-Until the controller and its pod runner drive the demo, each VM gets its BMC here (contracts §7): the same
+Until the controller and its pod runner drive the demo, each VM gets its BMC here: the same
 back end (`KubeVirtHub.machine_for_vm`), the same front ends, on a loopback address of its own.
 """
 

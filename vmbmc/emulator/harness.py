@@ -1,7 +1,7 @@
 """Run the emulator on its own thread and loop, write a kubeconfig, and reach into it from tests/demo.
 
 Synchronous clients (the kubernetes client, kubectl, kopf's runner) must never share the emulator's
-loop (k8s-test-backend.md §5), hence the thread.
+loop (a blocking call on that loop would deadlock it), hence the thread.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class EmulatorThread:
         `tls` (default: on with RBAC) serves https with a self-signed certificate (`.ca_file`), since
         kubectl withholds tokens from plain http."""
         if not _is_loopback(host):
-            # contracts §8: the emulator has an admin token and no real security boundary
+            # the emulator has an admin token and no real security boundary
             raise ValueError(f"the emulator listens on loopback only, not on {host!r}")
         self.host, self._port = host, port
         self.rbac = rbac

@@ -1,6 +1,7 @@
 """`vmbmc kbmc`: the BMC of one VirtualMachineBMC (`--bmc`) or of one VM without the CRD (`--vm`).
 
-The one place where the front ends and the KubeVirt back end are wired together (contracts §6).
+The one place where the front ends and the KubeVirt back end are wired together: the front ends
+talk only to the state machine, and all other Kubernetes I/O lives in the back end.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     creds = credentials(args)
     check_kubeconfig(args.kubeconfig)
     hub = await KubeVirtHub.connect(args.kubeconfig)
-    # In a pod the Roles allow only name-restricted lists and watches (contracts §6, §8).
+    # In a pod the Roles allow only name-restricted lists and watches (`resourceNames`).
     restricted = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) or os.environ.get("VMBMC_RESTRICTED") == "1"
     health = None
     service: BmcService | None = None
@@ -205,7 +206,7 @@ def _warn_if_vm_missing(machine: Any) -> None:
 
 
 def _enabled(machine: object, protocol: str, default: bool) -> bool:
-    """spec.<protocol>.enabled of the served VirtualMachineBMC (contracts §2: ipmi true, redfish false)."""
+    """spec.<protocol>.enabled of the served VirtualMachineBMC (defaults: ipmi true, redfish false)."""
     store = getattr(machine, "store", None)
     bmc = store.current() if store is not None else None
     return bool((((bmc or {}).get("spec") or {}).get(protocol) or {}).get("enabled", default))

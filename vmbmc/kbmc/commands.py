@@ -1,7 +1,7 @@
 """IPMI commands of an authenticated session → the state machine, and back to completion codes.
 
 One table: (NetFn, Cmd) → name, least privilege, handler. Reads come from the machine's cache and
-actions are handed to it with `submit` (never blocking, contracts §3); every machine error maps to
+actions are handed to it with `submit` (never blocking); every machine error maps to
 one completion code here. Anything not in the table is 0xC1 "invalid command".
 """
 
@@ -219,7 +219,7 @@ class Commands:
         state = self.machine.power_status().state
         if state is PowerState.UNKNOWN:
             raise errors.BackendUnavailable("the VM's power state is unknown")
-        # During a transition the state being left is read (contracts §3).
+        # During a transition the state being left is read (PoweringOn reads off, PoweringOff on).
         return state in (PowerState.ON, PowerState.PAUSED, PowerState.POWERING_OFF)
 
     def get_chassis_status(self, caller: Caller, data: bytes) -> tuple[int, bytes]:

@@ -1,7 +1,7 @@
 """IPMI authentication and encryption: RAKP (IPMI 2.0 §13.28-13.32), the session keys, the
 integrity and confidentiality algorithms of cipher suites 3 and 17, and IPMI 1.5 MD5 auth codes.
 
-Only what contracts §8 allows is here: suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) and
+Only what the security defaults allow is here: suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) and
 suite 17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128). No suite 0, no MD2, no straight password.
 """
 

@@ -177,7 +177,7 @@ class LanChannel:
 
         if len(req.data) != 17:
             return answer(CC_BAD_LENGTH)
-        if req.data[0] != wire.AUTH_MD5:  # none, MD2 and straight password are refused (contracts §8)
+        if req.data[0] != wire.AUTH_MD5:  # IPMI 1.5 with MD5 only: none, MD2, straight password refused
             return answer(CC_INVALID_FIELD)
         user = req.data[1:17].rstrip(b"\0").decode("latin-1")
         if not user:  # no credential presented: refused, but not a failed login
@@ -585,7 +585,7 @@ class LanChannel:
 
     # --- helpers ---------------------------------------------------------------------------
     def _failed(self, client: Client, user: str, why: str, answer: bytes | None, protocol: str) -> Answer:
-        """A failed login (contracts §8): counted, logged until the address is held, and its
+        """A failed login (a wrong credential presented): counted, logged until the address is held, and its
         answer delayed while it is."""
         metrics.LOGIN_FAILURES.inc()
         delay = self.limiter.failure(client[0], protocol)

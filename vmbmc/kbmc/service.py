@@ -1,5 +1,5 @@
 """One BMC's front ends over one Machine: IPMI always, Redfish when asked, sharing one failed-login
-limiter (contracts §8: failures count per client address across protocols).
+limiter (failures count per client address across protocols).
 
 Used by `vmbmc kbmc` (one per process), by the demo and by the benchmarks (many per process).
 """

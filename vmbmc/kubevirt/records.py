@@ -1,7 +1,7 @@
 """Where a BMC keeps what must outlive its process: the boot override and the request records.
 
-CR mode: `status.bootOverride` and `status.requests` of the VirtualMachineBMC (contracts §2), written
-with merge patches on the status subresource guarded by resourceVersion and retried on 409, so the
+CR mode: `status.bootOverride` and `status.requests` of the VirtualMachineBMC (fields the kbmc writes),
+written with merge patches on the status subresource guarded by resourceVersion and retried on 409, so the
 controller's status writes and ours never clobber each other. Standalone mode: the same data as JSON
 in annotations of the VM (prefix `virtualmachinebmc.kubevirt.io/`). The holder also receives the BMC's
 Events (`vmbmc.kubevirt.requests`).

@@ -1,4 +1,4 @@
-"""The lifecycle of a BMC's request records, in one place (contracts: power history).
+"""The lifecycle of a BMC's request records, in one place (what power history attributes transitions to).
 
     open()    before any KubeVirt call: the record (effect pending; none or refused when there is nothing
               to call) and its Normal Event, whose message names the action and the KubeVirt call.

@@ -2,8 +2,8 @@
 
 Pure functions on the VirtualMachine dict. KubeVirt has no one-time boot, so a boot device is a
 `bootOrder` (1..N, unique) on the template's disks and interfaces, target group first
-(kubevirt-mapping.md §3), and a Once override is a backup of the previous numbers that the back end
-restores when a new VMI has booted. The stored record is `status.bootOverride` of contracts §2.
+(then the rest, numbered 1..N), and a Once override is a backup of the previous numbers that the back end
+restores when a new VMI has booted. The stored record is the BMC's `status.bootOverride`.
 Every patch is a JSON Patch whose first operations `test` the VM's uid and resourceVersion, so a VM
 deleted and re-created under the same name, or changed since it was read, is never patched.
 """
@@ -24,7 +24,7 @@ DEVICES_PATH = "/spec/template/spec/domain/devices"
 FIRMWARE_PATH = "/spec/template/spec/domain/firmware"
 
 INTERFACE, DISK, CDROM = "interface", "disk", "cdrom"
-# Target group first, then the rest (kubevirt-mapping.md §3).
+# Target group first, then the rest (CD-ROMs last unless they are the target).
 GROUP_ORDER: dict[BootTarget, tuple[str, str, str]] = {
     BootTarget.PXE: (INTERFACE, DISK, CDROM),
     BootTarget.HDD: (DISK, INTERFACE, CDROM),
@@ -42,7 +42,7 @@ Patch = list[dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    key: str  # "disk:<name>" | "cdrom:<name>" | "interface:<name>" (contracts §2 savedBootOrder)
+    key: str  # "disk:<name>" | "cdrom:<name>" | "interface:<name>" (as in status.bootOverride.savedBootOrder)
     group: str  # INTERFACE | DISK | CDROM
     path: str  # JSON pointer of the device entry
     boot_order: int  # 0 = none
@@ -212,7 +212,7 @@ def restore_ops(vm: dict[str, Any], stored: StoredOverride) -> Patch:
 
 @dataclass(frozen=True)
 class StoredOverride:
-    """`status.bootOverride` (contracts §2), or the same data in a VM annotation in standalone mode."""
+    """`status.bootOverride`, or the same data in a VM annotation in standalone mode."""
 
     target: BootTarget = BootTarget.NONE
     enabled: BootPersistence = BootPersistence.DISABLED

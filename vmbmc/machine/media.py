@@ -3,7 +3,7 @@
 One CD-ROM per BMC. Inserting an image makes a CDI DataVolume `vmbmc-<bmc>-media` (in the VM's namespace)
 import the URL, and puts one CD-ROM disk named `vmbmc-media` backed by it into the VM's template; KubeVirt
 gives the VMI that disk at its next start. Ejecting takes the disk and its volume out and deletes the
-DataVolume. What the BMC shows is `status.virtualMedia` (contracts: written by the kbmc), one entry
+DataVolume. What the BMC shows is `status.virtualMedia` (written by the kbmc), one entry
 {device, image, inserted, dataVolume, phase, message}; `inserted` is true only once CDI says the import
 Succeeded.
 """

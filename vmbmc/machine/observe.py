@@ -1,7 +1,7 @@
 """The observed power state of a VM, derived from its VirtualMachine and VirtualMachineInstance.
 
 Pure functions on the objects as the API serves them (plain dicts). The state comes from what KubeVirt
-reports, never from what a BMC last asked for (kubevirt-mapping.md §1): `status.ready` is the primary
+reports, never from what a BMC last asked for: `status.ready` is the primary
 On/Off bit; printableStatus, the VMI's phase and deletionTimestamp and pending `stateChangeRequests` tell
 the transitional states apart; the VMI's `Paused` condition tells Paused.
 """

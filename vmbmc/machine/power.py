@@ -1,4 +1,4 @@
-"""The power-action table of contracts §3: action, observed state and protocol → what to do.
+"""The power-action table (docs/state-machine.md): action, observed state and protocol → what to do.
 
 Pure: `decide` gets the state the BMC shows (observed state with the in-flight overlay applied) and
 whether a restart is already under way, and answers with a `Decision`. The back end carries it out.
@@ -39,7 +39,7 @@ class Decision:
     why: str = ""  # for a client: why refused / busy / nothing to do
 
 
-# Event reason of a request, per action (contracts §3 last column).
+# Event reason of a request, per action (the table's last column).
 REQUEST_REASONS: dict[PowerAction, str] = {
     PowerAction.ON: "PowerOnRequested",
     PowerAction.OFF: "PowerOffRequested",
@@ -90,7 +90,7 @@ def _busy(state: PowerState) -> Decision:
 def decide(
     action: PowerAction, state: PowerState, protocol: Protocol, *, restarting: bool = False
 ) -> Decision:
-    """What `action` means in `state` (contracts §3).
+    """What `action` means in `state` (one table for IPMI and Redfish).
 
     `restarting` is true while a restart this BMC asked for is under way (the VMI being replaced), so
     a second reset/cycle is "already being carried out".
@@ -170,7 +170,7 @@ def verified(call: KubeVirtCall, state: PowerState, pending: str) -> bool:
 
     `state` is observed from the freshly read VM and VMI; `pending` is the VM's first pending
     stateChangeRequests action. Success when the VM is at the target, or clearly heading there, with
-    no opposite request pending (kubevirt-mapping.md §2).
+    no opposite request pending (KubeVirt's error text is never parsed).
     """
     if call is KubeVirtCall.START:
         return state in (PowerState.ON, PowerState.POWERING_ON) and pending != "Stop"

@@ -67,7 +67,7 @@ TARGET_TEXT = {
 
 
 def reason(action: str) -> str:
-    """The Event reason of a request (contracts: the power table's last column)."""
+    """The Event reason of a request (the power table's last column)."""
     if action == BOOT_ACTION:
         return BOOT_OVERRIDE_REASON
     if action == RESTORE_ACTION:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 
 class PowerState(enum.StrEnum):
-    """Observed power state of a VM (contracts §2 `status.powerState`)."""
+    """Observed power state of a VM (`status.powerState`)."""
 
     ON = "On"
     OFF = "Off"
@@ -22,7 +22,7 @@ class PowerState(enum.StrEnum):
 
 
 class PowerAction(enum.StrEnum):
-    """Power actions (contracts §3: one table for IPMI, Redfish and KubeVirt)."""
+    """Power actions (one table for IPMI, Redfish and KubeVirt)."""
 
     ON = "on"
     OFF = "off"
@@ -42,7 +42,7 @@ class Protocol(enum.StrEnum):
 
 
 class Effect(enum.StrEnum):
-    """What became of an accepted request (contracts §2 `status.requests[].effect`)."""
+    """What became of an accepted request (`status.requests[].effect`)."""
 
     PENDING = "pending"  # KubeVirt call scheduled, not answered yet
     CALLED = "called"  # KubeVirt accepted the call

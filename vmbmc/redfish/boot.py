@@ -1,6 +1,6 @@
 """The ComputerSystem `Boot` object: what GET shows and what a PATCH may change.
 
-Two client shapes must work (redfish-clients.md §4):
+Two client shapes must work:
 - sushy's minimal PATCH: `{"Boot": {"BootSourceOverrideTarget": T, "BootSourceOverrideEnabled": E}}`,
   `Enabled` only when it changes, `"HttpBootUri": null` when the resource advertises HttpBootUri
   (we do not advertise it, but accept the null), and the mode as a separate PATCH;

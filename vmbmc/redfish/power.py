@@ -1,4 +1,4 @@
-"""Redfish ResetType ↔ state-machine PowerAction (contracts §3, the Redfish column)."""
+"""Redfish ResetType ↔ state-machine PowerAction (the power table's Redfish column)."""
 
 from __future__ import annotations
 

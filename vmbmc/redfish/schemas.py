@@ -1,7 +1,7 @@
 """Which DMTF schema versions vmbmc serves: `@odata.type` values and the `$metadata` document.
 
 Every resource's `@odata.type` is built here, and `$metadata` references exactly these schemas at
-DMTF's URIs (contracts §10: we never write CSDL ourselves). A unit test checks that each versioned
+DMTF's URIs (we never write or edit CSDL ourselves). A unit test checks that each versioned
 namespace exists in DMTF's published CSDL.
 """
 

@@ -1,4 +1,4 @@
-"""A self-signed certificate for the HTTPS listener when none is given (contracts §6).
+"""A self-signed certificate for the HTTPS listener when none is given (`--tls-cert`/`--tls-key` absent).
 
 Written to a fresh temporary directory (in a pod: the emptyDir at /tmp, the root filesystem being
 read-only), key file mode 0600. ECDSA P-256: fast to generate and accepted by Go, urllib3 and curl.

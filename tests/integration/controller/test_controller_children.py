@@ -101,7 +101,7 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
         assert ref["uid"] == bmc["metadata"]["uid"] and ref["kind"] == "VirtualMachineBMC"
         assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "kbmc"
 
-    # RBAC: exactly contracts §8
+    # RBAC: exactly the kbmc's two Roles, each rule limited by resourceNames except `create` on events
     bmc_role = api.get("role", SYSTEM, f"vmbmc-{name}-bmc")
     assert bmc_role is not None
     assert bmc_role["rules"] == [

@@ -16,14 +16,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
-from machine_cluster import ROOT, crd_files
+from pod_cluster import pod_cluster
 
 from tests.conftest import KUBECTL
 from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.cluster import ready_endpoint
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
 
@@ -31,23 +29,10 @@ SYSTEM = "virtualmachinebmc-system"
 
 
 def test_vm_to_ipmi_to_describe(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=180, images=["vmbmc:dev"])
-    with EmulatorThread(
-        kubeconfig=kubeconfig,
-        crds=crd_files(),
-        pod_runner=runner,
-        kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
-    ) as emu:
-        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
+    with pod_cluster(tmp_path, 180, (SYSTEM, "tenant")) as (emu, runner, controller_kc):
+        kubeconfig = emu.kubeconfig
         store, reg = emu.emulator.store, emu.emulator.registry
-        ns_rt, vm_rt = reg.get("", "v1", "namespaces"), reg.get("kubevirt.io", "v1", "virtualmachines")
-        for ns in (SYSTEM, "tenant"):
-            emu.call(
-                store.create, ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, None
-            )
-        controller_kc = tmp_path / "controller.kubeconfig"
-        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
+        vm_rt = reg.get("kubevirt.io", "v1", "virtualmachines")
         opts = ControllerOptions(
             kubeconfig=str(controller_kc),
             health_port=0,

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import select
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import KUBECTL
-
-VMBMC = str(Path(sys.executable).with_name("vmbmc"))
+from tests.demo_process import start_demo
+from tests.log_secrets import file_leaks, kubeconfig_tokens, kubeconfig_tokens_under, leaks, outside_guide
+from tests.waiting import wait_until
 
 
 def _children(pid: int) -> list[int]:
@@ -27,59 +25,18 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def demo(tmp_path):
-    endpoints = tmp_path / "endpoints.json"
-    proc = subprocess.Popen(
-        [
-            VMBMC,
-            "demo",
-            "--vms",
-            "2",
-            "--redfish",
-            "--endpoints-file",
-            str(endpoints),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
     started = time.monotonic()
-    deadline = started + 30
-    while not endpoints.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    if not endpoints.exists():
-        proc.kill()
-        pytest.fail(f"no endpoints file; demo output:\n{proc.stdout.read() if proc.stdout else ''}")
+    # --verbose: the demo logs at INFO, and test_demo_logs_hold_no_secret scans those lines too
+    args = ("--vms", "2", "--redfish", "--verbose", "--workdir", str(tmp_path / "work"))
+    demo = start_demo(tmp_path, *args, timeout=30)
     try:
-        guide = _read_guide(proc, deadline=time.monotonic() + 10)
+        wait_until(lambda: "Press Ctrl-C" in demo.output(), 10, "the demo's printed guide")
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        demo.kill()
         raise
-    yield proc, json.loads(endpoints.read_text()), time.monotonic() - started, guide
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _read_guide(proc: subprocess.Popen[str], deadline: float) -> list[str]:
-    """The demo's printed guide, up to "Press Ctrl-C to stop." (bounded in time).
-
-    Read from the raw descriptor: select() does not see what a text wrapper has buffered."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    while time.monotonic() < deadline and b"Press Ctrl-C" not in data:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
-    if not any(line.startswith("Press Ctrl-C") for line in lines):
-        pytest.fail("the demo printed no complete guide:\n" + "\n".join(lines))
-    return lines
+    guide = [line.strip() for line in demo.output().splitlines()]
+    yield demo.proc, demo.endpoints, time.monotonic() - started, guide
+    demo.kill()
 
 
 def test_demo_endpoints_commands_and_clean_stop(demo):
@@ -166,3 +123,69 @@ def test_demo_endpoints_commands_and_clean_stop(demo):
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
+
+
+@pytest.mark.timeout(300)
+def test_demo_logs_hold_no_secret(demo, tmp_path):
+    """After real ipmitool and Redfish traffic with the generated passwords (right and wrong, Basic and
+    session logins, a power-on the controller records), neither the demo's output outside its printed
+    guide nor the log of any process it runs (the controller and each kbmc pod, which the pod runner logs
+    to <workdir>/pods/<namespace>-<pod>/<container>.log) holds a BMC password, a ServiceAccount token, the
+    emulator's admin token, a Redfish session token or a wrong password that was tried."""
+    proc, doc, _startup, _guide = demo
+    user = doc["bmcs"][0]["username"]
+    wrong = [f"wrong-pw-{i}-xyzw" for i in range(len(doc["bmcs"]))]
+    sessions: list[str] = []
+    for bmc, bad in zip(doc["bmcs"], wrong, strict=True):
+        ipmi = ["ipmitool", "-H", bmc["ipmi"]["host"], "-p", str(bmc["ipmi"]["port"]), "-U", user]
+        for interface in ("lanplus", "lan"):
+            out = subprocess.run([*ipmi, "-I", interface, "-P", bmc["password"], "power", "status"],
+                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert out.returncode == 0, out
+        out = subprocess.run([*ipmi, "-I", "lan", "-P", bad, "-R", "1", "power", "status"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert out.returncode != 0, out
+        system = f"/Systems/{bmc['vm'].split('/', 1)[1]}"
+        with httpx.Client(base_url=bmc["redfish"], verify=False, timeout=15) as http:
+            assert http.get(system, auth=(user, bad)).status_code == 401
+            assert http.get(system, auth=(user, bmc["password"])).status_code == 200
+            creds = {"UserName": user, "Password": bmc["password"]}
+            login = http.post("/SessionService/Sessions", json=creds)
+            assert login.status_code == 201, login.text
+            sessions.append(login.headers["X-Auth-Token"])
+            headers = {"X-Auth-Token": sessions[-1]}
+            action = f"{system}/Actions/ComputerSystem.Reset"
+            reset = http.post(action, json={"ResetType": "On"}, headers=headers)
+            assert reset.status_code == 204, reset.text
+            session = httpx.URL(bmc["redfish"]).join(login.headers["Location"])  # an absolute path
+            assert http.delete(session, headers=headers).status_code == 204
+    kubectl = [KUBECTL, "--kubeconfig", doc["kubeconfig"]]
+
+    def recorded(bmc: dict) -> bool:  # the controller saw the power-on and wrote it down
+        ns, name = bmc["bmc"].split("/", 1)
+        query = "jsonpath={.status.powerHistory[*].to}"
+        out = subprocess.run([*kubectl, "-n", ns, "get", "vmbmc", name, "-o", query],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        return "On" in out.stdout.split()
+
+    for bmc in doc["bmcs"]:
+        wait_until(lambda bmc=bmc: recorded(bmc), 60, f"the power-on of {bmc['vm']} in its power history")
+    work = tmp_path / "work"
+    passwords = [b["password"] for b in doc["bmcs"]]
+    tokens = [*kubeconfig_tokens(doc["kubeconfig"]), *kubeconfig_tokens_under(work / "pods")]
+    assert len(tokens) >= 1 + 1 + len(doc["bmcs"]), tokens  # admin, controller and every kbmc pod
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=15)
+    output = (tmp_path / "demo.log").read_text()  # start_demo's: all the demo printed
+    logs = sorted(work.rglob("*.log"))
+    assert [p.name for p in logs].count("kbmc.log") >= len(doc["bmcs"]) and any(
+        p.name == "controller.log" for p in logs
+    ), logs
+    for log in logs:
+        if log.name == "kbmc.log":  # the traffic reached each pod's log
+            assert "login failed" in log.read_text() and "ipmi request" in log.read_text(), log
+    assert " INFO vmbmc." in outside_guide(output), output  # its own log lines (--verbose) are there to scan
+    never = [*tokens, *sessions, *wrong]
+    assert leaks(output, never, user) == [], "a token or wrong password in the demo's output"
+    assert leaks(outside_guide(output), passwords, user) == [], "a password in the demo's log lines"
+    assert file_leaks(logs, [*passwords, *never], user) == {}

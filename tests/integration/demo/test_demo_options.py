@@ -13,39 +13,20 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import KUBECTL
+from tests.demo_process import DemoProcess, start_demo
 from tests.waiting import wait_until
 
 VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 
 
-def _start(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], dict]:
-    endpoints = tmp / "endpoints.json"
-    env = {**os.environ, "TMPDIR": str(tmp / "tmp")}
+def _start(tmp: Path, *args: str) -> tuple[DemoProcess, dict]:
     (tmp / "tmp").mkdir()
-    proc = subprocess.Popen(
-        [VMBMC, "demo", "--vms", "1", "--endpoints-file", str(endpoints), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "demo.log").open("w"),
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: endpoints.exists() or proc.poll() is not None, 40, "the endpoints file")
-        assert endpoints.exists(), (tmp / "demo.log").read_text()
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    return proc, json.loads(endpoints.read_text())
+    demo = start_demo(tmp, "--vms", "1", *args, timeout=40, env={**os.environ, "TMPDIR": str(tmp / "tmp")})
+    return demo, demo.endpoints
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+def _stop(demo: DemoProcess) -> None:
+    assert demo.stop(timeout=10) == 0
 
 
 def test_redfish_http_with_the_controller_and_temporary_workdir_removed(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import KUBECTL
-from tests.waiting import wait_until
+from tests.demo_process import start_demo
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -36,16 +35,9 @@ def test_e2e_scripts_pass_shellcheck() -> None:
 
 
 def test_e2e_flows_against_the_demo(tmp_path: Path) -> None:
-    endpoints = tmp_path / "endpoints.json"
-    demo = subprocess.Popen(
-        [str(BIN / "vmbmc"), "demo", "--vms", "1", "--endpoints-file", str(endpoints),
-         "--workdir", str(tmp_path / "work")],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "demo.log").open("w"), start_new_session=True,
-    )  # fmt: skip
+    demo = start_demo(tmp_path, "--vms", "1", "--workdir", str(tmp_path / "work"), timeout=40)
     try:
-        wait_until(lambda: endpoints.exists() or demo.poll() is not None, 40, "the demo's endpoints")
-        assert endpoints.exists(), (tmp_path / "demo.log").read_text()
-        kubeconfig = json.loads(endpoints.read_text())["kubeconfig"]
+        kubeconfig = demo.endpoints["kubeconfig"]
         # Where the demo runs the controller as deploy/'s Deployment, the flows wait for its rollout.
         has_deployment = subprocess.run(
             [KUBECTL, "--kubeconfig", kubeconfig, "-n", "virtualmachinebmc-system",
@@ -81,12 +73,7 @@ def test_e2e_flows_against_the_demo(tmp_path: Path) -> None:
             assert step in log, (step, log[-4000:])
         _client_pods_are_admitted(kubeconfig, env)
     finally:
-        demo.send_signal(signal.SIGTERM)
-        try:
-            demo.wait(timeout=15)
-        finally:
-            if demo.poll() is None:
-                os.killpg(demo.pid, signal.SIGKILL)
+        demo.stop()
 
 
 def _client_pods_are_admitted(kubeconfig: str, env: dict[str, str]) -> None:

@@ -28,12 +28,11 @@ from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode,
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from machine_cluster import ROOT, crd_files
+from pod_cluster import pod_cluster
 
 from tests.conftest import KUBECTL
 from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.identity import install_controller_identity
 from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
@@ -158,21 +157,7 @@ class Topology:
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     tmp = tmp_path_factory.mktemp("history-e2e")
-    kubeconfig = tmp / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp / "work", first_address=220, images=["vmbmc:dev"])
-    with EmulatorThread(
-        kubeconfig=kubeconfig,
-        crds=crd_files(),
-        pod_runner=runner,
-        kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
-    ) as emu:
-        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
-        ns_rt = emu.emulator.registry.get("", "v1", "namespaces")
-        for ns in (SYSTEM, TENANT):
-            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-            emu.call(emu.emulator.store.create, ns_rt, body, None)
-        controller_kc = tmp / "controller.kubeconfig"
-        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
+    with pod_cluster(tmp, 220, (SYSTEM, TENANT)) as (emu, runner, controller_kc):
         topology = Topology(emu, runner, controller_kc, tmp)
         try:
             yield topology

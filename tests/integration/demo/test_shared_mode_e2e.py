@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,10 +23,10 @@ import pytest
 import yaml
 
 from tests.conftest import KUBECTL
+from tests.demo_process import start_demo
 from tests.waiting import wait_until
 from vmbmc.demo.samples import sample_vm
 
-VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 SYSTEM = "virtualmachinebmc-system"
 VMS = 50
 pytestmark = pytest.mark.timeout(600)
@@ -39,42 +35,13 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("shared")
-    endpoints = tmp / "endpoints.json"
-    proc = subprocess.Popen(
-        [
-            VMBMC,
-            "demo",
-            "--kbmc-mode",
-            "shared",
-            "--vms",
-            str(VMS),
-            "--redfish",
-            "--endpoints-file",
-            str(endpoints),
-            "--workdir",
-            str(tmp / "work"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    args = ("--kbmc-mode", "shared", "--vms", str(VMS), "--redfish", "--workdir", str(tmp / "work"))
+    # the demo gives up itself after 60 s without every BMC Ready; the timeout bounds a stuck start
+    demo = start_demo(tmp, *args, timeout=150)
     try:
-        # the demo gives up itself after 60 s without every BMC Ready; this bounds a stuck start
-        deadline = time.monotonic() + 150
-        while not endpoints.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        if not endpoints.exists():
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"no endpoints file; demo stderr:\n{proc.communicate(timeout=10)[1]}")
-        yield json.loads(endpoints.read_text()), tmp / "work"
+        yield demo.endpoints, tmp / "work"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        demo.stop(timeout=30)
 
 
 def ipmitool(host: str, port: int, user: str, password: str, *args: str) -> subprocess.CompletedProcess[str]:

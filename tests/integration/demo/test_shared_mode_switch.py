@@ -14,16 +14,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from machine_cluster import ROOT, crd_files
+from pod_cluster import pod_cluster
 
 from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.cluster import ready_endpoint
 from vmbmc.demo.endpoints import BmcEndpoint
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.podrunner import LocalPodRunner
 from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
 
 SYSTEM = "virtualmachinebmc-system"
 VMS = ("demo-vm-1", "demo-vm-2")
@@ -38,27 +35,14 @@ def ipmitool(e: BmcEndpoint, *args: str) -> str:
 
 
 def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    runner = LocalPodRunner(str(kubeconfig), tmp_path / "work", first_address=200, images=["vmbmc:dev"])
-    with EmulatorThread(
-        kubeconfig=kubeconfig,
-        crds=crd_files(),
-        pod_runner=runner,
-        kubevirt_options={"start_delay": 0.2, "stop_delay": 0.2},
-    ) as emu:
-        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
+    with pod_cluster(tmp_path, 200, (SYSTEM,)) as (emu, _runner, controller_kc):
         store, reg = emu.emulator.store, emu.emulator.registry
-        ns_rt, vm_rt = reg.get("", "v1", "namespaces"), reg.get("kubevirt.io", "v1", "virtualmachines")
+        vm_rt = reg.get("kubevirt.io", "v1", "virtualmachines")
         bmc_rt, deploy_rt = (
             reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"),
             reg.get("apps", "v1", "deployments"),
         )
         cm_rt = reg.get("", "v1", "configmaps")
-        emu.call(
-            store.create, ns_rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}}, None
-        )
-        controller_kc = tmp_path / "controller.kubeconfig"
-        install_controller_identity(emu, ROOT / "deploy" / "rbac.yaml", controller_kc)
         for i in (1, 2):
             emu.call(store.create, vm_rt, sample_vm(i), "default")
 

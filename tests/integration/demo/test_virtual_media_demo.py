@@ -6,11 +6,7 @@ CD-ROM and the Events as an operator reads them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,46 +18,24 @@ import urllib3
 from sushy import BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
 from tests.conftest import KUBECTL
+from tests.demo_process import start_demo
 from tests.image_server import serve_images
+from tests.waiting import wait_until
 
-VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 WAIT = 60.0  # seconds: every wait below is bounded by this
 
 
 def until(pred: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(pred, WAIT, what)
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    endpoints = tmp_path / "endpoints.json"
-    log = (tmp_path / "demo.log").open("w")
-    proc = subprocess.Popen(
-        [VMBMC, "demo", "--vms", "1", "--redfish", "--endpoints-file", str(endpoints),
-         "--workdir", str(tmp_path / "work")],
-        stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    demo = start_demo(tmp_path, "--vms", "1", "--redfish", "--workdir", str(tmp_path / "work"))
     try:
-        deadline = time.monotonic() + 60
-        while not endpoints.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert endpoints.exists(), (tmp_path / "demo.log").read_text()[-3000:]
-        yield json.loads(endpoints.read_text())
+        yield demo.endpoints
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+        demo.stop()
 
 
 def test_ironic_virtual_media_boot_in_the_demo(demo: dict[str, Any], tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from kbmc_process import KbmcProcess, kbmc_kubeconfig, start_kbmc
+from kbmc_process import KbmcProcess, serve_bmc
 from machine_cluster import Cluster, crd_files
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -43,10 +43,7 @@ def kbmc(
     """One VM with a VirtualMachineBMC, served by a `vmbmc kbmc --bmc` process on 127.0.0.1 under the
     ServiceAccount and Roles the controller would give it."""
     cluster.create_vm("ipmi-vm")
-    bmc = cluster.create_bmc("ipmi-bmc", "ipmi-vm")
-    work = tmp_path_factory.mktemp("kbmc")
-    kubeconfig = kbmc_kubeconfig(emu, work, "default", "ipmi-bmc", "ipmi-vm", bmc["metadata"]["uid"])
-    proc = start_kbmc(kubeconfig, work, "--bmc", "default/ipmi-bmc")
+    proc = serve_bmc(emu, cluster, tmp_path_factory.mktemp("kbmc"), "ipmi-bmc", "ipmi-vm").kbmc
     yield proc
     proc.stop()
 

@@ -10,11 +10,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.log_secrets import kubeconfig_tokens, leaks
 from vmbmc.controller.children import BmcInfo
 from vmbmc.demo.identity import install_kbmc_identity
+
+if TYPE_CHECKING:
+    from machine_cluster import Cluster
 
 VMBMC = str(Path(sys.executable).with_name("vmbmc"))
 USER, PASSWORD = "admin", "kbmc-test-pw-16c"  # 16 characters: IPMI 1.5 and 2.0 both take it
@@ -154,6 +157,55 @@ def start_kbmc(
         time.sleep(0.05)
     kp.stop()
     raise AssertionError(f"kbmc not ready in 20 s:\n{log.read_text()}")
+
+
+@dataclass
+class ServedBmc:
+    """A VirtualMachineBMC `default/<name>` and the `vmbmc kbmc` serving it."""
+
+    name: str
+    vm: str
+    kubeconfig: str
+    workdir: Path
+    kbmc: KbmcProcess
+    redfish: str = ""  # the Redfish base URL; "" when Redfish is off
+
+    def restart(self, extra: tuple[str, ...] = ()) -> None:
+        self.kbmc = start_kbmc(self.kubeconfig, self.workdir, "--bmc", f"default/{self.name}", extra=extra)
+
+
+def serve_bmc(
+    emu: Any,
+    cluster: Cluster,
+    workdir: Path,
+    name: str,
+    vm: str,
+    *,
+    redfish: str = "",
+    extra: tuple[str, ...] = (),
+) -> ServedBmc:
+    """Create BMC `default/<name>` of the existing VM `default/<vm>` and start its kbmc on 127.0.0.1 under
+    the ServiceAccount and Roles the controller would give it. `redfish`: "" (IPMI only), "https" (its
+    self-signed certificate) or "http" (`insecureHTTP` and `--redfish-http`). The caller stops the kbmc."""
+    bmc = cluster.create_bmc(name, vm, redfish=redfish)
+    kubeconfig = kbmc_kubeconfig(emu, workdir, "default", name, vm, bmc["metadata"]["uid"])
+    url = ""
+    if redfish:
+        port = free_tcp_port()
+        extra = ("--redfish-port", str(port), *(("--redfish-http",) if redfish == "http" else ()), *extra)
+        url = f"{redfish}://127.0.0.1:{port}"
+    proc = start_kbmc(kubeconfig, workdir, "--bmc", f"default/{name}", extra=extra)
+    return ServedBmc(name, vm, kubeconfig, workdir, proc, url)
+
+
+def serve_new_bmc(
+    emu: Any, cluster: Cluster, workdir: Path, prefix: str, *, redfish: str = "", extra: tuple[str, ...] = ()
+) -> ServedBmc:
+    """`serve_bmc` for a new VM and BMC of their own (`<prefix>-<n>-vm`, `<prefix>-<n>`): a fresh
+    failed-login count, session table and request history."""
+    name = f"{prefix}-{time.monotonic_ns()}"
+    cluster.create_vm(f"{name}-vm")
+    return serve_bmc(emu, cluster, workdir, name, f"{name}-vm", redfish=redfish, extra=extra)
 
 
 def kbmc_kubeconfig(emu: Any, workdir: Path, namespace: str, name: str, vm: str, uid: str = "") -> str:

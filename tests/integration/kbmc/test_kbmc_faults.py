@@ -25,7 +25,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kbmc_process import VMBMC, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import VMBMC, serve_new_bmc
+from kbmc_process import ServedBmc as Bmc
 from machine_cluster import Cluster
 from test_machine_outage_emulator import Proxy
 
@@ -125,41 +126,8 @@ def controller(emu: EmulatorThread, controller_dir: Path) -> Iterator[Controller
 # --- one VM with its BMC and kbmc per test ------------------------------------------------------------
 
 
-@dataclass
-class Bmc:
-    name: str
-    vm: str
-    kubeconfig: str
-    workdir: Path
-    kbmc: KbmcProcess
-    redfish: str = ""
-
-    def restart(self, extra: tuple[str, ...] = ()) -> None:
-        self.kbmc = start_kbmc(self.kubeconfig, self.workdir, "--bmc", f"default/{self.name}", extra=extra)
-
-
 def new_bmc(emu: EmulatorThread, cluster: Cluster, workdir: Path, *, redfish: bool = False) -> Bmc:
-    name = f"fault-{next(_serial)}-{time.monotonic_ns() % 100000}"
-    cluster.create_vm(f"{name}-vm")
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "virtualMachineRef": {"namespace": "default", "name": f"{name}-vm"},
-            "redfish": {"enabled": redfish, "insecureHTTP": redfish},
-        },
-    }
-    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-    kubeconfig = kbmc_kubeconfig(emu, workdir, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
-    extra: tuple[str, ...] = ()
-    url = ""
-    if redfish:
-        port = free_tcp_port()
-        extra = ("--redfish-port", str(port), "--redfish-http")
-        url = f"http://127.0.0.1:{port}"
-    proc = start_kbmc(kubeconfig, workdir, "--bmc", f"default/{name}", extra=extra)
-    return Bmc(name, f"{name}-vm", kubeconfig, workdir, proc, url)
+    return serve_new_bmc(emu, cluster, workdir, "fault", redfish="http" if redfish else "")
 
 
 @pytest.fixture

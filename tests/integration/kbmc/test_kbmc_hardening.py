@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.rmcp_client import Console, ipmi_message, md5_code, udp_transport
@@ -37,11 +37,7 @@ ONE_TRY = ("-R", "1", "-N", "5")  # ipmitool: one try, 5 s timeout (so a 2 s del
 @pytest.fixture
 def fresh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[KbmcProcess]:
     """A kbmc of its own: a fresh failed-login count and session table."""
-    name = f"hard-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    bmc = cluster.create_bmc(name, f"{name}-vm")
-    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
-    proc = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}")
+    proc = serve_new_bmc(emu, cluster, tmp_path, "hard").kbmc
     yield proc
     proc.stop()
 
@@ -49,23 +45,9 @@ def fresh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[Kbm
 @pytest.fixture
 def fresh_redfish(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[tuple[KbmcProcess, str]]:
     """A kbmc of its own serving HTTPS Redfish too."""
-    name = f"hardrf-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "virtualMachineRef": {"namespace": "default", "name": f"{name}-vm"},
-            "redfish": {"enabled": True},
-        },
-    }
-    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
-    port = free_tcp_port()
-    proc = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}", extra=("--redfish-port", str(port)))
-    yield proc, f"https://127.0.0.1:{port}"
-    proc.stop()
+    served = serve_new_bmc(emu, cluster, tmp_path, "hardrf", redfish="https")
+    yield served.kbmc, served.redfish
+    served.kbmc.stop()
 
 
 def delayed_count(kbmc: KbmcProcess, protocol: str) -> float:

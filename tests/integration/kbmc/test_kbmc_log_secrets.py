@@ -5,11 +5,10 @@ kbmc_process.KbmcProcess.stop.)"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
-from kbmc_process import KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.log_secrets import kubeconfig_tokens, leaks
@@ -22,23 +21,8 @@ ROTATED = "rotated-pw-0042x"
 
 
 def test_kbmc_log_holds_no_password_or_token(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> None:
-    name = f"logs-{time.monotonic_ns()}"
-    cluster.create_vm(f"{name}-vm")
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "virtualMachineRef": {"namespace": "default", "name": f"{name}-vm"},
-            "redfish": {"enabled": True},
-        },
-    }
-    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", bmc["metadata"]["uid"])
-    port = free_tcp_port()
-    kbmc: KbmcProcess = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}",
-                                   extra=("--redfish-port", str(port), "--verbose"))
-    url = f"https://127.0.0.1:{port}"
+    served = serve_new_bmc(emu, cluster, tmp_path, "logs", redfish="https", extra=("--verbose",))
+    kbmc, kubeconfig, url = served.kbmc, served.kubeconfig, served.redfish
     tokens: list[str] = []
     try:
         assert kbmc.ipmitool("chassis", "power", "status").returncode == 0

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kbmc_process import KbmcProcess, kbmc_kubeconfig, start_kbmc
+from kbmc_process import KbmcProcess, ServedBmc, serve_bmc, start_kbmc
 from machine_cluster import Cluster
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -70,19 +70,24 @@ class Terminal:
 
 
 @pytest.fixture(scope="module")
-def sol_kubeconfig(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The ServiceAccount and Roles the controller gives the kbmc of BMC_NAME."""
+def served(
+    emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedBmc]:
     cluster.create_vm(VM)
-    bmc = cluster.create_bmc(BMC, VM)
-    work = tmp_path_factory.mktemp("sol")
-    return kbmc_kubeconfig(emu, work, "default", BMC, VM, bmc["metadata"]["uid"])
+    bmc = serve_bmc(emu, cluster, tmp_path_factory.mktemp("sol"), BMC, VM)
+    yield bmc
+    bmc.kbmc.stop()
 
 
 @pytest.fixture(scope="module")
-def sol(sol_kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbmcProcess]:
-    proc = start_kbmc(sol_kubeconfig, tmp_path_factory.mktemp("sol-kbmc"), "--bmc", f"default/{BMC}")
-    yield proc
-    proc.stop()
+def sol_kubeconfig(served: ServedBmc) -> str:
+    """The ServiceAccount and Roles the controller gives the kbmc of BMC, for more kbmcs of it."""
+    return served.kubeconfig
+
+
+@pytest.fixture(scope="module")
+def sol(served: ServedBmc) -> KbmcProcess:
+    return served.kbmc
 
 
 def ipmitool_argv(

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ import httpx
 import pytest
 import sushy
 import urllib3
-from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, serve_bmc
 from machine_cluster import Cluster, vm_body
 from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
 from tests.image_server import serve_images
 from tests.redfish_csdl import CSDL
+from tests.waiting import wait_until
 from vmbmc.emulator.cdi import DV_RT
 from vmbmc.emulator.harness import EmulatorThread
 
@@ -52,21 +52,9 @@ def served(
     # a fixed MAC, as Metal3 hosts declare one (bootMACAddress): Ironic's profile wants MACAddress while Off
     vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] = "52:54:00:00:21:21"
     emu.call(emu.emulator.store.create, cluster.vms, vm, "default")
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": BMC, "namespace": "default"},
-        "spec": {"virtualMachineRef": {"namespace": "default", "name": VM}, "redfish": {"enabled": True}},
-    }
-    bmc = emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-    work = tmp_path_factory.mktemp("kbmc-media")
-    kubeconfig = kbmc_kubeconfig(emu, work, "default", BMC, VM, bmc["metadata"]["uid"])
-    port = free_tcp_port()
-    proc: KbmcProcess = start_kbmc(
-        kubeconfig, work, "--bmc", f"default/{BMC}", extra=("--redfish-port", str(port))
-    )
-    yield f"https://127.0.0.1:{port}", proc
-    proc.stop()
+    served = serve_bmc(emu, cluster, tmp_path_factory.mktemp("kbmc-media"), BMC, VM, redfish="https")
+    yield served.redfish, served.kbmc
+    served.kbmc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +70,7 @@ def client(redfish: str) -> Iterator[httpx.Client]:
 
 
 def until(pred: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return wait_until(pred, WAIT, what)
 
 
 def template(cluster: Cluster) -> dict[str, Any]:

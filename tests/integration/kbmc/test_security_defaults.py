@@ -1,4 +1,5 @@
-"""The protocol security defaults of contracts §8, one test each, on a real `vmbmc kbmc` process.
+"""The protocol security defaults (session auth types, cipher suites, lockout, session table), one test
+each, on a real `vmbmc kbmc` process.
 
 The controller-side defaults (generated passwords, inline credentials, NetworkPolicy, Pod Security,
 resources, RBAC) are proven in tests/integration/controller and tests/contract; docs/security.md maps
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kbmc_process import PASSWORD, USER, KbmcProcess, free_tcp_port, kbmc_kubeconfig, start_kbmc
+from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
 from vmbmc.emulator.harness import EmulatorThread
@@ -32,28 +33,12 @@ def _wrong_ipmi_login(kbmc: KbmcProcess) -> bool:
     return not _ok(kbmc.ipmitool("power", "status", interface="lan", password="wrong-pass", extra=ONE_TRY))
 
 
-def _create_bmc(emu: EmulatorThread, cluster: Cluster, name: str, vm: str) -> dict:
-    cluster.create_vm(vm)
-    body = {
-        "apiVersion": "virtualmachine.kubevirt.io/v1",
-        "kind": "VirtualMachineBMC",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"virtualMachineRef": {"namespace": "default", "name": vm}, "redfish": {"enabled": True}},
-    }
-    return emu.call(emu.emulator.store.create, cluster.bmcs, body, "default")
-
-
 @pytest.fixture
 def bmc(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[tuple[KbmcProcess, str]]:
     """A fresh kbmc (so a fresh failed-login count) serving IPMI and Redfish with default options."""
-    name = f"sec-{time.monotonic_ns()}"
-    uid = _create_bmc(emu, cluster, name, f"{name}-vm")["metadata"]["uid"]
-    kubeconfig = kbmc_kubeconfig(emu, tmp_path, "default", name, f"{name}-vm", uid)
-    port = free_tcp_port()
-    extra = ("--redfish-port", str(port))
-    proc = start_kbmc(kubeconfig, tmp_path, "--bmc", f"default/{name}", extra=extra)
-    yield proc, f"https://127.0.0.1:{port}"
-    proc.stop()
+    served = serve_new_bmc(emu, cluster, tmp_path, "sec", redfish="https")
+    yield served.kbmc, served.redfish
+    served.kbmc.stop()
 
 
 def _ok(proc: object) -> bool:

@@ -16,7 +16,8 @@ ROOT = HERE.parents[2]
 
 
 def crd_files() -> list[Path]:
-    """The project's CRDs (crds/virtualmachinebmc.yaml: the schema of contracts §2, pruning included)."""
+    """The project's CRDs (crds/virtualmachinebmc.yaml: spec and the written-out status schema, pruning
+    included)."""
     files = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if "CustomResourceDefinition" in p.read_text()]
     assert files, "crds/ holds no CustomResourceDefinition"
     return files
@@ -84,12 +85,17 @@ class Cluster:
     def create_vm(self, name: str, **kw: Any) -> dict:
         return self.emu.call(self.emu.emulator.store.create, self.vms, vm_body(name, **kw), "default")
 
-    def create_bmc(self, name: str, vm: str) -> dict:
+    def create_bmc(self, name: str, vm: str, *, redfish: str = "") -> dict:
+        """BMC `default/<name>` of VM `default/<vm>`; `redfish` "https" or "http" (insecureHTTP) turns
+        Redfish on."""
+        spec: dict[str, Any] = {"virtualMachineRef": {"namespace": "default", "name": vm}}
+        if redfish:
+            spec["redfish"] = {"enabled": True, **({"insecureHTTP": True} if redfish == "http" else {})}
         body = {
             "apiVersion": "virtualmachine.kubevirt.io/v1",
             "kind": "VirtualMachineBMC",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"virtualMachineRef": {"namespace": "default", "name": vm}},
+            "spec": spec,
         }
         return self.emu.call(self.emu.emulator.store.create, self.bmcs, body, "default")
 

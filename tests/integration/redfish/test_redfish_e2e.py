@@ -75,7 +75,7 @@ def ironic(
 
 async def test_sushy_powers_on_a_kubevirt_vm(emulator, kubectl) -> None:
     namespace, name = f"rf-{uuid.uuid4().hex[:8]}", "vm1"
-    # --validate=false: the emulator does not serve OpenAPI yet (contracts §11)
+    # --validate=false: the emulator does not serve OpenAPI for client-side validation yet
     manifest = VM.format(name=name, namespace=namespace)
     await asyncio.to_thread(kubectl, "apply", "--validate=false", "-f", "-", input=manifest)
     hub = await hub_module.KubeVirtHub.connect(str(emulator.kubeconfig))

@@ -1,4 +1,5 @@
-"""Contracts §1: auto-created BMC names and label values."""
+"""Auto-created BMC names (DNS-1035, hashed when long or taken) and label values (hashed past 63
+characters)."""
 
 from __future__ import annotations
 

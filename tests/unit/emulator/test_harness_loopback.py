@@ -1,4 +1,4 @@
-"""contracts §8: the emulator (an admin token, no real security boundary) listens on loopback only."""
+"""The emulator (an admin token, no real security boundary) listens on loopback only."""
 
 from __future__ import annotations
 

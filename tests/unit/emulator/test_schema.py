@@ -9,7 +9,8 @@ import pytest
 
 from vmbmc.emulator import schema as S
 
-# A cut-down VirtualMachineBMC schema with the two CEL rules of contracts.md §2.
+# A cut-down VirtualMachineBMC schema with its two CEL rules (exactly one VM reference style,
+# exactly one credentials style).
 BMC_SCHEMA: dict = {
     "type": "object",
     "properties": {

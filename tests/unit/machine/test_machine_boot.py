@@ -1,4 +1,4 @@
-"""Boot order, Once backup/restore and UEFI/Legacy switching (kubevirt-mapping.md §3, contracts §2)."""
+"""Boot order, Once backup/restore and UEFI/Legacy switching (stored in `status.bootOverride`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Observed power state from VM + VMI (kubevirt-mapping.md §1), never from what was asked."""
+"""Observed power state from VM + VMI (`status.ready` first, printableStatus and the VMI phase for
+transitions), never from what was asked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The power table of contracts §3: every action from every state, for both protocols."""
+"""The power table (docs/state-machine.md): every action from every state, for both protocols."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A test double of `vmbmc.machine.api.Machine`: an in-memory VM with the power table of contracts §3.
+"""A test double of `vmbmc.machine.api.Machine`: an in-memory VM with the power table of
+`vmbmc.machine.power`.
 
 Not production code: transitions finish after `transition_delay` seconds on the running loop, and
 nothing talks to Kubernetes. Tests may set `busy` (raise Busy) or `fail_with` (raise that error
@@ -105,7 +106,7 @@ class FakeMachine(Machine):
 
     # --- actions -----------------------------------------------------------------------------
     def _decide(self, action: PowerAction) -> tuple[Effect, PowerState | None, PowerState | None]:
-        """(effect, transitional state, final state) per contracts §3 for Redfish."""
+        """(effect, transitional state, final state) per the power table's Redfish column."""
         s = self._state
         if action is PowerAction.NMI:
             raise NotSupported("KubeVirt has no NMI")

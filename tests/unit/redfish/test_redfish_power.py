@@ -1,4 +1,4 @@
-"""Reset action: ResetType → PowerAction (contracts §3) and the error mapping."""
+"""Reset action: ResetType → PowerAction (the power table's Redfish column) and the error mapping."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ async def test_system_content(client: httpx.AsyncClient) -> None:
         "Pause",
         "Resume",
     ]
-    assert "VirtualMedia" not in system, "VirtualMedia is not advertised (contracts §10)"
+    assert "VirtualMedia" not in system, "VirtualMedia is advertised only where the machine has media"
 
 
 async def test_inventory(client: httpx.AsyncClient) -> None:

@@ -72,7 +72,7 @@ async def test_bad_logins(anon, limiter) -> None:
 
 
 async def test_held_address_waits_on_failures_only(anon, limiter) -> None:
-    """Contracts §8 on Redfish: after 5 failures the address is held; a further wrong password (Basic
+    """The lockout on Redfish: after 5 failures the address is held; a further wrong password (Basic
     or session login) is answered only after the delay, correct credentials at once."""
     for _ in range(limiter.limit):
         await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))
