@@ -100,9 +100,10 @@ class Caller:
     priv: Priv
 
 
-# How long Chassis Control waits for KubeVirt to accept its call before answering C0h (node busy): the
-# answer must reach the client within 2 s, and ipmitool retransmits after 1 s (a retransmit is dropped
-# while the first is being answered, and then gets that same answer).
+# How long Chassis Control and Set System Boot Options (boot flags) wait for KubeVirt to accept their
+# call or boot order patch before answering C0h (node busy): the answer must reach the client within 2 s,
+# and ipmitool retransmits after 1 s (a retransmit is dropped while the first is being answered, and then
+# gets that same answer).
 ANSWER_WAIT = 1.5
 
 
@@ -239,20 +240,12 @@ class Commands:
             return CC_INVALID_FIELD, b""
         requester = self._requester(caller)
         self.machine.submit(action, requester)
-        future = self.machine.answer(requester.request_id)
 
         def powered_on() -> None:
             if action is PowerAction.ON:
                 self.powered_on_by_ipmi = True
 
-        if future is not None and not future.done():
-            return Waiting(future, powered_on)  # success only once KubeVirt accepted the call
-        if future is not None and future.exception() is not None:
-            exc = future.exception()
-            assert isinstance(exc, errors.MachineError)
-            raise exc
-        powered_on()
-        return CC_OK, b""
+        return self._when_answered(requester, powered_on)
 
     def chassis_identify(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         if len(data) > 2:
@@ -265,7 +258,7 @@ class Commands:
         return CC_OK, b""
 
     # --- System boot options (IPMI 2.0 §28.12, §28.13) ------------------------------------
-    def set_boot_options(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+    def set_boot_options(self, caller: Caller, data: bytes) -> Outcome:
         if not data:
             return CC_BAD_LENGTH, b""
         param, value = data[0] & 0x7F, data[1:]
@@ -290,12 +283,26 @@ class Commands:
             self.machine.submit_boot_override(
                 requester, target=BootTarget.NONE, enabled=BootPersistence.DISABLED
             )
-            return CC_OK, b""
-        enabled = BootPersistence.CONTINUOUS if flags & BOOT_PERSISTENT else BootPersistence.ONCE
-        # Without the EFI bit the VM's firmware is kept: `chassis bootdev pxe` must not turn a
-        # UEFI VM into a BIOS one (docs/kbmc.md).
-        mode = BootMode.UEFI if flags & BOOT_EFI else None
-        self.machine.submit_boot_override(requester, target=target, enabled=enabled, mode=mode)
+        else:
+            enabled = BootPersistence.CONTINUOUS if flags & BOOT_PERSISTENT else BootPersistence.ONCE
+            # Without the EFI bit the VM's firmware is kept: `chassis bootdev pxe` must not turn a
+            # UEFI VM into a BIOS one (docs/kbmc.md).
+            mode = BootMode.UEFI if flags & BOOT_EFI else None
+            self.machine.submit_boot_override(requester, target=target, enabled=enabled, mode=mode)
+        return self._when_answered(requester)
+
+    def _when_answered(self, requester: Requester, then: Callable[[], None] | None = None) -> Outcome:
+        """Success only once KubeVirt took the request's call or patch (the machine's answer; `finish`
+        waits for it up to ANSWER_WAIT), at once when it needed none; `then` runs on success."""
+        future = self.machine.answer(requester.request_id)
+        if future is not None and not future.done():
+            return Waiting(future, then)
+        if future is not None and future.exception() is not None:
+            exc = future.exception()
+            assert isinstance(exc, errors.MachineError)
+            raise exc
+        if then is not None:
+            then()
         return CC_OK, b""
 
     def get_boot_options(self, caller: Caller, data: bytes) -> tuple[int, bytes]:

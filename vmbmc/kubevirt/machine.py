@@ -20,8 +20,9 @@ import asyncio
 import collections
 import datetime
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmbmc.kubevirt.client import JSON_PATCH, NOT_SENT, ApiError
@@ -54,7 +55,13 @@ from vmbmc.machine.power import (
     reaches,
     verified,
 )
-from vmbmc.machine.requests import BOOT_ACTION, CALL_BOUND_SECONDS, RESTORE_ACTION, kbmc_requester
+from vmbmc.machine.requests import (
+    BOOT_ACTION,
+    CALL_BOUND_SECONDS,
+    LATE_TEXT,
+    RESTORE_ACTION,
+    kbmc_requester,
+)
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -78,6 +85,7 @@ log = logging.getLogger(__name__)
 OVERLAY_SECONDS = 20.0  # how long an accepted call may show a transition the watch has not seen yet
 DEDUP_SECONDS = 120.0  # how long a request id is remembered
 DEDUP_MAX = 512
+LATE_WATCH_SECONDS = 120.0  # how long an unanswered boot patch is watched for (the attribution window)
 PATCH_RETRIES = 5
 
 _CALLS: dict[KubeVirtCall, tuple[str, str, dict[str, Any] | None]] = {
@@ -100,6 +108,33 @@ class _InFlight:
     deadline: float
     answered: bool = False  # KubeVirt accepted the call
     future: asyncio.Future[Any] | None = None  # its answer: a request decided against the overlay joins it
+
+
+@dataclass
+class _LatePatch:
+    """A boot order patch that got no answer within the bound: it can only ever land as the version right
+    after `vm` (its guard), and is undone if it does (docs/power-history.md)."""
+
+    request_id: str
+    vm: dict[str, Any]  # the version the patch was guarded by
+    settings: tuple[Any, ...]  # the VM's boot settings once the patch is applied
+    # monotonic: stop looking after the attribution window
+    until: float = field(default_factory=lambda: time.monotonic() + LATE_WATCH_SECONDS)
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.vm.get("metadata") or {}).get("resourceVersion") or "")
+
+
+@dataclass
+class _BootAttempt:
+    """What one boot override request has written so far, for its answer and its roll-back."""
+
+    before: boot.StoredOverride | None = None  # the stored override when the request got the lock
+    stored: boot.StoredOverride | None = None  # the stored override as this request last wrote it
+    commit_sent: bool = False  # the commit write is sent and not answered yet
+    deadline: float = 0.0  # loop time: the call bound
+    late: _LatePatch | None = None  # the VM patch in flight, should it never be answered
 
 
 @dataclass
@@ -148,8 +183,11 @@ class KubeVirtMachine(Machine):
         self.requests = RequestLog(store, hub.events, self.vm)
         self._inflight: _InFlight | None = None
         self._remembered: collections.OrderedDict[str, _Remembered] = collections.OrderedDict()
-        self._boot_shown: tuple[BootOverride, float] | None = None
         self._boot_lock = asyncio.Lock()
+        self._late_boot: list[_LatePatch] = []  # boot patches unanswered within the bound
+        # While a boot request has stored its override and not yet committed it, reads show the stored
+        # override as it was: a client that heard C0h never reads back a change it was not promised.
+        self._boot_before: tuple[boot.StoredOverride | None] | None = None
         self._own_vm = OwnWrites(vms)  # our own last VM patch's answer, until the watch shows it
         self._changed = asyncio.Event()
         self._restoring: asyncio.Task[None] | None = None
@@ -176,6 +214,7 @@ class KubeVirtMachine(Machine):
         """On the loop, for every change of our VM, VMI or record holder."""
         self._changed.set()
         self._changed = asyncio.Event()
+        self.check_late_boot()
         self.check_once_restore()
 
     async def wait_change(self, timeout: float) -> None:
@@ -236,9 +275,8 @@ class KubeVirtMachine(Machine):
 
     def boot_override(self) -> BootOverride:
         vm = self._vm()
-        if self._boot_shown is not None and time.monotonic() < self._boot_shown[1]:
-            return self._boot_shown[0]
-        return boot.reported(vm, self.store.override())
+        stored = self.store.override() if self._boot_before is None else self._boot_before[0]
+        return boot.reported(vm, stored)
 
     def inventory(self) -> Inventory:
         pvcs = self.pvcs.objects if self.pvcs is not None else None
@@ -343,7 +381,7 @@ class KubeVirtMachine(Machine):
         return remembered.result, remembered.future
 
     def answer(self, request_id: str) -> asyncio.Future[Any] | None:
-        seen = self._remembered.get(request_id)
+        seen = self._remembered.get(request_id) or self._remembered.get(f"boot/{request_id}")
         return None if seen is None else seen.future
 
     def _unanswered_call(self, observed: PowerState, shown: PowerState) -> asyncio.Future[Any] | None:
@@ -500,7 +538,38 @@ class KubeVirtMachine(Machine):
     def recover_requests(self) -> None:
         """Settle the records a previous kbmc process left `pending` (killed mid-request); none is
         sent again, whatever its age."""
-        self._schedule(self.requests.recover(self._carried_out))
+        self._schedule(self._recover())
+
+    async def _recover(self) -> None:
+        await self.requests.recover(self._carried_out)
+        await self._drop_failed_override()
+
+    async def _drop_failed_override(self) -> None:
+        """A stored override whose own request ended `failed` names a change the VM never got (the
+        process died between storing it and patching the VM): clear it, as a roll-back would have. Its
+        patch may still sit in a hung API server, guarded by the VM version we see now: it is watched
+        for, and undone if it lands, as an unanswered patch of this process would be."""
+        async with self._boot_lock:
+            stored = self.store.override()
+            if stored is None or not stored.request_id:
+                return
+            entry = next((r for r in self.store.requests() if r.get("id") == stored.request_id), None)
+            if entry is None or entry.get("effect") != Effect.FAILED.value:
+                return
+            try:
+                vm = self._vm()
+                ops = boot.order_ops(vm, stored.target) + boot.mode_ops(vm, stored.mode)
+                if ops:
+                    late = boot.boot_settings(boot.applied(vm, ops))
+                    self._late_boot.append(_LatePatch(stored.request_id, vm, late))
+            except MachineError:
+                pass  # no VM: nothing to watch
+            try:
+                await self.store.write_override(None)
+            except ApiError as err:
+                log.warning(
+                    "could not clear a failed boot override", extra={"vm": self.vm, "error": err.message}
+                )
 
     def _carried_out(self, entry: dict[str, Any]) -> bool:
         """Does what KubeVirt shows now prove that the request's call was accepted? A call is decided
@@ -511,9 +580,14 @@ class KubeVirtMachine(Machine):
         if any(h.get("requestId") == rid for h in history):
             return True  # the controller already credited a transition to it
         action = str(entry.get("action"))
-        if action == BOOT_ACTION:
+        if action == BOOT_ACTION:  # stored first, then the VM patch: both must show it
             stored = self.store.override()
-            return stored is not None and stored.request_id == rid
+            if stored is None or stored.request_id != rid:
+                return False
+            try:
+                return boot.in_effect(self._vm(), stored)
+            except MachineError:
+                return False
         if action in (INSERT_ACTION, EJECT_ACTION):
             return self.media.carried_out(action)
         try:
@@ -574,7 +648,6 @@ class KubeVirtMachine(Machine):
         )  # raises NotSupported / Invalid at once
         future: asyncio.Future[Any] = self._future()
         self._remembered[key] = _Remembered(at=time.monotonic(), future=future, boot=plan.result)
-        self._boot_shown = (plan.result, time.monotonic() + OVERLAY_SECONDS)
         log.info(
             "boot override accepted",
             extra={
@@ -603,19 +676,85 @@ class KubeVirtMachine(Machine):
         future: asyncio.Future[BootOverride],
         shown: BootOverride,
     ) -> None:
+        """Record the request, then store and patch within CALL_BOUND_SECONDS of the record's opening
+        (as a power call: nothing of it is sent after the bound). The answer is the commit point's: the
+        VM patch, or the record write when the VM already is as asked (docs/power-history.md)."""
+        deadline = self.loop.time() + CALL_BOUND_SECONDS
         what = f"{shown.target.value}, {shown.enabled.value}, {shown.mode.value}"
-        await self.requests.open(requester, BOOT_ACTION, Effect.PENDING, what=what)
+        attempt = _BootAttempt()
         try:
-            async with self._boot_lock:
-                result = await self._apply_boot_locked(requester, target, enabled, mode)
+            try:
+                async with asyncio.timeout_at(deadline):  # the record and the wait for an earlier override
+                    await self.requests.open(requester, BOOT_ACTION, Effect.PENDING, what=what)
+                    await self._boot_lock.acquire()
+            except TimeoutError as err:
+                raise BackendUnavailable(
+                    f"the boot override could not be recorded and started within {CALL_BOUND_SECONDS:g} s "
+                    "(the API server, or an earlier boot request of this BMC, did not finish); nothing was "
+                    "changed in the VM"
+                ) from err
+            try:
+                result = await self._apply_boot_bounded(requester, target, enabled, mode, attempt, deadline)
+            except MachineError:
+                if attempt.late is not None:
+                    self._late_boot.append(attempt.late)  # watched from now on: undone if it lands
+                await self._roll_back_record(attempt)  # still holding the lock: no other override between
+                raise
+            finally:
+                self._boot_before = None
+                self._boot_lock.release()
         except MachineError as err:
-            self._boot_shown = None
-            await self.requests.settle(requester, BOOT_ACTION, Effect.FAILED, err.message)
+            outcome = Effect.UNKNOWN if isinstance(err, Unanswered) else Effect.FAILED
+            log.warning(
+                "boot override unanswered" if outcome is Effect.UNKNOWN else "boot override failed",
+                extra={"vm": self.vm, "error": err.message, "request_id": requester.request_id},
+            )
+            await self.requests.settle(requester, BOOT_ACTION, outcome, err.message)
             future.set_exception(err)
             return
-        self._boot_shown = None
         await self.requests.settle(requester, BOOT_ACTION, Effect.CALLED)
         future.set_result(result)
+
+    async def _apply_boot_bounded(
+        self,
+        requester: Requester,
+        target: BootTarget | None,
+        enabled: BootPersistence | None,
+        mode: BootMode | None,
+        attempt: _BootAttempt,
+        deadline: float,
+    ) -> BootOverride:
+        """`_apply_boot_locked` until `deadline`: a commit write still unanswered then may yet be carried
+        out (Unanswered: `unknown`); anything else unfinished was certainly not (BackendUnavailable)."""
+        attempt.before = self.store.override()
+        attempt.stored = attempt.before
+        attempt.deadline = deadline
+        self._boot_before = (attempt.before,)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._apply_boot_locked(requester, target, enabled, mode, attempt)
+        except TimeoutError as err:
+            if attempt.commit_sent:
+                raise Unanswered(
+                    f"no answer from the Kubernetes API within {CALL_BOUND_SECONDS:g} s; the change is not "
+                    "sent again, and is undone should it still be carried out"
+                ) from err
+            attempt.late = None
+            raise BackendUnavailable(
+                f"the boot override could not be applied within {CALL_BOUND_SECONDS:g} s; nothing was "
+                "changed in the VM"
+            ) from err
+
+    async def _roll_back_record(self, attempt: _BootAttempt) -> None:
+        """Put the stored override back as it was when the request began (bounded; the kbmc's own record,
+        not a change of the VM), so a record never names an override the VM did not get."""
+        if attempt.stored == attempt.before:
+            return
+        try:
+            async with asyncio.timeout(CALL_BOUND_SECONDS):
+                await self.store.write_override(attempt.before)
+        except (ApiError, TimeoutError):
+            log.exception("could not roll back the boot override record", extra={"vm": self.vm})
 
     async def _apply_boot_locked(
         self,
@@ -623,14 +762,14 @@ class KubeVirtMachine(Machine):
         target: BootTarget | None,
         enabled: BootPersistence | None,
         mode: BootMode | None,
+        attempt: _BootAttempt,
     ) -> BootOverride:
         """Store the override (status first: a crash then leaves a record, never a lost backup), then
         patch the VM guarded by uid and resourceVersion; a stale read is re-read and re-planned. If the
-        VM patch fails for good, the record is put back: no half-applied override stays behind."""
-        before = self.store.override()
+        VM patch fails for good, the caller puts the record back: no half-applied override stays."""
+        before = attempt.before
         vm: dict[str, Any] | None = self._vm()
-        stored = before
-        for attempt in range(PATCH_RETRIES):
+        for tries in range(PATCH_RETRIES):
             if vm is None:
                 raise NotFound(f"VirtualMachine {self.vm} not found")
             plan = boot.plan_override(
@@ -643,28 +782,139 @@ class KubeVirtMachine(Machine):
                 request_id=requester.request_id,
             )
             try:
-                if plan.stored != stored:
+                if plan.stored != attempt.stored:
+                    if not plan.ops:  # the record is all that changes: its write is the commit point
+                        attempt.commit_sent = True
                     await self.store.write_override(plan.stored)
-                    stored = plan.stored
+                    attempt.commit_sent = False
+                    attempt.stored = plan.stored
                     if self.store.kind == "VirtualMachine":
                         # the annotation write changed the VM's resourceVersion: patch that version
                         vm = self.store.current()
                         if vm is not None:
                             self._note_vm(vm)
                 if plan.ops:
-                    await self._patch_vm(vm, plan.ops)
+                    assert vm is not None
+                    await self._patch_vm_once(vm, plan.ops, requester, attempt)
                 return plan.result
             except ApiError as err:
-                if err.code in (409, 422) and attempt < PATCH_RETRIES - 1:
+                attempt.commit_sent = False  # answered: it was not carried out
+                if err.code in (409, 422) and tries < PATCH_RETRIES - 1:
                     vm = await self._fresh_vm()  # changed since we read it: read again, plan again
                     continue
-                if stored != before:
-                    try:
-                        await self.store.write_override(before)
-                    except ApiError:
-                        log.exception("could not roll back the boot override record", extra={"vm": self.vm})
                 raise machine_error(err, f"VirtualMachine {self.vm}") from err
         raise Busy(f"VirtualMachine {self.vm} keeps changing; retry")
+
+    async def _patch_vm_once(
+        self, vm: dict[str, Any], ops: list[dict[str, Any]], requester: Requester, attempt: _BootAttempt
+    ) -> None:
+        """The boot order patch, guarded by `vm`'s resourceVersion, so it can only ever apply as the
+        version right after `vm`. Sent again only while it certainly never reached the API server (no
+        connection) or was answered with a server error; one that may have reached it and is not
+        answered is never sent again (the caller's bound ends it `unknown`)."""
+        delay = 0.1
+        while True:
+            attempt.commit_sent = True
+            attempt.late = _LatePatch(requester.request_id, vm, boot.boot_settings(boot.applied(vm, ops)))
+            try:
+                self._note_own_patch(
+                    vm,
+                    await self.api.request(
+                        "PATCH",
+                        vm_path(self.namespace, self.name),
+                        # kube-apiserver gives up on a request it has not finished by then (queued by
+                        # priority and fairness, or waiting on etcd); it narrows a late apply, not more
+                        params={"timeout": f"{max(1, math.ceil(attempt.deadline - self.loop.time()))}s"},
+                        body=boot.guard_ops(vm) + ops,
+                        content_type=JSON_PATCH,
+                        retry=False,
+                    ),
+                )
+                attempt.commit_sent, attempt.late = False, None
+                return
+            except ApiError as err:
+                if (err.code == 0 and err.reason != NOT_SENT) or err.code == 504:
+                    raise Unanswered(  # may have been carried out: never sent again
+                        f"no answer from the Kubernetes API ({err.message}); the change is not sent again, "
+                        "and is undone should it still be carried out"
+                    ) from err
+                attempt.commit_sent, attempt.late = False, None
+                if not err.retryable:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _note_own_patch(self, guarded_by: dict[str, Any], written: dict[str, Any]) -> None:
+        """Our own VM patch was answered: the version after `guarded_by` is ours, so no late patch guarded
+        by that same version can land any more."""
+        rv = str((guarded_by.get("metadata") or {}).get("resourceVersion") or "")
+        self._late_boot = [late for late in self._late_boot if late.resource_version != rv]
+        self._note_vm(written)
+
+    # --- a boot order patch that came late ------------------------------------------------------
+    def check_late_boot(self) -> None:
+        """On the loop, for every change: a boot patch that got no answer within the bound can only
+        land as the VM version right after the one it was guarded by. The first newer version tells:
+        if it carries exactly that patch's boot settings, the patch came late and is undone (as this
+        BMC's own recorded request); otherwise it can never land any more."""
+        if not self._late_boot:
+            return
+        try:
+            vm = self._vm()
+        except NotFound:
+            self._late_boot = []
+            return
+        rv = str((vm.get("metadata") or {}).get("resourceVersion") or "")
+        now = time.monotonic()
+        keep: list[_LatePatch] = []
+        for late in self._late_boot:
+            if now > late.until:
+                continue  # beyond the attribution window: stop looking
+            if rv == late.resource_version:
+                keep.append(late)
+                continue
+            settings = boot.boot_settings(vm)
+            if settings == late.settings != boot.boot_settings(late.vm):
+                self._schedule(self._undo_late_boot(late))
+        self._late_boot = keep
+
+    async def _undo_late_boot(self, late: _LatePatch) -> None:
+        """Put the VM's boot order and firmware back as they were before the late patch, recorded first
+        as a request of the kbmc's own (protocol kbmc), so its BootDeviceChanged names the BMC."""
+        undoer = kbmc_requester(f"{late.request_id}-undo")
+        saved = boot.StoredOverride(
+            saved_boot_order=boot.saved_boot_order(late.vm), saved_firmware=boot.bootloader(late.vm)
+        )
+        log.warning(
+            "boot override came late; undoing it", extra={"vm": self.vm, "request_id": late.request_id}
+        )
+        try:
+            async with asyncio.timeout(CALL_BOUND_SECONDS):
+                await self.requests.open(
+                    undoer,
+                    RESTORE_ACTION,
+                    Effect.PENDING,
+                    what=f"boot override {late.request_id} {LATE_TEXT}; put back",
+                )
+                async with self._boot_lock:
+                    for tries in range(PATCH_RETRIES):
+                        vm = self._vm() if tries == 0 else await self._fresh_vm()
+                        if vm is None:
+                            break
+                        ops = boot.restore_ops(vm, saved)
+                        if not ops:
+                            break
+                        try:
+                            await self._patch_vm(vm, ops)
+                            break
+                        except ApiError as err:
+                            if err.code not in (409, 422) or tries == PATCH_RETRIES - 1:
+                                raise machine_error(err, f"VirtualMachine {self.vm}") from err
+        except (MachineError, TimeoutError) as err:
+            text = err.message if isinstance(err, MachineError) else f"not done in {CALL_BOUND_SECONDS:g} s"
+            await self.requests.settle(undoer, RESTORE_ACTION, Effect.FAILED, text)
+            return
+        await self.requests.settle(undoer, RESTORE_ACTION, Effect.CALLED)
 
     async def _patch_vm(self, vm: dict[str, Any], ops: list[dict[str, Any]]) -> None:
         self._note_vm(

@@ -93,7 +93,7 @@ class Machine(abc.ABC):
 
         `None` keeps that part as it is. Raises Invalid / NotSupported for a target the VM cannot
         honour (never silently accepted). The returned override is what `boot_override()` reports
-        from now on.
+        once the change is accepted; `answer(requester.request_id)` resolves then (or with the error).
         """
 
     @abc.abstractmethod

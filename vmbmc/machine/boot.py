@@ -184,6 +184,11 @@ def order_ops(vm: dict[str, Any], target: BootTarget) -> Patch:
     ]
 
 
+def boot_settings(vm: dict[str, Any]) -> tuple[Any, ...]:
+    """What a boot override changes in a VM: each device's bootOrder and the exact bootloader."""
+    return tuple((d.key, d.boot_order) for d in devices(vm)), bootloader(vm)
+
+
 def saved_boot_order(vm: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"device": d.key, "bootOrder": d.boot_order} for d in devices(vm)]
 
@@ -221,7 +226,7 @@ class StoredOverride:
     saved_firmware: dict[str, Any] | None = None  # the bootloader before; None = there was none
     vmi_uid: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    request_id: str = ""  # the request that set the Once override (its restore names it)
+    request_id: str = ""  # the request that set the override (a Once restore names it; a restart checks it)
 
     @property
     def pending_once(self) -> bool:
@@ -238,8 +243,8 @@ class StoredOverride:
             if self.saved_firmware is not None:
                 out["savedFirmware"] = copy.deepcopy(self.saved_firmware)
             out["vmiUID"] = self.vmi_uid
-            if self.request_id:
-                out["requestId"] = self.request_id
+        if self.request_id:
+            out["requestId"] = self.request_id
         return out
 
     @classmethod
@@ -263,6 +268,13 @@ class StoredOverride:
         if self.enabled is BootPersistence.DISABLED or self.target is BootTarget.NONE:
             return BootOverride(mode=boot_mode(vm))
         return BootOverride(target=self.target, enabled=self.enabled, mode=boot_mode(vm))
+
+
+def in_effect(vm: dict[str, Any], stored: StoredOverride) -> bool:
+    """Does the VM carry the stored override (its target's boot order and its mode)?"""
+    if stored.enabled is BootPersistence.DISABLED or stored.target is BootTarget.NONE:
+        return True
+    return not order_ops(vm, stored.target) and boot_mode(vm) is stored.mode
 
 
 def reported(vm: dict[str, Any], stored: StoredOverride | None) -> BootOverride:
@@ -289,7 +301,8 @@ def plan_override(
 ) -> OverridePlan:
     """Validate and plan a boot override request (`None` keeps that part as it is).
 
-    `request_id` is kept with a Once override, so the restore that consumes it can name it.
+    `request_id` is kept with the override, so the restore that consumes a Once override can name it, and
+    a restarted kbmc can tell whether the request that set it got as far as the VM.
     Raises NotSupported for a target the VM cannot honour, Invalid for a nonsensical combination.
     """
     cur = stored or StoredOverride(mode=boot_mode(vm))
@@ -307,15 +320,15 @@ def plan_override(
     if not active:
         if cur.pending_once:
             ops = restore_ops(vm, cur)
-            work = _applied(vm, ops)
+            work = applied(vm, ops)
         if mode is not None:
             ops += mode_ops(work, mode)
-            work = _applied(vm, ops)
+            work = applied(vm, ops)
         return OverridePlan(ops, None, BootOverride(mode=boot_mode(work)))
     ops = order_ops(vm, new_target)
     if mode is not None:
         ops += mode_ops(vm, mode)
-    work = _applied(vm, ops)
+    work = applied(vm, ops)
     if new_enabled is BootPersistence.ONCE:
         if cur.pending_once:  # a second Once before the reboot keeps the first backup
             saved, firmware, uid = cur.saved_boot_order, cur.saved_firmware, cur.vmi_uid
@@ -325,11 +338,11 @@ def plan_override(
             new_target, new_enabled, boot_mode(work), saved, firmware, uid, request_id=request_id
         )
     else:
-        record = StoredOverride(new_target, new_enabled, boot_mode(work))
+        record = StoredOverride(new_target, new_enabled, boot_mode(work), request_id=request_id)
     return OverridePlan(ops, record, BootOverride(new_target, new_enabled, boot_mode(work)))
 
 
-def _applied(vm: dict[str, Any], ops: Patch) -> dict[str, Any]:
+def applied(vm: dict[str, Any], ops: Patch) -> dict[str, Any]:
     """The VM as it will be once `ops` are applied (for reading back the resulting mode)."""
     if not ops:
         return vm

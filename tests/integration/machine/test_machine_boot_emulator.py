@@ -58,9 +58,13 @@ async def test_once_is_restored_when_a_new_vmi_boots(
             cluster.create_bmc(name + "-bmc", name)
             m = await hub.machine_for_bmc("default", name + "-bmc")
         assert m.supported_boot_targets() == (BootTarget.NONE, BootTarget.PXE, BootTarget.HDD, BootTarget.CD)
-        shown = m.submit_boot_override(req(), target=BootTarget.PXE, enabled=BootPersistence.ONCE)
+        who = req()
+        shown = m.submit_boot_override(who, target=BootTarget.PXE, enabled=BootPersistence.ONCE)
         assert shown == BootOverride(BootTarget.PXE, BootPersistence.ONCE, BootMode.LEGACY)
-        assert m.boot_override() == shown  # before the write is confirmed
+        assert m.boot_override() == BootOverride()  # not shown before the VM patch was accepted
+        answer = m.answer(who.request_id)
+        assert answer is not None and await answer == shown
+        assert m.boot_override() == shown  # our own writes, before the watch confirms them
         await wait_for(
             lambda: orders(cluster.vm(name) or {}) == {"interface:default": 1, "rootdisk": 2, "installer": 3},
             what="Pxe boot order",

@@ -212,3 +212,33 @@ def test_reported_override() -> None:
     assert boot.reported(v, rec) == BootOverride(T.CD, E.ONCE, BootMode.UEFI)
     assert boot.StoredOverride.from_dict({"target": "Floppy"}) is None
     assert boot.StoredOverride.from_dict(None) is None
+
+
+@pytest.mark.parametrize("enabled", [E.ONCE, E.CONTINUOUS])
+def test_in_effect_tells_a_stored_override_the_vm_has_from_one_it_never_got(enabled: BootPersistence) -> None:
+    """What a restarted kbmc checks: the record names the request, and the VM carries its order and mode."""
+    v = vm(interfaces=[clone(NIC)], disks=[clone(DISK), clone(CD)])
+    plan = boot.plan_override(
+        v, None, "u", target=T.PXE, enabled=enabled, mode=BootMode.UEFI, request_id="r1"
+    )
+    assert plan.stored is not None and plan.stored.request_id == "r1"
+    assert boot.StoredOverride.from_dict(plan.stored.to_dict()) == plan.stored  # requestId round-trips
+    assert not boot.in_effect(v, plan.stored)  # stored, VM not patched (a kbmc killed in between)
+    assert boot.in_effect(apply(v, plan.ops), plan.stored)
+    order_only = apply(v, boot.order_ops(v, T.PXE))
+    assert not boot.in_effect(order_only, plan.stored)  # the mode is part of it
+    assert boot.in_effect(v, boot.StoredOverride())  # no override: nothing to carry
+
+
+def test_boot_settings_are_what_a_boot_patch_changes() -> None:
+    """A late boot patch is recognised by the settings it sets (every bootOrder and the bootloader)."""
+    v = vm(interfaces=[clone(NIC)], disks=[clone(DISK), clone(CD)])
+    plan = boot.plan_override(v, None, "u", target=T.CD, enabled=E.ONCE, mode=BootMode.UEFI)
+    patched = apply(v, plan.ops)
+    assert boot.boot_settings(boot.applied(v, plan.ops)) == boot.boot_settings(patched)
+    assert boot.boot_settings(patched) != boot.boot_settings(v)
+    other = clone(v)
+    other["metadata"]["labels"] = {"x": "y"}  # a change that is not a boot change
+    assert boot.boot_settings(other) == boot.boot_settings(v)
+    before = boot.StoredOverride(saved_boot_order=boot.saved_boot_order(v), saved_firmware=boot.bootloader(v))
+    assert apply(patched, boot.restore_ops(patched, before)) == v  # what the undo of a late patch puts back
