@@ -90,7 +90,8 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     await kube.apply(state.api, ch.bmc_role_binding(info, account), likely_new=new)
     await kube.apply(state.api, ch.vm_role(info), likely_new=new)
     await kube.apply(state.api, ch.vm_role_binding(info, account), likely_new=new)
-    await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
+    if rights_may_be_elsewhere(bmc, info):
+        await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
     await kube.apply(state.api, ch.network_policy(info, targets), likely_new=new)
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
@@ -317,6 +318,19 @@ async def ensure_credentials(
 
 def vm_namespace_selector(namespace: str, name: str) -> str:
     return f"{n.LABEL_BMC}={n.label_value(name)},{n.LABEL_BMC_NAMESPACE}={n.label_value(namespace)}"
+
+
+def rights_may_be_elsewhere(bmc: dict[str, Any], info: ch.BmcInfo) -> bool:
+    """Whether an earlier version of this BMC may have left a VM-namespace Role/RoleBinding outside
+    `info.vm_namespace`. Finding them takes two cluster-wide lists, which a burst of 1,000 new BMCs
+    would pay 1,000 times for nothing. `status.virtualMachine` is the VM the last completed reconcile
+    granted rights for; a BMC that never completed one and was never changed (generation 1) has had
+    no other VM."""
+    status = bmc.get("status") or {}
+    granted = status.get("virtualMachine")
+    if not granted:
+        return int((bmc.get("metadata") or {}).get("generation") or 1) > 1
+    return str(granted).partition("/")[0] != info.vm_namespace
 
 
 async def remove_workload(
