@@ -1,6 +1,8 @@
 """Shared kbmc mode benchmark (issue 20): N VMs created at once in the emulator → time until every
 auto-created VirtualMachineBMC is Ready, with the controller in `--kbmc-mode dedicated` and `shared`;
-the controller's RSS; the shared kbmc's RSS serving N BMCs; ipmitool against every one of them.
+the controller's RSS; the shared kbmc's RSS serving N BMCs; ipmitool against every one of them. CPU
+seconds of the emulator (this process: its thread, mostly), the controller and the shared kbmc, the
+load average before and after, and a timeline of the BMCs created, reconciled, served and Ready.
 
 The controller runs as its own process (`vmbmc controller`). The emulator's fake kubelet marks kbmc pods
 Ready without running them. In shared mode a BMC is Ready only once the shared kbmc says
@@ -36,6 +38,8 @@ from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 from vmbmc.roster import NAME, parse_roster  # noqa: E402
 
 SYSTEM = "virtualmachinebmc-system"
+CREATE_BATCH = 50  # VMs created per call on the emulator's loop
+TIMELINE_STEP = 5.0  # seconds between two points of the progress timeline
 
 
 def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -104,20 +108,41 @@ def run_mode(
             time.sleep(2)
             vm_rt = reg.get("kubevirt.io", "v1", "virtualmachines")
             bmc_rt = reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs")
+            result["load_before"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            emulator_cpu0 = proc_stats(os.getpid())[0]  # this process: the emulator's thread, mostly
             t0 = time.monotonic()
-            for i in range(vms):
-                vm = copy.deepcopy(sample_vm(1, "bench"))
-                vm["metadata"]["name"] = f"vm-{i}"
-                emu.call(store.create, vm_rt, vm, "bench")
+
+            def create(first: int, count: int) -> None:
+                for i in range(first, first + count):
+                    vm = copy.deepcopy(sample_vm(1, "bench"))
+                    vm["metadata"]["name"] = f"vm-{i}"
+                    store.create(vm_rt, vm, "bench")
+
+            # CREATE_BATCH at a time on the emulator's loop: one call per VM would wait for a loop turn
+            # each, and a loop busy with the controller would spread the burst over half a minute
+            for first in range(0, vms, CREATE_BATCH):
+                emu.call(create, first, min(CREATE_BATCH, vms - first), timeout=120)
             result["create_s"] = round(time.monotonic() - t0, 1)
 
-            def ready() -> int:
-                items, _ = store.list(bmc_rt, SYSTEM)
-                return sum(1 for b in items if (b.get("status") or {}).get("ready"))
+            def progress() -> tuple[int, int, int, int]:
+                """BMCs existing, reconciled (observedGeneration), served (serving), Ready: read on the
+                stored objects, not copies, so the poll does not load the emulator it measures."""
+                status = [b.get("status") or {} for b in store.iter_raw(bmc_rt, SYSTEM)]
+                return (
+                    len(status),
+                    sum(1 for s in status if s.get("observedGeneration")),
+                    sum(1 for s in status if s.get("serving")),
+                    sum(1 for s in status if s.get("ready")),
+                )
 
-            peak = 0.0
+            peak, next_mark = 0.0, 0.0
+            timeline: list[str] = []
             # a loop this busy may take a while to answer: the bench waits, it is not what is measured
-            while (n := emu.call(ready, timeout=120)) < vms:
+            while (counts := emu.call(progress, timeout=120))[3] < vms:
+                n = counts[3]
+                if time.monotonic() - t0 >= next_mark:  # where the BMCs are, every TIMELINE_STEP seconds
+                    timeline.append(f"{time.monotonic() - t0:.0f}s:" + "/".join(map(str, counts)))
+                    next_mark += TIMELINE_STEP
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         log = (tmp / f"{mode}-{name}.log").read_text()[-3000:]
@@ -127,13 +152,18 @@ def run_mode(
                     raise SystemExit(f"{mode}: only {n}/{vms} BMCs Ready after {timeout:.0f} s")
                 time.sleep(0.25)
             result["all_bmcs_ready_s"] = round(time.monotonic() - t0, 1)
+            result["timeline_bmcs/reconciled/serving/ready"] = " ".join(timeline)
+            result["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            result["emulator_cpu_s"] = round(proc_stats(os.getpid())[0] - emulator_cpu0, 1)
             cpu, rss = proc_stats(procs["controller"].pid)
             result["controller_cpu_s"] = round(cpu, 1)
             result["controller_rss_mib"] = round(rss, 1)
             result["controller_peak_rss_mib"] = round(max(peak, rss), 1)
             if mode == "shared":
                 kbmc = procs["kbmc"].pid
-                result["kbmc_rss_mib"] = round(proc_stats(kbmc)[1], 1)
+                cpu, rss = proc_stats(kbmc)
+                result["kbmc_cpu_at_ready_s"] = round(cpu, 1)
+                result["kbmc_rss_mib"] = round(rss, 1)
                 answered, seconds = ipmi_sweep(emu)
                 result["ipmitool_answered"] = f"{answered}/{vms}"
                 result["ipmitool_sweep_s"] = round(seconds, 1)

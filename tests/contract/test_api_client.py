@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -91,6 +92,77 @@ def test_watch_resumes_from_a_resource_version(api):
     assert seen == ["ADDED", "MODIFIED", "DELETED"]
 
 
+def _watched(core, name: str, **kwargs: object) -> list[tuple[str, str, str]]:
+    """Every event a watch of `name` in `default` sends until its server-side timeout, as (type, name, k)."""
+    w = kubernetes.watch.Watch()
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        timeout_seconds=2,
+        field_selector=f"metadata.name={name}",
+        **kwargs,
+    )
+    return [(ev["type"], ev["object"].metadata.name, (ev["object"].data or {}).get("k")) for ev in stream]
+
+
+def test_name_limited_watches_get_exactly_their_events_and_resume(api):
+    core = kubernetes.client.CoreV1Api(api)
+    a, b = _name(), _name()
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespaced_config_map("default", _cm(a))
+    core.create_namespaced_config_map("default", _cm(b))
+    middle = core.patch_namespaced_config_map(a, "default", {"data": {"k": "a2"}}).metadata.resource_version
+    core.patch_namespaced_config_map(b, "default", {"data": {"k": "b2"}})
+    core.patch_namespaced_config_map(a, "default", {"data": {"k": "a3"}})
+    core.delete_namespaced_config_map(b, "default")
+    assert _watched(core, a, resource_version=rv) == [
+        ("ADDED", a, "v"),
+        ("MODIFIED", a, "a2"),
+        ("MODIFIED", a, "a3"),
+    ]
+    assert _watched(core, b, resource_version=rv) == [
+        ("ADDED", b, "v"),
+        ("MODIFIED", b, "b2"),
+        ("DELETED", b, "b2"),
+    ]
+    assert _watched(core, a, resource_version=middle) == [("MODIFIED", a, "a3")]
+    assert _watched(core, a) == [("ADDED", a, "a3")]  # no resourceVersion: the current state
+    core.delete_namespaced_config_map(a, "default")
+
+
+def test_a_live_name_limited_watch_sees_only_its_own_changes(api):
+    core = kubernetes.client.CoreV1Api(api)
+    a, b = _name(), _name()
+    core.create_namespaced_config_map("default", _cm(a))
+    core.create_namespaced_config_map("default", _cm(b))
+    seen: list[tuple[str, str, str]] = []
+    connected = threading.Event()
+
+    def watch() -> None:
+        w = kubernetes.watch.Watch()
+        for ev in w.stream(
+            core.list_namespaced_config_map,
+            "default",
+            timeout_seconds=60,
+            field_selector=f"metadata.name={a}",
+        ):
+            seen.append((ev["type"], ev["object"].metadata.name, (ev["object"].data or {}).get("k")))
+            connected.set()
+            if ev["type"] == "DELETED":
+                w.stop()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert connected.wait(30)  # the initial ADDED of a: the watch is open
+    core.patch_namespaced_config_map(b, "default", {"data": {"k": "b2"}})
+    core.patch_namespaced_config_map(a, "default", {"data": {"k": "a2"}})
+    core.delete_namespaced_config_map(b, "default")
+    core.delete_namespaced_config_map(a, "default")
+    reader.join(60)
+    assert not reader.is_alive()
+    assert seen == [("ADDED", a, "v"), ("MODIFIED", a, "a2"), ("DELETED", a, "a2")]
+
+
 def test_finalizers_and_deletion_timestamp(api):
     core = kubernetes.client.CoreV1Api(api)
     name = _name()
@@ -154,8 +226,6 @@ def test_missing_namespace_is_404(api):
     core = kubernetes.client.CoreV1Api(api)
     with pytest.raises(ApiException) as err:
         core.create_namespaced_config_map("no-such-namespace", _cm(_name()))
-    assert (
-        (err.value.status == 404
-        and 'namespaces \\"no-such-namespace\\" not found' in err.value.body)
-        or ('namespaces "no-such-namespace" not found' in err.value.body)
+    assert (err.value.status == 404 and 'namespaces \\"no-such-namespace\\" not found' in err.value.body) or (
+        'namespaces "no-such-namespace" not found' in err.value.body
     )

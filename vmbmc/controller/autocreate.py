@@ -7,6 +7,7 @@ The VM is only read (kopf `on.event` and indices): no finalizer, annotation or l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -16,6 +17,10 @@ from vmbmc.controller.state import State
 from vmbmc.kubevirt.client import ApiError
 
 log = logging.getLogger(__name__)
+
+# How long a BMC we created is taken as existing before the controller's watch shows it (normally well
+# under a second; a VM's events meanwhile would create it again, to a 409 and a read)
+CREATED_MEMORY = 30.0
 
 
 def wanted(state: State, vm: Mapping[str, Any] | None, namespace_labels: Mapping[str, str] | None) -> bool:
@@ -70,7 +75,8 @@ async def sync_vm(
 
     `candidates`: the BMCs whose spec names this VM; `owner_of(name)`: the `ns/name` annotation of the
     system namespace's BMC called `name` (None: no such BMC), both from the controller's indices. The
-    indices may lag a create of ours: a 409 covers that."""
+    indices may lag a create of ours: it is remembered until the watch delivers the BMC (at most
+    CREATED_MEMORY seconds), and a 409 covers the rest."""
     system = [b for b in candidates if (b.get("metadata") or {}).get("namespace") == state.options.namespace]
     existing = n.find_existing(system, vm_namespace, vm_name)
     if not wanted(state, vm, namespace_labels):
@@ -80,22 +86,38 @@ async def sync_vm(
             )
             await kube.delete(state.api, n.KIND, state.options.namespace, existing)
         return
-    if existing is not None or not state.options.auto_create:
+    key = (vm_namespace, vm_name)
+    if existing is not None:
+        state.created_bmcs.pop(key, None)
         return
+    if not state.options.auto_create:
+        return
+    made = state.created_bmcs.pop(key, None)
+    if made is not None and time.monotonic() - made[1] < CREATED_MEMORY:
+        state.created_bmcs[key] = made
+        return  # created by us a moment ago; the index has not seen it yet (a create would answer 409)
     plain = n.plain_bmc_name(vm_namespace, vm_name)
     holder = owner_of(plain)
     name = n.bmc_name_for(vm_namespace, vm_name, {plain: holder} if holder is not None else {})
-    key = n.vm_key(vm_namespace, vm_name)
+    vm_key = n.vm_key(vm_namespace, vm_name)
     for candidate in dict.fromkeys([name, n.hashed_bmc_name(vm_namespace, vm_name)]):
         body = new_bmc(state, candidate, vm_namespace, vm_name)
         try:
             await state.api.request("POST", kube.path(n.KIND, state.options.namespace), body=body)
-            log.info("created BMC %s/%s for VM %s", state.options.namespace, candidate, key)
+            log.info("created BMC %s/%s for VM %s", state.options.namespace, candidate, vm_key)
+            state.created_bmcs[key] = (candidate, time.monotonic())
             return
         except ApiError as err:
             if err.code != 409:
                 raise
         other = await kube.get(state.api, n.KIND, state.options.namespace, candidate)
-        if other is not None and _annotation(other) == key:
+        if other is not None and _annotation(other) == vm_key:
             return  # ours already (the index had not seen it yet)
-    raise ApiError(409, "Conflict", f"no free BMC name for VM {key}")
+    raise ApiError(409, "Conflict", f"no free BMC name for VM {vm_key}")
+
+
+def seen(state: State, bmc: Mapping[str, Any]) -> None:
+    """The controller's watch has delivered this BMC: its VM's create need not be remembered any longer."""
+    made = state.created_bmcs.get(n.vm_ref(bmc))
+    if made is not None and made[0] == (bmc.get("metadata") or {}).get("name"):
+        del state.created_bmcs[n.vm_ref(bmc)]

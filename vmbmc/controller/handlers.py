@@ -124,8 +124,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         return await connection_info(state.api.cfg)
 
     # --- indices: the latest of every object, by key ------------------------------------------------
-    # async, though they never wait: kopf runs a plain function in its thread pool, and under a burst the
-    # indexing of every event (a VMI's too, before its handler runs) queued there behind the others'.
+    # (coroutines: kopf runs a plain function in its thread pool, a hop per event and index)
     @kopf.index(*BMC, registry=reg, id="bmcs_by_vm")
     async def bmcs_by_vm(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {n.vm_ref(body): plain(body)}
@@ -235,11 +234,11 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
     @kopf.on.resume(*BMC, registry=reg, id="bmc_changed", backoff=2)
     @kopf.on.create(*BMC, registry=reg, id="bmc_changed", backoff=2)
     @kopf.on.update(*BMC, registry=reg, id="bmc_changed", backoff=2)
-    async def bmc_changed(body: kopf.Body, **_: Any) -> None:
+    async def bmc_changed(body: kopf.Body, vms: kopf.Index, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):
             return None
         try:
-            await reconcile.reconcile(state, plain(body))
+            await reconcile.reconcile(state, plain(body), _first(vms.get(n.vm_ref(body))))
         except Exception:
             state.metrics.reconciles.labels("error").inc()
             state.metrics.errors.labels("reconcile").inc()
@@ -264,6 +263,7 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         key = (namespace, name)
+        autocreate.seen(state, body)
         if event.get("type") == "DELETED":
             state.history_ids.pop(key, None)
             state.recorder.forget(namespace, name)
@@ -279,9 +279,8 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         vm_key = n.vm_ref(bmc)
         peers = [_key(b) for b in bmcs_by_vm.get(vm_key, ())]
         await state.recorder.observe(bmc, _first(vms.get(vm_key)), _first(vmis.get(vm_key)), peers)
-        status = bmc.get("status") or {}
-        if state.shared and bool(status.get("serving")) != bool(status.get("ready")):
-            # the shared kbmc began (or stopped) serving it: fold that into Ready
+        if state.shared and _ready_outdated(state, bmc):
+            # the shared kbmc began (or stopped) serving it, or its pod's readiness changed: fold it in
             await _with_retries(state, "ready", lambda: reconcile.update_ready(state, namespace, name))
 
     @kopf.timer(
@@ -353,21 +352,45 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         },
     )
     async def shared_deployment_event(
-        event: Mapping[str, Any], namespace: str, name: str, bmcs_by_vm: kopf.Index, **_: Any
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str,
+        name: str,
+        bmcs_by_vm: kopf.Index,
+        **_: Any,
     ) -> None:
         """The shared kbmc's readiness is every served BMC's; a deleted one is made again."""
         if name != shared.NAME or not state.shared:
             return
         if event.get("type") == "DELETED":  # made again if its roster lists a BMC (Roster.recheck)
+            state.shared_pod_ready[namespace] = False
             state.roster(namespace).recheck()
             return
-        served = sorted({_key(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace})
-        for _, bmc_name in served:
-            await _with_retries(
-                state, "ready", lambda b=bmc_name: reconcile.update_ready(state, namespace, b)
-            )
+        served = {_key(b): dict(b) for store in bmcs_by_vm.values() for b in store if _key(b)[0] == namespace}
+        pod_ready = reconcile.deployment_ready(plain(body))
+        state.shared_pod_ready[namespace] = pod_ready
+        # Only the BMCs whose Ready this readiness changes (as last seen; a BMC seen in an older version
+        # is looked at again when its newer one arrives, against the readiness recorded here).
+        for (_, bmc_name), bmc in sorted(served.items()):
+            if reconcile.ready_outdated(state, bmc, pod_ready):
+                await _with_retries(
+                    state, "ready", lambda b=bmc_name: reconcile.update_ready(state, namespace, b)
+                )
 
     return reg
+
+
+def _ready_outdated(state: State, bmc: dict[str, Any]) -> bool:
+    """Shared mode: whether this BMC version's `ready` disagrees with what is known of it: its
+    `status.serving`, and the shared kbmc pod's readiness as its Deployment's events last said (not yet
+    known: only a change of `serving` counts, as the Deployment's first event looks at every BMC)."""
+    namespace = str((bmc.get("metadata") or {}).get("namespace"))
+    pod_ready = state.shared_pod_ready.get(namespace)
+    if pod_ready is None:
+        status = bmc.get("status") or {}
+        if bool(status.get("serving")) == bool(status.get("ready")):
+            return False
+    return reconcile.ready_outdated(state, bmc, pod_ready)
 
 
 def _waiting_for_kbmc(status: Mapping[str, Any]) -> bool:

@@ -110,13 +110,17 @@ def _patch_body(existing: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     return body
 
 
-async def apply(api: ApiClient, desired: dict[str, Any], *, create_only: bool = False) -> dict[str, Any]:
+async def apply(
+    api: ApiClient, desired: dict[str, Any], *, create_only: bool = False, likely_new: bool = False
+) -> dict[str, Any]:
     """Create `desired`, or bring the existing object up to it with a merge patch (nothing if it holds
-    it already). `create_only`: an existing object is kept as it is (generated Secrets)."""
+    it already). `create_only`: an existing object is kept as it is (generated Secrets). `likely_new`:
+    the create is tried before any read (a BMC never reconciled has no children yet: one request, not
+    a read answering 404 and then a create); an existing object costs a 409 and the usual read."""
     kind, meta = desired["kind"], desired["metadata"]
     ns, name = meta.get("namespace"), meta["name"]
-    for _ in range(CONFLICT_RETRIES):
-        existing = await get(api, kind, ns, name)
+    for attempt in range(CONFLICT_RETRIES):
+        existing = None if likely_new and attempt == 0 else await get(api, kind, ns, name)
         if existing is None:
             try:
                 return dict(await api.request("POST", path(kind, ns), body=_without_nulls(desired)))
@@ -157,17 +161,23 @@ def _field_patch(status: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[s
 StatusFields = tuple[Mapping[str, Any], list[dict[str, Any]]]
 
 
-async def patch_status(
-    api: ApiClient,
-    namespace: str,
-    name: str,
-    fields: Mapping[str, Any],
-    conditions: list[dict[str, Any]] = (),  # type: ignore[assignment]
-    *,
-    remove: tuple[str, ...] = (),
-) -> bool:
-    """Write the controller's own status fields and conditions; see `update_status`."""
-    return await update_status(api, namespace, name, lambda _bmc: (fields, list(conditions)), remove=remove)
+def status_patch(
+    bmc: dict[str, Any], compute: Callable[[dict[str, Any]], StatusFields], remove: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
+    """The merge patch that makes this BMC version's status hold `compute(bmc)` → (fields, conditions)
+    and lack the keys `remove`; None when it holds them already."""
+    status = bmc.get("status") or {}
+    gen = (bmc.get("metadata") or {}).get("generation")
+    fields, conditions = compute(bmc)
+    patch = _field_patch(status, fields)
+    for key in remove:
+        if key in status:
+            patch[key] = None
+    if conditions:
+        merged = merge(status.get("conditions") or [], list(conditions), clock.rfc3339(), gen)
+        if merged != (status.get("conditions") or []):
+            patch["conditions"] = merged
+    return {"status": patch} if patch else None
 
 
 async def update_status(
@@ -183,22 +193,12 @@ async def update_status(
     field that depends on others (`ready`) is decided from what is stored. Only our keys are sent: the
     recorder and the kbmc own the rest. Returns False when the BMC is gone. Skips the write when nothing
     would change."""
-
-    def make_patch(bmc: dict[str, Any]) -> dict[str, Any] | None:
-        status = bmc.get("status") or {}
-        gen = (bmc.get("metadata") or {}).get("generation")
-        fields, conditions = compute(bmc)
-        patch = _field_patch(status, fields)
-        for key in remove:
-            if key in status:
-                patch[key] = None
-        if conditions:
-            merged = merge(status.get("conditions") or [], list(conditions), clock.rfc3339(), gen)
-            if merged != (status.get("conditions") or []):
-                patch["conditions"] = merged
-        return {"status": patch} if patch else None
-
-    written = await guarded_patch(api, path(n.KIND, namespace, name), make_patch, subresource="status")
+    written = await guarded_patch(
+        api,
+        path(n.KIND, namespace, name),
+        lambda bmc: status_patch(bmc, compute, remove),
+        subresource="status",
+    )
     return written is not None
 
 

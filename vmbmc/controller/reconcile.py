@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -31,7 +32,8 @@ def refusal(state: State, info: ch.BmcInfo) -> str | None:
     return None
 
 
-async def reconcile(state: State, bmc: dict[str, Any]) -> None:
+async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any] | None = None) -> None:
+    """`cached_vm`: the BMC's VM as the controller's watch has it, if it has it (else it is read)."""
     info = ch.BmcInfo.from_body(bmc)
     meta = bmc.get("metadata") or {}
     gen = meta.get("generation")
@@ -44,12 +46,11 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         await remove_workload(state, info, keep_vm_namespace=None)
         if state.shared:
             await state.roster(info.namespace).put(info.name, None)
-        await kube.patch_status(state.api, info.namespace, info.name, base)
-        await update_ready(state, info.namespace, info.name)
+        await update_ready(state, info.namespace, info.name, base)
         await _event(state, bmc, f"refused.g{gen}", "Warning", "Refused", why)
         return
 
-    vm = await kube.get(state.api, "VirtualMachine", info.vm_namespace, info.vm_name)
+    vm = cached_vm or await kube.get(state.api, "VirtualMachine", info.vm_namespace, info.vm_name)
     if vm is None:
         found = kube.condition(
             "VirtualMachineFound",
@@ -66,9 +67,12 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
             f"VirtualMachine {info.vm_namespace}/{info.vm_name}",
         )
 
-    secret = await ensure_credentials(state, info, bmc)
-    creds = await check_credentials(state, bmc, info.namespace, secret)
     status = bmc.get("status") or {}
+    # never reconciled to the end: its children most likely do not exist yet, so each is created
+    # before it is read (kube.apply's likely_new)
+    new = "observedGeneration" not in status
+    secret, secret_obj = await ensure_credentials(state, info, bmc, likely_new=new)
+    creds = await check_credentials(state, bmc, info.namespace, secret, secret_obj)
     was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
     targets: tuple[int, int] | None = None
     account: str | None = None
@@ -82,20 +86,22 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         if was_shared:  # switched from shared mode: the shared kbmc lets go of it
             await state.roster(info.namespace).put(info.name, None)
         await kube.apply(state.api, ch.service_account(info))
-    await kube.apply(state.api, ch.bmc_role(info, secret if state.shared else None))
-    await kube.apply(state.api, ch.bmc_role_binding(info, account))
-    await kube.apply(state.api, ch.vm_role(info))
-    await kube.apply(state.api, ch.vm_role_binding(info, account))
-    await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
-    await kube.apply(state.api, ch.network_policy(info, targets))
+    await kube.apply(state.api, ch.bmc_role(info, secret if state.shared else None), likely_new=new)
+    await kube.apply(state.api, ch.bmc_role_binding(info, account), likely_new=new)
+    await kube.apply(state.api, ch.vm_role(info), likely_new=new)
+    await kube.apply(state.api, ch.vm_role_binding(info, account), likely_new=new)
+    if rights_may_be_elsewhere(bmc, info):
+        await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
+    await kube.apply(state.api, ch.network_policy(info, targets), likely_new=new)
     if not state.shared:
         await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
     # in shared mode, a BMC's own kbmc left from dedicated mode is removed by vmbmc.controller.leftovers
-    svc = await kube.apply(state.api, ch.service(info, targets))
+    svc = await kube.apply(state.api, ch.service(info, targets), likely_new=new)
 
     ip = str((svc.get("spec") or {}).get("clusterIP") or "")
-    await kube.patch_status(
-        state.api,
+    # the controller's fields and Ready in one write (one watch event, not two)
+    await update_ready(
+        state,
         info.namespace,
         info.name,
         {**base, "credentialsSecret": secret, "serviceIP": ip, "endpoints": endpoints(info, ip, targets)},
@@ -103,16 +109,18 @@ async def reconcile(state: State, bmc: dict[str, Any]) -> None:
         # `serving` is the shared kbmc's; with none serving this BMC, none is left to clear it
         remove=() if state.shared else ("serving",),
     )
-    await update_ready(state, info.namespace, info.name)
     if creds.missing:  # nothing watches Secrets: look again until it is there
         raise kopf.TemporaryError(creds.condition["message"], delay=10)
 
 
 async def check_credentials(
-    state: State, bmc: dict[str, Any], namespace: str, secret: str
+    state: State, bmc: dict[str, Any], namespace: str, secret: str, current: dict[str, Any] | None = None
 ) -> CredentialsCheck:
-    """The `Credentials` condition of the Secret the kbmc mounts, and its Warning Event if any."""
-    check = check_secret(namespace, secret, await kube.get(state.api, "Secret", namespace, secret))
+    """The `Credentials` condition of the Secret the kbmc mounts (`current`: as just written, else read),
+    and its Warning Event if any."""
+    if current is None:
+        current = await kube.get(state.api, "Secret", namespace, secret)
+    check = check_secret(namespace, secret, current)
     if check.warning is not None:
         key, reason, message = check.warning
         generation = (bmc.get("metadata") or {}).get("generation")
@@ -187,10 +195,20 @@ def readiness(
     return True, kube.condition("Ready", True, "KbmcReady", "the kbmc pod is ready")
 
 
-async def update_ready(state: State, namespace: str, name: str) -> None:
+async def update_ready(
+    state: State,
+    namespace: str,
+    name: str,
+    fields: Mapping[str, Any] | None = None,
+    conditions: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    *,
+    remove: tuple[str, ...] = (),
+) -> None:
     """The one writer of `ready` and the Ready condition (see `readiness`), decided from the very BMC
-    version it patches. Serialised per BMC, with the Deployment read inside the lock: the last writer has
-    read the newest Deployment, so a slow reconcile cannot overwrite a newer answer with an older one."""
+    version it patches, with the reconcile's own status `fields`, `conditions` and removals (`remove`)
+    written in the same patch when given (and counted as written). Serialised per BMC, with the
+    Deployment read inside the lock: the last writer has read the newest Deployment, so a slow reconcile
+    cannot overwrite a newer answer with an older one."""
     lock = state.ready_locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         workload = shared.NAME if state.shared else n.kbmc_name(name)
@@ -199,10 +217,51 @@ async def update_ready(state: State, namespace: str, name: str) -> None:
         stuck = None if pod_ready or deployment is None else await pod_problem(state, deployment)
 
         def compute(bmc: dict[str, Any]) -> kube.StatusFields:
-            ok, cond = readiness(state, bmc, pod_ready, stuck, shared=state.shared)
+            view = _with_status(bmc, fields or {}, conditions, remove)
+            ok, cond = readiness(state, view, pod_ready, stuck, shared=state.shared)
+            return {**(fields or {}), "ready": ok}, [*conditions, cond]
+
+        await kube.update_status(state.api, namespace, name, compute, remove=remove)
+
+
+def _with_status(
+    bmc: dict[str, Any], fields: Mapping[str, Any], conditions: list[dict[str, Any]], remove: tuple[str, ...]
+) -> dict[str, Any]:
+    """The BMC as it will read once `fields` and `conditions` are written and `remove` is gone (what
+    `readiness` looks at: a map field's null values are removed keys)."""
+    if not fields and not conditions and not remove:
+        return bmc
+    status = {k: v for k, v in (bmc.get("status") or {}).items() if k not in remove}
+    for key, value in fields.items():
+        status[key] = (
+            {k: v for k, v in value.items() if v is not None} if isinstance(value, Mapping) else value
+        )
+    by_type = {str(c.get("type")): c for c in status.get("conditions") or []}
+    by_type.update({str(c["type"]): c for c in conditions})
+    status["conditions"] = list(by_type.values())
+    return {**bmc, "status": status}
+
+
+def ready_outdated(state: State, bmc: dict[str, Any], pod_ready: bool | None) -> bool:
+    """Whether `update_ready` would change this BMC version, its kbmc pod being ready as `pod_ready` says
+    (None: not known, either way may be). False too while the pod's readiness does not matter (refused,
+    or not reconciled to the end: its reconcile decides then). Lets the watch handlers skip the reads of
+    `update_ready` for a BMC whose `ready` already says what they know: the recorder's and the kbmc's
+    status writes come by often."""
+
+    def fields(ready: bool) -> Callable[[dict[str, Any]], kube.StatusFields]:
+        def compute(b: dict[str, Any]) -> kube.StatusFields:
+            ok, cond = readiness(state, b, ready, shared=state.shared)
             return {"ready": ok}, [cond]
 
-        await kube.update_status(state.api, namespace, name, compute)
+        return compute
+
+    if fields(True)(bmc) == fields(False)(bmc):
+        return False
+    return any(
+        kube.status_patch(bmc, fields(r)) is not None
+        for r in ((True, False) if pod_ready is None else (pod_ready,))
+    )
 
 
 async def pod_problem(state: State, deployment: dict[str, Any]) -> str | None:
@@ -221,16 +280,20 @@ async def pod_problem(state: State, deployment: dict[str, Any]) -> str | None:
     return None
 
 
-async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]) -> str:
+async def ensure_credentials(
+    state: State, info: ch.BmcInfo, bmc: dict[str, Any], *, likely_new: bool = False
+) -> tuple[str, dict[str, Any] | None]:
     """The name of the Secret the kbmc mounts: the user's (authSecretRef), a copy of the seed's inline
     credentials, or a generated one (kept once made: a new password on every reconcile would lock out
-    every client)."""
+    every client); and the Secret as written when this wrote it (None: the user's, not read here)."""
     spec = bmc.get("spec") or {}
     ref = spec.get("authSecretRef") or {}
     if ref.get("name"):
-        return str(ref["name"])
+        return str(ref["name"]), None
     if spec.get("username") and spec.get("password"):
-        await kube.apply(state.api, ch.credentials_secret(info, str(spec["username"]), str(spec["password"])))
+        written = await kube.apply(
+            state.api, ch.credentials_secret(info, str(spec["username"]), str(spec["password"]))
+        )
         await _event(
             state,
             bmc,
@@ -240,18 +303,34 @@ async def ensure_credentials(state: State, info: ch.BmcInfo, bmc: dict[str, Any]
             "spec.username/spec.password are stored in the BMC itself; they were copied into Secret "
             f"{n.credentials_name(info.name)}. Use spec.authSecretRef to keep credentials out of the BMC.",
         )
-        return n.credentials_name(info.name)
+        return n.credentials_name(info.name), written
     secret = await kube.apply(
-        state.api, ch.credentials_secret(info, "admin", ch.generate_password()), create_only=True
+        state.api,
+        ch.credentials_secret(info, "admin", ch.generate_password()),
+        create_only=True,
+        likely_new=likely_new,
     )
     data = secret.get("data") or {}
     if not data.get("username") or not data.get("password"):  # emptied by hand: make it usable again
-        await kube.apply(state.api, ch.credentials_secret(info, "admin", ch.generate_password()))
-    return n.credentials_name(info.name)
+        secret = await kube.apply(state.api, ch.credentials_secret(info, "admin", ch.generate_password()))
+    return n.credentials_name(info.name), secret
 
 
 def vm_namespace_selector(namespace: str, name: str) -> str:
     return f"{n.LABEL_BMC}={n.label_value(name)},{n.LABEL_BMC_NAMESPACE}={n.label_value(namespace)}"
+
+
+def rights_may_be_elsewhere(bmc: dict[str, Any], info: ch.BmcInfo) -> bool:
+    """Whether an earlier version of this BMC may have left a VM-namespace Role/RoleBinding outside
+    `info.vm_namespace`. Finding them takes two cluster-wide lists, which a burst of 1,000 new BMCs
+    would pay 1,000 times for nothing. `status.virtualMachine` is the VM the last completed reconcile
+    granted rights for; a BMC that never completed one and was never changed (generation 1) has had
+    no other VM."""
+    status = bmc.get("status") or {}
+    granted = status.get("virtualMachine")
+    if not granted:
+        return int((bmc.get("metadata") or {}).get("generation") or 1) > 1
+    return str(granted).partition("/")[0] != info.vm_namespace
 
 
 async def remove_workload(

@@ -24,6 +24,10 @@ class State:
     ready_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # the one writer of each BMC namespace's roster ConfigMap (and, in shared mode, of its shared kbmc)
     rosters: dict[str, Roster] = field(default_factory=dict)
+    # auto-created BMCs not yet seen by the watch: VM (namespace, name) → (BMC name, monotonic time)
+    created_bmcs: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    # shared mode: each namespace's shared kbmc pod readiness, as its Deployment's last event said
+    shared_pod_ready: dict[str, bool] = field(default_factory=dict)
 
     def roster(self, namespace: str) -> Roster:
         if namespace not in self.rosters:

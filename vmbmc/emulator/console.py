@@ -128,7 +128,7 @@ class Consoles:
         await websocket.accept(subprotocol=SUBPROTOCOL)
         self.open[uid] = websocket
         log.info("console connected", extra={"namespace": namespace, "vmi": name, "vmi_uid": uid})
-        watcher = self.emulator.store.subscribe(VMI_RT)
+        watcher = self.emulator.store.subscribe(VMI_RT, namespace=namespace, name=name)
         try:
             greeting = guest.connected()
             if greeting:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -20,8 +19,8 @@ from vmbmc.emulator.access import AccessMiddleware
 from vmbmc.emulator.emulator import Emulator
 from vmbmc.emulator.errors import ApiError, bad_request
 from vmbmc.emulator.registry import ResourceType
-from vmbmc.emulator.selectors import field_matcher, label_matcher
-from vmbmc.emulator.store import decode_body
+from vmbmc.emulator.selectors import field_matcher, label_matcher, name_from_field_selector
+from vmbmc.emulator.store import WatchEvent, decode_body
 from vmbmc.emulator.table import to_table
 
 log = logging.getLogger("vmbmc.emulator.server")
@@ -175,7 +174,7 @@ class Api:
                 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
             )
         if method == "GET":
-            obj = self.emu.store.get(rt, ns, name)
+            obj = self.emu.store.get(rt, ns, name, copy=False)  # serialised at once: no copy
             if self._wants_table(request):
                 return _json(self._table(request, rt, [obj], obj["metadata"]["resourceVersion"]))
             return _json(obj)
@@ -282,7 +281,11 @@ class Api:
 
     def _list(self, request: Request, rt: ResourceType, ns: str | None) -> Response:
         items, rv = self.emu.store.list(
-            rt, ns, label_selector=_q(request, "labelSelector"), field_selector=_q(request, "fieldSelector")
+            rt,
+            ns,
+            label_selector=_q(request, "labelSelector"),
+            field_selector=_q(request, "fieldSelector"),
+            copy=False,  # serialised at once
         )
         if self._wants_table(request):
             return _json(self._table(request, rt, items, rv))
@@ -297,25 +300,26 @@ class Api:
 
     def _watch(self, request: Request, rt: ResourceType, ns: str | None) -> Response:
         store = self.emu.store
-        by_label = label_matcher(_q(request, "labelSelector"))
-        by_field = field_matcher(_q(request, "fieldSelector"))
+        label_q, field_q = _q(request, "labelSelector"), _q(request, "fieldSelector")
+        by_label = label_matcher(label_q)
+        by_field = field_matcher(field_q)
         rv_q = _q(request, "resourceVersion")
         try:
             timeout = float(_q(request, "timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         except ValueError:
             raise bad_request("invalid timeoutSeconds") from None
         bookmarks = _bool_q(request, "allowWatchBookmarks")
-        sub = store.subscribe(rt)
+        # namespace, name and labels are checked by the store before queueing (a watch wakes only for its
+        # own objects); other fields need the object as served, so they are checked here
+        labels = by_label if label_q and label_q.strip() else None
+        sub = store.subscribe(rt, namespace=ns, name=name_from_field_selector(field_q), labels=labels)
         initial: list[tuple[str, dict]] = []
         error: dict | None = None
         send_initial = _bool_q(request, "sendInitialEvents")
+        resumed: list[WatchEvent] = []
         if rv_q in (None, "", "0") or send_initial:
-            items, _ = store.list(
-                rt,
-                ns,
-                label_selector=_q(request, "labelSelector"),
-                field_selector=_q(request, "fieldSelector"),
-            )
+            # copies: the stream sends them later
+            items, _ = store.list(rt, ns, label_selector=label_q, field_selector=field_q)
             initial = [("ADDED", o) for o in items]
             last = store.resource_version
         else:
@@ -325,17 +329,30 @@ class Api:
                 sub.close()
                 raise bad_request(f"invalid resourceVersion: {rv_q!r}") from None
             try:
-                for ev in store.events_since(rt, last):
-                    initial.append((ev.type, store._from_storage(rt, ev.object)))
-                    last = ev.rv
+                resumed = store.events_since(rt, last, sub)
             except ApiError as exc:
                 error = exc.status()
-                initial = []
+            if resumed:
+                last = resumed[-1].rv
 
         def wanted(obj: dict) -> bool:
             if ns is not None and rt.namespaced and obj["metadata"].get("namespace") != ns:
                 return False
             return by_label(obj) and by_field(obj)
+
+        def lines(events: list[WatchEvent]) -> list[bytes]:
+            """The events this watch sends, as lines; each event's line is made once for every watch
+            (events are never changed: a stored object is replaced, not changed in place)."""
+            out = []
+            for ev in events:
+                obj = store.view(rt, ev.object)
+                if not wanted(obj):
+                    continue
+                line = ev.lines.get(rt.api_version)
+                if line is None:
+                    line = ev.lines[rt.api_version] = _line(ev.type, obj)
+                out.append(line)
+            return out
 
         async def stream() -> AsyncIterator[bytes]:
             deadline = time.monotonic() + timeout
@@ -343,29 +360,32 @@ class Api:
                 if error is not None:
                     yield _line("ERROR", error)
                     return
-                for type_, obj in initial:
-                    if wanted(obj):
-                        yield _line(type_, obj)
+                first = [_line(type_, obj) for type_, obj in initial if wanted(obj)] + lines(resumed)
                 if send_initial:
                     # WatchList (kubectl >= 1.35): the end of the initial state is a marked BOOKMARK.
-                    yield _line(
-                        "BOOKMARK",
-                        {
-                            "kind": rt.kind,
-                            "apiVersion": rt.api_version,
-                            "metadata": {
-                                "resourceVersion": str(last),
-                                "annotations": {"k8s.io/initial-events-end": "true"},
+                    first.append(
+                        _line(
+                            "BOOKMARK",
+                            {
+                                "kind": rt.kind,
+                                "apiVersion": rt.api_version,
+                                "metadata": {
+                                    "resourceVersion": str(last),
+                                    "annotations": {"k8s.io/initial-events-end": "true"},
+                                },
                             },
-                        },
+                        )
                     )
+                if first:
+                    yield b"".join(first)
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return
-                    try:
-                        ev = await asyncio.wait_for(sub.__anext__(), timeout=min(remaining, 5.0))
-                    except TimeoutError:
+                    events = await sub.take(min(remaining, 5.0))
+                    if events is None:  # closed
+                        return
+                    if not events:
                         if bookmarks:
                             yield _line(
                                 "BOOKMARK",
@@ -376,13 +396,10 @@ class Api:
                                 },
                             )
                         continue
-                    except StopAsyncIteration:
-                        return
-                    if ev.rv <= last:
-                        continue
-                    obj = store._from_storage(rt, ev.object)
-                    if wanted(obj):
-                        yield _line(ev.type, obj)
+                    # everything queued goes out in one write: a burst costs one send, not one per event
+                    out = lines([ev for ev in events if ev.rv > last])
+                    if out:
+                        yield b"".join(out)
             finally:
                 sub.close()
 

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpatch
@@ -23,7 +23,7 @@ from vmbmc.emulator import schema as crd_schema
 from vmbmc.emulator.builtin import SHARED_STORAGE
 from vmbmc.emulator.errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from vmbmc.emulator.registry import Registry, ResourceType
-from vmbmc.emulator.selectors import field_matcher, label_matcher, name_from_field_selector
+from vmbmc.emulator.selectors import Matcher, field_matcher, label_matcher, name_from_field_selector
 from vmbmc.emulator.strategic import StrategicMergeError, strategic_merge
 
 HISTORY = 20_000  # watch events kept for resume; older resourceVersions answer 410 Gone
@@ -44,31 +44,109 @@ class WatchEvent:
     rt: ResourceType
     object: dict
     rv: int
+    # the event as a watch line, per apiVersion it is served as: made once for every watch that sends it
+    lines: dict[str, bytes] = field(default_factory=dict)
 
 
 class Subscription:
-    """All changes (or those of one resource type) as an async iterator; never blocks the store."""
+    """All changes (or those of one resource type) as an async iterator; never blocks the store.
 
-    def __init__(self, store: Store, rt: ResourceType | None) -> None:
+    A subscription may be limited to one namespace, one name and a label predicate: the store then puts
+    into it only the events it accepts (the check runs once per event, when the event is emitted, on
+    the stored object), as kube-apiserver's watch of one name looks at that key alone. So a thousand
+    name-limited watches of one resource cost one index look-up per change, not a thousand wake-ups."""
+
+    def __init__(
+        self,
+        store: Store,
+        rt: ResourceType | None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        labels: Matcher | None = None,
+    ) -> None:
         self._store = store
         self.key = None if rt is None else store.storage_key(rt)
-        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+        # a cluster-scoped type has no namespace to filter on (kube-apiserver ignores the URL's)
+        self.namespace = namespace if rt is not None and rt.namespaced else None
+        self.name = name if rt is not None else None
+        self._labels = labels if rt is not None else None
+        self._items: deque[WatchEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+
+    @property
+    def index_key(self) -> tuple[tuple[str, str] | None, str | None, str | None]:
+        return (self.key, self.namespace, self.name)
+
+    def accepts(self, ev: WatchEvent) -> bool:
+        """Whether `ev` (the stored object) is one this subscription delivers."""
+        meta = ev.object["metadata"]
+        if self.name is not None and meta.get("name") != self.name:
+            return False
+        if self.namespace is not None and (meta.get("namespace") or "") != self.namespace:
+            return False
+        return self._labels is None or self._labels(ev.object)
+
+    def pending(self) -> int:
+        """Events queued and not yet taken."""
+        return len(self._items)
+
+    def put(self, ev: WatchEvent) -> None:
+        if self.closed:
+            return
+        self._items.append(ev)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until an event is queued, the subscription is closed or `timeout` seconds have passed (None:
+        no limit). One future per wait, no task; a subscription has one consumer."""
+        if self._items or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def take(self, timeout: float | None = None) -> list[WatchEvent] | None:
+        """Every event queued, waiting up to `timeout` seconds for one; [] when the time ran out, None
+        once closed and drained."""
+        await self._wait(timeout)
+        if not self._items:
+            return None if self.closed else []
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> WatchEvent:
-        item = await self.queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        return item
+        while not self._items:
+            if self.closed:
+                raise StopAsyncIteration
+            await self._wait(None)
+        return self._items.popleft()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._store._subs.discard(self)
-            self.queue.put_nowait(None)
+            self._store._unsubscribe(self)
+            self._wake()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -120,7 +198,9 @@ class Store:
         self._uids: dict[str, tuple[tuple[str, str], str, str]] = {}
         self._rv = 0
         self._history: deque[WatchEvent] = deque(maxlen=HISTORY)
-        self._subs: set[Subscription] = set()
+        # subscriptions by (storage key, namespace, name), None meaning any: an event looks up only the
+        # subscriptions that could want it
+        self._subs: dict[tuple[tuple[str, str] | None, str | None, str | None], set[Subscription]] = {}
         self.gc_dirty = False
         # hooks run after a create/delete of a CustomResourceDefinition (registration lives in crds.py)
         self.on_crd: Callable[[str, dict], None] | None = None
@@ -154,25 +234,61 @@ class Store:
     def _emit(self, type_: str, rt: ResourceType, obj: dict) -> None:
         ev = WatchEvent(type_, rt, obj, int(obj["metadata"]["resourceVersion"]))
         self._history.append(ev)
+        if not self._subs:
+            return
         key = self.storage_key(rt)
-        for sub in list(self._subs):
-            if sub.key is None or sub.key == key:
-                sub.queue.put_nowait(ev)
+        ns, name = obj["metadata"].get("namespace") or "", obj["metadata"].get("name")
+        for index_key in (
+            (None, None, None),
+            (key, None, None),
+            (key, ns, None),
+            (key, None, name),
+            (key, ns, name),
+        ):
+            for sub in self._subs.get(index_key, ()):
+                if sub.accepts(ev):
+                    sub.put(ev)
 
-    def subscribe(self, rt: ResourceType | None = None) -> Subscription:
-        sub = Subscription(self, rt)
-        self._subs.add(sub)
+    def subscribe(
+        self,
+        rt: ResourceType | None = None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        labels: Matcher | None = None,
+    ) -> Subscription:
+        """Changes of `rt` (None: of every type), limited to `namespace`, `name` and objects whose
+        labels `labels` accepts when given."""
+        sub = Subscription(self, rt, namespace=namespace, name=name, labels=labels)
+        self._subs.setdefault(sub.index_key, set()).add(sub)
         return sub
 
-    def events_since(self, rt: ResourceType, rv: int) -> list[WatchEvent]:
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.index_key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.index_key]
+
+    def events_since(self, rt: ResourceType, rv: int, sub: Subscription | None = None) -> list[WatchEvent]:
+        """The kept events of `rt` after `rv` (those `sub` accepts, when given), oldest first; 410 Gone
+        when `rv` is older than the history."""
         if rv < self.oldest_rv():
             raise ApiError(410, "Expired", f"too old resource version: {rv} ({self.oldest_rv()})")
         key = self.storage_key(rt)
-        return [e for e in self._history if e.rv > rv and self.storage_key(e.rt) == key]
+        found = []
+        for e in reversed(self._history):  # newest first: a recent rv reads only what came after it
+            if e.rv <= rv:
+                break
+            if self.storage_key(e.rt) == key and (sub is None or sub.accepts(e)):
+                found.append(e)
+        found.reverse()
+        return found
 
     def close_subscriptions(self) -> None:
-        for sub in list(self._subs):
-            sub.close()
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.close()
 
     # --- conversion between the two Event APIs -----------------------------------------------
     def _to_storage(self, rt: ResourceType, obj: dict) -> dict:
@@ -191,13 +307,26 @@ class Store:
         out["apiVersion"] = rt.api_version
         return out
 
-    # --- reads --------------------------------------------------------------------------------
-    def try_get(self, rt: ResourceType, namespace: str | None, name: str) -> dict | None:
-        obj = self._bucket(rt).get((self._ns(rt, namespace), name))
-        return None if obj is None else self._from_storage(rt, obj)
+    def view(self, rt: ResourceType, obj: dict) -> dict:
+        """A stored object as served under `rt`, for reading only (an answer about to be serialised): the
+        stored dict itself unless a conversion is needed. Stored objects are replaced, never changed in
+        place, so it stays as it is; whoever changes it must copy it (`_from_storage`)."""
+        if rt.key == ("events.k8s.io", "events"):
+            return self._from_storage(rt, obj)
+        return obj if obj.get("apiVersion") == rt.api_version else {**obj, "apiVersion": rt.api_version}
 
-    def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict:
-        obj = self.try_get(rt, namespace, name)
+    # --- reads --------------------------------------------------------------------------------
+    def try_get(
+        self, rt: ResourceType, namespace: str | None, name: str, *, copy: bool = True
+    ) -> dict | None:
+        """The object, a copy of it (`copy`), else a read-only `view`."""
+        obj = self._bucket(rt).get((self._ns(rt, namespace), name))
+        if obj is None:
+            return None
+        return self._from_storage(rt, obj) if copy else self.view(rt, obj)
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str, *, copy: bool = True) -> dict:
+        obj = self.try_get(rt, namespace, name, copy=copy)
         if obj is None:
             raise not_found(rt, name)
         return obj
@@ -215,7 +344,9 @@ class Store:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        copy: bool = True,
     ) -> tuple[list[dict], str]:
+        """The objects selected, as copies (`copy`), else as read-only `view`s; and the resourceVersion."""
         by_label, by_field = label_matcher(label_selector), field_matcher(field_selector)
         name = name_from_field_selector(field_selector)
         bucket = self._bucket(rt)
@@ -233,7 +364,7 @@ class Store:
             # (the controller's label-selected lists were O(n) deep copies each).
             if not by_label(obj):
                 continue
-            view = self._from_storage(rt, obj)
+            view = self._from_storage(rt, obj) if copy else self.view(rt, obj)
             if by_field(view):
                 items.append(view)
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from typing import Any
 
 from vmbmc.kubevirt.client import ApiClient, ApiError
 from vmbmc.kubevirt.informer import Informer
@@ -86,7 +87,15 @@ class KubeVirtHub:
     # --- machines ------------------------------------------------------------------------------
     def shared_roster(self, namespace: str) -> SharedRoster:
         """The roster, credentials and `status.serving` of a shared kbmc's namespace (shared mode)."""
-        return SharedRoster(self.api, namespace)
+        return SharedRoster(self.api, namespace, lambda name: self.cached_bmc(namespace, name))
+
+    def cached_bmc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The VirtualMachineBMC as this hub's watch of it last saw it (None: not watched here)."""
+        for selector in (f"metadata.name={name}", None):
+            inf = self._informers.get((bmc_path(namespace), selector))
+            if inf is not None and inf.get(name) is not None:
+                return inf.get(name)
+        return None
 
     async def machine_for_bmc(self, namespace: str, name: str, *, restricted: bool = False) -> Machine:
         """A Machine for the VirtualMachineBMC `namespace/name` (its VM from `spec.virtualMachineRef`

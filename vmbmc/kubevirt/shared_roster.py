@@ -20,9 +20,13 @@ log = logging.getLogger("vmbmc.kbmc.shared")
 
 
 class SharedRoster:
-    def __init__(self, api: ApiClient, namespace: str) -> None:
+    def __init__(
+        self, api: ApiClient, namespace: str, cached: Callable[[str], dict[str, Any] | None] | None = None
+    ) -> None:
         self.api = api
         self.namespace = namespace
+        # a served BMC as the hub's watch of it last saw it: `status.serving` is computed on it first
+        self._cached = cached or (lambda _name: None)
         # by name: the only list/watch a `resourceNames` rule allows
         path = configmap_path(namespace, None)
         self._informer = Informer(api, path, field_selector=f"metadata.name={NAME}")
@@ -63,6 +67,12 @@ class SharedRoster:
             return {"status": {"serving": when}}
 
         try:
-            await guarded_patch(self.api, bmc_path(self.namespace, name), make_patch, subresource="status")
+            # the watch's copy, when it asks for the write, saves a read; a stale one costs a 409 and the read
+            current = self._cached(name)
+            if current is not None and make_patch(current) is None:
+                current = None  # nothing to write by the copy: let the stored BMC decide
+            await guarded_patch(
+                self.api, bmc_path(self.namespace, name), make_patch, subresource="status", current=current
+            )
         except ApiError as err:
             log.warning("could not write status.serving", extra={"bmc": name, "error": str(err)})

@@ -287,3 +287,33 @@ def test_redfish_insecure_http(api: Api, controller: Any) -> None:
     )
     svc = api.get("service", "rf", "rf-bmc-kbmc")
     assert [p["port"] for p in svc["spec"]["ports"]] == [623]
+
+
+def test_bmc_pointed_at_another_namespace_moves_its_rights(api: Api, controller: Any) -> None:
+    """A BMC's VM-namespace Role and RoleBinding follow its VM: re-pointed to a VM in another namespace,
+    they are made there and removed where they were (only then does a reconcile look cluster-wide)."""
+    api.vm("move-a", "vm")
+    api.vm("move-b", "vm")
+    name = "mover"
+    api.create(_user_bmc(SYSTEM, name, {"virtualMachineRef": {"namespace": "move-a", "name": "vm"}}))
+    until(lambda: bmc_ready(api, SYSTEM, name), 20, "the BMC ready for move-a/vm")
+    for kind in ("role", "rolebinding"):
+        assert api.get(kind, "move-a", f"vmbmc-{name}-vm") is not None
+    api.merge("vmbmc", SYSTEM, name, {"spec": {"virtualMachineRef": {"namespace": "move-b", "name": "vm"}}})
+
+    def moved() -> Any:
+        bmc = bmc_ready(api, SYSTEM, name)
+        return bmc if bmc and bmc["status"].get("virtualMachine") == "move-b/vm" else None
+
+    until(moved, 20, "the BMC ready for move-b/vm")
+    for kind in ("role", "rolebinding"):
+        assert api.get(kind, "move-b", f"vmbmc-{name}-vm") is not None
+        gone = f"the {kind} in move-a to go"
+        until(lambda k=kind: api.get(k, "move-a", f"vmbmc-{name}-vm") is None, 15, gone)
+    # a reconcile that does not move it leaves its rights where they are
+    api.merge("vmbmc", SYSTEM, name, {"metadata": {"labels": {"touched": "yes"}}})
+    api.merge("vmbmc", SYSTEM, name, {"spec": {"redfish": {"enabled": True}}})
+    until(lambda: (bmc_ready(api, SYSTEM, name) or {}).get("status", {}).get("endpoints", {}).get("redfish"),
+          20, "the Redfish endpoint")  # fmt: skip
+    for kind in ("role", "rolebinding"):
+        assert api.get(kind, "move-b", f"vmbmc-{name}-vm") is not None

@@ -1,0 +1,57 @@
+"""Auto-create remembers the BMC it has just created for a VM until the controller's watch delivers it:
+further events of that VM meanwhile create nothing (each create would be a 409 and a read, 2,000 wasted
+requests for 1,000 VMs created at once); once delivered, the BMC is forgotten, so one deleted later is
+made again. Against the emulator, whose injected fault fails any create that should not happen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vmbmc.controller import autocreate
+from vmbmc.controller import naming as n
+from vmbmc.controller.metrics import Metrics
+from vmbmc.controller.options import ControllerOptions
+from vmbmc.controller.recorder import PowerRecorder
+from vmbmc.controller.state import State
+from vmbmc.demo.samples import sample_vm
+from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.kubevirt.client import ApiClient
+
+ROOT = Path(__file__).resolve().parents[3]
+BMCS = f"/apis/{n.GROUP}/{n.VERSION}/namespaces/{n.SYSTEM_NAMESPACE}/{n.PLURAL}"
+
+
+async def test_a_bmc_just_created_is_not_created_again_until_the_watch_has_it(tmp_path: Path) -> None:
+    with EmulatorThread(
+        kubeconfig=tmp_path / "kubeconfig", crds=[ROOT / "crds" / "virtualmachinebmc.yaml"], rbac=False
+    ) as emu:
+        store, reg = emu.emulator.store, emu.emulator.registry
+        for ns in (n.SYSTEM_NAMESPACE, "vms"):
+            emu.call(store.create, reg.get("", "v1", "namespaces"), {"metadata": {"name": ns}})
+        vm = sample_vm(1, "vms")
+        vm_name = vm["metadata"]["name"]
+        api = await ApiClient.connect(str(emu.kubeconfig))
+        options = ControllerOptions(kubeconfig=str(emu.kubeconfig))
+        state = State(api=api, options=options, metrics=Metrics(), recorder=PowerRecorder(api, "test"))
+        try:
+
+            async def sync() -> None:  # as a VM event does while the index has no BMC for the VM
+                await autocreate.sync_vm(state, "vms", vm_name, vm, None, [], lambda _name: None)
+
+            await sync()
+            bmcs = (await api.request("GET", BMCS))["items"]
+            assert [n.vm_ref(b) for b in bmcs] == [("vms", vm_name)]
+            # any further create fails: a second sync must not try one
+            emu.emulator.faults.add("POST", rf"/{n.PLURAL}$", status=500, message="created twice")
+            await sync()
+            await sync()
+            emu.emulator.faults.clear()
+            assert len((await api.request("GET", BMCS))["items"]) == 1
+
+            # the watch delivers it: forgotten; deleted by hand, it is made again on the VM's next event
+            autocreate.seen(state, bmcs[0])
+            await api.request("DELETE", f"{BMCS}/{bmcs[0]['metadata']['name']}")
+            await sync()
+            assert [n.vm_ref(b) for b in (await api.request("GET", BMCS))["items"]] == [("vms", vm_name)]
+        finally:
+            await api.close()
