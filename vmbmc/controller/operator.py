@@ -70,7 +70,9 @@ class Controller:
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):  # while waiting for leadership, too
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        api = await ApiClient.connect(opts.kubeconfig)
+        # a reconcile's call waits for a free request slot without timing out there (a burst queues
+        # hundreds of them); the lease and the power recorder have lanes of their own
+        api = await ApiClient.connect(opts.kubeconfig, wait_in_timeout=False)
         try:  # one image for every pod: the kbmc pods get the controller's own
             opts = dataclasses.replace(opts, kbmc_image=await kbmc_image(api, opts.kbmc_image))
         except BaseException:
@@ -84,10 +86,12 @@ class Controller:
         # waiting for the controller's client, and a power transition must not wait behind them. A new
         # BMC's first observation is part of the burst: it waits with the reconciles (`bulk`).
         recorder = PowerRecorder(api.lane(), opts.identity, bulk=api)
+        # the lease is renewed on time however many reconcile calls wait for `api`
+        lease_api = api.lane()
         try:
             if opts.leader_elect:
                 elector = LeaderElector(
-                    api,
+                    lease_api,
                     opts.namespace,
                     opts.identity,
                     lease_seconds=opts.lease_seconds,
@@ -154,6 +158,7 @@ class Controller:
                     await close()
             await self.health.stop()
             await recorder.api.close()
+            await lease_api.close()
             await api.close()
 
 

@@ -52,21 +52,28 @@ async def load_configuration(kubeconfig: str | None = None, context: str | None 
 
 
 class ApiClient:
-    def __init__(self, cfg: ClusterConfig) -> None:
+    def __init__(self, cfg: ClusterConfig, *, wait_in_timeout: bool = True) -> None:
+        """`wait_in_timeout`: a call's timeout counts its wait for a free request slot too (the kbmc:
+        nothing may be sent after a power call's bound); a call that runs out waiting was never sent.
+        The controller's reconciles set it False: in a burst hundreds of them wait their turn, and
+        timing out there would only send them to the back of the queue again."""
         self.cfg = cfg
+        self.wait_in_timeout = wait_in_timeout
         self.host = cfg.server
         self._http = HttpClient(cfg.server, cfg.ssl_context(), cfg.tls_server_name)
         self._exec_cert: str | None = None  # the exec plugin's client certificate the TLS settings hold
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> ApiClient:
-        return cls(await load_configuration(kubeconfig, context))
+    async def connect(
+        cls, kubeconfig: str | None = None, context: str | None = None, *, wait_in_timeout: bool = True
+    ) -> ApiClient:
+        return cls(await load_configuration(kubeconfig, context), wait_in_timeout=wait_in_timeout)
 
     def lane(self) -> ApiClient:
         """A client of the same cluster and credentials with connections and an in-flight limit of its
         own. Calls wait for a free slot in the order they were made (vmbmc.kubevirt.http), so work that
         must not queue behind a burst of other calls gets a lane of its own. Close it separately."""
-        return ApiClient(self.cfg)
+        return ApiClient(self.cfg, wait_in_timeout=self.wait_in_timeout)
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": JSON}
@@ -134,9 +141,10 @@ class ApiClient:
         for attempt in (1, 2):
             headers = await self._headers(content_type)  # outside the timeout: an exec plugin has its own
             try:
-                async with asyncio.timeout(timeout):
-                    resp = await self._http.request(method, target, headers, data)
-            except (TimeoutError, HttpError) as exc:
+                resp = await self._http.request(
+                    method, target, headers, data, timeout=timeout, wait_in_timeout=self.wait_in_timeout
+                )
+            except HttpError as exc:
                 # NOT_SENT: no connection, so the server never saw the request (a call may be sent again)
                 reason = NOT_SENT if isinstance(exc, ConnectError) else "ConnectionError"
                 raise ApiError(0, reason, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -35,6 +35,10 @@ class ConnectError(HttpError):
     """No connection: the request was never sent."""
 
 
+class QueueTimeout(ConnectError):
+    """The caller's time ran out while its request waited for a free slot: never sent."""
+
+
 class _StaleConnection(HttpError):
     """A pooled connection the server had closed before our request: safe to send again."""
 
@@ -200,11 +204,36 @@ class HttpClient:
             raise
 
     async def request(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        *,
+        timeout: float | None = None,
+        wait_in_timeout: bool = True,
     ) -> Response:
-        """One request; the whole answer. `target`: path and query. Raises HttpError."""
-        async with self._slots:
-            return await self._request(method, target, headers, body)
+        """One request; the whole answer. `target`: path and query. Raises HttpError.
+
+        `timeout` covers the exchange, and the wait for a free slot too when `wait_in_timeout` (a caller
+        whose deadline is absolute: nothing may be sent after it). A timeout in that wait raises
+        QueueTimeout: the request never left this process."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline if wait_in_timeout else None):
+                await self._slots.acquire()
+        except TimeoutError as err:
+            raise QueueTimeout(f"no free request slot within {timeout} s: not sent") from err
+        if deadline is not None and not wait_in_timeout:
+            deadline = loop.time() + timeout  # type: ignore[operator]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._request(method, target, headers, body)
+        except TimeoutError as err:
+            raise HttpError(f"no answer within {timeout} s") from err
+        finally:
+            self._slots.release()
 
     async def _request(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None

@@ -217,3 +217,47 @@ async def test_error_answers_keep_their_status() -> None:
         finally:
             await api.close()
     assert (err.value.code, err.value.reason, err.value.message) == (404, "NotFound", 'vm "x" not found')
+
+
+async def test_a_call_that_times_out_waiting_for_a_slot_was_not_sent() -> None:
+    """Every request slot held by hung calls: a call whose timeout counts its wait (the kbmc's) gives up
+    unsent (NOT_SENT: it may be sent again, it cannot have reached the server); a call whose wait does
+    not count (the controller's reconciles) waits its turn and is answered once a slot frees."""
+    from vmbmc.kubevirt.client import NOT_SENT
+    from vmbmc.kubevirt.http import MAX_REQUESTS
+
+    srv: Scripted
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while line := await srv.read_request(reader):
+            if "/hang" in line:
+                await release.wait()
+            writer.write(answer({"path": line.split()[1]}))
+            await writer.drain()
+
+    async with Scripted(handler) as srv:
+        for wait_counts in (True, False):
+            release.clear()
+            api = ApiClient(ClusterConfig(server=srv.url, token="t"), wait_in_timeout=wait_counts)
+            try:
+                hung = [
+                    asyncio.ensure_future(api.request("GET", "/hang", retry=False, timeout=30))
+                    for _ in range(MAX_REQUESTS)
+                ]
+                await asyncio.sleep(0.5)  # every slot taken (the server holds them)
+                queued = asyncio.ensure_future(api.request("GET", "/queued", retry=False, timeout=0.3))
+                if wait_counts:
+                    with pytest.raises(ApiError) as err:
+                        await queued
+                    assert (err.value.code, err.value.reason) == (0, NOT_SENT)
+                    assert not any("/queued" in r for r in srv.requests), "it never left the client"
+                else:
+                    await asyncio.sleep(1.0)  # longer than its timeout, still waiting, not failed
+                    assert not queued.done()
+                    release.set()
+                    assert await asyncio.wait_for(queued, 10) == {"path": "/queued"}
+                release.set()
+                await asyncio.wait_for(asyncio.gather(*hung), 10)
+            finally:
+                await api.close()
