@@ -112,7 +112,10 @@ async def sync_vm(
                 raise
         other = await kube.get(state.api, n.KIND, state.options.namespace, candidate)
         if other is not None and _annotation(other) == vm_key:
-            return  # ours already (the index had not seen it yet)
+            # ours already: the index had not seen it yet, or our create reached the server and its
+            # answer was lost (the client sent it again); remembered like any create of ours
+            state.created_bmcs[key] = (candidate, time.monotonic())
+            return
     raise ApiError(409, "Conflict", f"no free BMC name for VM {vm_key}")
 
 

@@ -55,3 +55,33 @@ async def test_a_bmc_just_created_is_not_created_again_until_the_watch_has_it(tm
             assert [n.vm_ref(b) for b in (await api.request("GET", BMCS))["items"]] == [("vms", vm_name)]
         finally:
             await api.close()
+
+
+async def test_a_create_answered_409_by_our_own_bmc_is_remembered_too(tmp_path: Path) -> None:
+    """Our create reached the server but its answer was lost (the client sent it again, 409), or another
+    event's create won: the BMC found under the name is ours, and it is remembered like any create."""
+    with EmulatorThread(
+        kubeconfig=tmp_path / "kubeconfig", crds=[ROOT / "crds" / "virtualmachinebmc.yaml"], rbac=False
+    ) as emu:
+        store, reg = emu.emulator.store, emu.emulator.registry
+        for ns in (n.SYSTEM_NAMESPACE, "vms"):
+            emu.call(store.create, reg.get("", "v1", "namespaces"), {"metadata": {"name": ns}})
+        vm = sample_vm(1, "vms")
+        vm_name = vm["metadata"]["name"]
+        api = await ApiClient.connect(str(emu.kubeconfig))
+        options = ControllerOptions(kubeconfig=str(emu.kubeconfig))
+        state = State(api=api, options=options, metrics=Metrics(), recorder=PowerRecorder(api, "test"))
+        try:
+            name = n.plain_bmc_name("vms", vm_name)
+            await api.request("POST", BMCS, body=autocreate.new_bmc(state, name, "vms", vm_name))
+
+            async def sync() -> None:  # the index has not seen the BMC yet
+                await autocreate.sync_vm(state, "vms", vm_name, vm, None, [], lambda _name: None)
+
+            await sync()  # 409, then the BMC read: ours
+            emu.emulator.faults.add("POST", rf"/{n.PLURAL}$", status=500, message="created again")
+            await sync()
+            emu.emulator.faults.clear()
+            assert [b["metadata"]["name"] for b in (await api.request("GET", BMCS))["items"]] == [name]
+        finally:
+            await api.close()
