@@ -14,15 +14,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vmbmc.auth import StaticCredentials
 from vmbmc.kbmc.service import BmcService, ServiceOptions
 from vmbmc.machine.api import Machine
+from vmbmc.machine.shared import MachineSource
 from vmbmc.roster import RosterEntry
-
-if TYPE_CHECKING:  # the back end, as `cli.py` wires it: machines and the roster, nothing else
-    from vmbmc.kubevirt.hub import KubeVirtHub
 
 log = logging.getLogger("vmbmc.kbmc.shared")
 
@@ -50,7 +47,7 @@ class _Served:
 class SharedKbmc:
     def __init__(
         self,
-        hub: KubeVirtHub,
+        hub: MachineSource,
         namespace: str,
         *,
         address: str,
