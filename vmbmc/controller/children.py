@@ -219,6 +219,18 @@ SHARED = "kbmc-shared"  # the shared kbmc pod's component label (vmbmc.controlle
 
 
 
+def kbmc_pod_security() -> dict[str, Any]:
+    """The kbmc pod's securityContext, in both modes (Pod Security `restricted`: non-root, the image's
+    UID, the runtime's default seccomp profile)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def kbmc_container(
     image: str,
     args: list[str],
@@ -299,13 +311,7 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": n.kbmc_name(b.name),
                     "automountServiceAccountToken": True,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "fsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": kbmc_pod_security(),
                     "containers": [container],
                     "volumes": [
                         {

@@ -20,7 +20,7 @@ from typing import Any
 
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
-from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container
+from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container, kbmc_pod_security
 from vmbmc.kubevirt.client import ApiClient, ApiError
 from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.roster import COMPONENT, NAME, RosterEntry, Wanted, configmap_path, parse_roster, plan
@@ -234,13 +234,7 @@ def deployment(namespace: str, image: str) -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": NAME,
                     "automountServiceAccountToken": True,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "fsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": kbmc_pod_security(),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
