@@ -277,28 +277,20 @@ class LanChannel:
             return None
         self.table.touch(s)
         keys = s.keys
-        if pkt.payload_type == wire.PAYLOAD_SOL:
-            ack = self.sol.receive(s, plain) if self.sol is not None else None
-            if ack is None:
-                return None
-            return wire.build_v20(
-                wire.PAYLOAD_SOL,
-                s.peer_id,
-                s.next_out_seq(),
-                keys.encrypt(ack),
-                encrypted=True,
-                sign=keys.auth_code,
-            )
 
-        def seal(response: bytes) -> bytes:
+        def seal(response: bytes, payload_type: int = wire.PAYLOAD_IPMI) -> bytes:
             return wire.build_v20(
-                wire.PAYLOAD_IPMI,
+                payload_type,
                 s.peer_id,
                 s.next_out_seq(),
                 keys.encrypt(response),
                 encrypted=True,
                 sign=keys.auth_code,
             )
+
+        if pkt.payload_type == wire.PAYLOAD_SOL:
+            ack = self.sol.receive(s, plain) if self.sol is not None else None
+            return None if ack is None else seal(ack, wire.PAYLOAD_SOL)
 
         return self._sealed(s, self._in_session(s, Request.parse(plain)), seal)
 
