@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "machine"))
 from machine_cluster import Cluster, crd_files  # noqa: E402
 
 from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
-from vmbmc.kubevirt import KubeVirtHub  # noqa: E402
+from vmbmc.kubevirt.hub import KubeVirtHub  # noqa: E402
 from vmbmc.machine import Machine, PowerAction, PowerState, Protocol, Requester  # noqa: E402
 
 

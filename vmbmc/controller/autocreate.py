@@ -14,7 +14,7 @@ from typing import Any
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
-from vmbmc.kubevirt.client import ApiError
+from vmbmc.k8s.client import ApiError
 
 log = logging.getLogger(__name__)
 

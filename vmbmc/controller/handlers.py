@@ -21,8 +21,8 @@ import kopf
 from vmbmc.controller import autocreate, kube, leftovers, reconcile, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
-from vmbmc.kubevirt.client import ApiError
-from vmbmc.kubevirt.kubeconfig import ClusterConfig
+from vmbmc.k8s.client import ApiError
+from vmbmc.k8s.kubeconfig import ClusterConfig
 
 log = logging.getLogger(__name__)
 BMC = (n.GROUP, n.VERSION, n.PLURAL)
@@ -73,7 +73,7 @@ async def _with_retries(state: State, what: str, fn: Callable[[], Awaitable[None
 
 
 async def connection_info(cfg: ClusterConfig) -> kopf.ConnectionInfo:
-    """kopf's login from the controller's own configuration (vmbmc.kubevirt.kubeconfig)."""
+    """kopf's login from the controller's own configuration (vmbmc.k8s.kubeconfig)."""
     cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
     authorization, cred = await cfg.credentials()
     scheme, _, token = (authorization or "").partition(" ")

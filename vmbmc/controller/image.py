@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from vmbmc.controller import kube
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 
 log = logging.getLogger(__name__)
 CONTAINER = "controller"  # deploy/controller.yaml's container name

@@ -9,10 +9,10 @@ from typing import Any
 from vmbmc.controller import naming as n
 from vmbmc.controller.conditions import condition as condition  # re-exported: reconcile's helper
 from vmbmc.controller.conditions import merge
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
-from vmbmc.kubevirt.events import create_event, event_body, involved
-from vmbmc.kubevirt.status import guarded_patch
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import MERGE_PATCH, ApiClient, ApiError
+from vmbmc.k8s.events import create_event, event_body, involved
+from vmbmc.k8s.status import guarded_patch
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ async def update_status(
     remove: tuple[str, ...] = (),
 ) -> bool:
     """Write the controller's own status fields, `compute(bmc)` → (fields, conditions) from the very BMC
-    version the patch is guarded with (resourceVersion, retried on 409: see vmbmc.kubevirt.status), so a
+    version the patch is guarded with (resourceVersion, retried on 409: see vmbmc.k8s.status), so a
     field that depends on others (`ready`) is decided from what is stored. Only our keys are sent: the
     recorder and the kbmc own the rest. Returns False when the BMC is gone. Skips the write when nothing
     would change."""

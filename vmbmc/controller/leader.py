@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vmbmc.controller import kube
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "vmbmc-controller"

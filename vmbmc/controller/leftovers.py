@@ -25,7 +25,7 @@ from typing import Any
 from vmbmc.controller import kube, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 from vmbmc.roster import parse_roster
 
 log = logging.getLogger(__name__)

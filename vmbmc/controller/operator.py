@@ -25,7 +25,7 @@ from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.recorder import PowerRecorder
 from vmbmc.controller.state import State
 from vmbmc.health import HealthServer
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import Any
 
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.conditions import condition, merge
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
-from vmbmc.kubevirt.events import create_event, event_body, involved
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import MERGE_PATCH, ApiClient, ApiError
+from vmbmc.k8s.events import create_event, event_body, involved
+from vmbmc.k8s.status import guarded_patch
 from vmbmc.kubevirt.records import BMC_GROUP, BMC_KIND, BMC_VERSION, bmc_path, vm_path, vm_ref
-from vmbmc.kubevirt.status import guarded_patch
 
 log = logging.getLogger(__name__)
 

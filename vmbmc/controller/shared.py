@@ -21,8 +21,8 @@ from typing import Any
 from vmbmc.controller import kube
 from vmbmc.controller import naming as n
 from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container, kbmc_pod_security
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.status import guarded_patch
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.status import guarded_patch
 from vmbmc.roster import COMPONENT, NAME, RosterEntry, Wanted, configmap_path, parse_roster, plan
 
 __all__ = ["COMPONENT", "NAME", "Roster", "RosterEntry", "Wanted"]

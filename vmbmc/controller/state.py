@@ -9,7 +9,7 @@ from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.recorder import PowerRecorder
 from vmbmc.controller.shared import Roster
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 
 
 @dataclass

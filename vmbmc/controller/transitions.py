@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from vmbmc.kubevirt.clock import parse as parse_time
+from vmbmc.k8s.clock import parse as parse_time
 from vmbmc.machine import media
 from vmbmc.machine import requests as rq
 from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy

@@ -92,7 +92,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     from vmbmc import manifests
     from vmbmc.demo.install import apply_all, with_controller_args
-    from vmbmc.kubevirt.client import ApiClient
+    from vmbmc.k8s.client import ApiClient
 
     api = await ApiClient.connect(emu.kubeconfig)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.k8s.client import ApiClient, ApiError
 
 # kind -> (plural, namespaced), for the kinds deploy/ holds
 KINDS: dict[str, tuple[str, bool]] = {

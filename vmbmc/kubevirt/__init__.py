@@ -1,6 +1,4 @@
-"""The KubeVirt back end of the state machine: API client, shared watch caches, the concrete Machine."""
+"""The KubeVirt back end of the state machine: watch caches (hub), the Machine, media, records.
 
-from vmbmc.kubevirt.hub import KubeVirtHub, vm_ref
-from vmbmc.kubevirt.machine import KubeVirtMachine
-
-__all__ = ["KubeVirtHub", "KubeVirtMachine", "vm_ref"]
+Import the module you need (``vmbmc.kubevirt.hub``): this package imports nothing eagerly.
+"""

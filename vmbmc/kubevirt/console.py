@@ -14,10 +14,10 @@ import contextlib
 import logging
 from typing import Any
 
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.informer import Informer
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.informer import Informer
+from vmbmc.k8s.websocket import WebSocket
 from vmbmc.kubevirt.records import subresource_path
-from vmbmc.kubevirt.websocket import WebSocket
 from vmbmc.machine.console import Console, ConsoleState, Output, StateListener
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import logging
 import secrets
 from typing import Any
 
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.informer import Informer
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.machine import KubeVirtMachine, machine_error
 from vmbmc.kubevirt.records import (
     BmcStatusStore,

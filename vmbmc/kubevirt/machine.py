@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vmbmc.kubevirt.client import JSON_PATCH, NOT_SENT, ApiError
-from vmbmc.kubevirt.informer import Informer, OwnWrites
+from vmbmc.k8s.client import JSON_PATCH, NOT_SENT, ApiError
+from vmbmc.k8s.informer import Informer, OwnWrites
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog

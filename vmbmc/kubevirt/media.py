@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from vmbmc.kubevirt.client import ApiError
+from vmbmc.k8s.client import ApiError
 from vmbmc.machine import media as md
 from vmbmc.machine.errors import Busy, MachineError, NotFound, Refused
 from vmbmc.machine.types import Effect, Requester

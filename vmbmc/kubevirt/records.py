@@ -18,9 +18,9 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.informer import Informer, OwnWrites
-from vmbmc.kubevirt.status import guarded_patch
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.informer import Informer, OwnWrites
+from vmbmc.k8s.status import guarded_patch
 from vmbmc.machine.boot import StoredOverride
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class RecordStore(abc.ABC):
         await self._update(patch)
 
     async def _update(self, make_patch: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """Merge patch guarded by resourceVersion (vmbmc.kubevirt.status), starting from the cache."""
+        """Merge patch guarded by resourceVersion (vmbmc.k8s.status), starting from the cache."""
         async with self._lock:
             written = await guarded_patch(
                 self.api, self.path(), make_patch, subresource=self.subresource, current=self.current()

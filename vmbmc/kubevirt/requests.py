@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.events import create_event, event_body
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.events import create_event, event_body
 from vmbmc.kubevirt.records import COMPONENT, RecordStore, reporting_instance
 from vmbmc.machine import requests as rq
 from vmbmc.machine.power import KubeVirtCall

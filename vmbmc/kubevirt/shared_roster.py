@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.informer import Informer
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.informer import Informer
+from vmbmc.k8s.status import guarded_patch
 from vmbmc.kubevirt.records import bmc_path
-from vmbmc.kubevirt.status import guarded_patch
 from vmbmc.roster import NAME, RosterEntry, configmap_path, parse_roster
 
 log = logging.getLogger("vmbmc.kbmc.shared")

@@ -17,7 +17,7 @@ from vmbmc.controller.recorder import PowerRecorder
 from vmbmc.controller.state import State
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[3]
 BMCS = f"/apis/{n.GROUP}/{n.VERSION}/namespaces/{n.SYSTEM_NAMESPACE}/{n.PLURAL}"

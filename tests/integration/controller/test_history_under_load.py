@@ -1,7 +1,7 @@
 """A power transition is recorded while the controller is still working off a burst of new BMCs.
 
 The controller's calls wait for a free slot of its API client in the order they were made
-(vmbmc.kubevirt.http). Here the API server holds every kbmc Deployment create of a burst of BMCs, and
+(vmbmc.k8s.http). Here the API server holds every kbmc Deployment create of a burst of BMCs, and
 the first status write the power recorder makes for each of them (a new BMC's initial powerState), so
 their reconciles and first observations stay stuck and keep the client's slots full, with more calls
 waiting behind them. A VM started meanwhile still gets its PoweredOn recorded (both Events and the
@@ -17,7 +17,7 @@ from typing import Any
 from tests.integration.controller.conftest import SYSTEM, Api, until
 from vmbmc.controller.naming import LABEL_VM_NAMESPACE
 from vmbmc.demo.samples import sample_vm
-from vmbmc.kubevirt.http import MAX_REQUESTS
+from vmbmc.k8s.http import MAX_REQUESTS
 
 QUIET, BURST = "quiet", "burst"
 SUBJECT = "subject"

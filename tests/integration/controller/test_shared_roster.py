@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.controller.conftest import Api, controller_kubeconfig
 from vmbmc.controller import kube, leftovers, shared
-from vmbmc.kubevirt.client import ApiClient
+from vmbmc.k8s.client import ApiClient
 
 IMAGE = "vmbmc:dev"
 OBJECTS = (*shared.KINDS, "ConfigMap")

@@ -13,9 +13,9 @@ import pytest
 
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
-from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.websocket import WebSocket
 from vmbmc.kubevirt.console import SUBPROTOCOL
-from vmbmc.kubevirt.websocket import WebSocket
 
 NS = "default"
 

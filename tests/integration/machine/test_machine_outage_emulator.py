@@ -13,7 +13,7 @@ import yaml
 from machine_cluster import Cluster, unique, wait_for
 
 from vmbmc.emulator.harness import EmulatorThread
-from vmbmc.kubevirt import KubeVirtHub
+from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import BackendUnavailable, Effect, PowerAction, PowerState, Protocol, Requester
 
 

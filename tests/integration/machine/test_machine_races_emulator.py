@@ -10,7 +10,7 @@ import pytest
 from machine_cluster import Cluster, unique, wait_for
 
 from vmbmc.emulator.harness import EmulatorThread
-from vmbmc.kubevirt import KubeVirtHub
+from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import (
     ActionResult,
     BackendUnavailable,

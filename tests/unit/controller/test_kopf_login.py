@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vmbmc.controller.handlers import connection_info
-from vmbmc.kubevirt.kubeconfig import ClusterConfig, ExecPlugin, TokenFile
+from vmbmc.k8s.kubeconfig import ClusterConfig, ExecPlugin, TokenFile
 from vmbmc.redfish.tls import self_signed_certificate
 
 

@@ -22,7 +22,7 @@ import pytest
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import status_patch
 from vmbmc.emulator.kubevirt_state import vm_status
-from vmbmc.kubevirt.informer import Informer
+from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.machine import KubeVirtMachine
 from vmbmc.kubevirt.records import BmcStatusStore
 from vmbmc.machine import NotFound, PowerState

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vmbmc.emulator.events import validate_event
-from vmbmc.kubevirt.events import event_body
+from vmbmc.k8s.events import event_body
 
 ABOUT = {"apiVersion": "v1", "kind": "Pod", "namespace": "ns", "name": "p", "uid": "u"}
 

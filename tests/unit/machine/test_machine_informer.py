@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from vmbmc.kubevirt import informer as informer_mod
-from vmbmc.kubevirt.client import WATCH_OPEN, ApiError
-from vmbmc.kubevirt.informer import Informer, OwnWrites
+from vmbmc.k8s import informer as informer_mod
+from vmbmc.k8s.client import WATCH_OPEN, ApiError
+from vmbmc.k8s.informer import Informer, OwnWrites
 from vmbmc.kubevirt.records import merge_diff
 
 

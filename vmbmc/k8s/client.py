@@ -1,5 +1,5 @@
-"""A small async Kubernetes REST client: our HTTP/1.1 client (vmbmc.kubevirt.http) configured by our
-kubeconfig loader (vmbmc.kubevirt.kubeconfig).
+"""A small async Kubernetes REST client: our HTTP/1.1 client (vmbmc.k8s.http) configured by our
+kubeconfig loader (vmbmc.k8s.kubeconfig).
 
 Why not a generated Kubernetes client: the back end needs KubeVirt's subresource group
 (`subresources.kubevirt.io`, not in generated clients), exact Content-Types for JSON Patch and merge
@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-from vmbmc.kubevirt.http import ConnectError, HttpClient, HttpError
-from vmbmc.kubevirt.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
-from vmbmc.kubevirt.websocket import WebSocket, WebSocketError, check_handshake, handshake_headers
+from vmbmc.k8s.http import ConnectError, HttpClient, HttpError
+from vmbmc.k8s.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
+from vmbmc.k8s.websocket import WebSocket, WebSocketError, check_handshake, handshake_headers
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ApiClient:
 
     def lane(self) -> ApiClient:
         """A client of the same cluster and credentials with connections and an in-flight limit of its
-        own. Calls wait for a free slot in the order they were made (vmbmc.kubevirt.http), so work that
+        own. Calls wait for a free slot in the order they were made (vmbmc.k8s.http), so work that
         must not queue behind a burst of other calls gets a lane of its own. Close it separately."""
         return ApiClient(self.cfg, wait_in_timeout=self.wait_in_timeout)
 

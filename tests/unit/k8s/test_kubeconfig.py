@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vmbmc.kubevirt import kubeconfig as kc
-from vmbmc.kubevirt.kubeconfig import KubeConfigError, TokenFile, in_cluster, load, parse_exec_credential
+from vmbmc.k8s import kubeconfig as kc
+from vmbmc.k8s.kubeconfig import KubeConfigError, TokenFile, in_cluster, load, parse_exec_credential
 from vmbmc.redfish.tls import self_signed_certificate
 
 

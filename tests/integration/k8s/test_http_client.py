@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from vmbmc.kubevirt.client import WATCH_OPEN, ApiClient, ApiError
-from vmbmc.kubevirt.http import HttpClient
-from vmbmc.kubevirt.kubeconfig import ClusterConfig
+from vmbmc.k8s.client import WATCH_OPEN, ApiClient, ApiError
+from vmbmc.k8s.http import HttpClient
+from vmbmc.k8s.kubeconfig import ClusterConfig
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -223,8 +223,8 @@ async def test_a_call_that_times_out_waiting_for_a_slot_was_not_sent() -> None:
     """Every request slot held by hung calls: a call whose timeout counts its wait (the kbmc's) gives up
     unsent (NOT_SENT: it may be sent again, it cannot have reached the server); a call whose wait does
     not count (the controller's reconciles) waits its turn and is answered once a slot frees."""
-    from vmbmc.kubevirt.client import NOT_SENT
-    from vmbmc.kubevirt.http import MAX_REQUESTS
+    from vmbmc.k8s.client import NOT_SENT
+    from vmbmc.k8s.http import MAX_REQUESTS
 
     srv: Scripted
     release = asyncio.Event()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vmbmc.kubevirt.client import WATCH_OPEN, ApiClient, ApiError
+from vmbmc.k8s.client import WATCH_OPEN, ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 

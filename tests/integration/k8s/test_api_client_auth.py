@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from vmbmc.emulator.harness import EmulatorThread
-from vmbmc.kubevirt.client import ApiClient, ApiError
-from vmbmc.kubevirt.kubeconfig import from_kubeconfig, in_cluster
+from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.kubeconfig import from_kubeconfig, in_cluster
 from vmbmc.redfish.tls import self_signed_certificate
 
 NAMESPACE = "default"

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from vmbmc.kubevirt.client import MERGE_PATCH, ApiClient, ApiError
+from vmbmc.k8s.client import MERGE_PATCH, ApiClient, ApiError
 
 CONFLICT_RETRIES = 8
 

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from vmbmc.kubevirt import clock
-from vmbmc.kubevirt.client import ApiClient, ApiError
+from vmbmc.k8s import clock
+from vmbmc.k8s.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 
