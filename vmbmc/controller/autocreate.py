@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.controller import kube
-from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.k8s.client import ApiError
 

@@ -7,8 +7,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.auth.passwords import generate_password as generate_password
-from vmbmc.controller import naming as n
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623

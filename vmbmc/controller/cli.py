@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from vmbmc.controller.naming import SYSTEM_NAMESPACE
+from vmbmc.naming import SYSTEM_NAMESPACE
 from vmbmc.usage import UsageError, check_kubeconfig, port
 
 

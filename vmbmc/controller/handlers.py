@@ -18,8 +18,8 @@ from typing import Any
 
 import kopf
 
+from vmbmc import naming as n
 from vmbmc.controller import autocreate, kube, leftovers, reconcile, shared
-from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.k8s.client import ApiError
 from vmbmc.k8s.kubeconfig import ClusterConfig

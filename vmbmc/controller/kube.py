@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vmbmc.controller import naming as n
+from vmbmc import naming as n
 from vmbmc.controller.conditions import condition as condition  # re-exported: reconcile's helper
 from vmbmc.controller.conditions import merge
 from vmbmc.k8s import clock

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.controller import kube, shared
-from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
 from vmbmc.k8s.client import ApiClient
 from vmbmc.roster import parse_roster

@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from vmbmc.controller.naming import SYSTEM_NAMESPACE
+from vmbmc.naming import SYSTEM_NAMESPACE
 
 
 def default_identity() -> str:

@@ -9,9 +9,9 @@ from typing import Any
 
 import kopf
 
+from vmbmc import naming as n
 from vmbmc.controller import children as ch
 from vmbmc.controller import kube, shared
-from vmbmc.controller import naming as n
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
 from vmbmc.machine.media import data_volume_name as media_dv_name

@@ -38,7 +38,7 @@ from vmbmc.k8s import clock
 from vmbmc.k8s.client import MERGE_PATCH, ApiClient, ApiError
 from vmbmc.k8s.events import create_event, event_body, involved
 from vmbmc.k8s.status import guarded_patch
-from vmbmc.kubevirt.records import BMC_GROUP, BMC_KIND, BMC_VERSION, bmc_path, vm_path, vm_ref
+from vmbmc.naming import API_VERSION, KIND, bmc_path, vm_path, vm_ref
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class PowerRecorder:
     ) -> None:
         """The transition's Events, on the BMC and on the VM. `seen_at` (eventTime) is when the controller
         saw it: after the request that caused it was recorded, so kubectl lists the request first."""
-        on_bmc = involved(bmc, f"{BMC_GROUP}/{BMC_VERSION}", BMC_KIND)
+        on_bmc = involved(bmc, API_VERSION, KIND)
         await self._create_event(f"{on_bmc['name']}.{t.id}", on_bmc, t, entry["message"], seen_at)
         if vm is not None:
             on_vm = involved(vm, "kubevirt.io/v1", "VirtualMachine")

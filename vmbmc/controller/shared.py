@@ -18,8 +18,8 @@ import asyncio
 import logging
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.controller import kube
-from vmbmc.controller import naming as n
 from vmbmc.controller.children import SERVICE_IPMI_PORT, kbmc_container, kbmc_pod_security
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.status import guarded_patch

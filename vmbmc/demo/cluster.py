@@ -10,9 +10,9 @@ import base64
 import logging
 from typing import Any
 
-from vmbmc.controller.naming import SYSTEM_NAMESPACE
 from vmbmc.demo.endpoints import BmcEndpoint
 from vmbmc.emulator.harness import EmulatorThread
+from vmbmc.naming import SYSTEM_NAMESPACE
 
 log = logging.getLogger("vmbmc.demo")
 

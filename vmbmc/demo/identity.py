@@ -47,7 +47,8 @@ def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
 
     `bmc` is a vmbmc.controller.children.BmcInfo; one without a uid (a VM served with `--vm`) gets
     objects without owner references."""
-    from vmbmc.controller import children, naming
+    from vmbmc import naming
+    from vmbmc.controller import children
 
     store, reg = emu.emulator.store, emu.emulator.registry
     for build in (

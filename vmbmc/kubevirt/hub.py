@@ -16,18 +16,12 @@ from typing import Any
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.machine import KubeVirtMachine, machine_error
-from vmbmc.kubevirt.records import (
-    BmcStatusStore,
-    RecordStore,
-    VmAnnotationStore,
-    bmc_path,
-    vm_path,
-    vm_ref,
-)
+from vmbmc.kubevirt.records import BmcStatusStore, RecordStore, VmAnnotationStore
 from vmbmc.kubevirt.requests import EventWriter
 from vmbmc.kubevirt.shared_roster import SharedRoster
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import BackendUnavailable, Invalid, NotFound
+from vmbmc.naming import bmc_path, vm_path, vm_ref
 
 log = logging.getLogger(__name__)
 
@@ -179,4 +173,4 @@ class KubeVirtHub:
         await self.api.close()
 
 
-__all__ = ["ApiError", "KubeVirtHub", "vm_ref"]
+__all__ = ["ApiError", "KubeVirtHub"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from vmbmc.k8s.client import JSON_PATCH, NOT_SENT, ApiError
 from vmbmc.k8s.informer import Informer, OwnWrites
 from vmbmc.kubevirt.media import MediaDrive
-from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
+from vmbmc.kubevirt.records import RecordStore, subresource_path
 from vmbmc.kubevirt.requests import RequestLog
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
@@ -76,6 +76,7 @@ from vmbmc.machine.types import (
     Protocol,
     Requester,
 )
+from vmbmc.naming import vm_path
 
 if TYPE_CHECKING:
     from vmbmc.kubevirt.hub import KubeVirtHub

@@ -25,6 +25,7 @@ from vmbmc.k8s.client import ApiError
 from vmbmc.machine import media as md
 from vmbmc.machine.errors import Busy, MachineError, NotFound, Refused
 from vmbmc.machine.types import Effect, Requester
+from vmbmc.naming import LABEL_BMC, label_value
 
 if TYPE_CHECKING:
     from vmbmc.kubevirt.machine import KubeVirtMachine
@@ -45,9 +46,6 @@ class MediaDrive:
     """The one CD-ROM of one BMC. Runs on the machine's loop."""
 
     def __init__(self, machine: KubeVirtMachine) -> None:
-        # imported here: vmbmc.controller.naming imports vmbmc.kubevirt.records, whose package imports us
-        from vmbmc.controller.naming import LABEL_BMC, label_value
-
         self.m = machine
         owner = machine.bmc.partition("/")[2] if machine.bmc else machine.name
         self.dv = md.data_volume_name(owner)

@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer, OwnWrites
 from vmbmc.k8s.status import guarded_patch
@@ -25,46 +26,17 @@ from vmbmc.machine.boot import StoredOverride
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "virtualmachinebmc.kubevirt.io/"
+ANNOTATION_PREFIX = f"{n.LABEL_PREFIX}/"
 BOOT_ANNOTATION = ANNOTATION_PREFIX + "boot-override"
 REQUESTS_ANNOTATION = ANNOTATION_PREFIX + "requests"
 MEDIA_ANNOTATION = ANNOTATION_PREFIX + "virtual-media"
 MAX_REQUESTS = 10
 COMPONENT = "vmbmc-kbmc"
 
-BMC_GROUP, BMC_VERSION, BMC_PLURAL, BMC_KIND = (
-    "virtualmachine.kubevirt.io",
-    "v1",
-    "virtualmachinebmcs",
-    "VirtualMachineBMC",
-)
-VM_API_VERSION = "kubevirt.io/v1"
 
 
 def reporting_instance() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
-
-
-def bmc_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/{BMC_GROUP}/{BMC_VERSION}/namespaces/{namespace}/{BMC_PLURAL}"
-    return f"{base}/{name}" if name else base
-
-
-def vm_path(namespace: str, name: str | None = None, resource: str = "virtualmachines") -> str:
-    base = f"/apis/kubevirt.io/v1/namespaces/{namespace}/{resource}"
-    return f"{base}/{name}" if name else base
-
-
-def vm_ref(bmc: Mapping[str, Any]) -> tuple[str, str]:
-    """(namespace, name) of a BMC's VM, from its spec: `virtualMachineRef` {namespace, name} or the seed's
-    `vmNamespace`/`vmName`; no namespace means the BMC's own. The name is "" when the spec names none.
-    The one reading of it, for the kbmc and the controller (never from labels)."""
-    spec = bmc.get("spec") or {}
-    own = str((bmc.get("metadata") or {}).get("namespace") or "")
-    ref = spec.get("virtualMachineRef")
-    if isinstance(ref, Mapping):
-        return str(ref.get("namespace") or own), str(ref.get("name") or "")
-    return str(spec.get("vmNamespace") or own), str(spec.get("vmName") or "")
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -187,11 +159,11 @@ class RecordStore(abc.ABC):
 
 
 class BmcStatusStore(RecordStore):
-    kind = BMC_KIND
-    api_version = f"{BMC_GROUP}/{BMC_VERSION}"
+    kind = n.KIND
+    api_version = n.API_VERSION
 
     def path(self) -> str:
-        return bmc_path(self.namespace, self.name)
+        return n.bmc_path(self.namespace, self.name)
 
     subresource = "status"
 
@@ -219,10 +191,10 @@ class VmAnnotationStore(RecordStore):
     """Standalone mode: the same records as JSON in the VM's annotations."""
 
     kind = "VirtualMachine"
-    api_version = VM_API_VERSION
+    api_version = n.VM_API_VERSION
 
     def path(self) -> str:
-        return vm_path(self.namespace, self.name)
+        return n.vm_path(self.namespace, self.name)
 
     subresource = ""
 

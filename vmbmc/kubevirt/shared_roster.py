@@ -13,7 +13,7 @@ from vmbmc.k8s import clock
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
 from vmbmc.k8s.status import guarded_patch
-from vmbmc.kubevirt.records import bmc_path
+from vmbmc.naming import bmc_path
 from vmbmc.roster import NAME, RosterEntry, configmap_path, parse_roster
 
 log = logging.getLogger("vmbmc.kbmc.shared")

@@ -9,8 +9,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from vmbmc import naming as n
 from vmbmc.controller import autocreate
-from vmbmc.controller import naming as n
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.recorder import PowerRecorder

@@ -23,8 +23,8 @@ from vmbmc.controller.recorder import MARKER_ANNOTATION, PowerRecorder
 from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.k8s.client import WATCH_OPEN, ApiClient, ApiError
 from vmbmc.kubevirt.hub import KubeVirtHub
-from vmbmc.kubevirt.records import bmc_path, vm_path
 from vmbmc.machine import PowerAction, Protocol, Requester
+from vmbmc.naming import bmc_path, vm_path
 
 NS = "default"
 _names = itertools.count(1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from vmbmc.controller import naming as n
+from vmbmc import naming as n
 from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.reconcile import _with_status, readiness, ready_outdated

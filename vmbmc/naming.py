@@ -1,6 +1,9 @@
-"""Names and labels of auto-created BMCs and of every child (DNS-1035 labels, hashed when too long or taken).
+"""Names and labels of auto-created BMCs and of every child (DNS-1035 labels, hashed when too long or taken),
+the CRD's identity, where the API serves BMCs and VMs, and the one reading of a BMC's VM.
 
-Pure functions: the handlers pass in what they know about existing BMCs, so the rules are unit-tested
+Neutral and pure (it imports nothing of vmbmc): the controller names and labels what it creates with it,
+the KubeVirt back end labels its DataVolumes and finds a BMC's VM with it, so neither imports the other.
+The controller's handlers pass in what they know about existing BMCs, so the rules are unit-tested
 without a cluster.
 """
 
@@ -11,12 +14,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vmbmc.kubevirt.records import vm_ref as vm_ref  # the one reading of a BMC's VM, re-exported
-
 GROUP = "virtualmachine.kubevirt.io"
 VERSION = "v1"
 PLURAL = "virtualmachinebmcs"
 KIND = "VirtualMachineBMC"
+API_VERSION = f"{GROUP}/{VERSION}"
+VM_API_VERSION = "kubevirt.io/v1"
 SYSTEM_NAMESPACE = "virtualmachinebmc-system"
 
 LABEL_PREFIX = "virtualmachinebmc.kubevirt.io"
@@ -33,6 +36,28 @@ MANAGED_BY = "vmbmc-controller"
 MAX_BMC_NAME = 57  # "<name>-kbmc" must stay a 63-character DNS label
 HASHED_PREFIX = 48
 MAX_LABEL_VALUE = 63
+
+
+def bmc_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+def vm_path(namespace: str, name: str | None = None, resource: str = "virtualmachines") -> str:
+    base = f"/apis/{VM_API_VERSION}/namespaces/{namespace}/{resource}"
+    return f"{base}/{name}" if name else base
+
+
+def vm_ref(bmc: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a BMC's VM, from its spec: `virtualMachineRef` {namespace, name} or the seed's
+    `vmNamespace`/`vmName`; no namespace means the BMC's own. The name is "" when the spec names none.
+    The one reading of it, for the kbmc and the controller (never from labels)."""
+    spec = bmc.get("spec") or {}
+    own = str((bmc.get("metadata") or {}).get("namespace") or "")
+    ref = spec.get("virtualMachineRef")
+    if isinstance(ref, Mapping):
+        return str(ref.get("namespace") or own), str(ref.get("name") or "")
+    return str(spec.get("vmNamespace") or own), str(spec.get("vmName") or "")
 
 
 def _hash8(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from vmbmc.controller import naming as n
+from vmbmc import naming as n
 
 
 def h8(text: str) -> str:
