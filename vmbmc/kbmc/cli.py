@@ -120,8 +120,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             await health.start()
         if args.bmc:
             machine = await hub.machine_for_bmc(*args.bmc, restricted=restricted)
-            redfish = args.redfish_port if _enabled(machine, "redfish", False) else None
-            ipmi = args.ipmi_port if _enabled(machine, "ipmi", True) else None
+            bmc = hub.cached_bmc(*args.bmc)
+            redfish = args.redfish_port if _enabled(bmc, "redfish", False) else None
+            ipmi = args.ipmi_port if _enabled(bmc, "ipmi", True) else None
         else:
             machine = await hub.machine_for_vm(*args.vm, restricted=restricted)
             redfish, ipmi = args.redfish_port, args.ipmi_port
@@ -205,10 +206,8 @@ def _warn_if_vm_missing(machine: Any) -> None:
         )
 
 
-def _enabled(machine: object, protocol: str, default: bool) -> bool:
+def _enabled(bmc: dict[str, Any] | None, protocol: str, default: bool) -> bool:
     """spec.<protocol>.enabled of the served VirtualMachineBMC (defaults: ipmi true, redfish false)."""
-    store = getattr(machine, "store", None)
-    bmc = store.current() if store is not None else None
     return bool((((bmc or {}).get("spec") or {}).get(protocol) or {}).get("enabled", default))
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
-from vmbmc.kubevirt.machine import KubeVirtMachine, machine_error
+from vmbmc.kubevirt.errors import machine_error
+from vmbmc.kubevirt.machine import KubeVirtMachine
 from vmbmc.kubevirt.records import BmcStatusStore, RecordStore, VmAnnotationStore
 from vmbmc.kubevirt.requests import EventWriter
 from vmbmc.kubevirt.shared_roster import SharedRoster
@@ -141,7 +142,10 @@ class KubeVirtHub:
                 f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", None, required=False
             )
             held.append(pvcs)
-        machine = KubeVirtMachine(self, namespace, name, vms=vms, vmis=vmis, store=store, bmc=bmc, pvcs=pvcs)
+        machine = KubeVirtMachine(
+            namespace, name, api=self.api, loop=self.loop, events=self.events,
+            vms=vms, vmis=vmis, store=store, bmc=bmc, pvcs=pvcs,
+        )
         self._machines[id(machine)] = (machine, held)
         machine.check_once_restore()  # an override consumed while no kbmc was running
         machine.recover_requests()  # records a killed kbmc left pending

@@ -19,16 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vmbmc.k8s.client import ApiError
+from vmbmc.kubevirt.errors import machine_error
+from vmbmc.kubevirt.vm import KubeVirtVm
 from vmbmc.machine import media as md
 from vmbmc.machine.errors import Busy, MachineError, NotFound, Refused
 from vmbmc.machine.types import Effect, Requester
 from vmbmc.naming import LABEL_BMC, label_value
-
-if TYPE_CHECKING:
-    from vmbmc.kubevirt.machine import KubeVirtMachine
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,9 @@ def dv_path(namespace: str, name: str | None = None) -> str:
 class MediaDrive:
     """The one CD-ROM of one BMC. Runs on the machine's loop."""
 
-    def __init__(self, machine: KubeVirtMachine) -> None:
-        self.m = machine
-        owner = machine.bmc.partition("/")[2] if machine.bmc else machine.name
+    def __init__(self, vm: KubeVirtVm) -> None:
+        self.vm = vm
+        owner = vm.bmc.partition("/")[2] if vm.bmc else vm.name
         self.dv = md.data_volume_name(owner)
         self.labels = {"app.kubernetes.io/name": "vmbmc", "app.kubernetes.io/component": "virtual-media",
                        LABEL_BMC: label_value(owner)}
@@ -57,7 +56,7 @@ class MediaDrive:
 
     # --- reads ------------------------------------------------------------------------------
     def status(self) -> md.MediaStatus:
-        shown = self._shown if self._shown is not None else md.MediaStatus.from_entries(self.m.store.media())
+        shown = self._shown if self._shown is not None else md.MediaStatus.from_entries(self.vm.store.media())
         if shown.importing and (self._follow is None or self._follow.done()) and not self._lock.locked():
             self._start_follow(None)  # a kbmc restarted mid-import picks the import up again
         return shown
@@ -65,7 +64,7 @@ class MediaDrive:
     def carried_out(self, action: str) -> bool:
         """After a kbmc restart: does the VM show that a `pending` insert or eject was made?"""
         try:
-            attached = md.attached(self.m._vm())
+            attached = md.attached(self.vm.current())
         except MachineError:
             return False
         if action == md.INSERT_ACTION:
@@ -83,71 +82,69 @@ class MediaDrive:
                 why = f"{now.image} is inserted; eject it first"
                 if now.importing:
                     why = "an image is being imported"
-                await self.m.requests.open(requester, md.INSERT_ACTION, Effect.REFUSED, what=image, note=why)
+                await self.vm.requests.open(requester, md.INSERT_ACTION, Effect.REFUSED, what=image, note=why)
                 raise Refused(why)
-            await self.m.requests.open(requester, md.INSERT_ACTION, Effect.PENDING, what=image)
+            await self.vm.requests.open(requester, md.INSERT_ACTION, Effect.PENDING, what=image)
             try:
                 await self._write(md.MediaStatus(image, False, self.dv, md.SCHEDULED, ""))
                 await self._create_dv(image)
                 await self._patch(lambda vm: md.attach_ops(vm, self.dv))
             except (ApiError, MachineError) as err:
                 message = err.message if isinstance(err, MachineError) else f"{err.code} {err.message}"
-                await self.m.requests.settle(requester, md.INSERT_ACTION, Effect.FAILED, message)
+                await self.vm.requests.settle(requester, md.INSERT_ACTION, Effect.FAILED, message)
                 await self._undo()
                 await self._write(md.MediaStatus(image, False, "", md.FAILED, message))
                 if isinstance(err, MachineError):
                     raise
-                from vmbmc.kubevirt.machine import machine_error
-
-                raise machine_error(err, f"DataVolume {self.m.namespace}/{self.dv}") from err
-            await self.m.requests.settle(requester, md.INSERT_ACTION, Effect.CALLED)
+                raise machine_error(err, f"DataVolume {self.vm.namespace}/{self.dv}") from err
+            await self.vm.requests.settle(requester, md.INSERT_ACTION, Effect.CALLED)
             log.info("virtual media insert: import started",
-                     extra={"vm": self.m.vm, "datavolume": self.dv, "request_id": requester.request_id})
+                     extra={"vm": self.vm.ref, "datavolume": self.dv, "request_id": requester.request_id})
             return self._start_follow(requester)
 
     async def _create_dv(self, image: str) -> None:
-        body = md.data_volume(self.dv, self.m.namespace, image, self.labels)
+        body = md.data_volume(self.dv, self.vm.namespace, image, self.labels)
         for _ in range(PATCH_RETRIES):
             try:
-                await self.m.api.request("POST", dv_path(self.m.namespace), body=body)
+                await self.vm.api.request("POST", dv_path(self.vm.namespace), body=body)
                 return
             except ApiError as err:
                 if err.code != 409:
                     raise
             await self._delete_dv()  # a leftover of an earlier insert: replace it
             await asyncio.sleep(POLL_SECONDS)
-        raise Busy(f"DataVolume {self.m.namespace}/{self.dv} is still being deleted; retry")
+        raise Busy(f"DataVolume {self.vm.namespace}/{self.dv} is still being deleted; retry")
 
     async def _delete_dv(self) -> None:
         try:
-            await self.m.api.request("DELETE", dv_path(self.m.namespace, self.dv))
+            await self.vm.api.request("DELETE", dv_path(self.vm.namespace, self.dv))
         except ApiError as err:
             if err.code != 404:
                 raise
 
     async def _patch(self, make_ops: Any) -> None:
         """A JSON Patch of the VM guarded by uid and resourceVersion, re-read and re-made on a conflict."""
-        vm: dict[str, Any] | None = self.m._vm()
+        vm: dict[str, Any] | None = self.vm.current()
         for attempt in range(PATCH_RETRIES):
             if vm is None:
-                raise NotFound(f"VirtualMachine {self.m.vm} not found")
+                raise NotFound(f"VirtualMachine {self.vm.ref} not found")
             ops = make_ops(vm)
             if not ops:
                 return
             try:
-                await self.m._patch_vm(vm, ops)
+                await self.vm.patch(vm, ops)
                 return
             except ApiError as err:
                 if err.code in (409, 422) and attempt < PATCH_RETRIES - 1:
-                    vm = await self.m._fresh_vm()
+                    vm = await self.vm.fresh()
                     continue
                 raise
-        raise Busy(f"VirtualMachine {self.m.vm} keeps changing; retry")
+        raise Busy(f"VirtualMachine {self.vm.ref} keeps changing; retry")
 
     async def _write(self, status: md.MediaStatus) -> None:
         self._shown = status
         try:
-            await self.m.store.write_media([status.to_dict()] if status.phase or status.image else [])
+            await self.vm.store.write_media([status.to_dict()] if status.phase or status.image else [])
         finally:
             self._shown = None
 
@@ -157,25 +154,23 @@ class MediaDrive:
             await self._patch(md.detach_ops)
             await self._delete_dv()
         except (ApiError, MachineError) as err:
-            log.warning("virtual media clean-up failed", extra={"vm": self.m.vm, "error": str(err)})
+            log.warning("virtual media clean-up failed", extra={"vm": self.vm.ref, "error": str(err)})
 
     # --- following the import -------------------------------------------------------------------
     def _start_follow(self, requester: Requester | None) -> asyncio.Future[md.MediaStatus]:
-        done: asyncio.Future[md.MediaStatus] = self.m._future()
-        self._follow = self.m.loop.create_task(self._watch_import(requester, done))
-        self.m._tasks.add(self._follow)
-        self._follow.add_done_callback(self.m._tasks.discard)
+        done: asyncio.Future[md.MediaStatus] = self.vm.future()
+        self._follow = self.vm.spawn(self._watch_import(requester, done))
         return done
 
     async def _watch_import(self, requester: Requester | None, done: asyncio.Future[md.MediaStatus]) -> None:
-        current = md.MediaStatus.from_entries(self.m.store.media())
+        current = md.MediaStatus.from_entries(self.vm.store.media())
         image = current.image
         deadline = time.monotonic() + IMPORT_LIMIT
         last = (current.phase, current.message)
         try:
             while True:
                 try:
-                    dv = await self.m.api.request("GET", dv_path(self.m.namespace, self.dv))
+                    dv = await self.vm.api.request("GET", dv_path(self.vm.namespace, self.dv))
                 except ApiError as err:
                     if err.code != 404:
                         await asyncio.sleep(POLL_SECONDS * 3)
@@ -187,7 +182,7 @@ class MediaDrive:
                 if phase == md.SUCCEEDED:
                     final = md.MediaStatus(image, True, self.dv, md.SUCCEEDED, "")
                     await self._write(final)
-                    where = f"DataVolume {self.m.namespace}/{self.dv}"
+                    where = f"DataVolume {self.vm.namespace}/{self.dv}"
                     await self._event("Normal", md.INSERTED_REASON,
                                       f"{image} inserted ({where} imported); VM sees it at next start",
                                       requester)
@@ -198,7 +193,7 @@ class MediaDrive:
                         await self._undo()
                         final = md.MediaStatus(image, False, "", md.FAILED, message)
                         await self._write(final)
-                    where = f"DataVolume {self.m.namespace}/{self.dv}"
+                    where = f"DataVolume {self.vm.namespace}/{self.dv}"
                     await self._event("Warning", md.FAILED_REASON,
                                       f"importing {image} into {where} failed: {message}", requester)
                     done.set_result(final)
@@ -209,7 +204,7 @@ class MediaDrive:
                 await asyncio.sleep(POLL_SECONDS)
         except (ApiError, MachineError) as err:
             log.warning("following the virtual media import failed",
-                        extra={"vm": self.m.vm, "error": str(err)})
+                        extra={"vm": self.vm.ref, "error": str(err)})
             if not done.done():
                 done.set_exception(err if isinstance(err, MachineError) else Busy(str(err)))
         except asyncio.CancelledError:  # ejected (or the kbmc stops) before the import ended
@@ -219,10 +214,10 @@ class MediaDrive:
 
     async def _event(self, type_: str, reason: str, message: str, requester: Requester | None) -> None:
         rid = requester.request_id if requester is not None else "resumed"
-        await self.m.requests.events.emit(
-            self.m.store.involved_object(), type_, reason,
+        await self.vm.requests.events.emit(
+            self.vm.store.involved_object(), type_, reason,
             f"{message}{f' (request {rid})' if requester is not None else ''}",
-            f"{self.m.vm}/{rid}/{reason}", action=reason,
+            f"{self.vm.ref}/{rid}/{reason}", action=reason,
         )
 
     # --- eject ------------------------------------------------------------------------------------
@@ -231,27 +226,25 @@ class MediaDrive:
             raise Busy("a virtual media insert or eject is in progress", retry_after=2.0)
         async with self._lock:
             now = self.status()
-            if not now.image and not md.attached(self.m._vm()):
-                await self.m.requests.open(requester, md.EJECT_ACTION, Effect.NONE, note="no media inserted")
+            if not now.image and not md.attached(self.vm.current()):
+                await self.vm.requests.open(requester, md.EJECT_ACTION, Effect.NONE, note="no media inserted")
                 return now
             if self._follow is not None and not self._follow.done():
                 self._follow.cancel()
-            await self.m.requests.open(requester, md.EJECT_ACTION, Effect.PENDING, what=now.image)
+            await self.vm.requests.open(requester, md.EJECT_ACTION, Effect.PENDING, what=now.image)
             try:
                 await self._patch(md.detach_ops)
                 await self._delete_dv()
                 await self._write(md.MediaStatus())
             except (ApiError, MachineError) as err:
                 message = err.message if isinstance(err, MachineError) else f"{err.code} {err.message}"
-                await self.m.requests.settle(requester, md.EJECT_ACTION, Effect.FAILED, message)
+                await self.vm.requests.settle(requester, md.EJECT_ACTION, Effect.FAILED, message)
                 if isinstance(err, MachineError):
                     raise
-                from vmbmc.kubevirt.machine import machine_error
-
-                raise machine_error(err, f"VirtualMachine {self.m.vm}") from err
-            await self.m.requests.settle(requester, md.EJECT_ACTION, Effect.CALLED)
+                raise machine_error(err, f"VirtualMachine {self.vm.ref}") from err
+            await self.vm.requests.settle(requester, md.EJECT_ACTION, Effect.CALLED)
+            where = f"DataVolume {self.vm.namespace}/{self.dv}"
             await self._event("Normal", md.EJECTED_REASON,
-                              f"{now.image or 'the medium'} ejected; DataVolume {self.m.namespace}/{self.dv} "
-                              "deleted", requester)
+                              f"{now.image or 'the medium'} ejected; {where} deleted", requester)
             return md.MediaStatus()
 

@@ -14,7 +14,6 @@ import asyncio
 import copy
 import itertools
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -141,9 +140,9 @@ class Kbmc:
         bmcs = Informer(None, "/bmcs")  # type: ignore[arg-type]
         bmcs._set({"metadata": {"name": "bmc", "namespace": "sys", "uid": "b", "resourceVersion": "1"}})
         store = BmcStatusStore(None, bmcs, "sys", "bmc")  # type: ignore[arg-type]
-        hub = SimpleNamespace(api=None, loop=self.loop, events=None)
         self.machine = KubeVirtMachine(
-            hub, NS, NAME, vms=self.vms, vmis=self.vmis, store=store, bmc="sys/bmc"  # type: ignore[arg-type]
+            NS, NAME, api=None, loop=self.loop, events=None,  # type: ignore[arg-type]
+            vms=self.vms, vmis=self.vmis, store=store, bmc="sys/bmc",
         )
 
     def state(self, vm_obj: dict[str, Any] | None, vmi_obj: dict[str, Any] | None) -> PowerState | None:

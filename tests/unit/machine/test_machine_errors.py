@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmbmc.k8s.client import ApiError
-from vmbmc.kubevirt.machine import machine_error
+from vmbmc.kubevirt.errors import machine_error
 from vmbmc.machine import BackendUnavailable, Busy, Effect, Forbidden, Invalid, NotFound, Protocol, Requester
 from vmbmc.machine import requests as rq
 from vmbmc.machine.power import KubeVirtCall
