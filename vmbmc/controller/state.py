@@ -28,6 +28,10 @@ class State:
     created_bmcs: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     # shared mode: each namespace's shared kbmc pod readiness, as its Deployment's last event said
     shared_pod_ready: dict[str, bool] = field(default_factory=dict)
+    # --vm-namespace-selector: each namespace's labels as its last event showed them
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the leftovers janitor (vmbmc.controller.leftovers), from kopf's start-up to its clean-up
+    janitor: list[asyncio.Task[None]] = field(default_factory=list)
 
     def roster(self, namespace: str) -> Roster:
         if namespace not in self.rosters:
