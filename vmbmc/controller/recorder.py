@@ -32,6 +32,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from vmbmc.controller import attribution
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.conditions import condition, merge
 from vmbmc.k8s import clock
@@ -151,10 +152,10 @@ class PowerRecorder:
         history = list(status.get("powerHistory") or [])
         found = tr.unrecorded(found, history)
         own = f"{key[0]}/{key[1]}"
-        attributed = tr.attribute(found, requests, history, own)
+        attributed = attribution.attribute(found, requests, history, own)
         entries = [entry for entry, _ in attributed]
         for transition, (entry, req) in zip(found, attributed, strict=True):
-            await self._emit(bmc, vm, transition, entry, tr.vm_message(entry, req, own), seen_at)
+            await self._emit(bmc, vm, transition, entry, attribution.vm_message(entry, req, own), seen_at)
         if found or self._written.get(key) != status_signature(bmc, observed):
             await self._write_status(api, key, bmc, observed, found, entries, now)
         if new_memory is not None:
@@ -186,7 +187,8 @@ class PowerRecorder:
         out = []
         for holder in holders:
             tag = f"{holder['metadata']['namespace']}/{holder['metadata']['name']}"
-            out += [{**r, tr.BMC_KEY: tag} for r in (holder.get("status") or {}).get("requests") or []]
+            requests = (holder.get("status") or {}).get("requests") or []
+            out += [{**r, attribution.BMC_KEY: tag} for r in requests]
         return out
 
     # --- Events ----------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 `observe(vm, vmi)` takes the power state from `vmbmc.machine.observe` (the one the kbmc answers with) and
 adds only the controller's evidence: which VMI, since when, how it ended, the boot settings;
 `step(memory, observed, now)` compares it with what was last seen (`Memory`) and returns the transitions
-in between; `attribute(...)` names their cause from the request records of every BMC of the VM.
-`vmbmc.controller.recorder` does the I/O.
+in between; `vmbmc.controller.attribution` names their cause from the request records of every BMC of
+the VM. `vmbmc.controller.recorder` does the I/O.
 
 How KubeVirt tells the causes apart (and the emulator shows them the same way):
 - guest shutdown: the VMI reaches `Succeeded` with no `deletionTimestamp` (or before it: the VM controller
@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from vmbmc.k8s.clock import parse as parse_time
-from vmbmc.machine import media
-from vmbmc.machine import requests as rq
 from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
 from vmbmc.machine.observe import observe as power_state
-from vmbmc.machine.types import Effect, PowerAction, PowerState
+from vmbmc.machine.types import PowerState
 
 # Transition reasons (the Event reasons).
 POWERED_ON = "PoweredOn"
@@ -59,25 +56,6 @@ VMI_FAILED = "VMI failed"
 VMI_DELETED = "VMI deleted"
 VM_DELETED = "VirtualMachine deleted"
 BOOT_SPEC_CHANGED = "boot order changed in the VirtualMachine spec"
-
-REQUEST_WINDOW_SECONDS = 120
-
-# Which request actions lead to which transitions (a request causes only what its action leads to).
-LEADS_TO: dict[str, tuple[str, ...]] = {
-    PowerAction.ON.value: (POWERED_ON, RESUMED),
-    PowerAction.OFF.value: (POWERED_OFF,),
-    PowerAction.SHUTDOWN.value: (POWERED_OFF,),
-    PowerAction.RESET.value: (RESTARTED, POWERED_ON),
-    PowerAction.CYCLE.value: (RESTARTED, POWERED_ON),
-    PowerAction.GRACEFUL_RESTART.value: (RESTARTED, POWERED_ON),
-    PowerAction.PAUSE.value: (PAUSED,),
-    PowerAction.RESUME.value: (RESUMED,),
-    rq.BOOT_ACTION: (BOOT_DEVICE_CHANGED,),
-    rq.RESTORE_ACTION: (BOOT_DEVICE_CHANGED,),
-    # ejecting takes the virtual CD out of the VM, with the bootOrder a Cd override gave it
-    media.EJECT_ACTION: (BOOT_DEVICE_CHANGED,),
-}
-
 
 def transition_id(*parts: str) -> str:
     """First 16 hex digits of sha256 of what KubeVirt recorded: the BMC's id, the same on every re-list."""
@@ -464,110 +442,6 @@ def _to_running(memory: Memory, obs: Observed, end: End | None, now: str) -> lis
 
 def _restarts_itself(strategy: str, end: End) -> bool:
     return strategy == "Always" or (strategy == "RerunOnFailure" and end.cause == VMI_FAILED)
-
-
-# --- attribution --------------------------------------------------------------------------------------
-
-
-def find_request(
-    transition: Transition, requests: Sequence[dict[str, Any]], consumed: Iterable[str]
-) -> dict[str, Any] | None:
-    """The oldest active, unconsumed request whose action leads to the transition, made before it (to the
-    second: KubeVirt records whole seconds) and at most REQUEST_WINDOW_SECONDS before it."""
-    if not transition.attributable:
-        return None
-    at = parse_time(transition.time)
-    if at is None:
-        return None
-    used = set(consumed)
-    candidates = []
-    for req in requests:
-        if req.get("effect") not in rq.ACTIVE_EFFECTS or req.get("id") in used:
-            continue
-        if transition.reason not in LEADS_TO.get(str(req.get("action")), ()):
-            continue
-        made = parse_time(str(req.get("time") or ""))
-        if made is None:
-            continue
-        made = made.replace(microsecond=0)
-        if made > at or (at - made).total_seconds() > REQUEST_WINDOW_SECONDS:
-            continue
-        candidates.append((made, req))
-    # A request that got no answer (unknown) yields to a later one whose call KubeVirt accepted: that call
-    # was decided while the VM had not moved yet, so the unanswered one had not been carried out then.
-    accepted = [made for made, req in candidates if req.get("effect") == Effect.CALLED.value]
-    candidates = [
-        (made, req)
-        for made, req in candidates
-        if req.get("effect") != Effect.UNKNOWN.value or not any(later > made for later in accepted)
-    ]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda c: c[0])[1]  # min is stable: list order breaks ties
-
-
-def late(req: dict[str, Any]) -> str:
-    """`; came late: …` for a request whose call got no answer in time (effect unknown), else ""."""
-    return f"; {rq.LATE_TEXT}" if req.get("effect") == Effect.UNKNOWN.value else ""
-
-
-# The key under which the recorder tags each request record with "namespace/name" of the BMC that holds
-# it (never written back: attribution looks at the requests of every BMC of the VM).
-BMC_KEY = "bmc"
-
-
-def requester_text(req: dict[str, Any], own: str = "") -> str:
-    """`IPMI user admin from 10.244.1.7`, with `through BMC ns/name` when another BMC than `own` took it."""
-    text = rq.requester_text(str(req.get("protocol")), str(req.get("user")), str(req.get("client")))
-    through = str(req.get(BMC_KEY) or "")
-    return f"{text} through BMC {through}" if through and through != own else text
-
-
-def history_entry(transition: Transition, req: dict[str, Any] | None, own: str = "") -> dict[str, Any]:
-    """A `status.powerHistory` entry (newest last, at most 20) of the BMC `own` ("namespace/name"); its
-    message is also its Event's message."""
-    entry: dict[str, Any] = {
-        "id": transition.id,
-        "time": transition.time,
-        "from": transition.from_state,
-        "to": transition.to_state,
-    }
-    if req is None:
-        entry.update(cause="External", message=EXTERNAL_PREFIX + transition.external)
-    else:
-        who = requester_text(req, own)
-        request_id = str(req.get("id"))
-        message = f"by {who} (request {request_id}){late(req)}"
-        entry.update(cause="Request", requester=who, requestId=request_id, message=message)
-    return entry
-
-
-def vm_message(entry: dict[str, Any], req: dict[str, Any] | None, own: str) -> str:
-    """The message of the VM's Event of a transition: the BMC's, naming the BMC (a VM may have several)."""
-    if req is None:
-        return f"{entry['message']} (seen by BMC {own})"
-    through = str(req.get(BMC_KEY) or own)
-    who = rq.requester_text(str(req.get("protocol")), str(req.get("user")), str(req.get("client")))
-    return f"by {who} through BMC {through} (request {req.get('id')}){late(req)}"
-
-
-def attribute(
-    transitions: Sequence[Transition],
-    requests: Sequence[dict[str, Any]],
-    history: Sequence[dict[str, Any]],
-    own: str = "",
-) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """History entries for `transitions` (oldest first), each with the request it names (None: External).
-    `requests`: the records of every BMC of the VM, tagged with BMC_KEY; a request accounts for one
-    transition only, in this BMC's own history (`history`)."""
-    consumed = {str(e["requestId"]) for e in history if e.get("requestId")}
-    out = []
-    for t in transitions:
-        req = find_request(t, requests, consumed)
-        if req is not None:
-            consumed.add(str(req.get("id")))
-        out.append((history_entry(t, req, own), req))
-    return out
 
 
 def unrecorded(transitions: Sequence[Transition], history: Sequence[dict[str, Any]]) -> list[Transition]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from vmbmc.controller import conditions
+from vmbmc.controller import attribution, conditions
 from vmbmc.controller import transitions as tr
 from vmbmc.emulator.kubevirt_state import vm_status
 from vmbmc.machine import requests as rq
@@ -296,7 +296,7 @@ def test_failure_is_a_warning_and_never_attributed() -> None:
     (off,) = run([(vm("Manual"), vmi("a")), (vm("Manual"), vmi("a", "Failed", ended=T2))])
     assert off.warning and not off.attributable
     reqs = [{"id": "r1", "time": T1, "protocol": "ipmi", "action": "off", "effect": "called"}]
-    assert tr.attribute([off], reqs, [])[0][0]["message"] == "outside the BMC: VMI failed"
+    assert attribution.attribute([off], reqs, [])[0][0]["message"] == "outside the BMC: VMI failed"
 
 
 def test_boot_change_id_is_deterministic() -> None:
@@ -406,7 +406,7 @@ ATTRIBUTION = [
 def test_find_request(
     what: str, reason: str, requests: list[dict[str, Any]], consumed: list[str], expected: str | None
 ) -> None:
-    found = tr.find_request(transition(reason), requests, consumed)
+    found = attribution.find_request(transition(reason), requests, consumed)
     assert (found or {}).get("id") == expected
 
 
@@ -414,7 +414,7 @@ def test_entries_name_the_requester_and_consume_once() -> None:
     off = tr.Transition("t1", "PoweredOff", T2, "On", "Off", tr.STOPPED_API)
     on = tr.Transition("t2", "PoweredOn", T3, "Off", "On", tr.STARTED_API)
     reqs = [req("r1", "off", T1), req("r2", "on", T2, protocol="redfish")]
-    (first, first_req), (second, _) = tr.attribute([off, on], reqs, [])
+    (first, first_req), (second, _) = attribution.attribute([off, on], reqs, [])
     assert first_req is reqs[0]
     assert first == {
         "id": "t1",
@@ -428,7 +428,7 @@ def test_entries_name_the_requester_and_consume_once() -> None:
     }
     assert second["message"] == "by Redfish user admin from 10.244.1.7 (request r2)"
     # A history entry consumes its request: the same off request does not explain a second power-off.
-    ((again, none),) = tr.attribute([off], reqs, [first])
+    ((again, none),) = attribution.attribute([off], reqs, [first])
     assert none is None and again["cause"] == "External"
     assert again["message"] == "outside the BMC: stopped through the KubeVirt API"
     assert "requestId" not in again
@@ -438,11 +438,11 @@ def test_a_late_transition_says_so() -> None:
     """A request whose call got no answer in time (unknown), carried out after all: the history entry and
     the VM's Event say it came late; an accepted one's do not."""
     off = tr.Transition("t1", "PoweredOff", T2, "On", "Off", tr.STOPPED_API)
-    ((entry, found),) = tr.attribute([off], [req("r1", "off", T1, "unknown")], [], "default/b")
+    ((entry, found),) = attribution.attribute([off], [req("r1", "off", T1, "unknown")], [], "default/b")
     assert found is not None and entry["requestId"] == "r1"
     assert entry["message"] == f"by IPMI user admin from 10.244.1.7 (request r1); {rq.LATE_TEXT}"
-    assert tr.vm_message(entry, found, "default/b").endswith(rq.LATE_TEXT)
-    ((entry, _),) = tr.attribute([off], [req("r1", "off", T1)], [])
+    assert attribution.vm_message(entry, found, "default/b").endswith(rq.LATE_TEXT)
+    ((entry, _),) = attribution.attribute([off], [req("r1", "off", T1)], [])
     assert "late" not in entry["message"]
 
 
@@ -450,23 +450,24 @@ def test_requests_of_another_bmc_of_the_vm_are_named() -> None:
     """Several BMCs serve one VM: a request made through A explains the transition in B's history too,
     naming A; the VM's Event names the BMC either way."""
     on = tr.Transition("t1", "PoweredOn", T2, "Off", "On", tr.STARTED_API)
-    through_a = {**req("r1", "on", T1), tr.BMC_KEY: "sys/a"}
-    ((seen_by_b, found),) = tr.attribute([on], [through_a], [], "sys/b")
+    through_a = {**req("r1", "on", T1), attribution.BMC_KEY: "sys/a"}
+    ((seen_by_b, found),) = attribution.attribute([on], [through_a], [], "sys/b")
     assert found is through_a and seen_by_b["cause"] == "Request"
     assert seen_by_b["message"] == "by IPMI user admin from 10.244.1.7 through BMC sys/a (request r1)"
-    ((seen_by_a, _),) = tr.attribute([on], [through_a], [], "sys/a")
+    ((seen_by_a, _),) = attribution.attribute([on], [through_a], [], "sys/a")
     assert seen_by_a["message"] == "by IPMI user admin from 10.244.1.7 (request r1)"
-    assert tr.vm_message(seen_by_a, through_a, "sys/a") == tr.vm_message(seen_by_b, through_a, "sys/b")
-    assert "through BMC sys/a" in tr.vm_message(seen_by_a, through_a, "sys/a")
-    outside = tr.history_entry(on, None)
+    by_a = attribution.vm_message(seen_by_a, through_a, "sys/a")
+    assert by_a == attribution.vm_message(seen_by_b, through_a, "sys/b")
+    assert "through BMC sys/a" in attribution.vm_message(seen_by_a, through_a, "sys/a")
+    outside = attribution.history_entry(on, None)
     expected = "outside the BMC: started through the KubeVirt API (seen by BMC sys/b)"
-    assert tr.vm_message(outside, None, "sys/b") == expected
+    assert attribution.vm_message(outside, None, "sys/b") == expected
 
 
 def test_the_kbmc_restore_explains_a_boot_change() -> None:
     changed = tr.Transition("t1", "BootDeviceChanged", T2, "On", "On", tr.BOOT_SPEC_CHANGED)
     restore = {**req("r1-restore-abc", "boot_restore", T1), "protocol": "kbmc", "user": "-", "client": "-"}
-    ((entry, _),) = tr.attribute([changed], [restore], [])
+    ((entry, _),) = attribution.attribute([changed], [restore], [])
     assert entry["cause"] == "Request" and entry["message"] == "by the kbmc (request r1-restore-abc)"
 
 
@@ -475,10 +476,10 @@ def test_an_eject_explains_a_boot_change() -> None:
     BMC's request, never `outside the BMC`."""
     changed = tr.Transition("t1", "BootDeviceChanged", T2, "Off", "Off", tr.BOOT_SPEC_CHANGED)
     eject = req("e1", "eject_media", T1)
-    ((entry, _),) = tr.attribute([changed], [eject], [])
+    ((entry, _),) = attribution.attribute([changed], [eject], [])
     assert entry["cause"] == "Request" and "(request e1)" in entry["message"]
     insert = req("i1", "insert_media", T1)  # an insert adds a disk without a bootOrder: no boot change
-    ((entry, _),) = tr.attribute([changed], [insert], [])
+    ((entry, _),) = attribution.attribute([changed], [insert], [])
     assert entry["cause"] == "External"
 
 
@@ -522,7 +523,7 @@ def test_the_vm_id_is_salted() -> None:
 def test_two_transitions_one_request() -> None:
     on = tr.Transition("t1", "PoweredOn", T2, "Off", "On", tr.STARTED_API)
     resumed = tr.Transition("t2", "Resumed", T3, "Paused", "On", tr.RESUMED_API)
-    entries = tr.attribute([on, resumed], [req("r1", "on", T1)], [])
+    entries = attribution.attribute([on, resumed], [req("r1", "on", T1)], [])
     assert [e["cause"] for e, _ in entries] == ["Request", "External"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmbmc.controller import attribution
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import MAX_HISTORY, status_patch
 
@@ -20,7 +21,7 @@ def bmc(history: list[dict[str, Any]] | None = None, **status: Any) -> dict[str,
 
 def transition(n: int) -> tuple[tr.Transition, dict[str, Any]]:
     t = tr.Transition(f"id{n}", "PoweredOn", NOW, "Off", "On", tr.STARTED_API, f"vmi{n}")
-    return t, tr.history_entry(t, None)
+    return t, attribution.history_entry(t, None)
 
 
 def test_first_write_sets_state_and_conditions_and_keeps_others() -> None:
