@@ -66,31 +66,31 @@ class KubeVirtMachine(Machine):
         self.namespace, self.name = namespace, name
         self.vm = f"{namespace}/{name}"
         self.bmc = bmc
-        self.store = store
+        self.loop = loop
+        self.store = store  # the record holder: the BMC (its status) or, standalone, the VM
         self.requests = RequestLog(store, events, self.vm)
-        self.target = KubeVirtVm(
+        self.kubevirt_vm = KubeVirtVm(
             api, loop, namespace, name, vms=vms, vmis=vmis, store=store, requests=self.requests, bmc=bmc,
             pvcs=pvcs,
         )
-        answers = Answers()
-        self._answers = answers
-        self.power = PowerControl(self.target, answers)
-        self.restore = BootRestore(self.target, asyncio.Lock())
-        self.boot = BootOverrides(self.target, answers, self.restore)
-        self.media = MediaDrive(self.target)
-        self.recovery = Recovery(self.target, self.restore, self.media)
+        self._answers = Answers()  # shared: `answer(id)` finds a power request's and a boot override's
+        self.power = PowerControl(self.kubevirt_vm, self._answers)
+        self.restore = BootRestore(self.kubevirt_vm, asyncio.Lock())  # the lock: one boot write at a time
+        self.overrides = BootOverrides(self.kubevirt_vm, self._answers, self.restore)
+        self.media = MediaDrive(self.kubevirt_vm)
+        self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media)
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
 
     def _on_change(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """On the loop, for every change of our VM, VMI or record holder."""
-        self.target.changed()
+        self.kubevirt_vm.changed()
         self.restore.check_late()
         self.restore.check_once()
 
     async def wait_change(self, timeout: float) -> None:
-        await self.target.wait_change(timeout)
+        await self.kubevirt_vm.wait_change(timeout)
 
     def check_once_restore(self) -> None:
         """An override consumed while no kbmc was running is put back (the hub calls this at start)."""
@@ -102,7 +102,7 @@ class KubeVirtMachine(Machine):
         self.recovery.start()
 
     def close(self) -> None:
-        t = self.target
+        t = self.kubevirt_vm
         t.vms.unsubscribe(t.name, self._on_change)
         t.vmis.unsubscribe(t.name, self._on_change)
         t.store.informer.unsubscribe(t.store.name, self._on_change)
@@ -113,14 +113,14 @@ class KubeVirtMachine(Machine):
         return self.power.status()
 
     def boot_override(self) -> BootOverride:
-        return self.boot.current()
+        return self.overrides.current()
 
     def inventory(self) -> Inventory:
-        pvcs = self.target.pvcs.objects if self.target.pvcs is not None else None
-        return inventory(self.target.current(), self.target.vmi(), pvcs)
+        pvcs = self.kubevirt_vm.pvcs.objects if self.kubevirt_vm.pvcs is not None else None
+        return inventory(self.kubevirt_vm.current(), self.kubevirt_vm.vmi(), pvcs)
 
     def supported_boot_targets(self) -> tuple[BootTarget, ...]:
-        return boot.supported_targets(self.target.current())
+        return boot.supported_targets(self.kubevirt_vm.current())
 
     # --- power ----------------------------------------------------------------------------
     def submit(self, action: PowerAction, requester: Requester) -> ActionResult:
@@ -143,7 +143,7 @@ class KubeVirtMachine(Machine):
         enabled: BootPersistence | None = None,
         mode: BootMode | None = None,
     ) -> BootOverride:
-        return self.boot.submit(requester, target, enabled, mode)[0]
+        return self.overrides.submit(requester, target, enabled, mode)[0]
 
     async def set_boot_override(
         self,
@@ -153,7 +153,7 @@ class KubeVirtMachine(Machine):
         enabled: BootPersistence | None = None,
         mode: BootMode | None = None,
     ) -> BootOverride:
-        result, future = self.boot.submit(requester, target, enabled, mode)
+        result, future = self.overrides.submit(requester, target, enabled, mode)
         return result if future is None else await asyncio.shield(future)
 
     # --- virtual media ----------------------------------------------------------------------
@@ -171,5 +171,5 @@ class KubeVirtMachine(Machine):
         # imported here: a BMC whose console nobody opens never loads the WebSocket client
         from vmbmc.kubevirt.console import KubeVirtConsole
 
-        t = self.target
+        t = self.kubevirt_vm
         return KubeVirtConsole(t.api, t.vmis, t.namespace, t.name, output, state)
