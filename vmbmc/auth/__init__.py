@@ -5,8 +5,9 @@ The names below are loaded on first use: the controller's `vmbmc.auth.passwords`
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmbmc import lazy
 
 if TYPE_CHECKING:
     from vmbmc.auth.credentials import Credentials, FileCredentials, StaticCredentials
@@ -14,15 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Credentials", "FileCredentials", "LoginLimiter", "StaticCredentials"]
 
-_HOME = {
-    "Credentials": "vmbmc.auth.credentials",
-    "FileCredentials": "vmbmc.auth.credentials",
-    "StaticCredentials": "vmbmc.auth.credentials",
-    "LoginLimiter": "vmbmc.auth.lockout",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy.exports(
+    __name__,
+    {
+        "Credentials": "vmbmc.auth.credentials",
+        "FileCredentials": "vmbmc.auth.credentials",
+        "StaticCredentials": "vmbmc.auth.credentials",
+        "LoginLimiter": "vmbmc.auth.lockout",
+    },
+)

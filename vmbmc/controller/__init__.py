@@ -1,22 +1,26 @@
 """The VirtualMachineBMC controller (kopf): auto-created BMCs, each BMC's kbmc and its status.
 
-The names below are loaded lazily, so importing a submodule (`transitions`, `naming`) does not load kopf.
+The names below are loaded on first use, so importing a submodule (`transitions`) does not load kopf.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from vmbmc import lazy
+
+if TYPE_CHECKING:
+    from vmbmc.controller.operator import Controller, ControllerThread, run_controller
+    from vmbmc.controller.options import ControllerOptions
 
 __all__ = ["Controller", "ControllerOptions", "ControllerThread", "run_controller"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "ControllerOptions":
-        from vmbmc.controller.options import ControllerOptions
-
-        return ControllerOptions
-    if name in ("Controller", "ControllerThread", "run_controller"):
-        from vmbmc.controller import operator
-
-        return getattr(operator, name)
-    raise AttributeError(name)
+__getattr__ = lazy.exports(
+    __name__,
+    {
+        "ControllerOptions": "vmbmc.controller.options",
+        "Controller": "vmbmc.controller.operator",
+        "ControllerThread": "vmbmc.controller.operator",
+        "run_controller": "vmbmc.controller.operator",
+    },
+)

@@ -108,7 +108,7 @@ def phase_time(vmi: dict[str, Any] | None, phase: str) -> str:
 def observe(vm: dict[str, Any] | None, vmi: dict[str, Any] | None) -> PowerState:
     """The power state of `vm` with its VMI (None when there is none).
 
-    The one answer for every reader: the kbmc's front ends (through `vmbmc.kubevirt.machine`) and the
+    The one answer for every reader: the kbmc's front ends (through `vmbmc.kubevirt.power`) and the
     controller's `status.powerState` and history (`vmbmc.controller.transitions`). No VM: Unknown (a VMI
     alone is not a machine this BMC serves; the kbmc answers NotFound before asking)."""
     if vm is None:

@@ -11,8 +11,9 @@ See docs/redfish.md. The names below are loaded on first use: importing one modu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmbmc import lazy
 
 if TYPE_CHECKING:
     from vmbmc.redfish.app import create_app
@@ -21,16 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionLimits", "RedfishServer", "create_app", "run", "serve"]
 
-_HOME = {
-    "create_app": "vmbmc.redfish.app",
-    "ConnectionLimits": "vmbmc.redfish.connections",
-    "RedfishServer": "vmbmc.redfish.server",
-    "run": "vmbmc.redfish.server",
-    "serve": "vmbmc.redfish.server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy.exports(
+    __name__,
+    {
+        "create_app": "vmbmc.redfish.app",
+        "ConnectionLimits": "vmbmc.redfish.connections",
+        "RedfishServer": "vmbmc.redfish.server",
+        "run": "vmbmc.redfish.server",
+        "serve": "vmbmc.redfish.server",
+    },
+)
