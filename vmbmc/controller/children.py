@@ -9,6 +9,7 @@ from typing import Any
 
 from vmbmc.auth.passwords import generate_password as generate_password
 from vmbmc.controller import naming as n
+from vmbmc.machine.inventory import disk_claims
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623
@@ -126,13 +127,14 @@ def bmc_role(b: BmcInfo, shared_secret: str | None = None) -> dict[str, Any]:
     return role
 
 
-def vm_role(b: BmcInfo) -> dict[str, Any]:
-    """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources.
+def vm_role(b: BmcInfo, vm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources, and
+    `get` on the PVCs and DataVolumes its disks name (`vm`: the VM as last seen; none, no such rule).
 
     No ownerReference: the owner may live in another namespace, and Kubernetes' garbage collector would
     delete the Role at once; the BMC's finalizer deletes it by its labels instead."""
-    vm = [b.vm_name]
-    return {
+    vm_names = [b.vm_name]
+    role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _vm_ns_meta(b, n.vm_role_name(b.name)),
@@ -140,13 +142,13 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
             {
                 "apiGroups": ["kubevirt.io"],
                 "resources": ["virtualmachines"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get", "list", "watch", "patch"],
             },
             {
                 "apiGroups": ["kubevirt.io"],
                 "resources": ["virtualmachineinstances"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get", "list", "watch"],
             },
             {
@@ -158,13 +160,13 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
                     "virtualmachineinstances/pause",
                     "virtualmachineinstances/unpause",
                 ],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["update"],
             },
             {  # Serial over LAN: the VM's serial console (a WebSocket GET)
                 "apiGroups": ["subresources.kubevirt.io"],
                 "resources": ["virtualmachineinstances/console"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get"],
             },
             # VirtualMedia: its one DataVolume by name; `create` cannot be limited by name (the kbmc only
@@ -178,6 +180,23 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
             },
         ],
     }
+    role["rules"].extend(disk_rules(vm))
+    return role
+
+
+def disk_rules(vm: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`get`, by name, on the PVCs and DataVolumes the VM's disks name: their sizes are the disk sizes
+    Redfish reports (Ironic's inspection). A rule only for names there are: an empty `resourceNames`
+    would grant every object."""
+    pvcs, dvs = disk_claims(vm) if vm is not None else ((), ())
+    rules: list[dict[str, Any]] = []
+    if pvcs:
+        rules.append({"apiGroups": [""], "resources": ["persistentvolumeclaims"],
+                      "resourceNames": list(pvcs), "verbs": ["get"]})
+    if dvs:
+        rules.append({"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"],
+                      "resourceNames": list(dvs), "verbs": ["get"]})
+    return rules
 
 
 def _vm_ns_meta(b: BmcInfo, name: str) -> dict[str, Any]:

@@ -215,6 +215,8 @@ def build_registry(state: State) -> kopf.OperatorRegistry:
         await sync(namespace, name, vm, bmcs_by_vm, bmc_vm_annotation, ns_labels)
         vmi = _first(vmis.get((namespace, name)))
         await observe_all(bmcs_by_vm, (namespace, name), vm, vmi)
+        for bmc in bmcs_by_vm.get((namespace, name), ()) if vm is not None else ():
+            await _with_retries(state, "rights", lambda b=dict(bmc): reconcile.follow_vm_disks(state, b, vm))
 
     @kopf.on.event(*VMI, registry=reg, id="vmi_event")
     async def vmi_event(

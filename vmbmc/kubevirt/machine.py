@@ -30,6 +30,7 @@ from vmbmc.k8s.informer import Informer, OwnWrites
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog
+from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.console import Console, Output, StateListener
@@ -170,7 +171,6 @@ class KubeVirtMachine(Machine):
         vmis: Informer,
         store: RecordStore,
         bmc: str | None,
-        pvcs: Informer | None = None,
     ) -> None:
         self.hub = hub
         self.api = hub.api
@@ -178,7 +178,8 @@ class KubeVirtMachine(Machine):
         self.namespace, self.name = namespace, name
         self.vm = f"{namespace}/{name}"
         self.bmc = bmc
-        self.vms, self.vmis, self.pvcs = vms, vmis, pvcs
+        self.vms, self.vmis = vms, vmis
+        self.volumes = VolumeSizes(self.api, namespace)  # the disks' PVCs and DataVolumes, for sizes
         self.store = store
         self.requests = RequestLog(store, hub.events, self.vm)
         self._inflight: _InFlight | None = None
@@ -208,6 +209,7 @@ class KubeVirtMachine(Machine):
         self.store.informer.unsubscribe(self.store.name, self._on_change)
         for task in list(self._tasks):
             task.cancel()
+        self.volumes.close()
 
     # --- cache ----------------------------------------------------------------------------
     def _on_change(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
@@ -216,6 +218,8 @@ class KubeVirtMachine(Machine):
         self._changed = asyncio.Event()
         self.check_late_boot()
         self.check_once_restore()
+        if (vm := self.vms.get(self.name)) is not None:
+            self.volumes.follow(vm)
 
     async def wait_change(self, timeout: float) -> None:
         event = self._changed
@@ -279,8 +283,9 @@ class KubeVirtMachine(Machine):
         return boot.reported(vm, stored)
 
     def inventory(self) -> Inventory:
-        pvcs = self.pvcs.objects if self.pvcs is not None else None
-        return inventory(self._vm(), self._vmi(), pvcs)
+        vm = self._vm()
+        self.volumes.follow(vm)
+        return inventory(vm, self._vmi(), self.volumes.pvcs, self.volumes.dvs)
 
     def supported_boot_targets(self) -> tuple[BootTarget, ...]:
         return boot.supported_targets(self._vm())
