@@ -14,6 +14,7 @@ from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623
 SERVICE_IPMI_PORT = 623
+SERVICE_REDFISH_PORT = 443  # HTTPS, or plain HTTP with spec.redfish.insecureHTTP
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
@@ -353,7 +354,9 @@ def service(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any
         ipmi = {"name": "ipmi", "port": SERVICE_IPMI_PORT, "targetPort": ipmi_target, "protocol": "UDP"}
         ports.append(ipmi)
     if b.redfish:
-        ports.append({"name": "redfish", "port": 443, "targetPort": redfish_target, "protocol": "TCP"})
+        ports.append(
+            {"name": "redfish", "port": SERVICE_REDFISH_PORT, "targetPort": redfish_target, "protocol": "TCP"}
+        )
     if not ports:
         # A Service needs a port; the health port keeps it valid when both front ends are off.
         ports.append({"name": "health", "port": HEALTH_PORT, "targetPort": HEALTH_PORT, "protocol": "TCP"})

@@ -158,9 +158,11 @@ def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None)
     if not ip or ip == "None":
         return out
     if info.ipmi:
-        out["ipmi"] = f"{ip}:623"
+        out["ipmi"] = f"{ip}:{ch.SERVICE_IPMI_PORT}"
     if info.redfish:
-        out["redfish"] = f"{'http' if info.insecure_http else 'https'}://{ip}/redfish/v1"
+        # the Service's Redfish port is 443 either way: plain HTTP there needs the port spelled out
+        out["redfish"] = f"http://{ip}:{ch.SERVICE_REDFISH_PORT}/redfish/v1" if info.insecure_http else (
+            f"https://{ip}/redfish/v1")
     return out
 
 

@@ -271,7 +271,7 @@ def test_redfish_insecure_http(api: Api, controller: Any) -> None:
         "redfish BMC ready with its endpoints",
     )
     ip = bmc["status"]["serviceIP"]
-    assert bmc["status"]["endpoints"] == {"ipmi": f"{ip}:623", "redfish": f"http://{ip}/redfish/v1"}
+    assert bmc["status"]["endpoints"] == {"ipmi": f"{ip}:623", "redfish": f"http://{ip}:443/redfish/v1"}
     svc = api.get("service", "rf", "rf-bmc-kbmc")
     assert {(p["port"], p["targetPort"], p["protocol"]) for p in svc["spec"]["ports"]} == {
         (623, 10623, "UDP"),
