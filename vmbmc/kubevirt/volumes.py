@@ -43,6 +43,10 @@ class VolumeSizes:
     def follow(self, vm: dict[str, Any]) -> None:
         """Read the VM's claims again if it names others now, or the last read is old; never waits.
         Call on the loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a read from outside the machine's loop: nothing can be scheduled
+            return
         names = disk_claims(vm)
         busy = self._task is not None and not self._task.done()
         if names == self._names and (busy or time.monotonic() - self._read_at < REFRESH_SECONDS):
@@ -51,7 +55,7 @@ class VolumeSizes:
             assert self._task is not None
             self._task.cancel()
         self._names = names
-        self._task = asyncio.get_running_loop().create_task(self._read(names))
+        self._task = loop.create_task(self._read(names))
 
     def close(self) -> None:
         if self._task is not None:
