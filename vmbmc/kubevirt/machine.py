@@ -30,6 +30,7 @@ from vmbmc.kubevirt.records import RecordStore
 from vmbmc.kubevirt.recovery import Recovery
 from vmbmc.kubevirt.requests import EventWriter, RequestLog
 from vmbmc.kubevirt.vm import KubeVirtVm
+from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.console import Console, Output, StateListener
@@ -61,7 +62,6 @@ class KubeVirtMachine(Machine):
         vmis: Informer,
         store: RecordStore,
         bmc: str | None,
-        pvcs: Informer | None = None,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.vm = f"{namespace}/{name}"
@@ -71,8 +71,8 @@ class KubeVirtMachine(Machine):
         self.requests = RequestLog(store, events, self.vm)
         self.kubevirt_vm = KubeVirtVm(
             api, loop, namespace, name, vms=vms, vmis=vmis, store=store, requests=self.requests, bmc=bmc,
-            pvcs=pvcs,
         )
+        self.volumes = VolumeSizes(api, namespace)  # the disks' PVCs and DataVolumes, for sizes
         self._answers = Answers()  # shared: `answer(id)` finds a power request's and a boot override's
         self.power = PowerControl(self.kubevirt_vm, self._answers)
         self.restore = BootRestore(self.kubevirt_vm, asyncio.Lock())  # the lock: one boot write at a time
@@ -88,6 +88,8 @@ class KubeVirtMachine(Machine):
         self.kubevirt_vm.changed()
         self.restore.check_late()
         self.restore.check_once()
+        if (vm := self.kubevirt_vm.vms.get(self.name)) is not None:
+            self.volumes.follow(vm)
 
     async def wait_change(self, timeout: float) -> None:
         await self.kubevirt_vm.wait_change(timeout)
@@ -107,6 +109,7 @@ class KubeVirtMachine(Machine):
         t.vmis.unsubscribe(t.name, self._on_change)
         t.store.informer.unsubscribe(t.store.name, self._on_change)
         t.close()
+        self.volumes.close()
 
     # --- reads ----------------------------------------------------------------------------
     def power_status(self) -> PowerStatus:
@@ -116,8 +119,9 @@ class KubeVirtMachine(Machine):
         return self.overrides.current()
 
     def inventory(self) -> Inventory:
-        pvcs = self.kubevirt_vm.pvcs.objects if self.kubevirt_vm.pvcs is not None else None
-        return inventory(self.kubevirt_vm.current(), self.kubevirt_vm.vmi(), pvcs)
+        vm = self.kubevirt_vm.current()
+        self.volumes.follow(vm)
+        return inventory(vm, self.kubevirt_vm.vmi(), self.volumes.pvcs, self.volumes.dvs)
 
     def supported_boot_targets(self) -> tuple[BootTarget, ...]:
         return boot.supported_targets(self.kubevirt_vm.current())

@@ -8,6 +8,7 @@ name the cause of a transition (`vmbmc.controller.transitions`).
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,3 +128,17 @@ def request_message(
 def kbmc_requester(request_id: str) -> Requester:
     """The Requester of a request the kbmc makes on its own: protocol kbmc, user and client `-`."""
     return Requester(Protocol.KBMC, "-", "-", request_id)
+
+
+def event_last(record: dict[str, Any]) -> str:
+    """The latest `lastTimestamp` the Event of this request record may have: the second it was made in
+    for a client's request; for one the kbmc made on its own (a reaction to something seen, whose Event
+    is rounded up, vmbmc.k8s.events), the second after. An Event it causes is listed after it."""
+    made = str(record.get("time") or "")
+    if record.get("protocol") != Protocol.KBMC.value:
+        return made
+    try:
+        at = datetime.datetime.strptime(made, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return made
+    return (at + datetime.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

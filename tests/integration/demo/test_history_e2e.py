@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 from pod_cluster import pod_cluster
 
 from tests.conftest import KUBECTL
+from tests.kubectl_events import assert_cause_first, described_reasons
 from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
 from vmbmc.demo.podrunner import LocalPodRunner
@@ -189,9 +190,11 @@ def assert_override_used_and_attributed(topo: Topology, bmc: str, vm: str) -> No
     assert changes[1]["message"] == f"by the kbmc (request {restore['id']})"
     (restored,) = [e for e in topo.bmc_events(bmc) if e["reason"] == "BootOverrideRestored"]
     assert f"one-time override {override['id']} was used" in restored["message"]
-    assert restored["eventTime"] < next(
-        e["eventTime"] for e in topo.bmc_events(bmc) if e["metadata"]["name"] == f"{bmc}.{changes[1]['id']}"
-    )
+    name = f"{bmc}.{changes[1]['id']}"
+    (restore_change,) = [e for e in topo.bmc_events(bmc) if e["metadata"]["name"] == name]
+    assert restored["eventTime"] < restore_change["eventTime"]
+    # the second kubectl sorts on: the restore's boot change never shares the restore's (rounded up)
+    assert restored["lastTimestamp"] < restore_change["lastTimestamp"], (restored, restore_change)
     vm_obj = topo.emu.call(topo.store.get, topo.rt["vm"], TENANT, vm)
     devices = vm_obj["spec"]["template"]["spec"]["domain"]["devices"]
     assert all("bootOrder" not in d for d in devices["disks"] + devices["interfaces"])  # as it was
@@ -210,7 +213,9 @@ def test_ironic_flow_over_ipmi(topo: Topology) -> None:
     assert_history_once(topo, bmc)
     # kubectl describe lists each request before its effect (eventTime), and the VM's Events name the BMC.
     reasons = described_reasons(topo.kubectl("describe", "vmbmc", bmc, "-n", SYSTEM))
-    assert reasons.index("PowerOnRequested") < reasons.index("PoweredOn"), reasons
+    assert_cause_first(reasons, topo.bmc_events(bmc), [
+        ("PowerOnRequested", "PoweredOn"), ("BootOverrideSet", "BootOverrideRestored"),
+    ])  # fmt: skip
     assert reasons.index("BootOverrideSet") < reasons.index("BootDeviceChanged"), reasons
     assert reasons.index("BootOverrideRestored") < len(reasons) - reasons[::-1].index("BootDeviceChanged") - 1
     (vm_on,) = [e for e in topo.vm_events(vm) if e["reason"] == "PoweredOn"]
@@ -342,9 +347,3 @@ def assert_history_once(topo: Topology, bmc: str) -> None:
     assert len(ids) == len(set(ids))
     ours = [e for e in topo.bmc_events(bmc) if e.get("reportingComponent") == "vmbmc-controller"]
     assert sorted(e["metadata"]["name"] for e in ours) == sorted(f"{bmc}.{i}" for i in ids)
-
-
-def described_reasons(text: str) -> list[str]:
-    """The Reason column of `kubectl describe`'s Events table, top to bottom."""
-    lines = text.split("Events:", 1)[1].splitlines()
-    return [line.split()[1] for line in lines[3:] if line.strip()]
