@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import enum
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -119,6 +120,7 @@ class ConnectionGuard:
     """Admission and bookkeeping for one listener (all on its event loop: no locks)."""
 
     GRACE = 1.0  # an address's newest connections are not its "most": honest bursts share one address
+    TRIM_DELAY = 0.5  # a closed connection's objects are freed after its connection_lost, not in it
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
@@ -128,6 +130,7 @@ class ConnectionGuard:
         self.notes = RateLimitedLog(log)
         self._high = 0  # most connections open since memory was last returned
         self._closed = 0  # connections closed since then
+        self._trim: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -167,9 +170,13 @@ class ConnectionGuard:
             del self._per_client[conn.client]
         self._closed += 1
         burst_over = self._high >= 32 and len(self._conns) <= self._high // 4
-        if burst_over or self._closed >= 128:  # also during a long churn at the cap
+        if (burst_over or self._closed >= 128) and self._trim is None:  # also during a long churn at the cap
             self._high, self._closed = len(self._conns), 0
-            return_memory()
+            self._trim = asyncio.get_running_loop().call_later(self.TRIM_DELAY, self._return_memory)
+
+    def _return_memory(self) -> None:
+        self._trim = None
+        return_memory()
 
     def abort_waiting(self) -> None:
         """Close every connection that is not being served (the server is stopping)."""
@@ -180,6 +187,9 @@ class ConnectionGuard:
     def close_all(self) -> None:
         for conn in list(self._conns.values()):
             conn.transport.abort()
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
 
     def _refuse(self, client: str, transport: asyncio.BaseTransport, why: str) -> None:
         self.refused += 1
@@ -215,7 +225,9 @@ _TRIM = _malloc_trim()
 
 
 def return_memory() -> None:
-    """Give freed heap pages back to the OS. Connection buffers (TLS, h11) are freed when a burst of
-    connections closes, but glibc keeps the pages in its heap: RSS would stay at the burst's peak."""
+    """Give freed heap pages back to the OS. A burst of connections leaves their buffers (TLS, h11)
+    in reference cycles that only a full collection frees, and glibc keeps freed pages in its heap:
+    without both, RSS would stay at the burst's peak."""
+    gc.collect()
     if _TRIM is not None:
         _TRIM(0)

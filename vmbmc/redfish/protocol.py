@@ -121,9 +121,10 @@ class _Tap(asyncio.Transport):
 class GuardedConnection(asyncio.Protocol):
     """One accepted connection: admission, TLS with a deadline, then uvicorn's h11 protocol."""
 
-    def __init__(self, guard: ConnectionGuard, context: ssl.SSLContext | None, http: asyncio.Protocol
-                 ) -> None:
-        self._guard, self._context, self._http = guard, context, http
+    def __init__(self, guard: ConnectionGuard, context: ssl.SSLContext | None,
+                 http: Callable[[], asyncio.Protocol]) -> None:
+        self._guard, self._context, self._new_http = guard, context, http
+        self._http: asyncio.Protocol = None  # type: ignore[assignment]  # made once the connection is open
         self._conn: Connection | None = None
         self._tap: _Tap | None = None
         self._handshake: asyncio.Task[None] | None = None
@@ -142,6 +143,9 @@ class GuardedConnection(asyncio.Protocol):
 
     async def _start_tls(self, transport: asyncio.Transport, conn: Connection) -> None:
         loop, limit = asyncio.get_running_loop(), self._guard.limits.tls_handshake
+        if transport.is_closing():  # evicted before its turn came: no TLS layer (256 KiB) for it
+            self._guard.release(conn)
+            return
         started = loop.time()
         try:
             tls = await loop.start_tls(transport, self, self._context,  # type: ignore[arg-type]
@@ -161,6 +165,7 @@ class GuardedConnection(asyncio.Protocol):
         assert self._conn is not None
         self._conn.opened()
         self._tap = _Tap(transport, self._conn, self._guard)
+        self._http = self._new_http()
         self._http.connection_made(self._tap)
 
     def data_received(self, data: bytes) -> None:
@@ -194,7 +199,9 @@ def protocol_factory(guard: ConnectionGuard, context: ssl.SSLContext | None
 
     def create(config: Config, server_state: Any, app_state: dict[str, Any],
                _loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-        http = H11Protocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
+        def http() -> asyncio.Protocol:
+            return H11Protocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
+
         return GuardedConnection(guard, context, http)
 
     return create
