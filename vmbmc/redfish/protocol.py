@@ -128,6 +128,8 @@ class GuardedConnection(asyncio.Protocol):
         self._conn: Connection | None = None
         self._tap: _Tap | None = None
         self._handshake: asyncio.Task[None] | None = None
+        # What the TLS layer decrypted between the handshake's end and start_tls returning to us
+        self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -167,9 +169,13 @@ class GuardedConnection(asyncio.Protocol):
         self._tap = _Tap(transport, self._conn, self._guard)
         self._http = self._new_http()
         self._http.connection_made(self._tap)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        if self._tap is None:
+        if self._tap is None:  # TLS is up, start_tls has not returned yet: keep it for uvicorn
+            self._early.append(data)
             return
         self._conn.bytes_arrived()  # type: ignore[union-attr]
         self._http.data_received(data)

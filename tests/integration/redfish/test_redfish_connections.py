@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -158,3 +159,41 @@ async def test_idle_keep_alive_connection_is_closed(https) -> None:
         assert first.startswith(b"HTTP/1.1 200")
     assert await closed_by_server(reader, 10)  # keep_alive=1 s
     writer.close()
+
+
+def request_with_the_finished_message(host: str, port: int, request: bytes) -> bytes:
+    """A TLS 1.3 client that sends `request` in the same TCP write as its handshake's Finished
+    message (TLS 1.3 allows it), then reads the answer's head. Memory BIOs make that exact."""
+    context = client_tls()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        for _ in range(20):  # bounded: a handshake takes two round trips
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536) or b"")
+        tls.write(request)
+        sock.sendall(outgoing.read())  # the Finished message and the request together
+        answer = b""
+        for _ in range(50):  # bounded by the socket timeout too
+            try:
+                answer += tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+            if b"\r\n\r\n" in answer:
+                break
+        return answer
+
+
+async def test_a_request_sent_along_with_the_tls_finished_message_is_answered(https) -> None:
+    request = b"GET /redfish/v1 HTTP/1.1\r\nHost: bmc\r\n\r\n"
+    answer = await asyncio.to_thread(request_with_the_finished_message, https.host, https.port, request)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # not dropped while the TLS layer was being put in place
+    assert https.guard.timed_out == 0
