@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -172,6 +173,8 @@ async def _client(host: str, port: int, request: bytes, until: float, result: Re
             result.reconnects += 1
     if writer is not None:
         writer.close()
+        with contextlib.suppress(OSError, TimeoutError):  # a TLS close waits for the server's close_notify
+            await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -196,6 +199,7 @@ async def load(
     await asyncio.gather(
         *(_client(host, port, request, time.perf_counter() + 0.5, warm, context) for _ in range(clients))
     )
+    await asyncio.sleep(0.5)  # the server has released the warm-up's connections (16 per address)
     result = Result(0, duration, [], 0, 0)
     cpu0 = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
