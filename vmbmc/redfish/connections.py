@@ -142,6 +142,9 @@ class ConnectionGuard:
     def admit(self, peer: tuple[str, int], transport: asyncio.BaseTransport) -> Connection | None:
         limits, conn = self.limits, Connection(self, peer, transport)
         client = conn.client
+        stale = self._conns.get(peer)
+        if stale is not None:  # its connection_lost is still to come, and the peer's port is reused
+            self.release(stale)
         if self._per_client.get(client, 0) >= limits.per_client:
             return self._refuse(client, transport, "connection refused: too many from this address")
         if len(self._conns) >= limits.total:
