@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from vmbmc import naming as n
 from vmbmc.auth.passwords import IPMI15_MAX_PASSWORD
 from vmbmc.controller import children as ch
-from vmbmc import naming as n
 from vmbmc.redfish import paths
 
 ROOT = Path(__file__).parents[2]
