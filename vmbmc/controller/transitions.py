@@ -531,6 +531,7 @@ def history_entry(transition: Transition, req: dict[str, Any] | None, own: str =
         "time": transition.time,
         "from": transition.from_state,
         "to": transition.to_state,
+        "reason": transition.reason,  # what the log views render (vmbmc.machine.history)
     }
     if req is None:
         entry.update(cause="External", message=EXTERNAL_PREFIX + transition.external)

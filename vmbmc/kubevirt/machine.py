@@ -22,11 +22,13 @@ import datetime
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmbmc.k8s.client import JSON_PATCH, NOT_SENT, ApiError
 from vmbmc.k8s.informer import Informer, OwnWrites
+from vmbmc.kubevirt.history import HistorySource
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.records import RecordStore, subresource_path, vm_path
 from vmbmc.kubevirt.requests import RequestLog
@@ -44,6 +46,7 @@ from vmbmc.machine.errors import (
     Refused,
     Unanswered,
 )
+from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.media import EJECT_ACTION, INSERT_ACTION, MediaStatus
 from vmbmc.machine.observe import observe, pending_change, vmi_alive, vmi_uid
@@ -59,6 +62,7 @@ from vmbmc.machine.requests import (
     BOOT_ACTION,
     CALL_BOUND_SECONDS,
     LATE_TEXT,
+    LOG_CLEAR_ACTION,
     RESTORE_ACTION,
     kbmc_requester,
 )
@@ -193,6 +197,7 @@ class KubeVirtMachine(Machine):
         self._restoring: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.media = MediaDrive(self)
+        self.log = HistorySource(store, self.requests, self.loop)
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
@@ -206,6 +211,7 @@ class KubeVirtMachine(Machine):
         self.vms.unsubscribe(self.name, self._on_change)
         self.vmis.unsubscribe(self.name, self._on_change)
         self.store.informer.unsubscribe(self.store.name, self._on_change)
+        self.log.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -590,6 +596,8 @@ class KubeVirtMachine(Machine):
                 return False
         if action in (INSERT_ACTION, EJECT_ACTION):
             return self.media.carried_out(action)
+        if action == LOG_CLEAR_ACTION:
+            return self.log.carried_out(str(rid))
         try:
             power = PowerAction(action)
             vm, vmi = self._vm(), self._vmi()
@@ -935,6 +943,16 @@ class KubeVirtMachine(Machine):
 
     async def eject_media(self, requester: Requester) -> MediaStatus:
         return await self.media.eject(requester)
+
+    # --- the power history's log views (vmbmc.kubevirt.history) --------------------------------------
+    def history(self) -> LogView:
+        return self.log.view()
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        return self.log.clear(requester)
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        return self.log.watch(listener)
 
     # --- Once restore -------------------------------------------------------------------------
     def check_once_restore(self) -> None:
