@@ -19,8 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vmbmc.machine.types import Protocol
-
 MAX_HISTORY = 20  # the bound of status.powerHistory (the controller drops the oldest beyond it)
 
 # The words of the controller's messages a view relies on (vmbmc.controller.transitions writes them; a
@@ -115,10 +113,6 @@ def origin_of(requester: str) -> Origin:
     if requester.startswith("the kbmc"):
         return Origin.KBMC
     return Origin.EXTERNAL
-
-
-def protocol_origin(protocol: Protocol) -> Origin:
-    return {Protocol.IPMI: Origin.IPMI, Protocol.REDFISH: Origin.REDFISH}.get(protocol, Origin.KBMC)
 
 
 def _reason(raw: Mapping[str, Any]) -> Reason:
