@@ -17,21 +17,13 @@ from tests.history_entries import HISTORY
 from tests.waiting import wait_until
 from vmbmc.emulator.harness import EmulatorThread
 
-MERGE = "application/merge-patch+json"
-
 
 @pytest.fixture
 def bmc(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iterator[ServedBmc]:
     served = serve_new_bmc(emu, cluster, tmp_path, "sel")
-    record_history(emu, cluster, served.name, HISTORY)
+    cluster.patch_bmc_status(served.name, {"powerHistory": HISTORY})  # as the controller writes it
     yield served
     served.kbmc.stop()
-
-
-def record_history(emu: EmulatorThread, cluster: Cluster, name: str, history: list[dict]) -> None:
-    """Write `status.powerHistory` as the controller does."""
-    body = json.dumps({"status": {"powerHistory": history}})
-    emu.call(emu.emulator.store.patch, cluster.bmcs, "default", name, MERGE, body, subresource="status")
 
 
 def sel(bmc: ServedBmc, *args: str, level: str = "ADMINISTRATOR") -> str:
@@ -135,7 +127,7 @@ def test_overflow_once_the_history_is_full(bmc: ServedBmc, emu: EmulatorThread, 
     full = [
         {**HISTORY[0], "id": f"{i:04x}0000000000aa", "time": f"2025-06-03T10:{i:02d}:00Z"} for i in range(20)
     ]
-    record_history(emu, cluster, bmc.name, full)
+    cluster.patch_bmc_status(bmc.name, {"powerHistory": full})
     wait_until(lambda: "Overflow         : true" in sel(bmc, "info"), what="the overflow flag")
     assert "Free Space       : 0 bytes" in sel(bmc, "info")
 

@@ -11,7 +11,6 @@ from vmbmc.controller import transitions as tr
 from vmbmc.machine import requests as rq
 from vmbmc.machine.history import (
     BOOT_SPEC_CAUSE,
-    EXTERNAL_PREFIX,
     MAX_HISTORY,
     VMI_FAILED_CAUSE,
     LogView,
@@ -28,7 +27,6 @@ def at(text: str) -> datetime.datetime:
 
 
 def test_the_controllers_words_are_the_views_words() -> None:
-    assert EXTERNAL_PREFIX == tr.EXTERNAL_PREFIX
     assert VMI_FAILED_CAUSE == tr.EXTERNAL_PREFIX + tr.VMI_FAILED
     assert BOOT_SPEC_CAUSE == tr.EXTERNAL_PREFIX + tr.BOOT_SPEC_CHANGED
     reasons = {tr.POWERED_ON, tr.POWERED_OFF, tr.RESTARTED, tr.PAUSED, tr.RESUMED, tr.BOOT_DEVICE_CHANGED}
