@@ -392,9 +392,12 @@ class Commands:
         self._sel_reservation = (rid, self._log().signature())
         return CC_OK, struct.pack("<H", rid)
 
-    def _reserved(self, data: bytes) -> bool:
+    def _reserved(self, data: bytes, *, changed_ok: bool = False) -> bool:
+        """The request names the current reservation, made for the SEL as it is now (or as it was, when
+        `changed_ok`: asking how a clear is going, once it has changed the SEL)."""
         rid, signature = self._sel_reservation
-        return struct.unpack("<H", data[:2])[0] == rid != 0 and signature == self._log().signature()
+        same = changed_ok or signature == self._log().signature()
+        return struct.unpack("<H", data[:2])[0] == rid != 0 and same
 
     def get_sel_entry(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         if len(data) != 6:
@@ -412,7 +415,7 @@ class Commands:
     def clear_sel(self, caller: Caller, data: bytes) -> Outcome:
         if len(data) != 6 or data[2:5] != b"CLR" or data[5] not in (0x00, 0xAA):
             return CC_INVALID_FIELD, b""
-        if not self._reserved(data):
+        if not self._reserved(data, changed_ok=data[5] == 0x00):
             return CC_RESERVATION, b""
         if data[5] == 0x00:  # get erasure status
             done = self._clearing is None or self._clearing.done()

@@ -3,11 +3,25 @@ of them is tested against the real kbmc (tests/integration/kbmc/test_kbmc_sel.py
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "redfish"))
+
+from machine_double import FakeMachine
 
 from tests.history_entries import HISTORY, entry
 from vmbmc.kbmc import sdr, sel
-from vmbmc.machine.history import MAX_HISTORY, Origin, Reason, log_view
+from vmbmc.kbmc.commands import Caller, Commands, Outcome, Waiting
+from vmbmc.kbmc.sessions import Priv
+from vmbmc.kbmc.wire import Request
+from vmbmc.machine.history import MAX_HISTORY, LogEntry, Origin, Reason, log_view
+from vmbmc.machine.types import Requester
 
 CLEARED = {"time": "2025-06-02T09:00:00Z", "requestId": "91a226b9fad0b4c0", "requester": "the kbmc"}
 
@@ -110,3 +124,68 @@ def test_generators() -> None:
     assert [sdr.GENERATORS[o] for o in (Origin.IPMI, Origin.REDFISH, Origin.KBMC, Origin.EXTERNAL)] == [
         0x81, 0x83, 0x20, 0x41
     ]
+
+
+# --- the commands, on a test double of the Machine ----------------------------------------------------
+
+class SlowClear(FakeMachine):
+    """A machine whose clear is stored only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[LogEntry]] = []
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        future: asyncio.Future[LogEntry] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+
+def command(commands: Commands, cmd: int, data: bytes = b"", priv: Priv = Priv.OPERATOR) -> Outcome:
+    request = Request(netfn=0x0A, cmd=cmd, data=data, rq_addr=0x81, rq_seq=0, rq_lun=0, rs_lun=0)
+    return commands.handle(Caller("admin", "10.0.0.7", priv), request)[1]
+
+
+async def test_clear_sel_answers_once_stored_and_its_status_after() -> None:
+    machine = SlowClear()
+    machine.power_history = HISTORY
+    commands = Commands(machine)
+    code, reservation = command(commands, 0x42)  # Reserve SEL
+    assert code == 0 and reservation == b"\x01\x00"
+    assert command(commands, 0x47, b"\x09\x00CLR\xaa") == (0xC5, b"")  # not the current reservation
+    assert command(commands, 0x47, reservation + b"CLR\xaa", priv=Priv.USER) == (0xD4, b"")  # Operator
+    waiting = command(commands, 0x47, reservation + b"CLR\xaa")
+    assert isinstance(waiting, Waiting)
+    assert command(commands, 0x47, reservation + b"CLR\x00") == (0, b"\x00")  # erasure in progress
+    answer = asyncio.ensure_future(commands.finish("Clear SEL", waiting))
+    (future,) = machine.pending
+    now = datetime.datetime.now(datetime.UTC)
+    cleared = LogEntry("c1ea7000", now, Reason.LOG_CLEARED, Origin.IPMI, "by …")
+    future.set_result(cleared)
+    assert await answer == (0, b"\x01")  # erasure completed
+    machine.log_cleared = {"time": "2999-01-01T00:00:00Z", "requestId": "c1ea7000"}  # the SEL changed
+    assert command(commands, 0x47, reservation + b"CLR\x00") == (0, b"\x01")  # still asked, after it
+    assert command(commands, 0x47, reservation + b"CLR\xaa") == (0xC5, b"")  # a change ends the reservation
+
+
+async def test_clear_sel_slower_than_the_answer_wait_is_in_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vmbmc.kbmc.commands.ANSWER_WAIT", 0.05)
+    machine = SlowClear()
+    commands = Commands(machine)
+    _, reservation = command(commands, 0x42)
+    waiting = command(commands, 0x47, reservation + b"CLR\xaa")
+    assert isinstance(waiting, Waiting)
+    assert await commands.finish("Clear SEL", waiting) == (0, b"\x00")  # FreeIPMI then asks again
+
+
+def test_get_sel_entry_and_sdr_through_the_commands() -> None:
+    machine = FakeMachine()
+    machine.power_history = HISTORY
+    commands = Commands(machine)
+    code, data = command(commands, 0x43, b"\x00\x00\x00\x00\x00\xff", priv=Priv.USER)
+    assert code == 0 and data[:2] == b"\x0b\xb0" and data[2:4] == b"\x2a\x3f"  # next B00B; this one 3F2A
+    assert command(commands, 0x43, b"\x00\x00\x2a\x3f\x05\x04", priv=Priv.USER) == (0xC5, b"")  # partial
+    code, info = command(commands, 0x20, priv=Priv.USER)  # Get SDR Repository Info
+    assert code == 0 and info[1:3] == b"\x0d\x00"
+    code, first = command(commands, 0x23, b"\x01\x00\x00\x00\x00\x05", priv=Priv.USER)
+    assert code == 0 and first == b"\x02\x00" + sdr.repository("vm1")[0][:5]
