@@ -116,6 +116,12 @@ def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[...
     assert _ok(as_kbmc("get", "vmbmc", "bmc-a", "-o", "name")).strip().endswith("/bmc-a")
     status = '{"status": {"powerState": "Off"}}'
     _ok(as_kbmc("patch", "vmbmc", "bmc-a", "--subresource=status", "--type", "merge", "-p", status))
+    # A log clear (IPMI Clear SEL, Redfish ClearLog) writes its own status.logClearedAt, nothing else; the
+    # log views read status.powerHistory from the same object.
+    cleared = '{"status": {"logClearedAt": {"time": "2025-06-02T10:00:00Z", "requestId": "r1"}}}'
+    _ok(as_kbmc("patch", "vmbmc", "bmc-a", "--subresource=status", "--type", "merge", "-p", cleared))
+    read = as_kbmc("get", "vmbmc", "bmc-a", "-o", "jsonpath={.status.logClearedAt.requestId}")
+    assert _ok(read) == "r1"
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -156,6 +162,11 @@ def test_everything_else_is_forbidden(as_kbmc: Callable[..., Any]) -> None:
     status = '{"status": {"powerState": "On"}}'
     _forbidden(
         as_kbmc("patch", "vmbmc", "bmc-b", "--subresource=status", "--type", "merge", "-p", status),
+        'cannot get resource "virtualmachinebmcs/status"',
+    )
+    cleared = '{"status": {"logClearedAt": {"time": "2025-06-02T10:00:00Z", "requestId": "r2"}}}'
+    _forbidden(
+        as_kbmc("patch", "vmbmc", "bmc-b", "--subresource=status", "--type", "merge", "-p", cleared),
         'cannot get resource "virtualmachinebmcs/status"',
     )
     _forbidden(as_kbmc("get", "virtualmachinebmcs"), 'cannot list resource "virtualmachinebmcs"')

@@ -17,6 +17,7 @@ as tasks on the same loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from vmbmc.k8s.client import ApiClient
@@ -24,6 +25,7 @@ from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.answers import Answers
 from vmbmc.kubevirt.boot_override import BootOverrides
 from vmbmc.kubevirt.boot_restore import BootRestore
+from vmbmc.kubevirt.history import HistorySource
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.power import PowerControl
 from vmbmc.kubevirt.records import RecordStore
@@ -34,6 +36,7 @@ from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.console import Console, Output, StateListener
+from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
@@ -78,7 +81,8 @@ class KubeVirtMachine(Machine):
         self.restore = BootRestore(self.kubevirt_vm, asyncio.Lock())  # the lock: one boot write at a time
         self.overrides = BootOverrides(self.kubevirt_vm, self._answers, self.restore)
         self.media = MediaDrive(self.kubevirt_vm)
-        self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media)
+        self.log = HistorySource(store, self.requests, loop)  # the log views of the recorded history
+        self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media, self.log)
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
@@ -110,6 +114,7 @@ class KubeVirtMachine(Machine):
         t.store.informer.unsubscribe(t.store.name, self._on_change)
         t.close()
         self.volumes.close()
+        self.log.close()
 
     # --- reads ----------------------------------------------------------------------------
     def power_status(self) -> PowerStatus:
@@ -169,6 +174,16 @@ class KubeVirtMachine(Machine):
 
     async def eject_media(self, requester: Requester) -> MediaStatus:
         return await self.media.eject(requester)
+
+    # --- the power history's log views (vmbmc.kubevirt.history) --------------------------------------
+    def history(self) -> LogView:
+        return self.log.view()
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        return self.log.clear(requester)
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        return self.log.watch(listener)
 
     # --- console ------------------------------------------------------------------------------
     def open_console(self, output: Output, state: StateListener) -> Console:

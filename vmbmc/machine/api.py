@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
+from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
     ActionResult,
@@ -127,3 +129,21 @@ class Machine(abc.ABC):
     async def eject_media(self, requester: Requester) -> MediaStatus:
         """Detach and delete the medium; an empty drive is a success with no call."""
         raise NotSupported("virtual media is not available on this back end")
+
+    # --- the power history as the log views show it (vmbmc.machine.history) ----------------------
+    def history(self) -> LogView:
+        """The recorded transitions after the last clear, from the cache; empty where the back end
+        records none."""
+        return LogView()
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        """Record a log clear (a request, the clear's time and an Event); never blocks. The future
+        resolves with the clear's entry once it is stored, or with the MachineError. Every log view
+        then hides the entries at or before it; Kubernetes Events stay. A second call with the same
+        request id returns the first one's future."""
+        raise NotSupported("this machine keeps no log")
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        """Call `listener` (on the loop) with the new view whenever it changes; returns the call that
+        stops it."""
+        return lambda: None

@@ -19,9 +19,12 @@ from vmbmc.machine.types import Effect, PowerAction, Protocol, Requester
 # Request actions beside the power actions.
 BOOT_ACTION = "boot_override"  # a boot override set through IPMI or Redfish
 RESTORE_ACTION = "boot_restore"  # the kbmc puts the boot order back once a Once override was used
+LOG_CLEAR_ACTION = "clear_log"  # IPMI Clear SEL, Redfish LogService.ClearLog
 
 BOOT_OVERRIDE_REASON = "BootOverrideSet"
 BOOT_RESTORED_REASON = "BootOverrideRestored"
+LOG_CLEAR_REASON = "ClearLogRequested"
+LOG_CLEARED_REASON = "LogCleared"  # the clear is stored: every log view hides what came before
 FAILED_REASON = "PowerActionFailed"
 
 # The bound on a request's KubeVirt call: the kbmc sends (or re-sends) no call for a request more than this
@@ -45,6 +48,7 @@ _ACTION_TEXT = {
     PowerAction.NMI.value: "NMI",
     BOOT_ACTION: "boot override",
     RESTORE_ACTION: "boot order restore",
+    LOG_CLEAR_ACTION: "log clear",
     media.INSERT_ACTION: "virtual media insert",
     media.EJECT_ACTION: "virtual media eject",
 }
@@ -64,6 +68,8 @@ PATCH_TEXT = "a patch of the VirtualMachine's boot order and firmware"
 TARGET_TEXT = {
     media.INSERT_ACTION: "a CDI DataVolume importing the image and a patch adding the VM's CD-ROM",
     media.EJECT_ACTION: "a patch removing the VM's CD-ROM and deletion of its DataVolume",
+    LOG_CLEAR_ACTION: "the clear's time stored with the BMC; the SEL and the Redfish log hide what came "
+    "before, Kubernetes Events stay",
 }
 
 
@@ -73,6 +79,8 @@ def reason(action: str) -> str:
         return BOOT_OVERRIDE_REASON
     if action == RESTORE_ACTION:
         return BOOT_RESTORED_REASON
+    if action == LOG_CLEAR_ACTION:
+        return LOG_CLEAR_REASON
     if action in media.REASONS:
         return media.REASONS[action]
     return REQUEST_REASONS[PowerAction(action)]

@@ -1,4 +1,4 @@
-"""Registries collection and the Base message registry vmbmc quotes in its error bodies."""
+"""Registries collection: one MessageRegistryFile per registry vmbmc quotes (vmbmc.redfish.registry)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,50 @@ from starlette.responses import Response
 
 from vmbmc.redfish import paths
 from vmbmc.redfish.errors import RedfishError, RedfishJSON
-from vmbmc.redfish.registry import REGISTRY_ID, base_registry
+from vmbmc.redfish.registry import REGISTRIES, registry
 from vmbmc.redfish.resources.base import collection, described_by, ok, resource
 
-_FILE = f"{paths.REGISTRIES}/Base"
-_REGISTRY_URI = f"{_FILE}/{REGISTRY_ID}"
+_DESCRIPTIONS = {
+    "Base": "DMTF Base message registry (the messages this service uses)",
+    "ResourceEvent": "DMTF Resource Event message registry (the log entries' power messages)",
+    "LogService": "DMTF Log Service message registry (the log clear)",
+    "Vmbmc": "vmbmc's own messages (log entries DMTF's registries have no message for)",
+}
+
+
+def _file(prefix: str) -> str:
+    return f"{paths.REGISTRIES}/{prefix}"
+
+
+def _prefix(request: Request) -> str:
+    prefix = request.path_params["prefix"]
+    if prefix not in REGISTRIES:
+        raise RedfishError(404, "ResourceNotFound", "MessageRegistryFile", prefix)
+    return str(prefix)
 
 
 async def registries(request: Request) -> Response:
-    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", [_FILE])
+    members = [_file(prefix) for prefix in REGISTRIES]
+    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", members)
     return ok(body)
 
 
-async def base_file(request: Request) -> Response:
-    major_minor = REGISTRY_ID.rsplit(".", 1)[0]  # "Base.1.16"
+async def registry_file(request: Request) -> Response:
+    prefix = _prefix(request)
+    registry_id = REGISTRIES[prefix]
     body = resource(
-        "MessageRegistryFile", _FILE, "Base", "Base Message Registry File",
-        Description="DMTF Base message registry (the messages this service uses)",
+        "MessageRegistryFile", _file(prefix), prefix, f"{registry(prefix)['Name']} File",
+        Description=_DESCRIPTIONS[prefix],
         Languages=["en"],
-        Registry=major_minor,
-        Location=[{"Language": "en", "Uri": _REGISTRY_URI}],
+        Registry=registry_id.rsplit(".", 1)[0],  # "Base.1.16"
+        Location=[{"Language": "en", "Uri": f"{_file(prefix)}/{registry_id}"}],
     )
     return ok(body)
 
 
-async def base_registry_document(request: Request) -> Response:
-    if request.path_params["registry"] != REGISTRY_ID:
+async def registry_document(request: Request) -> Response:
+    prefix = _prefix(request)
+    if request.path_params["registry"] != REGISTRIES[prefix]:
         raise RedfishError(404, "ResourceNotFound", "MessageRegistry", request.path_params["registry"])
-    return RedfishJSON(base_registry(), headers={"Link": described_by(base_registry()["@odata.type"])})
+    document = registry(prefix)
+    return RedfishJSON(document, headers={"Link": described_by(document["@odata.type"])})
