@@ -19,7 +19,7 @@ from machine_double import FakeMachine
 from tests.rmcp_client import OPEN_RSP, Console, ipmi_message, parse
 from vmbmc.auth import LoginLimiter, StaticCredentials
 from vmbmc.kbmc.commands import Commands
-from vmbmc.kbmc.lan import Identity, LanChannel, Later
+from vmbmc.kbmc.lan import Identity, LanChannel, Later, Queued
 from vmbmc.kbmc.sessions import SessionTable
 
 CLIENT = ("127.0.0.1", 40000)
@@ -57,7 +57,7 @@ def lan(clock: Clock) -> tuple[LanChannel, FakeMachine]:
 def via(channel: LanChannel, client: tuple[str, int] = CLIENT) -> Callable[[bytes], bytes | None]:
     def send(datagram: bytes) -> bytes | None:
         out = channel.handle(datagram, client)
-        assert not isinstance(out, Later), "answer delayed"
+        assert not isinstance(out, Later | Queued), "answer delayed"
         return out
 
     return send
@@ -157,7 +157,7 @@ def test_client_refusing_rakp2_ends_the_set_up_and_counts(lan) -> None:
     assert c.open() == 0 and c.rakp1()[1] == 0  # type: ignore[index]
     assert c.rakp3(status=0x0F) is None  # "invalid integrity check value": no RAKP 4 for a refusal
     assert c.rakp3() is None  # the set-up is gone: a correct RAKP 3 now finds nothing
-    assert channel.table.active() == [] and len(channel.limiter._failures[CLIENT[0]]) == 1
+    assert channel.table.active() == [] and channel.limiter.failures(CLIENT[0]) == 1
 
 
 def test_bad_rakp3_hmac_is_refused_and_counts(lan) -> None:
@@ -167,7 +167,7 @@ def test_bad_rakp3_hmac_is_refused_and_counts(lan) -> None:
     rakp4 = c.rakp3(code=bytes(20))
     assert rakp4 is not None and rakp4[1] == 0x0F and len(rakp4) == 8  # invalid integrity check value
     assert c.rakp3() is None  # the set-up was closed
-    assert channel.table.active() == [] and len(channel.limiter._failures[CLIENT[0]]) == 1
+    assert channel.table.active() == [] and channel.limiter.failures(CLIENT[0]) == 1
 
 
 def test_unknown_user_in_rakp1_is_refused_and_its_retransmit_gets_the_same_answer(lan) -> None:
@@ -177,7 +177,7 @@ def test_unknown_user_in_rakp1_is_refused_and_its_retransmit_gets_the_same_answe
     first = c.rakp1()
     assert first is not None and first[1] == 0x0D  # unauthorized name
     assert c.rakp1() == first
-    assert len(channel.limiter._failures[CLIENT[0]]) == 1  # a retransmit is not a second failure
+    assert channel.limiter.failures(CLIENT[0]) == 1  # a retransmit is not a second failure
     c.derive()
     assert c.rakp3() is None  # nothing to authenticate against
 
@@ -203,13 +203,47 @@ def test_held_address_gets_failures_late_and_correct_logins_at_once(lan, clock: 
     clock.now += 0.5
     again = channel.handle(c.rakp1_request(), CLIENT)  # a retransmit waits for the rest of the delay
     assert isinstance(again, Later) and again.delay == pytest.approx(1.5)
+    clock.now += 1.5  # a client that waited for its answer: its next attempt is alone again
     wrong = console(channel)
     assert wrong.open() == 0 and wrong.rakp1()[1] == 0  # type: ignore[index]
     out = channel.handle(wrong.rakp3_request(code=bytes(20)), CLIENT)
     assert isinstance(out, Later) and parse(out.datagram)[3][1] == 0x0F
     assert channel.limiter.delayed == 2
-    console(channel).login()  # via() asserts nothing was delayed
+    clock.now += 2.0
+    console(channel).login()  # via() asserts nothing was delayed or queued
+    console(channel).login()  # and again at once: a correct check frees the turn
     assert channel.limiter.held(CLIENT[0]) and channel.limiter.delayed == 2
+
+
+def test_parallel_attempts_from_a_held_address_wait_their_turn(lan, clock: Clock) -> None:
+    """Consoles racing from one held address: one RAKP 3 check per delay, in arrival order, the fifth
+    and later refused unchecked; a retransmit is not another attempt; the right password among the
+    guesses is answered only in its turn."""
+    channel, _ = lan
+    for _ in range(5):
+        c = console(channel, user="nobody")
+        assert c.open() == 0 and c.rakp1()[1] == 0x0D  # type: ignore[index]
+    consoles = [console(channel, password=f"guess-{n}") for n in range(6)]
+    consoles[2] = console(channel)  # the right one, third in line
+    for c in consoles:  # RAKP 1 names the right user: each passes its check and frees the turn
+        assert c.open() == 0 and c.rakp1()[1] == 0  # type: ignore[index]
+    outs = [channel.handle(c.rakp3_request(), CLIENT) for c in consoles]
+    assert isinstance(outs[0], Later)  # checked at once, failed: answered after the delay
+    queued = outs[1:5]
+    assert all(isinstance(q, Queued) for q in queued)
+    assert [q.wait for q in queued] == [2.0, 4.0, 6.0, 8.0]  # type: ignore[union-attr]
+    assert outs[5] is None and channel.limiter.refused == 1  # beyond the queue: no check at all
+    assert channel.handle(consoles[1].rakp3_request(), CLIENT) is None  # a retransmit while queued
+    checks = channel.limiter.checks_held
+    clock.now += 2.0
+    assert isinstance(queued[0].resume(), Later)  # type: ignore[union-attr]
+    clock.now += 2.0
+    rakp4 = queued[1].resume()  # type: ignore[union-attr]
+    assert isinstance(rakp4, bytes) and parse(rakp4)[3][1] == 0  # the right password, in its turn
+    assert channel.limiter.checks_held == checks + 2
+    queued[2].cancel()  # type: ignore[union-attr]
+    queued[3].cancel()  # type: ignore[union-attr]
+    assert len(channel.table.active()) == 1
 
 
 def test_cipher_zero_refusal_is_a_full_open_session_response(lan) -> None:
