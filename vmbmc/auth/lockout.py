@@ -95,6 +95,7 @@ class LoginLimiter:
         # This BMC's own figures (the metrics in vmbmc.metrics add up every BMC of the process).
         self.delayed = 0  # failed logins answered late
         self.checks_held = 0  # credential checks made for a held address
+        self.queued = 0  # attempts that waited for their turn
         self.refused = 0  # attempts refused unchecked (queue full)
 
     # --- the front ends' side ---------------------------------------------------------------------
@@ -116,6 +117,7 @@ class LoginLimiter:
                 refused = True
             else:
                 refused = False
+                self.queued += 1
                 hold.waiting += 1
                 self._waiting += 1
                 hold.next_check = slot + self.delay
@@ -157,7 +159,7 @@ class LoginLimiter:
             if hold is not None and hold.waiting == 0:
                 hold.next_check = min(hold.next_check, now)  # nobody waits: the next one goes at once
         if turn._held:
-            metrics.LOGIN_CHECKS_HELD.labels(turn.protocol or "-").inc()
+            self._checked_held(turn, now, passed=True)
 
     def _cancelled(self, turn: Turn) -> None:
         with self._lock:
@@ -194,7 +196,7 @@ class LoginLimiter:
                     self._holds[turn.client] = _Hold(now + self.hold, now)
                 tripped = True
         if turn._held:
-            metrics.LOGIN_CHECKS_HELD.labels(protocol).inc()
+            self._checked_held(turn, now, passed=False)
         if tripped:
             log.warning(
                 "failed-login limit reached; holding the address",
@@ -205,6 +207,15 @@ class LoginLimiter:
             return 0.0
         metrics.LOGIN_FAILURES_DELAYED.labels(protocol).inc()
         return self.delay
+
+    @staticmethod
+    def _checked_held(turn: Turn, now: float, *, passed: bool) -> None:
+        metrics.LOGIN_CHECKS_HELD.labels(turn.protocol or "-").inc()
+        # `at` is this limiter's clock (monotonic): the order and spacing of checks, for tests and audits
+        log.debug(
+            "credential check for a held address",
+            extra={"client": turn.client, "protocol": turn.protocol, "passed": passed, "at": now},
+        )
 
     def _prune(self, now: float) -> None:
         for c in [c for c, t in self._failures.items() if not t or now - t[-1] > self.window]:
