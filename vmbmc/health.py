@@ -1,9 +1,10 @@
 """/healthz, /readyz and /metrics on a health port, for the controller and the kbmc (`--health-port`;
 a kbmc is ready once its VM watch has synced).
 
-uvicorn serves a starlette Router on the caller's loop: the stack the Redfish front end ships with, so a
-kbmc with Redfish pays nothing more for it (aiohttp's server would cost ~12 MiB). /metrics is
-prometheus_client's own ASGI app (content negotiation, OpenMetrics, gzip). Answers:
+uvicorn serves them on the caller's loop (the server the Redfish front end ships with; aiohttp's would
+cost ~12 MiB). The three fixed paths are a small ASGI app (starlette's router would add ~1 MiB to every
+kbmc without Redfish); /metrics is prometheus_client's own ASGI app (content negotiation, OpenMetrics,
+gzip). Answers:
 
 | path | 200 | 503 |
 |---|---|---|
@@ -20,15 +21,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 import uvicorn
 from prometheus_client import make_asgi_app
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,10 @@ _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 
 
-class _Asgi:
-    """An ASGI app as a Route endpoint (starlette treats a plain function as a request handler)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+_METHODS = ("GET", "HEAD")
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -91,24 +85,33 @@ class HealthServer:
         self.ready = False  # set while kopf runs (after leadership, if elected)
         self.ready_reason = "starting"
         self.alive = True
-        self.app = Router(
-            routes=[
-                Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
-                Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
-                Route("/metrics", _Asgi(make_asgi_app(registry)), methods=["GET", "HEAD"]),
-            ]
-        )
+        self._metrics = make_asgi_app(registry)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sock: socket.socket | None = None
 
-    async def _healthz(self, request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok\n") if self.alive else PlainTextResponse("stopping\n", 503)
-
-    async def _readyz(self, request: Request) -> PlainTextResponse:
-        if self.ready if self.ready_check is None else self.ready_check():
-            return PlainTextResponse("ok\n")
-        return PlainTextResponse(f"not ready: {self.ready_reason}\n", 503)
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app uvicorn serves (HTTP only: no lifespan, no WebSocket)."""
+        path, method = scope["path"], scope["method"]
+        if path == "/metrics" and method in _METHODS:
+            await self._metrics(scope, receive, send)
+            return
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        if path not in ("/healthz", "/readyz", "/metrics"):
+            status, text = 404, "Not Found\n"
+        elif method not in _METHODS:
+            status, text = 405, "Method Not Allowed\n"
+            headers.append((b"allow", b"GET, HEAD"))
+        elif path == "/healthz":
+            status, text = (200, "ok\n") if self.alive else (503, "stopping\n")
+        elif self.ready if self.ready_check is None else self.ready_check():
+            status, text = 200, "ok\n"
+        else:
+            status, text = 503, f"not ready: {self.ready_reason}\n"
+        body = text.encode()
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})  # uvicorn leaves it out for HEAD
 
     async def start(self) -> int:
         """Listen (a busy port raises OSError here) and serve on the running loop; returns the port."""
@@ -117,6 +120,7 @@ class HealthServer:
         config = uvicorn.Config(
             self.app,
             http="h11",
+            interface="asgi3",
             ws="none",
             lifespan="off",
             log_config=None,
