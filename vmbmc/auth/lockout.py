@@ -60,7 +60,7 @@ class Turn:
 
     def failed(self) -> float:
         """A failed login: recorded; returns how many seconds its answer must wait (0 or `delay`)."""
-        return self._limiter._failed(self) if self._finish() else 0.0
+        return self._limiter._failed(self, checked=True) if self._finish() else 0.0
 
     def cancel(self) -> None:
         """The check never ran (the client or its session went away): give back the queue place."""
@@ -99,10 +99,10 @@ class LoginLimiter:
         self.refused = 0  # attempts refused unchecked (queue full)
 
     # --- the front ends' side ---------------------------------------------------------------------
-    def turn(self, client: str, protocol: str = "") -> Turn | None:
+    def turn(self, client: str, protocol: str = "", *, queue: bool = True) -> Turn | None:
         """The turn of one credential check from `client` (an address without port): `Turn.wait`
         seconds from now, 0 for at once; None when the address's queue is full (refuse the attempt
-        without checking it)."""
+        without checking it). `queue=False`: at once or refused (a datagram client retransmits)."""
         now = self._clock()
         with self._lock:
             hold = self._holds.get(client)
@@ -112,7 +112,7 @@ class LoginLimiter:
             if slot <= now:  # alone: at once, with the turn reserved until it is known to have passed
                 hold.next_check = now + self.delay
                 return Turn(self, client, protocol, 0.0, False, True)
-            if hold.waiting >= self.queue or self._waiting >= self._max_waiting:
+            if not queue or hold.waiting >= self.queue or self._waiting >= self._max_waiting:
                 self.refused += 1
                 refused = True
             else:
@@ -128,9 +128,9 @@ class LoginLimiter:
 
     def failure(self, client: str, protocol: str = "") -> None:
         """A failed login the client reports rather than one we checked (an RMCP+ console refusing
-        RAKP 2): counted and extending a hold like any other; there is no answer to delay."""
-        turn = Turn(self, client, protocol, 0.0, False, False)
-        turn.failed()
+        RAKP 2): counted, and it trips or extends a hold like any other. It took no turn and there is
+        no answer to delay, so the turns of others are not moved."""
+        self._failed(Turn(self, client, protocol, 0.0, False, False), checked=False)
 
     def held(self, client: str) -> bool:
         with self._lock:
@@ -165,7 +165,7 @@ class LoginLimiter:
         with self._lock:
             self._release(turn, self._holds.get(turn.client))
 
-    def _failed(self, turn: Turn) -> float:
+    def _failed(self, turn: Turn, *, checked: bool) -> float:
         now = self._clock()
         protocol = turn.protocol or "-"
         metrics.LOGIN_FAILURES.labels(protocol).inc()
@@ -183,7 +183,8 @@ class LoginLimiter:
             if held:
                 assert hold is not None
                 hold.until = now + self.hold
-                hold.next_check = max(hold.next_check, now + self.delay)
+                if checked:  # the next check waits `delay` after this one
+                    hold.next_check = max(hold.next_check, now + self.delay)
                 self.delayed += 1
             elif len(times) >= self.limit and now - times[0] <= self.window:
                 # From now on held. This failure is answered at once, as it would have been a moment

@@ -79,17 +79,7 @@ class Deferred:
     datagram: Awaitable[bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """A credential check from a held address that waits its turn (vmbmc/auth/lockout.py): the server
-    calls `resume()` after `wait` seconds and sends what it returns, or `cancel()` if it never will."""
-
-    wait: float
-    resume: Callable[[], Answer]
-    cancel: Callable[[], None]
-
-
-Answer = bytes | Later | Deferred | Queued | None
+Answer = bytes | Later | Deferred | None
 Message = bytes | Awaitable[bytes] | None  # a response message, now or once KubeVirt has answered
 
 
@@ -121,32 +111,9 @@ class LanChannel:
         self.identity = identity
         self.table = table if table is not None else SessionTable()  # an empty table is falsy
         self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"), on_note=metrics.IPMI_DROPPED.inc)
-        # Datagrams waiting for their credential check's turn: a retransmit of one is not another attempt.
-        self._queued: set[tuple[Client, bytes]] = set()
 
     # --- entry -----------------------------------------------------------------------------
     def handle(self, datagram: bytes, client: Client) -> Answer:
-        key = (client, datagram)
-        if key in self._queued:
-            self.bad.note(client[0], "dropped a retransmit of a login attempt waiting for its turn")
-            return None
-        out = self._handle(datagram, client)
-        if not isinstance(out, Queued):
-            return out
-        self._queued.add(key)
-        queued = out
-
-        def resume() -> Answer:
-            self._queued.discard(key)
-            return queued.resume()
-
-        def cancel() -> None:
-            self._queued.discard(key)
-            queued.cancel()
-
-        return Queued(out.wait, resume, cancel)
-
-    def _handle(self, datagram: bytes, client: Client) -> Answer:
         try:
             cls, rmcp_seq, body = wire.split_rmcp(datagram)
             if cls == wire.RMCP_CLASS_ASF:
@@ -218,23 +185,21 @@ class LanChannel:
         if not user:  # no credential presented: refused, but not a failed login
             self.bad.note(client[0], "refused the null user name")
             return answer(CC_NULL_USER)
-
-        def check(turn: Turn) -> Answer:
-            password = self.credentials.password_for(user)
-            if password is None:
-                return self._failed(turn, client, user, "unknown user", answer(CC_INVALID_USER))
-            turn.passed()
-            key16 = crypto.password_key(password, 16)
-            if key16 is None:
-                self.bad.note(client[0], "IPMI 1.5 refused: the password is longer than 16 bytes")
-                return answer(CC_INVALID_FIELD)
-            s = self.table.create(client, v2=False)
-            if s is None:
-                return answer(CC_BUSY)
-            s.user, s.key16, s.challenge = user, key16, os.urandom(16)
-            return answer(CC_OK, struct.pack("<I", s.id) + s.challenge)
-
-        return self._in_turn(client, "lan", check)
+        password = self.credentials.password_for(user)
+        if password is None:
+            turn = self._turn(client, "lan")
+            if turn is None:
+                return None
+            return self._failed(turn, client, user, "unknown user", answer(CC_INVALID_USER))
+        key16 = crypto.password_key(password, 16)
+        if key16 is None:
+            self.bad.note(client[0], "IPMI 1.5 refused: the password is longer than 16 bytes")
+            return answer(CC_INVALID_FIELD)
+        s = self.table.create(client, v2=False)
+        if s is None:
+            return answer(CC_BUSY)
+        s.user, s.key16, s.challenge = user, key16, os.urandom(16)
+        return answer(CC_OK, struct.pack("<I", s.id) + s.challenge)
 
     def _activate(self, s: Session, pkt: wire.V15, req: Request, client: Client) -> Answer:
         if (req.netfn, req.cmd) != (0x06, 0x3A):
@@ -247,21 +212,17 @@ class LanChannel:
                 wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, msg, seq), msg
             )
 
-        def check(turn: Turn) -> Answer:
-            expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
-            if not hmac.compare_digest(expected, pkt.authcode):
-                self.table.close(s.id)
-                # Answered (real BMCs often stay silent: a 10 s client timeout), late if held.
-                return self._failed(
-                    turn, client, s.user, "wrong password (Activate Session)", answer(CC_INSUFFICIENT_PRIV)
-                )
-            turn.passed()
-            return self._activated(s, req, answer)
-
-        return self._in_turn(client, "lan", check, lambda: self.table.get(s.id) is s and not s.active)
-
-    def _activated(self, s: Session, req: Request, answer: Callable[..., bytes]) -> Answer:
-        """Activate Session with the right auth code: the session, if the request asks for one we give."""
+        turn = self._turn(client, "lan")
+        if turn is None:
+            return None  # the session stays: a retransmit tries again
+        expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
+        if not hmac.compare_digest(expected, pkt.authcode):
+            self.table.close(s.id)
+            # Answered (real BMCs often stay silent: a 10 s client timeout), late if held.
+            return self._failed(
+                turn, client, s.user, "wrong password (Activate Session)", answer(CC_INSUFFICIENT_PRIV)
+            )
+        turn.passed()
         if len(req.data) != 22:
             return answer(CC_BAD_LENGTH)
         authtype, max_priv, challenge, out_seq = (
@@ -426,33 +387,29 @@ class LanChannel:
             self.table.close(s.id)
             self.bad.note(client[0], "refused the null user name (RAKP 1)")
             return answer(RS_UNAUTHORIZED_NAME)
-        found = s
-
-        def check(turn: Turn) -> Answer:
-            password = self.credentials.password_for(user)
-            kuid = crypto.password_key(password, 20) if password is not None else None
-            if password is not None and kuid is None:  # the right user; its password cannot do IPMI
-                turn.passed()
-                self.table.close(found.id)
-                self.bad.note(client[0], "RMCP+ refused: the password is longer than 20 bytes")
-                return answer(RS_UNAUTHORIZED_NAME)
-            if kuid is None:
-                # Kept (unusable) until it expires, so a retransmitted RAKP 1 gets this same answer.
-                hs.failed, hs.rakp1, hs.rakp2 = True, p, answer(RS_UNAUTHORIZED_NAME)
-                out = self._failed(turn, client, user, "unknown user (RAKP 1)", hs.rakp2)
-                hs.answer_at = self.table.now() + (out.delay if isinstance(out, Later) else 0.0)
-                return out
-            turn.passed()
-            hs.rakp1, hs.console_rand, hs.bmc_rand, hs.role = p, p[8:24], os.urandom(16), role
-            found.user, found.max_priv = user, Priv(priv)
-            rakp = self._rakp(found)
-            hs.failed, hs.answer_at = False, 0.0
-            hs.rakp2 = answer(RS_OK, hs.bmc_rand + self.identity.guid + rakp.rakp2_code(hs.suite, kuid))
-            self.table.touch(found)
-            self.table.proven(found)  # it received our Open Session answer: not a spoofed address
-            return hs.rakp2
-
-        return self._in_turn(client, "lanplus", check, lambda: self._handshake(bmc_sid, client) is found)
+        password = self.credentials.password_for(user)
+        kuid = crypto.password_key(password, 20) if password is not None else None
+        if password is not None and kuid is None:  # the right user; its password cannot be used over IPMI
+            self.table.close(s.id)
+            self.bad.note(client[0], "RMCP+ refused: the password is longer than 20 bytes")
+            return answer(RS_UNAUTHORIZED_NAME)
+        if kuid is None:
+            turn = self._turn(client, "lanplus")
+            if turn is None:
+                return None  # the set-up stays: a retransmit tries again
+            # Kept (unusable) until it expires, so a retransmitted RAKP 1 gets this same answer.
+            hs.failed, hs.rakp1, hs.rakp2 = True, p, answer(RS_UNAUTHORIZED_NAME)
+            out = self._failed(turn, client, user, "unknown user (RAKP 1)", hs.rakp2)
+            hs.answer_at = self.table.now() + (out.delay if isinstance(out, Later) else 0.0)
+            return out
+        hs.rakp1, hs.console_rand, hs.bmc_rand, hs.role = p, p[8:24], os.urandom(16), role
+        s.user, s.max_priv = user, Priv(priv)
+        rakp = self._rakp(s)
+        hs.failed, hs.answer_at = False, 0.0
+        hs.rakp2 = answer(RS_OK, hs.bmc_rand + self.identity.guid + rakp.rakp2_code(hs.suite, kuid))
+        self.table.touch(s)
+        self.table.proven(s)  # it received our Open Session answer: not a spoofed address
+        return hs.rakp2
 
     def _rakp(self, s: Session) -> crypto.Rakp:
         hs = s.handshake
@@ -487,7 +444,8 @@ class LanChannel:
             )
 
         if status != RS_OK:
-            # The client rejected our RAKP 2: it holds a different password. Nothing to answer or check.
+            # The client rejected our RAKP 2: it holds a different password. Nothing to check or answer,
+            # so it takes no turn: it counts, and trips or extends a hold.
             self.table.close(s.id)
             metrics.IPMI_LOGIN_FAILURES.inc()
             held = self.limiter.held(client[0])
@@ -496,27 +454,16 @@ class LanChannel:
                 why = f"wrong password (client refused RAKP 2, status 0x{status:02x})"
                 log.warning("login failed", extra={"client": client[0], "user": s.user, "reason": why})
             return None
-        found = s
-
-        def check(turn: Turn) -> Answer:
-            password = self.credentials.password_for(found.user)
-            kuid = crypto.password_key(password, 20) if password is not None else None
-            rakp = self._rakp(found)
-            if kuid is None or not hmac.compare_digest(rakp.rakp3_code(hs.suite, kuid), p[8:]):
-                self.table.close(found.id)
-                why = "wrong password (RAKP 3)"
-                return self._failed(turn, client, found.user, why, answer(RS_INVALID_ICV))
-            turn.passed()
-            return self._rakp4(found, p, rakp, kuid, answer)
-
-        return self._in_turn(client, "lanplus", check, lambda: self._handshake(bmc_sid, client) is found)
-
-    def _rakp4(
-        self, s: Session, p: bytes, rakp: crypto.Rakp, kuid: bytes, answer: Callable[..., bytes]
-    ) -> bytes:
-        """RAKP 3 proved the password: the session's keys, and RAKP 4."""
-        hs = s.handshake
-        assert hs is not None
+        turn = self._turn(client, "lanplus")
+        if turn is None:
+            return None  # the set-up stays: a retransmit tries again
+        password = self.credentials.password_for(s.user)
+        kuid = crypto.password_key(password, 20) if password is not None else None
+        rakp = self._rakp(s)
+        if kuid is None or not hmac.compare_digest(rakp.rakp3_code(hs.suite, kuid), p[8:]):
+            self.table.close(s.id)
+            return self._failed(turn, client, s.user, "wrong password (RAKP 3)", answer(RS_INVALID_ICV))
+        turn.passed()
         sik = rakp.sik(hs.suite, kuid)
         s.keys = crypto.SessionKeys.derive(hs.suite, sik)
         s.priv = s.max_priv
@@ -650,27 +597,16 @@ class LanChannel:
         return name, CC_OK, b""
 
     # --- helpers ---------------------------------------------------------------------------
-    def _in_turn(
-        self, client: Client, protocol: str, check: Callable[[Turn], Answer],
-        still: Callable[[], bool] = lambda: True,
-    ) -> Answer:
-        """Run a credential check in its turn (vmbmc/auth/lockout.py): now, or later as a `Queued` answer
-        (`still()` says then whether the set-up it belongs to is still there); dropped unchecked when
-        the address is held and its queue is full (the client retransmits, or gives up)."""
-        turn = self.limiter.turn(client[0], protocol)
+    def _turn(self, client: Client, protocol: str) -> Turn | None:
+        """The turn of a credential check (vmbmc/auth/lockout.py): an Activate Session's auth code, a RAKP
+        3's HMAC, or a user name that turns out unknown. None when the address is held and had a check
+        less than the hold's delay ago: the datagram is dropped unchecked, and the client's retransmit
+        tries again. IPMI attempts never queue: ipmitool starts a new RMCP+ set-up after 1 s without an
+        answer, so a queued answer would reach nobody and stale set-ups would push real ones back."""
+        turn = self.limiter.turn(client[0], protocol, queue=False)
         if turn is None:
-            self.bad.note(client[0], "dropped a login attempt unchecked: the address is held, its queue full")
-            return None
-        if not turn.wait:
-            return check(turn)
-
-        def resume() -> Answer:
-            if not still():  # expired or evicted while it waited
-                turn.cancel()
-                return None
-            return check(turn)
-
-        return Queued(turn.wait, resume, turn.cancel)
+            self.bad.note(client[0], "dropped a login attempt unchecked: its address is held, no turn free")
+        return turn
 
     def _failed(self, turn: Turn, client: Client, user: str, why: str, answer: bytes) -> Answer:
         """A failed login (a wrong credential presented): counted, logged until the address is held, and its

@@ -15,7 +15,7 @@ import uuid
 
 from vmbmc.auth import Credentials, LoginLimiter
 from vmbmc.kbmc.commands import Commands
-from vmbmc.kbmc.lan import Answer, Deferred, Identity, LanChannel, Later, Queued
+from vmbmc.kbmc.lan import Deferred, Identity, LanChannel, Later
 from vmbmc.kbmc.sessions import SessionTable
 from vmbmc.kbmc.sol import SolPayload
 from vmbmc.machine.api import Machine
@@ -70,7 +70,6 @@ class _Protocol(asyncio.DatagramProtocol):
         self.pending = 0  # delayed answers not yet sent
         self.deferred: set[asyncio.Task[None]] = set()  # answers waiting for KubeVirt
         self._timers: set[asyncio.TimerHandle] = set()
-        self._turns: dict[asyncio.TimerHandle, Queued] = {}  # login attempts waiting for their turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -81,13 +80,8 @@ class _Protocol(asyncio.DatagramProtocol):
         except Exception:  # never let one datagram take the endpoint down
             log.exception("IPMI datagram handling failed", extra={"client": addr[0]})
             return
-        self._send(out, addr)
-
-    def _send(self, out: Answer, addr: tuple[str, int]) -> None:
         if isinstance(out, Later):
             self._later(out, addr)
-        elif isinstance(out, Queued):
-            self._queued(out, addr)
         elif isinstance(out, Deferred):
             task = asyncio.get_running_loop().create_task(self._deferred(out, addr))
             self.deferred.add(task)
@@ -123,29 +117,10 @@ class _Protocol(asyncio.DatagramProtocol):
         timer = asyncio.get_running_loop().call_later(out.delay, send)
         self._timers.add(timer)
 
-    def _queued(self, out: Queued, addr: tuple[str, int]) -> None:
-        """A login attempt from a held address, checked in its turn (the limiter bounds how many wait)."""
-
-        def resume() -> None:
-            self._turns.pop(timer, None)
-            try:
-                answer = out.resume()
-            except Exception:
-                log.exception("IPMI login attempt failed in its turn", extra={"client": addr[0]})
-                return
-            self._send(answer, addr)
-
-        timer = asyncio.get_running_loop().call_later(out.wait, resume)
-        self._turns[timer] = out
-
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in self._timers:  # the endpoint is closed: nothing left to answer on
             timer.cancel()
         self._timers.clear()
-        for timer, queued in self._turns.items():  # checks that will not run: their turns go back
-            timer.cancel()
-            queued.cancel()
-        self._turns.clear()
         for task in self.deferred:  # their KubeVirt calls go on (shielded); only the answers are dropped
             task.cancel()
         self.transport = None
