@@ -10,7 +10,9 @@ protocols, so guessing in parallel is no faster than guessing one at a time:
 
 - every check asks for a `Turn` first. A lone attempt (no other from the address waiting, no check of
   it in the last `delay` that failed) is checked at once; others wait their turn, one per `delay`, in
-  arrival order; beyond `queue` waiting, an attempt is refused without a check (`turn()` is None);
+  arrival order; beyond `queue` waiting, an attempt is refused without a check (`turn()` is None).
+  The IPMI front end asks with `queue=False`: a datagram that finds no turn free is dropped unchecked
+  and the client's retransmit asks again;
 - a failed check from a held address is answered `delay` seconds after it, so a client that waits
   for its answer before trying again (ipmitool, a person) always finds its next attempt alone;
 - a correct check is answered at once and frees the turn for whoever is next. It neither ends the hold
