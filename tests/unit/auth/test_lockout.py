@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fake_clock import Clock
 from vmbmc.auth.lockout import LoginLimiter, Turn
 
 A, B = "192.0.2.1", "192.0.2.2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "redfish"))
 
 from machine_double import FakeMachine
 
+from tests.fake_clock import Clock
 from tests.rmcp_client import OPEN_RSP, Console, ipmi_message, parse
 from vmbmc.auth import LoginLimiter, StaticCredentials
 from vmbmc.kbmc.commands import Commands
@@ -26,14 +27,6 @@ CLIENT = ("127.0.0.1", 40000)
 USER, PASSWORD = "admin", "rmcp-test-pw"
 GUID = bytes(range(16))
 GET_CHASSIS_STATUS = (0x00, 0x01)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
