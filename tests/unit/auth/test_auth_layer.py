@@ -23,6 +23,9 @@ def imported(path: Path) -> list[str]:
 def test_auth_and_metrics_import_no_front_end_or_back_end() -> None:
     files = [*sorted((ROOT / "auth").rglob("*.py")), ROOT / "metrics.py"]
     offenders = [
-        f"{path.relative_to(ROOT)}: {name}" for path in files for name in imported(path) if name.startswith(HIGHER)
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files
+        for name in imported(path)
+        if name.startswith(HIGHER)
     ]
     assert files[0].exists() and offenders == []
