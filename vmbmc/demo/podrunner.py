@@ -101,8 +101,9 @@ class LocalPodRunner:
         first_address: int = 101,
         images: Iterable[str] = (),
     ) -> None:
-        self.kubeconfig = str(kubeconfig)
-        self.workdir = Path(workdir)
+        # absolute: a pod runs in a directory of its own, where a relative path would point elsewhere
+        self.kubeconfig = str(Path(kubeconfig).absolute())
+        self.workdir = Path(workdir).absolute()
         self._next = itertools.count(first_address)
         self._emulator: Any = None
         self._url: str | None = None
@@ -273,7 +274,7 @@ class LocalPodRunner:
             env["VMBMC_RESTRICTED"] = "1"
         with (root / f"{container['name']}.log").open("ab") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=env
+                *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=env, cwd=root
             )
         self._running.add(proc)
         self._on_address[address] = proc
@@ -325,7 +326,9 @@ class LocalPodRunner:
         # No Service in front of a local pod: clients use the container port, which SOL then names.
         args = _without(args, "--advertised-ipmi-port")
         args = [*_without(args, flag, "--kubeconfig"), flag, address, "--kubeconfig", kubeconfig]
-        return [sys.executable, "-m", "vmbmc", *args]
+        # -P: not the working directory first on sys.path, where a folder named `vmbmc` (the parent of a
+        # clone) would shadow the installed package
+        return [sys.executable, "-P", "-m", "vmbmc", *args]
 
     async def _watch(
         self,
