@@ -104,6 +104,9 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
     props = node["properties"]
     assert (props["cpu_arch"], props["memory_mb"]) == ("x86_64", 2048), props
     assert props["capabilities"] == "boot_mode:uefi", props
+    # the demo's disks are containerDisks, of no size KubeVirt knows: listed without CapacityBytes,
+    # so Ironic takes the node as disk-less
+    assert props["local_gb"] == 0, props
     inventory = ironic.call("GET", f"/nodes/{name}/inventory", 200).json()["inventory"]
     assert (inventory["cpu"]["count"], inventory["memory"]["physical_mb"]) == (2, 2048), inventory
     assert inventory["system_vendor"]["manufacturer"] == "KubeVirt", inventory

@@ -4,7 +4,8 @@ kubelet would start its container, so what `deploy/` and the controller write is
 Like the kubelet of a kind node, it runs only the images it has been given (`add_image`, what
 `kind load docker-image` does); a pod naming any other image, or one that a kubelet would pull anyway
 (`imagePullPolicy: Always`, the default for `:latest`), shows `ErrImagePull` / `ImagePullBackOff`.
-The image's entrypoint is `vmbmc` (see Dockerfile), so a container runs `python -m vmbmc ARGS`.
+The image's entrypoint is `vmbmc` (see Dockerfile), so a container runs `python -P -m vmbmc ARGS`, in
+a directory of its own (never the caller's, where a folder named `vmbmc` would shadow the package).
 
 A container gets what a kubelet gives it: its `env` (literals, the downward API's
 `fieldRef`s, `secretKeyRef`/`configMapKeyRef`), its Secret, ConfigMap and emptyDir volumes written out
