@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,8 @@ from tests.ironic.conftest import Images
 from tests.ironic.ironic_service import Ironic, session_pids
 from tests.waiting import wait_until
 
-# One module-wide bound per test: the first test also builds the Ironic venv when it is missing.
-pytestmark = [pytest.mark.ironic, pytest.mark.timeout(450)]
+# Bounds: the first test also starts the demo and Ironic, and builds the Ironic venv when it is missing.
+pytestmark = pytest.mark.ironic
 
 POWER_ON = [("PowerOnRequested", ["PoweredOn"])]
 POWER_OFF = [("PowerOffRequested", ["PoweredOff"])]
@@ -48,6 +49,17 @@ def _enroll(ironic: Ironic, view: BmcView, body: dict[str, object]) -> None:
     view.expect_events([], "manage (Ironic only reads)")
 
 
+def _power_on_reboot_off(
+    ironic: Ironic, view: BmcView, name: str, reading: Callable[[], str], on: str, off: str
+) -> None:
+    """Power on, reboot, power off through Ironic; after each, the BMC's `reading` and its Events."""
+    steps = (("power on", on, POWER_ON), ("rebooting", on, REBOOT), ("power off", off, POWER_OFF))
+    for target, read, events in steps:
+        ironic.power(name, target, "power off" if target == "power off" else "power on")
+        assert reading() == read, target
+        view.expect_events(events, target)
+
+
 def _delete(ironic: Ironic, view: BmcView, name: str, mac: str) -> None:
     """Delete the node (from manageable, as an operator retires a machine); its port goes with it."""
     ironic.provision(name, "manage", "manageable")
@@ -57,6 +69,7 @@ def _delete(ironic: Ironic, view: BmcView, name: str, mac: str) -> None:
     view.expect_events([], "delete")
 
 
+@pytest.mark.timeout(450)
 def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Images) -> None:
     view = _view(demo, 0)
     name = "redfish-node"
@@ -75,17 +88,7 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
         },
     })  # fmt: skip
     assert view.power() == "Off"
-
-    # power on, reboot, power off
-    ironic.power(name, "power on", "power on")
-    assert view.power() == "On"
-    view.expect_events(POWER_ON, "power on")
-    ironic.power(name, "rebooting", "power on")
-    assert view.power() == "On"
-    view.expect_events(REBOOT, "reboot")
-    ironic.power(name, "power off", "power off")
-    assert view.power() == "Off"
-    view.expect_events(POWER_OFF, "power off")
+    _power_on_reboot_off(ironic, view, name, view.power, "On", "Off")
 
     # boot device (once) and boot mode
     ironic.call("PUT", f"/nodes/{name}/management/boot_device", 204, json={"boot_device": "pxe"})
@@ -161,6 +164,7 @@ def _redfish_deploy_and_undeploy(
                        f"{attempt} undeploy")  # fmt: skip
 
 
+@pytest.mark.timeout(240)
 def test_ipmi_node_lifecycle_and_sol_console(ironic: Ironic, demo: DemoProcess, images: Images) -> None:
     view = _view(demo, 1)
     name = "ipmi-node"
@@ -179,16 +183,7 @@ def test_ipmi_node_lifecycle_and_sol_console(ironic: Ironic, demo: DemoProcess, 
         },
     })  # fmt: skip
     assert view.ipmi_power() == "Chassis Power is off"
-
-    ironic.power(name, "power on", "power on")
-    assert view.ipmi_power() == "Chassis Power is on"
-    view.expect_events(POWER_ON, "power on")
-    ironic.power(name, "rebooting", "power on")
-    assert view.ipmi_power() == "Chassis Power is on"
-    view.expect_events(REBOOT, "reboot")
-    ironic.power(name, "power off", "power off")
-    assert view.ipmi_power() == "Chassis Power is off"
-    view.expect_events(POWER_OFF, "power off")
+    _power_on_reboot_off(ironic, view, name, view.ipmi_power, "Chassis Power is on", "Chassis Power is off")
 
     # boot device, persistent; the boot mode (UEFI, Ironic's default) goes with it in the same command,
     # since Ironic's ipmitool management has no boot mode call of its own
