@@ -111,9 +111,14 @@ class Ironic:
     root: Path  # its config, database, logs and folders
     http_root: Path
     http_url: str
-    url: str = ""
+    api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.api_port}/v1"
+        self.http = httpx.Client(
+            base_url=self.url, headers={"X-OpenStack-Ironic-API-Version": API_VERSION}, timeout=60
+        )
 
     @property
     def log(self) -> Path:
@@ -122,9 +127,10 @@ class Ironic:
     def start(self) -> None:
         for sub in ("state", "tmp", "tftp", "tftp_master", "console", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        port, console = free_port(), free_port()
+        console = free_port()  # Ironic takes a free port from the 50 from there for each console
         conf = self.root / "ironic.conf"
-        conf.write_text(config(self.root, port, self.http_url, self.http_root, f"{console}:{console + 50}"))
+        ports = f"{console}:{console + 50}"
+        conf.write_text(config(self.root, self.api_port, self.http_url, self.http_root, ports))
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         bin_dir = self.venv / "bin"
         dbsync = subprocess.run(
@@ -138,11 +144,10 @@ class Ironic:
                 [str(bin_dir / "ironic"), "--config-file", str(conf)],
                 cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        self.url = f"http://127.0.0.1:{port}/v1"
-        self.http = httpx.Client(
-            base_url=self.url, headers={"X-OpenStack-Ironic-API-Version": API_VERSION}, timeout=60
-        )
-        wait_until(self._answers, START_TIMEOUT, f"Ironic's API on {self.url}; {self.tail()}")
+        try:
+            wait_until(self._answers, START_TIMEOUT, f"Ironic's API on {self.url}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\nIronic's log:\n{self.tail()}") from None
 
     def _answers(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, f"ironic exited: {self.tail()}"
@@ -153,6 +158,7 @@ class Ironic:
 
     def stop(self) -> None:
         """SIGTERM (Ironic stops its workers and consoles), then SIGKILL to what is left of its session."""
+        self.http.close()
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -168,12 +174,12 @@ class Ironic:
                 pass
         if self.proc.poll() is None:
             self.proc.wait(10)
-        self.http.close()
 
     def tail(self, lines: int = 40) -> str:
         """The last ERROR/WARNING lines of Ironic's log, for failure messages."""
-        if not self.log.exists():
-            return (self.root / "ironic.out").read_text(errors="replace")[-3000:]
+        if not self.log.exists():  # it did not get as far as its log: its own output says why
+            out = self.root / "ironic.out"
+            return out.read_text(errors="replace")[-3000:] if out.exists() else ""
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join([ln for ln in text if " ERROR " in ln or " WARNING " in ln][-lines:])
 

@@ -42,7 +42,7 @@ def is_ready(venv: Path) -> bool:
 @contextlib.contextmanager
 def _locked(venv: Path) -> Iterator[None]:
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:  # beside it: rmtree leaves it alone
         deadline = time.monotonic() + BUILD_TIMEOUT
         while True:  # another run may be building it: wait for it, bounded
             try:
