@@ -20,9 +20,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.image_server import serve_images
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.machine import media as md
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CIRROS = "quay.io/kubevirt/cirros-container-disk-demo"

@@ -17,7 +17,7 @@ import pytest
 from kbmc_process import VMBMC, KbmcProcess, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 @pytest.mark.parametrize("driver", ["LAN_2_0", "LAN"])

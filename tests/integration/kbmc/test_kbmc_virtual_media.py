@@ -25,9 +25,9 @@ from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode,
 
 from tests.image_server import serve_images
 from tests.redfish_csdl import CSDL
-from tests.waiting import wait_until
-from vmbmc.emulator.cdi import DV_RT
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.cdi import DV_RT
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 VM, BMC = "media-vm", "media-bmc"
 DV = f"vmbmc-{BMC}-media"

@@ -61,7 +61,7 @@ def test_front_ends_reach_kubernetes_only_through_the_machine_interface() -> Non
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3] / "vmbmc"
-    back_ends = ("vmbmc.kubevirt", "vmbmc.emulator", "vmbmc.controller")
+    back_ends = ("vmbmc.kubevirt", "vmbmc_devcluster.emulator", "vmbmc.controller")
     offenders = []
     for path in sorted([*(root / "kbmc").rglob("*.py"), *(root / "redfish").rglob("*.py")]):
         if path == root / "kbmc" / "cli.py":
