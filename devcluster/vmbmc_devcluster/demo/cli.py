@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vmbmc.usage import UsageError, check_port_free, port, writable_dir
+from vmbmc_devcluster.demo.cluster import StartupFailed
 from vmbmc_devcluster.demo.endpoints import BmcEndpoint, write_endpoints
 from vmbmc_devcluster.demo.podrunner import LocalPodRunner
 from vmbmc_devcluster.demo.samples import sample_vm
@@ -119,11 +120,7 @@ async def _serve(
     if not waiting.done():
         waiting.cancel()
         return 0
-    try:
-        endpoints = waiting.result()
-    except (TimeoutError, RuntimeError) as err:
-        print(f"vmbmc demo: {err}; the pods' logs are in {runner.workdir / 'pods'}", file=sys.stderr)
-        return 1
+    endpoints = waiting.result()  # StartupFailed: run() says where the logs are kept
     if args.endpoints_file:
         write_endpoints(args.endpoints_file, emu.kubeconfig, endpoints)
     _print_guide(emu.kubeconfig, endpoints, args.endpoints_file)
@@ -163,12 +160,35 @@ def run(args: argparse.Namespace) -> int:
     # Until the event loop takes SIGTERM over, let it unwind like Ctrl-C, so the workdir still goes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.workdir:
-        return _run(args, writable_dir("--workdir", Path(args.workdir)))
-    # A temporary workdir holds kubeconfigs and passwords: it goes when the demo does.
-    workdir = Path(tempfile.mkdtemp(prefix="vmbmc-demo-"))
+        workdir, temporary = writable_dir("--workdir", Path(args.workdir)), False
+    else:  # a temporary workdir holds kubeconfigs and passwords: it goes when the demo does, unless it failed
+        workdir, temporary = Path(tempfile.mkdtemp(prefix="vmbmc-demo-")), True
     try:
-        return _run(args, workdir)
-    finally:
+        code = _run(args, workdir)
+    except Exception as err:  # one line naming the cause, and the logs it leaves (cli.main prints it)
+        raise StartupFailed(f"{failure_text(err)}; {_kept(workdir, temporary)}") from None
+    except BaseException:
+        _remove(workdir, temporary)
+        raise
+    _remove(workdir, temporary)
+    return code
+
+
+def failure_text(err: BaseException) -> str:
+    """An exception as one line: its message, else its type (a bare TimeoutError has no message)."""
+    text = str(getattr(err, "message", "") or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _kept(workdir: Path, temporary: bool) -> str:
+    """What a failed demo leaves to read: only files that exist."""
+    pods = workdir / "pods"
+    where = f"the pods' logs are in {pods}" if pods.is_dir() and any(pods.iterdir()) else "nothing ran"
+    return f"{where} (the workdir {workdir} is kept: remove it when done)" if temporary else where
+
+
+def _remove(workdir: Path, temporary: bool) -> None:
+    if temporary:
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -20,44 +20,56 @@ IPMI_PORT, REDFISH_PORT = 10623, 8443  # the container ports (the Service maps 6
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 COMPONENT_LABEL, SHARED_COMPONENT = "app.kubernetes.io/component", "kbmc-shared"  # the shared kbmc pod
 CONTROLLER_SELECTOR = "app.kubernetes.io/name=vmbmc,app.kubernetes.io/component=controller"
+STALL_S = 120.0  # no further BMC Ready for this long: the demo gives up
+POLL_INTERVAL_S, POLL_TIMEOUT_S = 0.5, 30.0
+
+
+class StartupFailed(Exception):
+    """The demo could not bring its BMCs up: the message names the cause and what to do."""
 
 
 def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | None:
     """The endpoint of the VM's BMC once it is Ready and its pod has an address, else None."""
+    return ready_endpoints(emu, [vm])[0]
+
+
+def ready_endpoints(emu: EmulatorThread, vms: list[tuple[str, str]]) -> list[BmcEndpoint | None]:
+    """Each VM's BMC endpoint (as `ready_endpoint`), read in one pass over the stored objects (read-only,
+    never copied): the demo polls this on the emulator's loop, which serves every pod meanwhile."""
     store, reg = emu.emulator.store, emu.emulator.registry
-    bmcs, _ = store.list(reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"), SYSTEM_NAMESPACE)
-    ns, name = vm
-    bmc = next(
-        (
-            b
-            for b in bmcs
-            if (b.get("metadata", {}).get("annotations") or {}).get("virtualmachinebmc.kubevirt.io/vm")
-            == f"{ns}/{name}"
-        ),
-        None,
-    )
+    by_vm: dict[str, dict] = {}
+    bmc_rt = reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs")
+    for b in store.iter_raw(bmc_rt, SYSTEM_NAMESPACE):
+        vm = (b.get("metadata", {}).get("annotations") or {}).get("virtualmachinebmc.kubevirt.io/vm")
+        if vm:
+            by_vm[vm] = b
+    pods: dict[tuple[str, str], dict] = {}  # (label, value) -> a pod not being deleted
+    for p in store.iter_raw(reg.get("", "v1", "pods"), SYSTEM_NAMESPACE):
+        if p["metadata"].get("deletionTimestamp"):
+            continue
+        labels = p["metadata"].get("labels") or {}
+        for key in (BMC_LABEL, COMPONENT_LABEL):
+            if key in labels:
+                pods.setdefault((key, labels[key]), p)
+    secrets_rt = reg.get("", "v1", "secrets")
+    return [_endpoint(f"{ns}/{name}", by_vm.get(f"{ns}/{name}"), pods, store, secrets_rt) for ns, name in vms]
+
+
+def _endpoint(
+    vm: str, bmc: dict | None, pods: dict[tuple[str, str], dict], store: Any, secrets_rt: Any
+) -> BmcEndpoint | None:
     status: dict[str, Any] = (bmc or {}).get("status") or {}
     if bmc is None or not status.get("ready") or not status.get("credentialsSecret"):
         return None
     bmc_name = bmc["metadata"]["name"]
-    pods, _ = store.list(reg.get("", "v1", "pods"), SYSTEM_NAMESPACE)
     ends = status.get("endpoints") or {}
     # Shared mode: the shared pod, on this BMC's own ports (status.endpoints); else the BMC's own pod.
     shared = bool(ends.get("ipmiTargetPort") or ends.get("redfishTargetPort"))
-    want = (COMPONENT_LABEL, SHARED_COMPONENT) if shared else (BMC_LABEL, bmc_name)
-    pod = next(
-        (
-            p
-            for p in pods
-            if (p["metadata"].get("labels") or {}).get(want[0]) == want[1]
-            and not p["metadata"].get("deletionTimestamp")
-        ),
-        None,
-    )
+    pod = pods.get((COMPONENT_LABEL, SHARED_COMPONENT) if shared else (BMC_LABEL, bmc_name))
     ip = ((pod or {}).get("status") or {}).get("podIP")
     if not ip:
         return None
-    secret = store.try_get(reg.get("", "v1", "secrets"), SYSTEM_NAMESPACE, status["credentialsSecret"])
+    secret = store.try_get(secrets_rt, SYSTEM_NAMESPACE, status["credentialsSecret"], copy=False)
     if secret is None:
         return None
     data = secret.get("data") or {}
@@ -66,7 +78,7 @@ def ready_endpoint(emu: EmulatorThread, vm: tuple[str, str]) -> BmcEndpoint | No
     ipmi_port = int(ends.get("ipmiTargetPort") or IPMI_PORT) if shared else IPMI_PORT
     redfish_port = int(ends.get("redfishTargetPort") or REDFISH_PORT) if shared else REDFISH_PORT
     return BmcEndpoint(
-        vm=f"{ns}/{name}",
+        vm=vm,
         bmc=f"{SYSTEM_NAMESPACE}/{bmc_name}",
         ipmi_host=ip,
         ipmi_port=ipmi_port,
@@ -90,19 +102,36 @@ def controller_failure(emu: EmulatorThread) -> str | None:
     return None
 
 
+def _poll(emu: EmulatorThread, vms: list[tuple[str, str]]) -> tuple[str | None, list[BmcEndpoint | None]]:
+    return controller_failure(emu), ready_endpoints(emu, vms)
+
+
 async def wait_for_bmcs(
-    emu: EmulatorThread, vms: list[tuple[str, str]], timeout: float = 60.0
+    emu: EmulatorThread, vms: list[tuple[str, str]], stall: float = STALL_S
 ) -> list[BmcEndpoint]:
+    """Every VM's endpoint, once every BMC is Ready. Gives up (StartupFailed) when the controller's pod
+    fails, or when no further BMC has become Ready for `stall` seconds: a large demo on a busy machine
+    takes minutes, and a slow answer of the emulator is no failure by itself."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    ready, progress_at = 0, loop.time()
+    missing = [f"{ns}/{n}" for ns, n in vms]
     while True:
-        failure = await asyncio.to_thread(emu.call, controller_failure, emu)
-        if failure is not None:
-            raise RuntimeError(failure)
-        found = [await asyncio.to_thread(emu.call, ready_endpoint, emu, vm) for vm in vms]
-        if all(found):
-            return [e for e in found if e is not None]
-        if loop.time() > deadline:
-            missing = [f"{ns}/{n}" for (ns, n), e in zip(vms, found, strict=True) if e is None]
-            raise TimeoutError(f"no Ready BMC after {timeout:.0f} s for: {', '.join(missing)}")
-        await asyncio.sleep(0.2)
+        try:
+            failure, found = await asyncio.to_thread(emu.call, _poll, emu, vms, timeout=POLL_TIMEOUT_S)
+        except TimeoutError:
+            log.info("the emulator is busy; polling the BMCs again")
+        else:
+            if failure is not None:
+                raise StartupFailed(failure)
+            if all(found):
+                return [e for e in found if e is not None]
+            now_ready = sum(1 for e in found if e)
+            if now_ready > ready:
+                ready, progress_at = now_ready, loop.time()
+                missing = [f"{ns}/{n}" for (ns, n), e in zip(vms, found, strict=True) if e is None]
+        if loop.time() - progress_at > stall:
+            waiting = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise StartupFailed(
+                f"{ready} of {len(vms)} BMCs Ready and none more for {stall:.0f} s (waiting for {waiting})"
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)

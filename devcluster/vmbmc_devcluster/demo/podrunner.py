@@ -41,7 +41,15 @@ from vmbmc_devcluster.emulator.kubelet import ImagePullError, PodEvents, PodHand
 
 log = logging.getLogger("vmbmc.demo.pods")
 
-READY_POLL = 0.2  # readiness is probed this often (compressed time: a kubelet probes every periodSeconds)
+# Readiness is probed this often until a container is Ready (compressed time, so the demo starts fast),
+# then every periodSeconds of its probe, as a kubelet does: probing hundreds of Ready pods five times a
+# second would take the emulator's loop (which runs this runner) from the API it serves.
+READY_POLL = 0.2
+# Containers starting at once (a start ends when the container is Ready or exits, or after START_WINDOW
+# seconds): hundreds of processes listing and watching at the same moment would starve the API server they
+# all need, and every one of them would time out; in turn, they start within seconds each.
+MAX_STARTING = 8
+START_WINDOW = 30.0
 ENTRYPOINT = "vmbmc"  # the image's ENTRYPOINT
 ADDRESS_FLAGS = {"kbmc": "--address", "controller": "--health-address"}  # how each command binds its pod IP
 # the image's ENV (Dockerfile; its HOME is /tmp, here the pod's /tmp volume)
@@ -113,6 +121,7 @@ class LocalPodRunner:
         self._on_address: dict[str, asyncio.subprocess.Process] = {}
         self._running: set[asyncio.subprocess.Process] = set()
         self._claims: dict[str, int] = {}  # address -> file descriptor holding its lock
+        self._starting: asyncio.Semaphore | None = None  # made on the emulator's loop, at the first start
 
     def add_image(self, ref: str) -> None:
         """Make `ref` runnable here, as `kind load docker-image` puts an image on a node."""
@@ -258,6 +267,19 @@ class LocalPodRunner:
                 image, f'imagePullPolicy Always: pulling "{image}" needs a registry, and this node has none'
             )
         ports = _ports(container)
+        if self._starting is None:
+            self._starting = asyncio.Semaphore(MAX_STARTING)
+        await self._starting.acquire()  # released by the watcher once the container started (or failed)
+        try:
+            return await self._start(pod, events, key, container, ports)
+        except BaseException:
+            self._starting.release()
+            raise
+
+    async def _start(
+        self, pod: dict[str, Any], events: PodEvents, key: str, container: dict[str, Any], ports: list
+    ) -> PodHandle:
+        meta = pod["metadata"]
         address = self._address(self._workload(pod), ports)
         self.addresses[key] = address
         await self._wait_for_address(address)
@@ -341,8 +363,17 @@ class LocalPodRunner:
         live_spec = container.get("livenessProbe") or {}
         period = float(live_spec.get("periodSeconds", 10))
         threshold = int(live_spec.get("failureThreshold", 3))
+        ready_period = float((container.get("readinessProbe") or {}).get("periodSeconds", 10))
         loop = asyncio.get_running_loop()
         next_live = loop.time() + float(live_spec.get("initialDelaySeconds", 0)) + period
+        started, starting = loop.time(), True  # this container holds a start slot (MAX_STARTING)
+
+        def release_start_slot() -> None:
+            nonlocal starting
+            if starting and self._starting is not None:
+                starting = False
+                self._starting.release()
+
         ready, live_failures = False, 0
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
@@ -352,15 +383,19 @@ class LocalPodRunner:
                         if ok != ready:
                             ready = ok
                             events.ready(ok)
+                    if ready or readiness is None or loop.time() - started > START_WINDOW:
+                        release_start_slot()
                     if liveness is not None and loop.time() >= next_live:
                         next_live = loop.time() + period
                         live_failures = 0 if await _get_ok(http, liveness) else live_failures + 1
                         if live_failures >= threshold:  # the kubelet kills the container; it restarts
                             log.info("liveness probe failed", extra={"pod": key})
-                            proc.terminate()
+                            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                                proc.terminate()
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(proc.wait(), READY_POLL)
+                        await asyncio.wait_for(proc.wait(), ready_period if ready else READY_POLL)
         finally:
+            release_start_slot()
             # stop() cancels this watcher once the process is gone: forget it here in every case
             if proc.returncode is not None:
                 self._running.discard(proc)
@@ -372,11 +407,13 @@ class LocalPodRunner:
             return
         proc, watcher = handle.data
         if proc.returncode is None:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile: nothing to signal
+                proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), max(grace_seconds, 0.1))
             except TimeoutError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 await proc.wait()
         self._running.discard(proc)
         watcher.cancel()

@@ -71,6 +71,22 @@ def write_kubeconfig(
     os.replace(tmp, target)
 
 
+class _StoppingQuietly(logging.Filter):
+    """While the emulator stops, uvicorn cancels the requests still open (watches of clients that did not
+    go first) and logs each as "Exception in ASGI application" with a CancelledError traceback, then
+    "Cancel N running task(s)": a stop we asked for, not an error. Everything else passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.stopping:
+            return True
+        cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+        return not cancelled and "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -120,6 +136,7 @@ class EmulatorThread:
         self._server: uvicorn.Server | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._quiet = _StoppingQuietly()
         self.url = ""
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -194,6 +211,7 @@ class EmulatorThread:
             ssl_certfile=self.ca_file if self.tls else None,
             ssl_keyfile=self._key_file if self.tls else None,
         )
+        logging.getLogger("uvicorn.error").addFilter(self._quiet)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
@@ -214,11 +232,14 @@ class EmulatorThread:
         if self._pod_runner is not None and self.workloads is not None and self._server is not None:
             with contextlib.suppress(Exception):  # stopping anyway; the kubelet stops them again below
                 self.call(self.workloads.kubelet.stop_pods, timeout=timeout)
+        self._quiet.stopping = True
         if self._server is not None and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.emulator.store.close_subscriptions)
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():  # else its last cancellations are ahead
+            logging.getLogger("uvicorn.error").removeFilter(self._quiet)
         if self._own_dir is not None:
             self._own_dir.cleanup()
         if self.tls and hasattr(self, "_tls_dir"):
@@ -256,4 +277,11 @@ class EmulatorThread:
             return result
 
         future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(runner(), self.loop)
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(
+                f"the emulator did not run {getattr(fn, '__name__', 'a call')} within {timeout:g} s: "
+                "its loop is overloaded (a busy machine, or more pods than it serves)"
+            ) from None

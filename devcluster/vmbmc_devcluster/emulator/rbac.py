@@ -169,6 +169,19 @@ class RuleSource:
 
     def __init__(self, store: Any, registry: Any) -> None:
         self.store, self.registry = store, registry
+        # A Role's parsed rules by (uid, resourceVersion): every request is authorized, and parsing the
+        # same Role again for each would cost more than the request (hundreds of kbmc pods each watching).
+        self._parsed: dict[tuple[str, str], list[Rule]] = {}
+
+    def _rules(self, role: dict) -> list[Rule]:
+        meta = role.get("metadata") or {}
+        key = (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")))
+        rules = self._parsed.get(key)
+        if rules is None:
+            if len(self._parsed) > 10_000:  # old versions of changed or deleted Roles
+                self._parsed.clear()
+            rules = self._parsed[key] = rules_of(role)
+        return list(rules)  # a caller may extend its copy (aggregation)
 
     def _objects(self, plural: str, namespace: str | None = None) -> Iterator[dict]:
         rt = self.registry.get(GROUP, "v1", plural)
@@ -178,7 +191,7 @@ class RuleSource:
 
     def _get(self, plural: str, namespace: str | None, name: str) -> dict | None:
         rt = self.registry.get(GROUP, "v1", plural)
-        return None if rt is None else self.store.try_get(rt, namespace, name)
+        return None if rt is None else self.store.try_get(rt, namespace, name, copy=False)  # read only
 
     def role_ref_rules(self, role_ref: Any, binding_namespace: str) -> list[Rule]:
         """GetRoleReferenceRules; raises LookupError with upstream's message when it cannot."""
@@ -189,7 +202,7 @@ class RuleSource:
             role = self._get("roles", binding_namespace, name)
             if role is None:
                 raise LookupError(f'role.{GROUP} "{name}" not found')
-            return rules_of(role)
+            return self._rules(role)
         if kind == "ClusterRole":
             role = self._get("clusterroles", None, name)
             if role is None:
@@ -200,7 +213,7 @@ class RuleSource:
     def cluster_role_rules(self, role: dict) -> list[Rule]:
         """A ClusterRole's rules; with an aggregationRule, also those of the ClusterRoles it selects
         (upstream's aggregation controller writes them into `rules`; we resolve them at read time)."""
-        rules = rules_of(role)
+        rules = self._rules(role)
         aggregation = role.get("aggregationRule")
         if isinstance(aggregation, dict):
             selectors = aggregation.get("clusterRoleSelectors") or []
@@ -209,7 +222,7 @@ class RuleSource:
                 if other["metadata"]["name"] == role["metadata"]["name"] or other.get("aggregationRule"):
                     continue
                 if any(m(other) for m in matchers):
-                    rules.extend(r for r in rules_of(other) if r not in rules)
+                    rules.extend(r for r in self._rules(other) if r not in rules)
         return rules
 
     def visit(self, user: UserInfo, namespace: str, visitor: Visitor) -> None:
