@@ -27,6 +27,7 @@ def _start(tmp: Path, *args: str) -> tuple[DemoProcess, dict]:
 
 def _stop(demo: DemoProcess) -> None:
     assert demo.stop(timeout=10) == 0
+    assert "Traceback" not in demo.output(), demo.output()[-3000:]  # nothing on the way out either
 
 
 def test_redfish_http_with_the_controller_and_temporary_workdir_removed(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -21,6 +22,22 @@ from vmbmc_devcluster.demo.samples import sample_vm
 from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 log = logging.getLogger("vmbmc.demo")
+# On the way out, each of the pods' stop and the API server's shutdown wait at most this long: the pods
+# already got SIGTERM, and whatever is left then is killed (the demo stops within 10 s).
+STOP_WAIT_S = 3.0
+# Dedicated mode runs a kbmc process per VM beside the emulator and the controller: 200 took under 5
+# minutes on 2 CPUs shared with other work (bench/README.md). Beyond this many per CPU, shared mode.
+DEDICATED_VMS_PER_CPU = 125
+
+
+def dedicated_limit() -> int:
+    return DEDICATED_VMS_PER_CPU * (os.cpu_count() or 1)
+
+
+def _not_reaped_twice(record: logging.LogRecord) -> bool:
+    """asyncio's child watcher warns of "Unknown child process" when a pod's process it waits for was
+    reaped first, as happens on the way out to processes the demo killed: nothing left to report."""
+    return not record.getMessage().startswith("Unknown child process pid")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -154,8 +171,14 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("asyncio").addFilter(_not_reaped_twice)
     if args.vms < 1:
         raise UsageError("--vms must be at least 1")
+    if args.kbmc_mode == "dedicated" and not args.standalone and args.vms > dedicated_limit():
+        raise UsageError(
+            f"dedicated mode runs a process per VM: above {dedicated_limit()} VMs on this machine "
+            f"({os.cpu_count() or 1} CPUs) use --kbmc-mode shared"
+        )
     check_port_free("--port", "127.0.0.1", args.port)
     # Until the event loop takes SIGTERM over, let it unwind like Ctrl-C, so the workdir still goes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -197,21 +220,30 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     runner = LocalPodRunner(str(workdir / "kubeconfig"), workdir)
     # The emulator enforces RBAC and every pod runs under its own ServiceAccount's token; the
     # standalone BMCs use the admin kubeconfig.
+    emu = EmulatorThread(
+        port=args.port, kubeconfig=workdir / "kubeconfig", pod_runner=None if args.standalone else runner
+    )
     try:
-        with EmulatorThread(
-            port=args.port,
-            kubeconfig=workdir / "kubeconfig",
-            pod_runner=None if args.standalone else runner,
-        ) as emu:
-            runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
-            vm_rt = emu.call(lambda: emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines"))
-            vms = []
-            for i in range(1, args.vms + 1):
-                obj = sample_vm(i)
-                emu.call(emu.emulator.store.create, vm_rt, obj, "default")
-                vms.append(("default", obj["metadata"]["name"]))
+        emu.start()
+        runner.attach(emu.emulator, url=emu.url, ca_file=emu.ca_file)
+        vms = emu.call(_create_vms, emu, args.vms, timeout=60)
+        try:
             code = asyncio.run(_serve(args, emu, vms, runner))
+        finally:  # every pod gets SIGTERM at once, before the kubelet and the API server stop
+            runner.close()
     finally:
-        runner.kill_all()  # the emulator's kubelet stopped its pods; this is the last resort
+        emu.stop(timeout=STOP_WAIT_S)
+        runner.kill_all()  # the last resort: nothing the demo started outlives it
     log.info("demo stopped", extra={"uptime_s": round(time.monotonic() - started, 1)})
     return code
+
+
+def _create_vms(emu: EmulatorThread, count: int) -> list[tuple[str, str]]:
+    """The sample VMs, in one call on the emulator's loop."""
+    vm_rt = emu.emulator.registry.get("kubevirt.io", "v1", "virtualmachines")
+    vms = []
+    for i in range(1, count + 1):
+        obj = sample_vm(i)
+        emu.emulator.store.create(vm_rt, obj, "default")
+        vms.append(("default", obj["metadata"]["name"]))
+    return vms

@@ -107,11 +107,12 @@ def _poll(emu: EmulatorThread, vms: list[tuple[str, str]]) -> tuple[str | None, 
 
 
 async def wait_for_bmcs(
-    emu: EmulatorThread, vms: list[tuple[str, str]], stall: float = STALL_S
+    emu: EmulatorThread, vms: list[tuple[str, str]], stall: float | None = None
 ) -> list[BmcEndpoint]:
     """Every VM's endpoint, once every BMC is Ready. Gives up (StartupFailed) when the controller's pod
     fails, or when no further BMC has become Ready for `stall` seconds: a large demo on a busy machine
     takes minutes, and a slow answer of the emulator is no failure by itself."""
+    stall = STALL_S if stall is None else stall
     loop = asyncio.get_running_loop()
     ready, progress_at = 0, loop.time()
     missing = [f"{ns}/{n}" for ns, n in vms]

@@ -27,6 +27,7 @@ import fcntl
 import itertools
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -50,6 +51,9 @@ READY_POLL = 0.2
 # all need, and every one of them would time out; in turn, they start within seconds each.
 MAX_STARTING = 8
 START_WINDOW = 30.0
+# A probe's answer is awaited this long (a kubelet's default timeoutSeconds is 1): the probes run on the
+# emulator's loop, whose own lag while it serves hundreds of pods would otherwise fail pods that answered.
+PROBE_TIMEOUT = 10.0
 ENTRYPOINT = "vmbmc"  # the image's ENTRYPOINT
 ADDRESS_FLAGS = {"kbmc": "--address", "controller": "--health-address"}  # how each command binds its pod IP
 # the image's ENV (Dockerfile; its HOME is /tmp, here the pod's /tmp volume)
@@ -122,6 +126,7 @@ class LocalPodRunner:
         self._running: set[asyncio.subprocess.Process] = set()
         self._claims: dict[str, int] = {}  # address -> file descriptor holding its lock
         self._starting: asyncio.Semaphore | None = None  # made on the emulator's loop, at the first start
+        self.closing = False  # close(): the node shuts down
 
     def add_image(self, ref: str) -> None:
         """Make `ref` runnable here, as `kind load docker-image` puts an image on a node."""
@@ -376,7 +381,7 @@ class LocalPodRunner:
 
         ready, live_failures = False, 0
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
                 while proc.returncode is None:
                     if readiness is not None:
                         ok = await _get_ok(http, readiness)
@@ -400,7 +405,8 @@ class LocalPodRunner:
             if proc.returncode is not None:
                 self._running.discard(proc)
         log.info("pod container exited", extra={"pod": key, "code": proc.returncode})
-        events.exited(proc.returncode or 0)
+        if not self.closing:
+            events.exited(proc.returncode or 0)
 
     async def stop(self, handle: PodHandle, grace_seconds: float) -> None:
         if handle.data is None:
@@ -420,13 +426,24 @@ class LocalPodRunner:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
+    def signal_all(self, sig: int) -> None:
+        """Signal every pod's process at once (from any thread: it only sends the signal): the demo
+        stops hundreds of pods in the time one takes, and none waits on a busy emulator loop."""
+        for proc in list(self._running):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    proc.send_signal(sig)
+
+    def close(self) -> None:
+        """The node shuts down: every pod's process gets SIGTERM at once, and an exit is no longer
+        reported (the kubelet would restart the container)."""
+        self.closing = True
+        self.signal_all(signal.SIGTERM)
+
     def kill_all(self) -> None:
         """Last resort on shutdown: no process of a pod outlives the demo; the addresses
         are free for others again."""
-        for proc in list(self._running):
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
+        self.signal_all(signal.SIGKILL)
         self.release_addresses()
 
 

@@ -167,7 +167,7 @@ class EmulatorThread:
         if not self._ready.wait(timeout):
             raise RuntimeError("the emulator did not start in time")
         if self._error is not None:
-            raise RuntimeError("the emulator failed to start") from self._error
+            raise RuntimeError(f"the emulator failed to start: {self._error}") from self._error
         write_kubeconfig(self.kubeconfig, self.url, self.token, ca_file=self.ca_file)
 
     @property
@@ -228,7 +228,8 @@ class EmulatorThread:
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 self.emulator.store.create(crd_rt, doc)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the pods (waiting up to `timeout`), then the server (as long again at most)."""
         if self._pod_runner is not None and self.workloads is not None and self._server is not None:
             with contextlib.suppress(Exception):  # stopping anyway; the kubelet stops them again below
                 self.call(self.workloads.kubelet.stop_pods, timeout=timeout)
