@@ -62,6 +62,7 @@ def test_command_line_keeps_the_containers_args_and_binds_the_pod_ip() -> None:
     }  # fmt: skip
     argv = LocalPodRunner._argv(container, {"/etc/vmbmc/credentials": "/w/creds"}, "127.10.0.9", "/w/kc")
     assert argv[1:] == [
+        "-P",  # the installed vmbmc, never a folder of that name in the current directory
         "-m",
         "vmbmc",
         *("kbmc", "--bmc", "ns/b", "--credentials-dir", "/w/creds"),
