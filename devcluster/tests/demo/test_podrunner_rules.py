@@ -70,7 +70,7 @@ def test_command_line_keeps_the_containers_args_and_binds_the_pod_ip() -> None:
     ]
     controller = {"command": ["vmbmc"], "args": ["controller", "--health-port=8080"]}
     argv = LocalPodRunner._argv(controller, {}, "127.10.0.2", "/w/kc")
-    assert argv[3:] == [
+    assert argv[4:] == [
         "controller",
         "--health-port=8080",
         "--health-address",
