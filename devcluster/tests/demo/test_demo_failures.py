@@ -62,7 +62,8 @@ def test_a_failed_start_is_one_line_and_keeps_the_logs_it_names(tmp_path: Path) 
     last = stderr.strip().splitlines()[-1]
     assert last == stderr.strip() and stdout == "", (stdout, stderr)  # the failure is all it printed
     match = re.fullmatch(
-        r"vmbmc demo: 0 of 1 BMCs Ready and none more for 1 s \(waiting for default/demo-vm-1\); "
+        r"vmbmc demo: 0 of 1 BMCs Ready and none more for 1 s \(waiting for default/demo-vm-1"
+        r"; default/demo-vm-1: [^;()]+\): a busy machine starts fewer --vms, or --kbmc-mode shared, sooner; "
         r"(the pods' logs are in (?P<pods>\S+)|nothing ran) "
         r"\(the workdir (?P<work>\S+) is kept: remove it when done\)",
         last,

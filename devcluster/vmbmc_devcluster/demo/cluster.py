@@ -102,8 +102,26 @@ def controller_failure(emu: EmulatorThread) -> str | None:
     return None
 
 
-def _poll(emu: EmulatorThread, vms: list[tuple[str, str]]) -> tuple[str | None, list[BmcEndpoint | None]]:
-    return controller_failure(emu), ready_endpoints(emu, vms)
+def not_ready_reason(emu: EmulatorThread, vm: str) -> str:
+    """Why the BMC of `vm` ("ns/name") is not Ready, as its Ready condition says (the controller's word)."""
+    store, reg = emu.emulator.store, emu.emulator.registry
+    bmc_rt = reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs")
+    for bmc in store.iter_raw(bmc_rt, SYSTEM_NAMESPACE):
+        if (bmc["metadata"].get("annotations") or {}).get("virtualmachinebmc.kubevirt.io/vm") == vm:
+            conditions = (bmc.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), {})
+            return str(ready.get("message") or "the controller has not reconciled its BMC yet")
+    return "the controller has made no BMC for it yet"
+
+
+def _poll(
+    emu: EmulatorThread, vms: list[tuple[str, str]]
+) -> tuple[str | None, list[BmcEndpoint | None], str]:
+    """What the wait looks at, in one call on the emulator's loop: a failing controller pod, the ready
+    endpoints, and why the first VM without one is still waiting."""
+    found = ready_endpoints(emu, vms)
+    first = next((f"{ns}/{n}" for (ns, n), e in zip(vms, found, strict=True) if e is None), None)
+    return controller_failure(emu), found, "" if first is None else f"{first}: {not_ready_reason(emu, first)}"
 
 
 async def wait_for_bmcs(
@@ -115,10 +133,10 @@ async def wait_for_bmcs(
     stall = STALL_S if stall is None else stall
     loop = asyncio.get_running_loop()
     ready, progress_at = 0, loop.time()
-    missing = [f"{ns}/{n}" for ns, n in vms]
+    missing, why = [f"{ns}/{n}" for ns, n in vms], ""
     while True:
         try:
-            failure, found = await asyncio.to_thread(emu.call, _poll, emu, vms, timeout=POLL_TIMEOUT_S)
+            failure, found, why = await asyncio.to_thread(emu.call, _poll, emu, vms, timeout=POLL_TIMEOUT_S)
         except TimeoutError:
             log.info("the emulator is busy; polling the BMCs again")
         else:
@@ -133,6 +151,8 @@ async def wait_for_bmcs(
         if loop.time() - progress_at > stall:
             waiting = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise StartupFailed(
-                f"{ready} of {len(vms)} BMCs Ready and none more for {stall:.0f} s (waiting for {waiting})"
+                f"{ready} of {len(vms)} BMCs Ready and none more for {stall:.0f} s (waiting for {waiting}"
+                + (f"; {why}" if why else "")
+                + "): a busy machine starts fewer --vms, or --kbmc-mode shared, sooner"
             )
         await asyncio.sleep(POLL_INTERVAL_S)
