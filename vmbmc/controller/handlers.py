@@ -21,8 +21,8 @@ import kopf
 from vmbmc.controller import autocreate, kube, leftovers, reconcile, shared
 from vmbmc.controller import naming as n
 from vmbmc.controller.state import State
+from vmbmc.k8s import config
 from vmbmc.k8s.client import ApiError
-from vmbmc.k8s.kubeconfig import ClusterConfig
 
 log = logging.getLogger(__name__)
 BMC = (n.GROUP, n.VERSION, n.PLURAL)
@@ -72,29 +72,23 @@ async def _with_retries(state: State, what: str, fn: Callable[[], Awaitable[None
             await asyncio.sleep(delay)
 
 
-async def connection_info(cfg: ClusterConfig) -> kopf.ConnectionInfo:
-    """kopf's login from the controller's own configuration (vmbmc.k8s.kubeconfig)."""
-    cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
-    authorization, cred = await cfg.credentials()
-    scheme, _, token = (authorization or "").partition(" ")
-    bearer = token if scheme == "Bearer" else None
-    cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
-    if cred is not None and cred.cert_pem:  # the exec plugin's certificate
-        cert_pem, key_pem = cred.cert_pem, cred.key_pem
+async def connection_info(cfg: config.SingleConfig) -> kopf.ConnectionInfo:
+    """kopf's login from the controller's own configuration (vmbmc.k8s.config), its credential fetched
+    afresh: kopf logs in again after a 401, so a rotated token or a re-run exec plugin is picked up."""
+    login = await config.login(cfg)
     return kopf.ConnectionInfo(
-        server=cfg.server,
-        ca_path=cfg.ca_file,
-        ca_data=cfg.ca_pem,
-        insecure=cfg.insecure,
-        scheme="Bearer" if bearer else None,
-        token=bearer,
-        username=None if bearer else cfg.username,
-        password=None if bearer else cfg.password,
-        certificate_path=None if cert_pem else cfg.cert_file,
-        certificate_data=cert_pem,
-        private_key_path=None if key_pem else cfg.key_file,
-        private_key_data=key_pem,
-        expiration=cred.expires if cred is not None else None,
+        server=login.server,
+        ca_path=login.ca_path,
+        ca_data=login.ca_data,
+        insecure=login.insecure,
+        scheme="Bearer" if login.token else None,
+        token=login.token,
+        username=login.username,
+        password=login.password,
+        certificate_path=login.cert_path,
+        certificate_data=login.cert_data,
+        private_key_path=login.key_path,
+        private_key_data=login.key_data,
     )
 
 

@@ -1,24 +1,31 @@
-"""A small async Kubernetes REST client: our HTTP/1.1 client (vmbmc.k8s.http) configured by our
-kubeconfig loader (vmbmc.k8s.kubeconfig).
+"""The product's Kubernetes API client: lightkube's configuration (vmbmc.k8s.config) on the httpx2 client
+that lightkube itself uses (its connection pool, timeouts, TLS, credentials and WebSocket sessions).
 
-Why not a generated Kubernetes client: the back end needs KubeVirt's subresource group
-(`subresources.kubevirt.io`, not in generated clients), exact Content-Types for JSON Patch and merge
-patch on custom resources, and a watch stream whose 410 Gone and bookmarks it handles itself; and the
-kbmc runs once per VM, so what it imports is paid once per VM (docs/kbmc.md, "Memory").
+Why raw paths rather than lightkube's typed resources: the back end needs KubeVirt's subresource group
+(`subresources.kubevirt.io`, not in generated models), exact Content-Types for JSON Patch and merge patch
+on custom resources, and a watch stream whose 410 Gone and bookmarks the informer handles itself.
+
+Exactly once (docs/k8s-client.md): a request that may have reached the server is sent again only when
+it is idempotent (`idempotent()`); one that never left the pool is reported NOT_SENT and may be sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
 
-from vmbmc.k8s.http import ConnectError, HttpClient, HttpError
-from vmbmc.k8s.kubeconfig import ClusterConfig, ExecCredential, KubeConfigError, load
-from vmbmc.k8s.websocket import WebSocket, WebSocketError, check_handshake, handshake_headers
+import httpx2
+from httpx2.websockets import AsyncWebSocketSession, HTTPXWSException, WebSocketUpgradeError
+from lightkube import ConfigError, SingleConfig
+from lightkube.config.client_adapter import user_auth, verify_cluster
+from lightkube.config.models import User
+
+from vmbmc.k8s import config
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,12 @@ JSON_PATCH = "application/json-patch+json"
 WATCH_OPEN = "_OPEN"
 NOT_SENT = "NotConnected"  # ApiError.reason of a request that never left this process
 RETRY_DELAYS = (0.1, 0.3, 0.9)  # backoff between attempts on a 5xx or a connection error
+
+MAX_REQUESTS = 64  # requests in flight per client (lane); the rest wait their turn in the pool, in order
+CONNECT_TIMEOUT = 5.0
+KEEPALIVE_EXPIRY = 30.0  # idle pooled connections are closed after this (the API server keeps them longer)
+WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
+SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
 
 
 class ApiError(Exception):
@@ -46,54 +59,88 @@ class ApiError(Exception):
         return self.code == 0 or self.code >= 500 or self.code == 429
 
 
-async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> ClusterConfig:
-    """A kubeconfig file if given; else the in-cluster service account; else KUBECONFIG / ~/.kube/config."""
-    return load(kubeconfig, context=context)
+def idempotent(method: str, body: Any) -> bool:
+    """May this call be sent again after it may have reached the server? Reads, writes guarded by
+    `resourceVersion` (a second one is refused with 409/422 rather than applied twice) and deletes with
+    preconditions. Never KubeVirt's subresources (start, stop, restart, pause, unpause) nor a create."""
+    if method in ("GET", "HEAD"):
+        return True
+    if method in ("PUT", "PATCH") and isinstance(body, dict):
+        return bool((body.get("metadata") or {}).get("resourceVersion"))
+    if method == "PATCH" and isinstance(body, list):
+        return any(
+            isinstance(op, dict) and op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion"
+            for op in body
+        )
+    if method == "DELETE" and isinstance(body, dict):
+        return bool(body.get("preconditions"))
+    return False
+
+
+async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> SingleConfig:
+    """--kubeconfig PATH; else KUBECONFIG; else the in-cluster service account; else ~/.kube/config."""
+    return config.load(kubeconfig, context=context)
 
 
 class ApiClient:
-    def __init__(self, cfg: ClusterConfig, *, wait_in_timeout: bool = True) -> None:
-        """`wait_in_timeout`: a call's timeout counts its wait for a free request slot too (the kbmc:
-        nothing may be sent after a power call's bound); a call that runs out waiting was never sent.
-        The controller's reconciles set it False: in a burst hundreds of them wait their turn, and
-        timing out there would only send them to the back of the queue again."""
+    def __init__(
+        self,
+        cfg: SingleConfig,
+        *,
+        wait_in_timeout: bool = True,
+        auth: httpx2.Auth | None = None,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
+        """`wait_in_timeout`: a call's timeout counts its wait for a free connection in the pool too
+        (the kbmc: nothing may be sent after a power call's bound); a call that runs out waiting was
+        never sent. The controller's reconciles set it False: in a burst hundreds of them wait their
+        turn, and timing out there would only send them to the back of the queue again.
+        `auth` and `verify` are shared by a lane with the client it came from."""
         self.cfg = cfg
         self.wait_in_timeout = wait_in_timeout
-        self.host = cfg.server
-        self._http = HttpClient(cfg.server, cfg.ssl_context(), cfg.tls_server_name)
-        self._exec_cert: str | None = None  # the exec plugin's client certificate the TLS settings hold
+        self.host = cfg.cluster.server
+        self._auth = auth if auth is not None else user_auth(cfg.user)
+        https = self.host.startswith("https://")
+        if verify is None and https:
+            verify = verify_cluster(cfg.cluster, cfg.user or User(), cfg.abs_file)
+        self._verify = verify
+        common: dict[str, Any] = {
+            "base_url": self.host,
+            "auth": self._auth,
+            "verify": verify if https else False,  # plain http: no TLS settings to build
+            "headers": {"Accept": JSON, "User-Agent": "vmbmc"},
+        }
+        # Calls: a pool of MAX_REQUESTS connections, kept alive. Watches and WebSockets last: they get
+        # a pool of their own, without a limit (a shared kbmc holds three per BMC) and not kept alive.
+        self._calls = httpx2.AsyncClient(
+            **common,
+            limits=httpx2.Limits(
+                max_connections=MAX_REQUESTS,
+                max_keepalive_connections=MAX_REQUESTS,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+        )
+        self._streams = httpx2.AsyncClient(
+            **common,
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=0),
+            event_hooks={"response": [_read_refusal]},
+        )
 
     @classmethod
     async def connect(
         cls, kubeconfig: str | None = None, context: str | None = None, *, wait_in_timeout: bool = True
     ) -> ApiClient:
-        return cls(await load_configuration(kubeconfig, context), wait_in_timeout=wait_in_timeout)
+        try:
+            cfg = await load_configuration(kubeconfig, context)
+        except ConfigError as err:
+            raise ApiError(0, NOT_SENT, f"kubeconfig: {err}") from err
+        return cls(cfg, wait_in_timeout=wait_in_timeout)
 
     def lane(self) -> ApiClient:
-        """A client of the same cluster and credentials with connections and an in-flight limit of its
-        own. Calls wait for a free slot in the order they were made (vmbmc.k8s.http), so work that
-        must not queue behind a burst of other calls gets a lane of its own. Close it separately."""
-        return ApiClient(self.cfg, wait_in_timeout=self.wait_in_timeout)
-
-    async def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": JSON}
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            authorization, cred = await self.cfg.credentials()
-        except KubeConfigError as err:
-            raise ApiError(0, "Unauthorized", str(err)) from err
-        if cred is not None:
-            self._follow_exec_certificate(cred)
-        if authorization:
-            headers["Authorization"] = authorization
-        return headers
-
-    def _follow_exec_certificate(self, cred: ExecCredential) -> None:
-        """An exec plugin that answers with a client certificate may renew it: new connections use it."""
-        if cred.cert_pem and cred.cert_pem != self._exec_cert:
-            self._http.set_ssl_context(self.cfg.ssl_context(cred))  # type: ignore[arg-type]
-            self._exec_cert = cred.cert_pem
+        """A client of the same cluster and credentials with a connection pool and in-flight limit of
+        its own. Calls wait for a free connection in the order they were made, so work that must not
+        queue behind a burst of other calls gets a lane of its own. Close it separately."""
+        return ApiClient(self.cfg, wait_in_timeout=self.wait_in_timeout, auth=self._auth, verify=self._verify)
 
     async def request(
         self,
@@ -108,18 +155,21 @@ class ApiClient:
     ) -> Any:
         """One API call; JSON answer (None for an empty body). Raises ApiError.
 
-        Retries 5xx, 429 and connection errors (RETRY_DELAYS) when `retry`: every call the back end
-        makes is idempotent or guarded (named creates, resourceVersion tests, KubeVirt's own checks).
+        With `retry`, a call that was not sent, was refused with 429, or is idempotent is tried again
+        (RETRY_DELAYS) after a 5xx, 429 or connection error; any other call is sent at most once.
         """
         data = None if body is None else json.dumps(body).encode()
         if data is not None and content_type is None:
             content_type = JSON
+        again = idempotent(method, body)
         attempts = len(RETRY_DELAYS) + 1 if retry else 1
         for attempt in range(attempts):
             try:
-                return await self._once(method, path, params, data, content_type, timeout)
+                return await self._once(method, path, params, data, content_type, timeout, again)
             except ApiError as err:
                 if not err.retryable or attempt == attempts - 1:
+                    raise
+                if not (again or err.reason == NOT_SENT or err.code == 429):
                     raise
                 log.info(
                     "API call failed, retrying",
@@ -136,70 +186,120 @@ class ApiClient:
         data: bytes | None,
         content_type: str | None,
         timeout: float,
+        idempotent_call: bool,
     ) -> Any:
-        target = path + ("?" + urlencode(params) if params else "")
+        loop = asyncio.get_running_loop()
+        sent = False
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            nonlocal sent
+            if not self.wait_in_timeout and bound.when() is None:
+                bound.reschedule(loop.time() + timeout)  # out of the queue: the exchange is bounded
+            sent = sent or event in SENT
+
+        try:
+            async with asyncio.timeout(timeout if self.wait_in_timeout else None) as bound:
+                resp = await self._send(method, path, params, data, content_type, timeout, trace, idempotent_call)
+        except TimeoutError as exc:
+            waited = "an answer" if sent else "a free connection"
+            raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc
+        except (httpx2.HTTPError, ConfigError, OSError, ValueError, KeyError) as exc:
+            raise _no_answer(exc, sent) from exc
+        if resp.status_code >= 300:
+            raise _error(resp.status_code, resp.content)
+        return json.loads(resp.content) if resp.content.strip() else None
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        data: bytes | None,
+        content_type: str | None,
+        timeout: float,
+        trace: Any,
+        idempotent_call: bool,
+    ) -> httpx2.Response:
+        """The exchange. A kept-alive connection the server dropped as we sent on it cannot be told from
+        one whose request the server read: only an idempotent call is sent again (once, on another)."""
         for attempt in (1, 2):
-            headers = await self._headers(content_type)  # outside the timeout: an exec plugin has its own
             try:
-                resp = await self._http.request(
-                    method, target, headers, data, timeout=timeout, wait_in_timeout=self.wait_in_timeout
+                return await self._calls.request(
+                    method,
+                    path,
+                    params=params,
+                    content=data,
+                    headers={"Content-Type": content_type} if content_type else None,
+                    timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT, pool=None),
+                    extensions={"trace": trace},
                 )
-            except HttpError as exc:
-                # NOT_SENT: no connection, so the server never saw the request (a call may be sent again)
-                reason = NOT_SENT if isinstance(exc, ConnectError) else "ConnectionError"
-                raise ApiError(0, reason, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-            # 401: a rotated token or an expired exec credential; fetch it again and retry once.
-            if resp.status == 401 and attempt == 1 and self.cfg.unauthorized():
-                continue
-            if resp.status >= 300:
-                raise _error(resp.status, resp.body)
-            return json.loads(resp.body) if resp.body.strip() else None
+            except httpx2.TransportError:
+                if not idempotent_call or attempt == 2:
+                    raise
         raise AssertionError("unreachable")
 
     async def watch(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         """Stream watch events ({"type", "object"}) until the server ends the watch. Raises ApiError.
 
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
-        target = path + "?" + urlencode({**params, "watch": "true"})
+        read = float(params["timeoutSeconds"]) + WATCH_READ_SLACK if "timeoutSeconds" in params else None
         try:
-            async with self._http.stream(target, await self._headers(None)) as (resp, body):
-                if resp.status >= 300:
-                    if resp.status == 401:
-                        self.cfg.unauthorized()  # the caller's next attempt fetches credentials again
-                    raise _error(resp.status, b"".join([chunk async for chunk in body]))
+            async with self._streams.stream(
+                "GET",
+                path,
+                params={**params, "watch": "true"},
+                timeout=httpx2.Timeout(read, connect=CONNECT_TIMEOUT),
+            ) as resp:
+                if resp.status_code >= 300:
+                    raise _error(resp.status_code, resp.content)
                 yield {"type": WATCH_OPEN}  # tells the caller the stream is established
-                buf = b""
-                async for chunk in body:
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            yield json.loads(line)
-        except (TimeoutError, HttpError, json.JSONDecodeError) as exc:
-            raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+                async for line in resp.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except (httpx2.HTTPError, ConfigError, OSError, json.JSONDecodeError) as exc:
+            raise ApiError(0, "ConnectionError", _describe(exc)) from exc
 
-    async def websocket(self, path: str, subprotocol: str, timeout: float = 10.0) -> WebSocket:
-        """Open a WebSocket subresource (the VMI console). Raises ApiError (the refusal's code)."""
-        ws_headers, accept = handshake_headers(subprotocol)
-        headers = {**await self._headers(None), **ws_headers}
+    @contextlib.asynccontextmanager
+    async def websocket(
+        self, path: str, subprotocol: str, timeout: float = 10.0
+    ) -> AsyncIterator[AsyncWebSocketSession]:
+        """A WebSocket subresource (the VMI console), as httpx2's session (wsproto frames it), closed on
+        leaving the block. Raises ApiError (the refusal's code) if it cannot be opened."""
+        opened = False
         try:
-            async with asyncio.timeout(timeout):
-                resp, reader, writer = await self._http.upgrade(path, headers)
-        except (TimeoutError, HttpError) as exc:
-            raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        if resp.status != 101 or reader is None or writer is None:
-            if resp.status == 401:
-                self.cfg.unauthorized()
-            raise _error(resp.status, resp.body)
-        try:
-            check_handshake(resp.headers, accept, subprotocol)
-        except WebSocketError as exc:
-            writer.close()
-            raise ApiError(0, "ConnectionError", str(exc)) from exc
-        return WebSocket(reader, writer)
+            async with self._streams.websocket(
+                path, subprotocols=[subprotocol], timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
+            ) as ws:
+                opened = True
+                yield ws
+        except WebSocketUpgradeError as exc:
+            raise _error(exc.response.status_code, exc.response.content) from exc
+        except (httpx2.HTTPError, HTTPXWSException, ConfigError, OSError) as exc:
+            if opened:
+                raise
+            raise ApiError(0, "ConnectionError", _describe(exc)) from exc
 
     async def close(self) -> None:
-        await self._http.close()
+        await self._calls.aclose()
+        await self._streams.aclose()
+
+
+async def _read_refusal(response: httpx2.Response) -> None:
+    """A watch or WebSocket refused (4xx, 5xx): read its Status now, so the error can say why."""
+    if response.status_code >= 300:
+        await response.aread()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def _no_answer(exc: BaseException, sent: bool) -> ApiError:
+    """NOT_SENT: the request never left the pool (no connection, credentials not at hand, the bound
+    ran out in the queue), so it may be sent again; else it may have reached the server."""
+    if sent:
+        return ApiError(0, "ConnectionError", _describe(exc))
+    return ApiError(0, NOT_SENT, f"not sent: {_describe(exc)}")
 
 
 def _error(code: int, raw: bytes) -> ApiError:

@@ -17,7 +17,7 @@ from typing import Any
 from tests.integration.controller.conftest import SYSTEM, Api, until
 from vmbmc.controller.naming import LABEL_VM_NAMESPACE
 from vmbmc.demo.samples import sample_vm
-from vmbmc.k8s.http import MAX_REQUESTS
+from vmbmc.k8s.client import MAX_REQUESTS
 
 QUIET, BURST = "quiet", "burst"
 SUBJECT = "subject"
