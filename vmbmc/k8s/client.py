@@ -19,6 +19,7 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpcore2
 import httpx2
 from httpx2.websockets import AsyncWebSocketSession, HTTPXWSException, WebSocketUpgradeError
 from lightkube import ConfigError, SingleConfig
@@ -42,6 +43,7 @@ CONNECT_TIMEOUT = 5.0
 KEEPALIVE_EXPIRY = 30.0  # idle pooled connections are closed after this (the API server keeps them longer)
 WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
 SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
+HEADERS_REFUSED = ("http11.send_request_headers.failed", "http2.send_request_headers.failed")
 
 
 class ApiError(Exception):
@@ -195,11 +197,16 @@ class ApiClient:
             nonlocal sent
             if not self.wait_in_timeout and bound.when() is None:
                 bound.reschedule(loop.time() + timeout)  # out of the queue: the exchange is bounded
-            sent = sent or event in SENT
+            if event in HEADERS_REFUSED and isinstance(info.get("exception"), httpcore2.LocalProtocolError):
+                sent = False  # h11 refused to write the head (say, CR/LF in a header): nothing went out
+            else:
+                sent = sent or event in SENT
 
         try:
             async with asyncio.timeout(timeout if self.wait_in_timeout else None) as bound:
-                resp = await self._send(method, path, params, data, content_type, timeout, trace, idempotent_call)
+                resp = await self._send(
+                    method, path, params, data, content_type, timeout, trace, idempotent_call
+                )
         except TimeoutError as exc:
             waited = "an answer" if sent else "a free connection"
             raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc

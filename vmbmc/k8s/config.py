@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
+import msgspec
+import yaml
 from lightkube import ConfigError, KubeConfig, SingleConfig
 from lightkube.config.client_adapter import user_auth
 from lightkube.config.kubeconfig import DEFAULT_KUBECONFIG, SERVICE_ACCOUNT
 
-__all__ = ["ConfigError", "Login", "SingleConfig", "in_cluster", "load", "login", "merged", "select"]
+__all__ = ["ConfigError", "Login", "SingleConfig", "in_cluster", "load", "login", "merged", "read", "select"]
+
+SERVICE_ACCOUNT_DIR = SERVICE_ACCOUNT  # where a pod's token, CA and namespace are mounted
 
 
 def load(kubeconfig: str | None = None, *, context: str | None = None) -> SingleConfig:
@@ -25,27 +29,35 @@ def load(kubeconfig: str | None = None, *, context: str | None = None) -> Single
     ~/.kube/config. KUBECONFIG before in-cluster, as client-go's callers (controller-runtime, kubectl)
     do: a process in a pod that is told of a kubeconfig uses it."""
     if kubeconfig:
-        return select(KubeConfig.from_file(kubeconfig), context)
+        return select(read(kubeconfig), context)
     paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     if paths:
         return select(merged(paths), context)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return in_cluster()
-    return select(KubeConfig.from_file(DEFAULT_KUBECONFIG), context)
+    return select(read(DEFAULT_KUBECONFIG), context)
 
 
-def in_cluster(directory: str | os.PathLike[str] = SERVICE_ACCOUNT) -> SingleConfig:
+def in_cluster(directory: str | os.PathLike[str] | None = None) -> SingleConfig:
     """The pod's service account (token re-read after a 401, so kubelet's rotation needs no restart)."""
     if not os.environ.get("KUBERNETES_SERVICE_HOST") or not os.environ.get("KUBERNETES_SERVICE_PORT"):
         raise ConfigError("not in a cluster: KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT unset")
-    return select(KubeConfig.from_service_account(directory), None)
+    return select(KubeConfig.from_service_account(directory or SERVICE_ACCOUNT_DIR), None)
+
+
+def read(path: str | os.PathLike[str]) -> KubeConfig:
+    """One kubeconfig file, lightkube's parse; a file that is not a kubeconfig is a ConfigError too."""
+    try:
+        return KubeConfig.from_file(path)
+    except (yaml.YAMLError, ValueError, KeyError, TypeError) as err:  # YAML, or not the expected shape
+        raise ConfigError(f"kubeconfig {path} cannot be read: {type(err).__name__}: {err}") from err
 
 
 def merged(paths: list[str]) -> KubeConfig:
     """Several kubeconfig files as one, as kubectl merges KUBECONFIG: the first file to name a cluster,
     user or context, or to set `current-context`, wins; files that do not exist are skipped. Relative
     paths resolve against the first file's directory (lightkube keeps one per configuration)."""
-    found = [KubeConfig.from_file(p) for p in paths if Path(p).expanduser().is_file()]
+    found = [read(p) for p in paths if Path(p).expanduser().is_file()]
     if not found:
         raise ConfigError(f"no kubeconfig: none of {', '.join(paths)} exists")
     if len(found) == 1:
@@ -64,8 +76,17 @@ def select(config: KubeConfig, context: str | None) -> SingleConfig:
     try:
         single = config.get(context)
     except KeyError as err:  # lightkube indexes the context's cluster and user directly
-        raise ConfigError(f"context {context or config.current_context!r} names {err} that is not defined") from err
+        raise ConfigError(
+            f"context {context or config.current_context!r} names {err} that is not defined"
+        ) from err
     assert single is not None  # get() without a default raises rather than return None
+    user = single.user
+    if user is not None and user.token_file and single.fname is not None:
+        # lightkube resolves relative certificate paths against the kubeconfig, not tokenFile: as kubectl
+        user = msgspec.structs.replace(
+            user, token_file=str(single.abs_file(os.path.expanduser(user.token_file)))
+        )
+        single = single._replace(user=user)
     return single
 
 
