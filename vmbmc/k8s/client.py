@@ -17,16 +17,18 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore2
 import httpx2
-from httpx2.websockets import AsyncWebSocketSession, HTTPXWSException, WebSocketUpgradeError
 from lightkube import ConfigError, SingleConfig
 from lightkube.config.client_adapter import user_auth, verify_cluster
 from lightkube.config.models import User
 
 from vmbmc.k8s import config
+
+if TYPE_CHECKING:  # httpx2.websockets (and wsproto) load when a console first opens, not at start-up
+    from httpx2.websockets import AsyncWebSocketSession
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,27 @@ class ApiClient:
                 await asyncio.sleep(RETRY_DELAYS[attempt])
         raise AssertionError("unreachable")
 
+    async def create(
+        self, path: str, body: dict[str, Any], *, timeout: float = 10.0
+    ) -> dict[str, Any] | None:
+        """Create an object of a fixed name (`metadata.name`), trying again after an error that leaves
+        open whether it was made: the API server refuses a second create of that name with 409, so
+        nothing is made twice. The created object; None when one of that name was there (409: made by
+        an earlier attempt of this call, or by someone else, which the caller tells apart if it must)."""
+        if not (body.get("metadata") or {}).get("name"):
+            raise ValueError("create() is for objects of a fixed name: a generateName create may not repeat")
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return await self.request("POST", path, body=body, retry=False, timeout=timeout)
+            except ApiError as err:
+                if err.code == 409:
+                    return None
+                if not err.retryable or delay is None:
+                    raise
+                log.info("create failed, trying again", extra={"path": path, "code": err.code})
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def _once(
         self,
         method: str,
@@ -272,6 +295,8 @@ class ApiClient:
     ) -> AsyncIterator[AsyncWebSocketSession]:
         """A WebSocket subresource (the VMI console), as httpx2's session (wsproto frames it), closed on
         leaving the block. Raises ApiError (the refusal's code) if it cannot be opened."""
+        from httpx2.websockets import HTTPXWSException, WebSocketUpgradeError
+
         opened = False
         try:
             async with self._streams.websocket(

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
-
-from httpx2.websockets import AsyncWebSocketSession, HTTPXWSException
+from typing import TYPE_CHECKING, Any
 
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.records import subresource_path
 from vmbmc.machine.console import Console, ConsoleState, Output, StateListener
+
+if TYPE_CHECKING:
+    from httpx2.websockets import AsyncWebSocketSession
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class KubeVirtConsole(Console):
                     await task
 
     async def _receive(self, ws: AsyncWebSocketSession) -> None:
+        from httpx2.websockets import HTTPXWSException  # loaded with the session already
+
         with contextlib.suppress(HTTPXWSException):  # closed by the server or broken: the end
             while True:
                 event = await ws.receive()

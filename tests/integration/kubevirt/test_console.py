@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from httpx2.websockets import AsyncWebSocketSession, WebSocketDisconnect
 
 from vmbmc.demo.samples import sample_vm
 from vmbmc.emulator.harness import EmulatorThread
-from httpx2.websockets import AsyncWebSocketSession, WebSocketDisconnect
-
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.kubevirt.console import SUBPROTOCOL
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-# Never in a kbmc: Kubernetes clients, the operator framework, pyghmi (a test client), aiohttp (our own
-# HTTP client and health server replace it), cryptography (AES comes from the loaded libcrypto; the
-# self-signed certificate is made by a child process), prometheus_client (our own counters).
+# Never in a kbmc: Kubernetes clients other than lightkube, the operator framework, pyghmi (a test
+# client), aiohttp (lightkube's httpx2 is the HTTP client), cryptography (AES comes from the loaded
+# libcrypto; the self-signed certificate is made by a child process), prometheus_client (our own counters).
 FORBIDDEN = (
     "kubernetes",
     "kubernetes_asyncio",
@@ -20,7 +20,7 @@ FORBIDDEN = (
     "aiohttp",
     "cryptography",
     "prometheus_client",
-    "wsproto",  # the emulator's WebSocket server; the kbmc's console client is its own
+    "wsproto",  # WebSocket frames: loaded only once a SOL session opens the VMI console
     "websockets",
 )
 # Only when Redfish is enabled.
