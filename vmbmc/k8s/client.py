@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # httpx2.websockets (and wsproto) load when a console first o
     from httpx2.websockets import AsyncWebSocketSession
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every request at INFO: ours say what matters
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -43,6 +44,7 @@ RETRY_DELAYS = (0.1, 0.3, 0.9)  # backoff between attempts on a 5xx or a connect
 MAX_REQUESTS = 64  # requests in flight per client (lane); the rest wait their turn in the pool, in order
 CONNECT_TIMEOUT = 5.0
 KEEPALIVE_EXPIRY = 30.0  # idle pooled connections are closed after this (the API server keeps them longer)
+STREAMS_PER_POOL = 32  # watches and WebSockets per httpx2 client
 WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
 SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
 HEADERS_REFUSED = ("http11.send_request_headers.failed", "http2.send_request_headers.failed")
@@ -108,27 +110,45 @@ class ApiClient:
         if verify is None and https:
             verify = verify_cluster(cfg.cluster, cfg.user or User(), cfg.abs_file)
         self._verify = verify
-        common: dict[str, Any] = {
+        self._common: dict[str, Any] = {
             "base_url": self.host,
             "auth": self._auth,
             "verify": verify if https else False,  # plain http: no TLS settings to build
             "headers": {"Accept": JSON, "User-Agent": "vmbmc"},
         }
-        # Calls: a pool of MAX_REQUESTS connections, kept alive. Watches and WebSockets last: they get
-        # a pool of their own, without a limit (a shared kbmc holds three per BMC) and not kept alive.
+        # Calls: a pool of MAX_REQUESTS connections, kept alive. Calls beyond it wait their turn here,
+        # first come first served, rather than in httpcore's queue (which it scans at every event:
+        # quadratic in a burst of hundreds).
+        self._slots = asyncio.Semaphore(MAX_REQUESTS)
         self._calls = httpx2.AsyncClient(
-            **common,
+            **self._common,
             limits=httpx2.Limits(
                 max_connections=MAX_REQUESTS,
                 max_keepalive_connections=MAX_REQUESTS,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
         )
-        self._streams = httpx2.AsyncClient(
-            **common,
-            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=0),
-            event_hooks={"response": [_read_refusal]},
-        )
+        # Watches and WebSockets last and are many (a shared kbmc holds three per BMC): pools of
+        # STREAMS_PER_POOL each, opened as needed, for the same reason.
+        self._stream_pools: list[tuple[httpx2.AsyncClient, list[int]]] = []
+
+    @contextlib.asynccontextmanager
+    async def _stream_client(self) -> AsyncIterator[httpx2.AsyncClient]:
+        """A client for one long-lived stream, from a pool with room for it."""
+        pool = next((p for p in self._stream_pools if p[1][0] < STREAMS_PER_POOL), None)
+        if pool is None:
+            client = httpx2.AsyncClient(
+                **self._common,
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=0),
+                event_hooks={"response": [_read_refusal]},
+            )
+            pool = (client, [0])
+            self._stream_pools.append(pool)
+        pool[1][0] += 1
+        try:
+            yield pool[0]
+        finally:
+            pool[1][0] -= 1
 
     @classmethod
     async def connect(
@@ -213,13 +233,10 @@ class ApiClient:
         timeout: float,
         idempotent_call: bool,
     ) -> Any:
-        loop = asyncio.get_running_loop()
         sent = False
 
         async def trace(event: str, info: dict[str, Any]) -> None:
             nonlocal sent
-            if not self.wait_in_timeout and bound.when() is None:
-                bound.reschedule(loop.time() + timeout)  # out of the queue: the exchange is bounded
             if event in HEADERS_REFUSED and isinstance(info.get("exception"), httpcore2.LocalProtocolError):
                 sent = False  # h11 refused to write the head (say, CR/LF in a header): nothing went out
             else:
@@ -227,9 +244,12 @@ class ApiClient:
 
         try:
             async with asyncio.timeout(timeout if self.wait_in_timeout else None) as bound:
-                resp = await self._send(
-                    method, path, params, data, content_type, timeout, trace, idempotent_call
-                )
+                async with self._slots:  # the queue: a call that times out here was never sent
+                    if not self.wait_in_timeout:
+                        bound.reschedule(asyncio.get_running_loop().time() + timeout)
+                    resp = await self._send(
+                        method, path, params, data, content_type, timeout, trace, idempotent_call
+                    )
         except TimeoutError as exc:
             waited = "an answer" if sent else "a free connection"
             raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc
@@ -274,7 +294,7 @@ class ApiClient:
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
         read = float(params["timeoutSeconds"]) + WATCH_READ_SLACK if "timeoutSeconds" in params else None
         try:
-            async with self._streams.stream(
+            async with self._stream_client() as client, client.stream(
                 "GET",
                 path,
                 params={**params, "watch": "true"},
@@ -299,7 +319,7 @@ class ApiClient:
 
         opened = False
         try:
-            async with self._streams.websocket(
+            async with self._stream_client() as client, client.websocket(
                 path, subprotocols=[subprotocol], timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
             ) as ws:
                 opened = True
@@ -313,7 +333,9 @@ class ApiClient:
 
     async def close(self) -> None:
         await self._calls.aclose()
-        await self._streams.aclose()
+        for client, _ in self._stream_pools:
+            await client.aclose()
+        self._stream_pools.clear()
 
 
 async def _read_refusal(response: httpx2.Response) -> None:
