@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -76,20 +77,7 @@ async def connection_info(cfg: config.SingleConfig) -> kopf.ConnectionInfo:
     """kopf's login from the controller's own configuration (vmbmc.k8s.config), its credential fetched
     afresh: kopf logs in again after a 401, so a rotated token or a re-run exec plugin is picked up."""
     login = await config.login(cfg)
-    return kopf.ConnectionInfo(
-        server=login.server,
-        ca_path=login.ca_path,
-        ca_data=login.ca_data,
-        insecure=login.insecure,
-        scheme="Bearer" if login.token else None,
-        token=login.token,
-        username=login.username,
-        password=login.password,
-        certificate_path=login.cert_path,
-        certificate_data=login.cert_data,
-        private_key_path=login.key_path,
-        private_key_data=login.key_data,
-    )
+    return kopf.ConnectionInfo(**dataclasses.asdict(login), scheme="Bearer" if login.token else None)
 
 
 def build_registry(state: State) -> kopf.OperatorRegistry:

@@ -17,6 +17,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpcore2
@@ -48,6 +49,17 @@ STREAMS_PER_POOL = 32  # watches and WebSockets per httpx2 client
 WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
 SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
 HEADERS_REFUSED = ("http11.send_request_headers.failed", "http2.send_request_headers.failed")
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    params: dict[str, str] | None
+    data: bytes | None
+    content_type: str | None
+    timeout: float
+    idempotent: bool
 
 
 class ApiError(Exception):
@@ -185,15 +197,15 @@ class ApiClient:
         data = None if body is None else json.dumps(body).encode()
         if data is not None and content_type is None:
             content_type = JSON
-        again = idempotent(method, body)
+        call = _Call(method, path, params, data, content_type, timeout, idempotent(method, body))
         attempts = len(RETRY_DELAYS) + 1 if retry else 1
         for attempt in range(attempts):
             try:
-                return await self._once(method, path, params, data, content_type, timeout, again)
+                return await self._once(call)
             except ApiError as err:
                 if not err.retryable or attempt == attempts - 1:
                     raise
-                if not (again or err.reason == NOT_SENT or err.code == 429):
+                if not (call.idempotent or err.reason == NOT_SENT or err.code == 429):
                     raise
                 log.info(
                     "API call failed, retrying",
@@ -223,16 +235,8 @@ class ApiClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _once(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None,
-        data: bytes | None,
-        content_type: str | None,
-        timeout: float,
-        idempotent_call: bool,
-    ) -> Any:
+    async def _once(self, call: _Call) -> Any:
+        timeout = call.timeout
         sent = False
 
         async def trace(event: str, info: dict[str, Any]) -> None:
@@ -247,9 +251,7 @@ class ApiClient:
                 async with self._slots:  # the queue: a call that times out here was never sent
                     if not self.wait_in_timeout:
                         bound.reschedule(asyncio.get_running_loop().time() + timeout)
-                    resp = await self._send(
-                        method, path, params, data, content_type, timeout, trace, idempotent_call
-                    )
+                    resp = await self._send(call, trace)
         except TimeoutError as exc:
             waited = "an answer" if sent else "a free connection"
             raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc
@@ -259,32 +261,22 @@ class ApiClient:
             raise _error(resp.status_code, resp.content)
         return json.loads(resp.content) if resp.content.strip() else None
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None,
-        data: bytes | None,
-        content_type: str | None,
-        timeout: float,
-        trace: Any,
-        idempotent_call: bool,
-    ) -> httpx2.Response:
+    async def _send(self, call: _Call, trace: Any) -> httpx2.Response:
         """The exchange. A kept-alive connection the server dropped as we sent on it cannot be told from
         one whose request the server read: only an idempotent call is sent again (once, on another)."""
         for attempt in (1, 2):
             try:
                 return await self._calls.request(
-                    method,
-                    path,
-                    params=params,
-                    content=data,
-                    headers={"Content-Type": content_type} if content_type else None,
-                    timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT, pool=None),
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    content=call.data,
+                    headers={"Content-Type": call.content_type} if call.content_type else None,
+                    timeout=httpx2.Timeout(call.timeout, connect=CONNECT_TIMEOUT, pool=None),
                     extensions={"trace": trace},
                 )
             except httpx2.TransportError:
-                if not idempotent_call or attempt == 2:
+                if not call.idempotent or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 

@@ -92,7 +92,7 @@ def select(config: KubeConfig, context: str | None) -> SingleConfig:
 
 @dataclass(frozen=True)
 class Login:
-    """Everything kopf's login takes, from the same configuration as the product's own client."""
+    """Everything kopf's login takes (its ConnectionInfo's names), from the product's configuration."""
 
     server: str
     ca_path: str | None = None
@@ -101,10 +101,10 @@ class Login:
     token: str | None = None
     username: str | None = None
     password: str | None = None
-    cert_path: str | None = None
-    cert_data: bytes | None = None
-    key_path: str | None = None
-    key_data: bytes | None = None
+    certificate_path: str | None = None
+    certificate_data: bytes | None = None
+    private_key_path: str | None = None
+    private_key_data: bytes | None = None
 
 
 async def login(cfg: SingleConfig) -> Login:
@@ -130,10 +130,10 @@ async def login(cfg: SingleConfig) -> Login:
         token=token or None,
         username=user.username if basic and user else None,
         password=user.password if basic and user else None,
-        cert_path=str(cfg.abs_file(user.client_cert)) if user and user.client_cert else None,
-        cert_data=_decoded(user.client_cert_data if user else None),
-        key_path=str(cfg.abs_file(user.client_key)) if user and user.client_key else None,
-        key_data=_decoded(user.client_key_data if user else None),
+        certificate_path=str(cfg.abs_file(user.client_cert)) if user and user.client_cert else None,
+        certificate_data=_decoded(user.client_cert_data if user else None),
+        private_key_path=str(cfg.abs_file(user.client_key)) if user and user.client_key else None,
+        private_key_data=_decoded(user.client_key_data if user else None),
     )
 
 

@@ -190,7 +190,8 @@ async def test_files_relative_to_the_kubeconfig(tmp_path: Path, pki: dict[str, A
     cfg = load(str(write(tmp_path / "conf" / "config", doc)))
     login = await config.login(cfg)
     assert login.ca_path == str(certs / "ca.pem")
-    assert (login.cert_path, login.key_path) == (str(certs / "cert.pem"), str(certs / "key.pem"))
+    assert login.certificate_path == str(certs / "cert.pem")
+    assert login.private_key_path == str(certs / "key.pem")
     await ApiClient(cfg).close()  # the TLS settings load (a bad path or key would raise)
 
 
