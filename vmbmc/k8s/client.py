@@ -253,7 +253,7 @@ class ApiClient:
                         bound.reschedule(asyncio.get_running_loop().time() + timeout)
                     resp = await self._send(call, trace)
         except TimeoutError as exc:
-            waited = "an answer" if sent else "a free connection"
+            waited = "answer" if sent else "free connection"
             raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc
         except (httpx2.HTTPError, ConfigError, OSError, ValueError, KeyError) as exc:
             raise _no_answer(exc, sent) from exc
