@@ -45,6 +45,7 @@ RETRY_DELAYS = (0.1, 0.3, 0.9)  # backoff between attempts on a 5xx or a connect
 MAX_REQUESTS = 64  # requests in flight per client (lane); the rest wait their turn in the pool, in order
 CONNECT_TIMEOUT = 5.0
 KEEPALIVE_EXPIRY = 30.0  # idle pooled connections are closed after this (the API server keeps them longer)
+CALLS_PER_POOL = 16  # kept-alive connections per httpx2 client of calls
 STREAMS_PER_POOL = 32  # watches and WebSockets per httpx2 client
 WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
 SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
@@ -128,39 +129,13 @@ class ApiClient:
             "verify": verify if https else False,  # plain http: no TLS settings to build
             "headers": {"Accept": JSON, "User-Agent": "vmbmc"},
         }
-        # Calls: a pool of MAX_REQUESTS connections, kept alive. Calls beyond it wait their turn here,
-        # first come first served, rather than in httpcore's queue (which it scans at every event:
-        # quadratic in a burst of hundreds).
+        # httpcore scans every connection and every queued request of a pool at each event, so a pool
+        # of hundreds is quadratic in a burst. Calls: MAX_REQUESTS in flight, waiting beyond that in
+        # a first-come-first-served semaphore, over small pools of kept-alive connections. Watches and
+        # WebSockets last and are many (a shared kbmc holds three per BMC): small pools of their own.
         self._slots = asyncio.Semaphore(MAX_REQUESTS)
-        self._calls = httpx2.AsyncClient(
-            **self._common,
-            limits=httpx2.Limits(
-                max_connections=MAX_REQUESTS,
-                max_keepalive_connections=MAX_REQUESTS,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-        )
-        # Watches and WebSockets last and are many (a shared kbmc holds three per BMC): pools of
-        # STREAMS_PER_POOL each, opened as needed, for the same reason.
-        self._stream_pools: list[tuple[httpx2.AsyncClient, list[int]]] = []
-
-    @contextlib.asynccontextmanager
-    async def _stream_client(self) -> AsyncIterator[httpx2.AsyncClient]:
-        """A client for one long-lived stream, from a pool with room for it."""
-        pool = next((p for p in self._stream_pools if p[1][0] < STREAMS_PER_POOL), None)
-        if pool is None:
-            client = httpx2.AsyncClient(
-                **self._common,
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=0),
-                event_hooks={"response": [_read_refusal]},
-            )
-            pool = (client, [0])
-            self._stream_pools.append(pool)
-        pool[1][0] += 1
-        try:
-            yield pool[0]
-        finally:
-            pool[1][0] -= 1
+        self._calls = _Pools(self._common, CALLS_PER_POOL, keep_alive=True, limit=MAX_REQUESTS)
+        self._streams = _Pools(self._common, STREAMS_PER_POOL, keep_alive=False)
 
     @classmethod
     async def connect(
@@ -266,15 +241,16 @@ class ApiClient:
         one whose request the server read: only an idempotent call is sent again (once, on another)."""
         for attempt in (1, 2):
             try:
-                return await self._calls.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    content=call.data,
-                    headers={"Content-Type": call.content_type} if call.content_type else None,
-                    timeout=httpx2.Timeout(call.timeout, connect=CONNECT_TIMEOUT, pool=None),
-                    extensions={"trace": trace},
-                )
+                async with self._calls.client() as client:
+                    return await client.request(
+                        call.method,
+                        call.path,
+                        params=call.params,
+                        content=call.data,
+                        headers={"Content-Type": call.content_type} if call.content_type else None,
+                        timeout=httpx2.Timeout(call.timeout, connect=CONNECT_TIMEOUT, pool=None),
+                        extensions={"trace": trace},
+                    )
             except httpx2.TransportError:
                 if not call.idempotent or attempt == 2:
                     raise
@@ -286,7 +262,7 @@ class ApiClient:
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
         read = float(params["timeoutSeconds"]) + WATCH_READ_SLACK if "timeoutSeconds" in params else None
         try:
-            async with self._stream_client() as client, client.stream(
+            async with self._streams.client() as client, client.stream(
                 "GET",
                 path,
                 params={**params, "watch": "true"},
@@ -311,7 +287,7 @@ class ApiClient:
 
         opened = False
         try:
-            async with self._stream_client() as client, client.websocket(
+            async with self._streams.client() as client, client.websocket(
                 path, subprotocols=[subprotocol], timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
             ) as ws:
                 opened = True
@@ -325,9 +301,47 @@ class ApiClient:
 
     async def close(self) -> None:
         await self._calls.aclose()
-        for client, _ in self._stream_pools:
+        await self._streams.aclose()
+
+
+class _Pools:
+    """httpx2 clients of the same settings, each holding at most `per_pool` connections: a request goes
+    to the least busy one, and another is opened when all are full (up to `limit` connections in all)."""
+
+    def __init__(self, common: dict[str, Any], per_pool: int, *, keep_alive: bool, limit: int = 0) -> None:
+        self._common, self._per_pool, self._keep_alive, self._limit = common, per_pool, keep_alive, limit
+        self._pools: list[tuple[httpx2.AsyncClient, list[int]]] = []
+
+    def _open(self) -> tuple[httpx2.AsyncClient, list[int]]:
+        client = httpx2.AsyncClient(
+            **self._common,
+            limits=httpx2.Limits(
+                max_connections=self._per_pool,
+                max_keepalive_connections=self._per_pool if self._keep_alive else 0,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            event_hooks={} if self._keep_alive else {"response": [_read_refusal]},
+        )
+        self._pools.append((client, [0]))
+        return self._pools[-1]
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx2.AsyncClient]:
+        pool = min(self._pools, key=lambda p: p[1][0], default=None)
+        room = not self._limit or len(self._pools) * self._per_pool < self._limit
+        if (pool is None or pool[1][0] >= self._per_pool) and room:
+            pool = self._open()
+        assert pool is not None
+        pool[1][0] += 1
+        try:
+            yield pool[0]
+        finally:
+            pool[1][0] -= 1
+
+    async def aclose(self) -> None:
+        for client, _ in self._pools:
             await client.aclose()
-        self._stream_pools.clear()
+        self._pools.clear()
 
 
 async def _read_refusal(response: httpx2.Response) -> None:
