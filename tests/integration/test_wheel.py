@@ -128,7 +128,7 @@ def test_the_dockerfile_installs_the_product_wheel_only() -> None:
               for w in line.split()[1:-1]]  # fmt: skip
     assert "vmbmc" in copied and not any("devcluster" in w for w in copied), copied
     installs = [line for line in dockerfile.splitlines() if "pip install" in line]
-    wheel_only = r"pip install --no-cache-dir /wheels/vmbmc-\*\.whl"
+    wheel_only = r"pip install --no-cache-dir (-c /wheels/constraints.txt )?/wheels/vmbmc-\*\.whl"
     assert installs and all(re.search(wheel_only, i) for i in installs), installs
     assert "devcluster" not in "".join(installs)
 
