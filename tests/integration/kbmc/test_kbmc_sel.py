@@ -89,6 +89,15 @@ def test_record_ids_stay_after_the_kbmc_is_killed(bmc: ServedBmc) -> None:
 def test_sel_clear_is_a_recorded_request_and_hides_earlier_entries(bmc: ServedBmc, cluster: Cluster) -> None:
     wait_until(lambda: "Entries          : 4" in sel(bmc, "info"), what="the history in the SEL")
     assert "Clearing SEL" in sel(bmc, "clear", level="OPERATOR")
+
+    def settled() -> bool:  # the record's effect and the Events are written after the answer
+        st = (cluster.bmc(bmc.name) or {}).get("status") or {}
+        done = [r for r in st.get("requests") or []
+                if r["action"] == "clear_log" and r["effect"] != "pending"]
+        return bool(done) and {"ClearLogRequested", "LogCleared"} <= {
+            e["reason"] for e in cluster.events_for(bmc.name)}
+
+    wait_until(settled, what="the clear's record and Events")
     status = (cluster.bmc(bmc.name) or {})["status"]
     cleared = status["logClearedAt"]
     (record,) = [r for r in status["requests"] if r["action"] == "clear_log"]
@@ -109,6 +118,8 @@ def test_sel_clear_is_a_recorded_request_and_hides_earlier_entries(bmc: ServedBm
 
     # FreeIPMI's clear: a second clear, recorded the same way; its entry replaces the first one's.
     assert ipmi_sel(bmc, "--clear") == ""
+    wait_until(lambda: (cluster.bmc(bmc.name) or {})["status"]["logClearedAt"]["requestId"] != record["id"],
+               what="the second clear recorded")
     second = (cluster.bmc(bmc.name) or {})["status"]["logClearedAt"]
     assert second["requestId"] != record["id"]
     (row,) = rows(ipmi_sel(bmc))[1:]
