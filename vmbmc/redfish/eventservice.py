@@ -34,7 +34,7 @@ from vmbmc.machine.subscriptions import SETTINGS_KEY
 from vmbmc.redfish import egress
 from vmbmc.redfish.resources.logs import entry_message, event_record
 from vmbmc.redfish.schemas import odata_type
-from vmbmc.redfish.subscriptions import Cursor, Subscription, cursor_at, destination_parts, pending, rfc3339
+from vmbmc.redfish.subscriptions import Cursor, Subscription, cursor_at, destination_parts, pending
 
 if TYPE_CHECKING:
     from vmbmc.redfish.poster import Poster
@@ -174,10 +174,9 @@ class EventService:
         await self.loaded()
         sub = make(secrets.token_hex(8))
         await egress.check(self.allow, sub.destination)
+        # From the last entry recorded now; with none yet, everything recorded later is new (no clock).
         view = self.machine.history()
-        now = datetime.datetime.now(datetime.UTC)
-        last = view.entries[-1] if view.entries else None
-        sub = sub.with_cursor(cursor_at(last) if last is not None else Cursor("", rfc3339(now)))
+        sub = sub.with_cursor(cursor_at(view.entries[-1]) if view.entries else Cursor())
         await self.store.put(sub.id, sub.to_record())
         self.subscriptions[sub.id] = sub
         log.info("event subscription created", extra={"subscription": sub.id, "destination": _where(sub)})
