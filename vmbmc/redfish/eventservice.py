@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import importlib
 import json
 import logging
 import secrets
@@ -143,9 +144,18 @@ class EventService:
                     warned = True
                 await asyncio.sleep(RELOAD_RETRY)
                 continue
+            if self.subscriptions:
+                await self._warm()
             for sub in self.subscriptions.values():
                 self._worker(sub.id)
             return
+
+    async def _warm(self) -> None:
+        """Load the HTTP client before the first event needs it (aiohttp takes a few hundred ms to
+        import), in a thread, so that neither the event nor the BMC's answers wait for it."""
+        if self._poster is None and self._make_poster is None:
+            await asyncio.to_thread(importlib.import_module, "vmbmc.redfish.poster")
+        self.poster()
 
     async def loaded(self) -> None:
         """Read the store once (raises BackendUnavailable while it cannot be read)."""
@@ -180,8 +190,14 @@ class EventService:
         await self.store.put(sub.id, sub.to_record())
         self.subscriptions[sub.id] = sub
         log.info("event subscription created", extra={"subscription": sub.id, "destination": _where(sub)})
-        self._worker(sub.id)
+        if self.running:
+            self._spawn(self._start_worker(sub.id))
         return sub
+
+    async def _start_worker(self, sub_id: str) -> None:
+        await self._warm()
+        if sub_id in self.subscriptions:
+            self._worker(sub_id)
 
     async def delete(self, sub_id: str) -> bool:
         await self.loaded()
