@@ -1,7 +1,8 @@
 """Redfish push events in the demo's topology (the real controller with `--event-destinations 127.0.0.0/8`,
 each kbmc pod a real process under its own Roles): a subscription made with sushy as Ironic makes it, to a
 receiver on 127.0.0.1, gets each power transition once, its EventId the transition's id, also after the
-kbmc was killed and after its pod was replaced (the subscription and its cursor are in the BMC's Secret);
+kbmc was killed, the controller restarted and the kbmc's pod replaced (the subscription and its cursor are
+in the BMC's Secret);
 a destination outside the allow-list is refused with 400 naming --event-destinations.
 
 How long after its Kubernetes Event each event arrives is measured and printed (no timed assertion:
@@ -103,6 +104,8 @@ def test_sushy_subscription_gets_each_transition_once_across_restarts(topo: Topo
     off, _ = delivered(topo, bmc, rx, "PoweredOff", 1)
     wait_until(lambda: stored(topo, bmc)[created.identity]["Cursor"]["eventId"] == off, what="the cursor")
 
+    topo.stop_controller()  # a controller restart keeps the Secret as the kbmc wrote it
+    topo.start_controller()
     topo.replace_pod(bmc)  # the pod deleted: its Deployment's next one serves the BMC
     assert topo.ipmitool(bmc, "power", "on") == "Chassis Power Control: Up/On"
     again, _ = delivered(topo, bmc, rx, "PoweredOn", 2)
