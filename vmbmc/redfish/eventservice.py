@@ -251,6 +251,8 @@ class EventService:
     async def submit_test(self, record: dict[str, Any], event_type: str | None) -> int:
         """Queue a test event for every enabled subscription whose EventTypes take it; how many."""
         await self.loaded()
+        # one EventId for every copy, the client's or ours (DMTF: the service may define it)
+        record = {**record, "EventId": str(record.get("EventId") or secrets.token_hex(8))}
         count = 0
         for sub in self.subscriptions.values():
             takes = sub.event_types is None or event_type is None or event_type in sub.event_types
@@ -385,7 +387,7 @@ class _Worker:
             return None
         if self.tests:
             record = self.tests.popleft()
-            return str(record.get("EventId") or secrets.token_hex(8)), [record], None
+            return str(record["EventId"]), [record], None
         inv = self.service.machine.inventory()
         for entry in pending(self.service.machine.history(), sub.cursor):
             said = entry_message(inv, entry)

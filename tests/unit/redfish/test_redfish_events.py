@@ -217,8 +217,13 @@ async def test_submit_test_event_with_sushys_body(client: httpx.AsyncClient, rx:
     assert (record["EventId"], record["EventType"], record["MessageId"]) == ("test-1", "Alert",
                                                                             "Base.1.16.0.Success")
     assert record["OriginOfCondition"] == {"@odata.id": "/redfish/v1/Systems/vm1"}
-    missing = await client.post(f"{ES}/Actions/EventService.SubmitTestEvent", json={"EventType": "Alert"})
+    action = f"{ES}/Actions/EventService.SubmitTestEvent"
+    missing = await client.post(action, json={"EventType": "Alert"})
     assert missing.status_code == 400 and "MessageId" in missing.text
+    bare = await client.post(action, json={"MessageId": body["MessageId"]})
+    assert bare.status_code == 204, bare.text
+    (_, second) = await wait_for(lambda: len(rx.events()) == 2 and rx.events(), what="the second test event")
+    assert len(second.body["Id"]) == 16 and second.event_ids == [second.body["Id"]]  # an EventId of ours
 
 
 async def test_cursor_survives_a_new_process(machine: FakeMachine, rx: Receiver) -> None:
