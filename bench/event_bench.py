@@ -30,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ipmi_bench import rss_mib  # noqa: E402
 from tests.event_receiver import receiver  # noqa: E402
 from tests.processes import kbmc_pid  # noqa: E402
 
@@ -44,13 +45,6 @@ def wait(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
             raise TimeoutError(f"no {what} within {timeout} s")
         time.sleep(0.02)
     return value
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def event_times(kubeconfig: str, bmc: str) -> dict[str, float]:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import BASIC, PASSWORD, USER
 from machine_double import FakeMachine
 
 from tests.event_receiver import Receiver, receiver
@@ -27,6 +26,7 @@ SUBS = f"{ES}/Subscriptions"
 IRONIC = {"Protocol": "Redfish", "Context": "", "EventTypes": ["Alert"]}  # Ironic's create_subscription
 NOW = "2031-01-01T00:00:0{}Z"  # entries recorded after the subscription (any time: no clock is compared)
 TOKEN = "Sekr1tReceiverToken"
+USER, PASSWORD = "admin", "password-for-event-tests"
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def app(machine: FakeMachine) -> AsyncIterator[object]:
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://bmc", headers=BASIC) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://bmc", auth=(USER, PASSWORD)) as c:
         yield c
 
 
@@ -233,7 +233,7 @@ async def test_cursor_survives_a_new_process(machine: FakeMachine, rx: Receiver)
     first = create_app(machine, StaticCredentials(USER, PASSWORD), event_destinations=allow)
     await first.state.events.start()
     transport = httpx.ASGITransport(app=first, client=("127.0.0.1", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://bmc", headers=BASIC) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://bmc", auth=(USER, PASSWORD)) as c:
         await subscribe(c, rx.url)
     machine.record(entry("7c1e000000000001", NOW.format(1), "PoweredOn", external="guest shutdown"))
     await wait_for(lambda: len(rx.events()) == 1, what="the first event")
