@@ -160,3 +160,8 @@ def bmc_role_name(bmc: str) -> str:
 
 def vm_role_name(bmc: str) -> str:
     return f"vmbmc-{bmc}-vm"
+
+
+def subscriptions_name(bmc: str) -> str:
+    """The Secret holding the BMC's Redfish event subscriptions (the controller creates it empty)."""
+    return f"{bmc}-event-subscriptions"

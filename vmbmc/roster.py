@@ -1,7 +1,8 @@
 """The shared kbmc's roster (`--kbmc-mode shared`): the ConfigMap `vmbmc-kbmc-shared` in each BMC
 namespace, written by the controller (vmbmc.controller.shared) and watched by the shared kbmc
 (vmbmc.kbmc.shared). One key per served BMC, the BMC's name; its value JSON:
-`{"ipmiPort", "redfishPort", "ipmi", "redfish", "insecureHTTP", "secret"}`.
+`{"ipmiPort", "redfishPort", "ipmi", "redfish", "insecureHTTP", "secret", "eventDestinations"}` (the last:
+the BMC's allow-list for Redfish events, as `--event-destinations` takes it; absent: empty).
 
 Ports are allocated per BMC from a slot: IPMI on UDP `IPMI_BASE + slot`, Redfish on TCP
 `REDFISH_BASE + slot`. A BMC keeps its slot as long as it is listed, so its Service never moves.
@@ -34,19 +35,20 @@ class RosterEntry:
     redfish: bool
     insecure_http: bool
     secret: str
+    event_destinations: str = ""
 
     def as_json(self) -> str:
-        return json.dumps(
-            {
-                "ipmiPort": self.ipmi_port,
-                "redfishPort": self.redfish_port,
-                "ipmi": self.ipmi,
-                "redfish": self.redfish,
-                "insecureHTTP": self.insecure_http,
-                "secret": self.secret,
-            },
-            sort_keys=True,
-        )
+        body = {
+            "ipmiPort": self.ipmi_port,
+            "redfishPort": self.redfish_port,
+            "ipmi": self.ipmi,
+            "redfish": self.redfish,
+            "insecureHTTP": self.insecure_http,
+            "secret": self.secret,
+        }
+        if self.event_destinations:
+            body["eventDestinations"] = self.event_destinations
+        return json.dumps(body, sort_keys=True)
 
     @classmethod
     def parse(cls, text: str) -> RosterEntry:
@@ -58,6 +60,7 @@ class RosterEntry:
             redfish=bool(d.get("redfish", False)),
             insecure_http=bool(d.get("insecureHTTP", False)),
             secret=str(d["secret"]),
+            event_destinations=str(d.get("eventDestinations") or ""),
         )
 
 
@@ -69,6 +72,7 @@ class Wanted:
     redfish: bool
     insecure_http: bool
     secret: str
+    event_destinations: str = ""
 
 
 def parse_roster(configmap: dict[str, Any] | None) -> dict[str, RosterEntry]:
@@ -101,13 +105,13 @@ def plan(current: dict[str, RosterEntry], wanted: dict[str, Wanted | None]) -> d
             continue
         if old is not None:
             entry = RosterEntry(old.ipmi_port, old.redfish_port, want.ipmi, want.redfish,
-                                want.insecure_http, want.secret)  # fmt: skip
+                                want.insecure_http, want.secret, want.event_destinations)  # fmt: skip
         else:
             slot = next(free, None)
             if slot is None:
                 raise ValueError(f"namespace full: more than {MAX_SLOTS} BMCs in one shared kbmc")
             entry = RosterEntry(IPMI_BASE + slot, REDFISH_BASE + slot, want.ipmi, want.redfish,
-                                want.insecure_http, want.secret)  # fmt: skip
+                                want.insecure_http, want.secret, want.event_destinations)  # fmt: skip
         if old != entry:
             patch[name] = entry.as_json()
     return patch

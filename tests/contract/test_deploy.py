@@ -73,3 +73,45 @@ def test_example_network_policy_widens_to_the_kbmc_pods_the_controller_makes(kub
     assert rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "baremetal-operator-system"}}}
     ]
+
+
+def test_example_egress_lets_only_the_kbmc_pods_reach_beyond_the_api_server(kubectl):
+    """deploy/examples/networkpolicy-egress.yaml: the controller's pod reaches DNS and the API server
+    only; the kbmc pods of both modes (and nothing else) reach the event destinations too."""
+    from vmbmc.controller import children, shared
+
+    example = ROOT / "deploy" / "examples" / "networkpolicy-egress.yaml"
+    kubectl("create", "namespace", "virtualmachinebmc-system", check=False)
+    kubectl("apply", "--validate=false", "-f", str(example))
+    policies = {}
+    for doc in (d for d in yaml.safe_load_all(example.read_text()) if d):
+        name = doc["metadata"]["name"]
+        got = kubectl("-n", "virtualmachinebmc-system", "get", "networkpolicy", name, "-o", "json").stdout
+        policies[name] = json.loads(got)["spec"]
+    controller = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "controller.yaml").read_text())
+                      if d and d["kind"] == "Deployment")
+    bmc = children.BmcInfo("virtualmachinebmc-system", "tenant-vm", "uid-1", "tenant", "vm")
+    pods = {
+        "controller": controller["spec"]["template"]["metadata"]["labels"],
+        "kbmc": children.deployment(bmc, "vmbmc:dev", "s")["spec"]["template"]["metadata"]["labels"],
+        "kbmc-shared": shared.labels(),
+    }
+
+    def selects(selector: dict, labels: dict) -> bool:
+        exprs = selector.get("matchExpressions") or []
+        return selector.get("matchLabels", {}).items() <= labels.items() and all(
+            labels.get(e["key"]) in e["values"] for e in exprs
+        )
+
+    def beyond_api_server(policy: dict) -> list[dict]:
+        ports = [{p["port"] for p in r.get("ports", [])} for r in policy["egress"]]
+        return [r for r, p in zip(policy["egress"], ports, strict=True) if not p & {53, 443, 6443}]
+
+    selected = {who: [n for n, p in policies.items() if selects(p["podSelector"], labels)]
+                for who, labels in pods.items()}
+    assert selected == {"controller": ["vmbmc-controller-egress"], "kbmc": ["vmbmc-kbmc-egress"],
+                        "kbmc-shared": ["vmbmc-kbmc-egress"]}
+    assert all(p["policyTypes"] == ["Egress"] for p in policies.values())
+    assert beyond_api_server(policies["vmbmc-controller-egress"]) == []
+    receivers = [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}]
+    assert beyond_api_server(policies["vmbmc-kbmc-egress"]) == receivers

@@ -198,6 +198,32 @@ def test_its_own_disks_claims_and_no_others(as_kbmc: Callable[..., Any]) -> None
     _forbidden(as_kbmc("get", "--raw", watch, "--request-timeout=5s"), f"cannot watch {pvcs}")
 
 
+def test_its_own_event_subscriptions_secret_and_no_other(as_kbmc: Callable[..., Any]) -> None:
+    """Its Redfish event subscriptions live in `bmc-a-event-subscriptions`: get, patch and update it by name
+    (one key per subscription); never create, list, watch or delete a Secret, nor read another BMC's."""
+    own = "bmc-a-event-subscriptions"
+    key = '{"data": {"0123456789abcdef": "e30="}}'
+    _ok(as_kbmc("patch", "secret", own, "--type", "merge", "-p", key))
+    secret = json.loads(_ok(as_kbmc("get", "secret", own, "-o", "json")))
+    assert secret["data"] == {"0123456789abcdef": "e30="}
+    secret["data"] = {}
+    _ok(as_kbmc("replace", "--validate=false", "-f", "-", input=json.dumps(secret)))  # update
+    in_ns = f'in the namespace "{NS}"'
+    _forbidden(
+        as_kbmc("get", "secret", "bmc-b-event-subscriptions"),
+        f'secrets "bmc-b-event-subscriptions" is forbidden: User "{USER}" cannot get resource "secrets" '
+        f'in API group "" {in_ns}',
+    )
+    _forbidden(as_kbmc("patch", "secret", "bmc-a-credentials", "--type", "merge", "-p", key),
+               'cannot get resource "secrets"')
+    _forbidden(as_kbmc("delete", "secret", own), f'cannot delete resource "secrets" in API group "" {in_ns}')
+    made = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bmc-a-other", "namespace": NS}}
+    _forbidden(as_kbmc("create", "--validate=false", "-f", "-", input=json.dumps(made)),
+               'cannot create resource "secrets"')
+    watch = f"/api/v1/namespaces/{NS}/secrets?watch=1&fieldSelector=metadata.name={own}"
+    _forbidden(as_kbmc("get", "--raw", watch, "--request-timeout=5s"), 'cannot watch resource "secrets"')
+
+
 def test_events_cannot_be_read_or_changed(as_kbmc: Callable[..., Any]) -> None:
     """create on events is the one rule without resourceNames (create cannot be limited by name); it
     must not bring reading or changing other Events with it."""

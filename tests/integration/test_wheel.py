@@ -32,7 +32,7 @@ from vmbmc_devcluster.testing.demo_process import start_demo
 
 BUILD_TIMEOUT = 300
 # What only the development distribution uses: never a requirement of the product.
-DEVELOPMENT_ONLY = ("cel-python", "wsproto", "aiohttp", "vmbmc-devcluster")
+DEVELOPMENT_ONLY = ("cel-python", "wsproto", "vmbmc-devcluster")  # aiohttp: the product posts events
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ LAYER_OF = {
     "vmbmc.naming": "base",  # names, labels, CRD identity: shared by the controller and the back end
     "vmbmc.roster": "base",  # the shared kbmc's roster format: the controller writes it, the kbmc reads it
     "vmbmc.selectors": "base",
+    "vmbmc.destinations": "base",  # the event destinations allow-list: the controller's and the kbmc's
     "vmbmc.usage": "base",
     "vmbmc.ratelog": "base",
     "vmbmc.health": "base",

@@ -33,6 +33,7 @@ class BmcInfo:
     redfish: bool = False
     insecure_http: bool = False
     service_type: str = "ClusterIP"
+    event_destinations: tuple[str, ...] | None = None  # spec.redfish.eventDestinations (None: not set)
 
     @classmethod
     def from_body(cls, bmc: dict[str, Any]) -> BmcInfo:
@@ -49,6 +50,7 @@ class BmcInfo:
             redfish=bool(redfish.get("enabled", False)),
             insecure_http=bool(redfish.get("insecureHTTP", False)),
             service_type=str((spec.get("service") or {}).get("type") or "ClusterIP"),
+            event_destinations=_strings(redfish.get("eventDestinations")),
         )
 
     @property
@@ -78,6 +80,10 @@ class BmcInfo:
         return meta
 
 
+def _strings(value: Any) -> tuple[str, ...] | None:
+    return None if not isinstance(value, list) else tuple(str(v) for v in value)
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -96,8 +102,22 @@ def credentials_secret(b: BmcInfo, username: str, password: str) -> dict[str, An
     }
 
 
+def subscriptions_secret(b: BmcInfo) -> dict[str, Any]:
+    """Where the kbmc keeps the BMC's Redfish event subscriptions (one key per subscription, written by
+    the kbmc; a Secret since their HttpHeaders often hold a receiver's credentials). Created empty and
+    never written again by the controller: the kbmc may not create Secrets."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": b.meta(n.subscriptions_name(b.name)),
+        "type": "Opaque",
+        "data": {},
+    }
+
+
 def bmc_role(b: BmcInfo, shared_secret: str | None = None) -> dict[str, Any]:
-    """The kbmc's rights in the BMC's namespace: its own BMC and its status, and creating Events. A
+    """The kbmc's rights in the BMC's namespace: its own BMC and its status, creating Events, and its
+    event subscriptions' Secret (get/update/patch by name: never create, list or another Secret). A
     shared kbmc reads the BMC's credentials Secret by name too (`shared_secret`): a mounted volume would
     need a pod restart for every added BMC."""
     role = {
@@ -119,6 +139,12 @@ def bmc_role(b: BmcInfo, shared_secret: str | None = None) -> dict[str, Any]:
             },
             # create cannot be limited by name (the name does not exist yet)
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [n.subscriptions_name(b.name)],
+                "verbs": ["get", "update", "patch"],
+            },
         ],
     }
     if shared_secret:
@@ -283,7 +309,9 @@ def kbmc_container(
         "volumeMounts": mounts,
     }
 
-def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
+def deployment(b: BmcInfo, image: str, secret_name: str, event_destinations: str = "") -> dict[str, Any]:
+    """`event_destinations`: the allow-list for its Redfish events (the controller's, narrowed by the BMC's
+    spec), as `--event-destinations` takes it; empty: no flag, nowhere."""
     args = [
         "kbmc",
         "--bmc",
@@ -301,6 +329,8 @@ def deployment(b: BmcInfo, image: str, secret_name: str) -> dict[str, Any]:
     ]
     if b.redfish and b.insecure_http:
         args.append("--redfish-http")
+    if event_destinations:
+        args += ["--event-destinations", event_destinations]
     ports: list[dict[str, Any]] = [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}]
     if b.ipmi:
         ports.insert(0, {"name": "ipmi", "containerPort": IPMI_PORT, "protocol": "UDP"})

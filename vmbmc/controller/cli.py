@@ -41,12 +41,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="auto-created BMCs get spec.redfish.insecureHTTP: true (Redfish over plain HTTP)",
     )
+    parser.add_argument(
+        "--event-destinations",
+        metavar="LIST",
+        default="",
+        help="where kbmcs may push Redfish events: comma-separated CIDRs and host[:port] (default: empty, "
+        "nowhere); a BMC's spec.redfish.eventDestinations narrows it",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def run(args: argparse.Namespace) -> int:
     from vmbmc.controller.operator import run_controller
     from vmbmc.controller.options import ControllerOptions
+    from vmbmc.destinations import AllowList
     from vmbmc.selectors import parse
 
     logging.basicConfig(
@@ -60,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         parse(args.vm_namespace_selector)
     except ValueError as err:
         raise UsageError(f"--vm-namespace-selector: {err}") from None
+    try:
+        destinations = AllowList.parse(args.event_destinations)
+    except ValueError as err:
+        raise UsageError(f"--event-destinations: {err}") from None
     check_kubeconfig(args.kubeconfig)
     options = ControllerOptions(
         kubeconfig=args.kubeconfig,
@@ -73,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         vm_namespace_selector=args.vm_namespace_selector,
         redfish_default=args.redfish_default,
         redfish_insecure_http_default=args.redfish_insecure_http_default,
+        event_destinations=destinations,
     )
 
     asyncio.run(run_controller(options, handle_signals=True))

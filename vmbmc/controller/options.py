@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from vmbmc.destinations import AllowList
 from vmbmc.naming import SYSTEM_NAMESPACE
 
 
@@ -27,6 +28,8 @@ class ControllerOptions:
     vm_namespace_selector: str | None = None
     redfish_default: bool = False
     redfish_insecure_http_default: bool = False  # auto-created BMCs get spec.redfish.insecureHTTP: true
+    # where kbmcs may push Redfish events (each BMC's spec may narrow it); empty: nowhere
+    event_destinations: AllowList = field(default_factory=AllowList)
     identity: str = field(default_factory=default_identity)
     # Intervals, shortened by tests.
     resync_seconds: float = 60.0  # auto-created BMCs whose VM is gone are deleted at least this often

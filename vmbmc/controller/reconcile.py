@@ -14,6 +14,7 @@ from vmbmc.controller import children as ch
 from vmbmc.controller import kube, shared
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
+from vmbmc.destinations import narrow
 from vmbmc.machine.inventory import disk_claims
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
@@ -77,9 +78,12 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     was_shared = bool(status.get("serving") or (status.get("endpoints") or {}).get("ipmiTargetPort"))
     targets: tuple[int, int] | None = None
     account: str | None = None
+    destinations = await event_destinations(state, bmc, info)
+    # where the kbmc keeps its event subscriptions: made before any kbmc serves the BMC, never rewritten
+    await kube.apply(state.api, ch.subscriptions_secret(info), create_only=True, likely_new=new)
     if state.shared:  # the roster's writer makes the namespace's shared kbmc before listing it
         entry = await state.roster(info.namespace).put(
-            info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret)
+            info.name, shared.Wanted(info.ipmi, info.redfish, info.insecure_http, secret, destinations)
         )
         assert entry is not None
         targets, account = (entry.ipmi_port, entry.redfish_port), shared.NAME
@@ -95,7 +99,7 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
         await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
     await kube.apply(state.api, ch.network_policy(info, targets), likely_new=new)
     if not state.shared:
-        await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret))
+        await kube.apply(state.api, ch.deployment(info, str(state.options.kbmc_image), secret, destinations))
     # in shared mode, a BMC's own kbmc left from dedicated mode is removed by vmbmc.controller.leftovers
     svc = await kube.apply(state.api, ch.service(info, targets), likely_new=new)
 
@@ -112,6 +116,19 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     )
     if creds.missing:  # nothing watches Secrets: look again until it is there
         raise kopf.TemporaryError(creds.condition["message"], delay=10)
+
+
+async def event_destinations(state: State, bmc: dict[str, Any], info: ch.BmcInfo) -> str:
+    """The BMC's allow-list for Redfish events: the controller's `--event-destinations`, narrowed by
+    `spec.redfish.eventDestinations`; entries of the spec that cannot be read admit nothing (a Warning
+    Event names them)."""
+    allowed, bad = narrow(state.options.event_destinations, info.event_destinations)
+    if bad:
+        gen = (bmc.get("metadata") or {}).get("generation")
+        await _event(state, bmc, f"eventdestinations.g{gen}", "Warning", "EventDestinationsIgnored",
+                     f"spec.redfish.eventDestinations entries that are neither a CIDR nor host[:port] admit "
+                     f"nothing: {', '.join(bad)}")
+    return str(allowed)
 
 
 async def apply_vm_role(

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from vmbmc.auth import Credentials, FileCredentials, StaticCredentials
+from vmbmc.destinations import AllowList
 from vmbmc.kbmc.server import DEFAULT_PORT
 from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.machine.errors import NotFound
@@ -70,6 +71,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--health-port", type=port_or_off, default=8081, help="/healthz /readyz /metrics; -1: off"
     )
+    parser.add_argument(
+        "--event-destinations",
+        metavar="LIST",
+        default="",
+        help="where Redfish event subscriptions may send events: comma-separated CIDRs and host[:port] "
+        "(default: empty, nowhere; the controller passes its own, narrowed by the BMC's "
+        "spec.redfish.eventDestinations; --shared: each BMC's from the roster)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -95,6 +104,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither for a self-signed one")
+    try:
+        destinations = AllowList.parse(args.event_destinations)
+    except ValueError as err:
+        raise UsageError(f"--event-destinations: {err}") from None
     if args.shared:
         return await serve_shared(args, stop)
     creds = credentials(args)
@@ -134,6 +147,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             redfish_http=args.redfish_http,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            event_destinations=destinations,
         )
         service = await BmcService(machine, creds, opts).start()
         _warn_if_vm_missing(machine)

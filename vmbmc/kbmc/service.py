@@ -7,9 +7,10 @@ Used by `vmbmc kbmc` (one per process), by the demo and by the benchmarks (many 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vmbmc.auth import Credentials, LoginLimiter
+from vmbmc.destinations import AllowList
 from vmbmc.kbmc.server import DEFAULT_PORT, IpmiServer
 from vmbmc.machine.api import Machine
 
@@ -27,6 +28,8 @@ class ServiceOptions:
     redfish_http: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    # where Redfish events may be pushed (empty: nowhere)
+    event_destinations: AllowList = field(default_factory=AllowList)
 
 
 class BmcService:
@@ -70,6 +73,7 @@ class BmcService:
                         "ipmi_port": (opts.advertised_ipmi_port or self.ipmi.port) if self.ipmi else None,
                         "https": not opts.redfish_http,
                     },
+                    event_destinations=opts.event_destinations,
                 )
                 host = "::" if opts.address in ("", "::") else opts.address
                 self.redfish = await serve(

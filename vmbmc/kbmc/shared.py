@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from vmbmc.auth import StaticCredentials
+from vmbmc.destinations import AllowList
 from vmbmc.kbmc.service import BmcService, ServiceOptions
 from vmbmc.machine.api import Machine
 from vmbmc.machine.shared import MachineSource
@@ -42,6 +43,17 @@ class _Served:
     machine: Machine
     service: BmcService
     credentials: SecretCredentials
+
+
+def _destinations(name: str, entry: RosterEntry) -> AllowList:
+    """The BMC's event allow-list from its roster entry; one the controller could not have written
+    (edited by hand) admits nothing."""
+    try:
+        return AllowList.parse(entry.event_destinations)
+    except ValueError as err:
+        log.warning("roster entry's eventDestinations unreadable: no event is sent",
+                    extra={"bmc": name, "error": str(err)})
+        return AllowList()
 
 
 class SharedKbmc:
@@ -126,6 +138,7 @@ class SharedKbmc:
                     redfish_http=entry.insecure_http,
                     tls_cert=tls[0] if tls else None,
                     tls_key=tls[1] if tls else None,
+                    event_destinations=_destinations(name, entry),
                 )
                 service = await BmcService(machine, creds, opts).start()
             except Exception as err:  # one BMC's trouble (Secret missing, port taken) stops no other

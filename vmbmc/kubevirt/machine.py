@@ -8,6 +8,7 @@
     KubeVirtConsole  (console.py)       the serial console (SOL), opened on demand
     Recovery         (recovery.py)      after a restart: the records a killed kbmc left pending
     Answers          (answers.py)       one answer per request id (retransmits, retries)
+    SecretSubscriptions (subscriptions.py) the Redfish event subscriptions (a BMC's Secret)
 
 Everything runs on the hub's asyncio loop: reads and `submit*` look only at the cache and never await,
 so one front end's request is decided before the next one is looked at; the API calls they lead to run
@@ -20,6 +21,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from vmbmc import naming as n
 from vmbmc.k8s.client import ApiClient
 from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.answers import Answers
@@ -31,6 +33,7 @@ from vmbmc.kubevirt.power import PowerControl
 from vmbmc.kubevirt.records import RecordStore
 from vmbmc.kubevirt.recovery import Recovery
 from vmbmc.kubevirt.requests import EventWriter, RequestLog
+from vmbmc.kubevirt.subscriptions import SecretSubscriptions
 from vmbmc.kubevirt.vm import KubeVirtVm
 from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
@@ -39,6 +42,7 @@ from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.media import MediaStatus
+from vmbmc.machine.subscriptions import SubscriptionStore
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -83,6 +87,11 @@ class KubeVirtMachine(Machine):
         self.media = MediaDrive(self.kubevirt_vm)
         self.log = HistorySource(store, self.requests, loop)  # the log views of the recorded history
         self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media, self.log)
+        # A BMC's subscriptions outlive the process in its Secret; standalone ones live in memory.
+        self._subscriptions: SubscriptionStore | None = None
+        if bmc is not None:
+            bmc_ns, _, bmc_name = bmc.partition("/")
+            self._subscriptions = SecretSubscriptions(api, bmc_ns, n.subscriptions_name(bmc_name))
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
@@ -184,6 +193,9 @@ class KubeVirtMachine(Machine):
 
     def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
         return self.log.watch(listener)
+
+    def event_subscriptions(self) -> SubscriptionStore:
+        return self._subscriptions or super().event_subscriptions()
 
     # --- console ------------------------------------------------------------------------------
     def open_console(self, output: Output, state: StateListener) -> Console:

@@ -18,6 +18,7 @@ from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
 from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.media import MediaStatus
+from vmbmc.machine.subscriptions import MemoryStore, SubscriptionStore
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -147,3 +148,12 @@ class Machine(abc.ABC):
         """Call `listener` (on the loop) with the new view whenever it changes; returns the call that
         stops it."""
         return lambda: None
+
+    # --- where the Redfish event subscriptions are kept (vmbmc.machine.subscriptions) -------------
+    def event_subscriptions(self) -> SubscriptionStore:
+        """The store of this BMC's event subscriptions; a back end with nothing durable to keep them in
+        gives one in this process's memory (the same one on every call)."""
+        store = self.__dict__.get("_memory_subscriptions")
+        if store is None:
+            store = self.__dict__["_memory_subscriptions"] = MemoryStore()
+        return store

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from vmbmc.auth import Credentials, LoginLimiter
+from vmbmc.destinations import AllowList
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import MachineError
 from vmbmc.redfish import paths
@@ -26,10 +27,12 @@ from vmbmc.redfish.auth import AuthMiddleware
 from vmbmc.redfish.context import ManagerInfo, Service
 from vmbmc.redfish.errors import RedfishError, from_machine_error
 from vmbmc.redfish.etag import ETagMiddleware
+from vmbmc.redfish.eventservice import EventService
 from vmbmc.redfish.middleware import AccessLogMiddleware, BodyLimitMiddleware, RedfishHeadersMiddleware
 from vmbmc.redfish.resources import (
     accounts,
     chassis,
+    events,
     inventory,
     logs,
     managers,
@@ -44,6 +47,7 @@ from vmbmc.redfish.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 SYSTEM = f"{paths.SYSTEMS}/{{system_id}}"
+SUBSCRIPTION = f"{paths.SUBSCRIPTIONS}/{{subscription_id}}"
 LOG = f"{SYSTEM}/LogServices/{{log_id}}"
 MEDIA_ACTIONS = "VirtualMedia/{media_id}/Actions/VirtualMedia"
 
@@ -116,6 +120,13 @@ ROUTES = [
     route(paths.SESSIONS,                               GET=sessions.sessions, POST=sessions.login),
     route(f"{paths.SESSIONS}/Members",                  POST=sessions.login),
     route(f"{paths.SESSIONS}/{{session_id}}",           GET=sessions.session, DELETE=sessions.logout),
+    route(paths.EVENT_SERVICE,                          GET=events.event_service,
+          PATCH=events.patch_event_service),
+    route(f"{paths.EVENT_SERVICE}/Actions/EventService.SubmitTestEvent", POST=events.submit_test_event),
+    route(paths.SUBSCRIPTIONS,                          GET=events.subscriptions, POST=events.subscribe),
+    route(SUBSCRIPTION,                                 GET=events.subscription, DELETE=events.unsubscribe),
+    route(f"{SUBSCRIPTION}/Actions/EventDestination.ResumeSubscription", POST=events.resume_subscription),
+    route(f"{SUBSCRIPTION}/Actions/EventDestination.SuspendSubscription", POST=events.suspend_subscription),
     route(paths.REGISTRIES,                             GET=registries.registries),
     route(f"{paths.REGISTRIES}/{{prefix}}",             GET=registries.registry_file),
     route(f"{paths.REGISTRIES}/{{prefix}}/{{registry}}", GET=registries.registry_document),
@@ -163,13 +174,15 @@ def create_app(
     max_sessions: int = 64,
     settle_timeout: float = 30.0,
     max_body: int = 64 * 1024,
+    event_destinations: AllowList | None = None,
 ) -> Starlette:
     """The Redfish service of one BMC: one System (the VM), Manager `BMC`, Chassis `1`.
 
     `manager_info` keys (all optional): `ipmi_port` (int; None = no IPMI), `redfish_port` (int;
     default: the port a request arrived on), `https` (bool, default True), `version` (str, default
     vmbmc's). `limiter` is shared with the IPMI front end of the same BMC so failed logins count
-    across protocols.
+    across protocols. `event_destinations`: where its EventService may push events (vmbmc.destinations;
+    default empty: nowhere). Delivery runs while a server (vmbmc.redfish.server.serve) serves the app.
     """
     app = Starlette(
         routes=ROUTES,
@@ -197,4 +210,6 @@ def create_app(
         settle_timeout=settle_timeout,
         max_body=max_body,
     )
+    # its own state entry: serve() starts its delivery and the server's stop() ends it
+    app.state.events = EventService(machine, event_destinations or AllowList())
     return app

@@ -14,6 +14,8 @@ ROLES = f"{ACCOUNT_SERVICE}/Roles"
 SESSION_SERVICE = f"{ROOT}/SessionService"
 SESSIONS = f"{SESSION_SERVICE}/Sessions"
 REGISTRIES = f"{ROOT}/Registries"
+EVENT_SERVICE = f"{ROOT}/EventService"
+SUBSCRIPTIONS = f"{EVENT_SERVICE}/Subscriptions"
 METADATA = f"{ROOT}/$metadata"
 ODATA = f"{ROOT}/odata"
 

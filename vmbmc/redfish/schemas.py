@@ -43,6 +43,10 @@ VERSIONS: dict[str, str | None] = {
     "MessageRegistryFile": "v1_1_4",
     "MessageRegistryFileCollection": None,
     "Message": "v1_2_0",
+    "EventService": "v1_12_0",
+    "EventDestination": "v1_16_0",
+    "EventDestinationCollection": None,
+    "Event": "v1_13_0",
 }
 
 #: schemas referenced by the types above (common types) that $metadata must also name

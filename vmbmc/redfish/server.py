@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -64,8 +65,9 @@ class RedfishServer:
     """One running listener. `port` is the bound port (useful with port 0)."""
 
     def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket,
-                 https: bool, tls_dir: Path | None, guard: ConnectionGuard) -> None:
+                 https: bool, tls_dir: Path | None, guard: ConnectionGuard, events: Any = None) -> None:
         self._server = server
+        self.events = events  # the app's EventService (vmbmc.redfish.eventservice), delivering while served
         self.guard = guard  # its connections: counts of refused, evicted, timed-out, malformed
         self._task = task
         self._sock = sock
@@ -84,7 +86,10 @@ class RedfishServer:
         return f"{self.url}/redfish/v1"
 
     async def stop(self) -> None:
-        """Stop accepting, close connections (in-flight requests get up to 5 s), free the port."""
+        """Stop accepting, close connections (in-flight requests get up to 5 s), free the port; stop
+        delivering events."""
+        if self.events is not None:
+            await self.events.stop()
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self._task), _IDLE_CLOSE)
@@ -172,7 +177,11 @@ async def serve(
             server.should_exit = True
             raise TimeoutError(f"redfish server on {host}:{port} did not start within {_START_TIMEOUT} s")
         await asyncio.sleep(0.01)
-    result = RedfishServer(server, task, sock, https=not http, tls_dir=tls_dir, guard=guard)
+    # The app's EventService (create_app) delivers while the app is served.
+    events = getattr(getattr(app, "state", None), "events", None)
+    if events is not None:
+        await events.start()
+    result = RedfishServer(server, task, sock, https=not http, tls_dir=tls_dir, guard=guard, events=events)
     log.info("redfish server listening", extra={"url": result.url})
     return result
 

@@ -291,6 +291,11 @@ def _vm_doc(name: str, namespace: str) -> dict:
         (("list", "events"), False),
         (("get", "secrets"), False),
         (("get", "secrets/bmc-a-credentials"), False),
+        (("patch", "secrets/bmc-a-event-subscriptions"), True),
+        (("update", "secrets/bmc-a-event-subscriptions"), True),
+        (("delete", "secrets/bmc-a-event-subscriptions"), False),
+        (("get", "secrets/bmc-b-event-subscriptions"), False),
+        (("create", "secrets"), False),
         (("delete", "virtualmachines/vm-a"), False),
         (("list", "virtualmachines"), False),  # a list without a name is every VM
         (("get", "virtualmachines/vm-a", "-n", "default"), False),
@@ -363,6 +368,9 @@ def test_kbmc_kubevirt_subresources_reviewed_over_protobuf(
         assert answer.status_code == 400 and answer.json()["kind"] == "Status", answer.text
 
 
+SUBSCRIPTIONS_ROW = "secrets [] [bmc-a-event-subscriptions] [get update patch]"  # by name, nothing else
+
+
 def test_kbmc_can_i_list(kbmc: Path) -> None:
     proc = _run(kbmc, "auth", "can-i", "--list", "-n", KBMC_NS)
     assert proc.returncode == 0, proc.stderr
@@ -375,10 +383,12 @@ def test_kbmc_can_i_list(kbmc: Path) -> None:
         "virtualmachinebmcs.virtualmachine.kubevirt.io [] [bmc-a] [get list watch]",
         "virtualmachinebmcs.virtualmachine.kubevirt.io/status [] [bmc-a] [get patch]",
         "events [] [] [create]",
+        SUBSCRIPTIONS_ROW,
         "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]",
     ):
         assert row in rows, proc.stdout
-    assert "secrets" not in proc.stdout and "*.*" not in proc.stdout and "vm-b" not in proc.stdout
+    assert [r for r in rows if r.startswith("secrets ")] == [SUBSCRIPTIONS_ROW]  # no other Secret
+    assert "*.*" not in proc.stdout and "vm-b" not in proc.stdout
     # in another namespace only what every authenticated user may do
     other = _run(kbmc, "auth", "can-i", "--list", "-n", "default").stdout
     assert "kubevirt.io" not in other and "selfsubjectaccessreviews" in other

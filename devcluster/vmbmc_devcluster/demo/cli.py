@@ -21,6 +21,8 @@ from vmbmc_devcluster.demo.podrunner import LocalPodRunner
 from vmbmc_devcluster.demo.samples import sample_vm
 from vmbmc_devcluster.emulator.harness import EmulatorThread
 
+DEMO_EVENT_DESTINATIONS = "127.0.0.0/8"  # where the demo's BMCs may push Redfish events: loopback only
+
 log = logging.getLogger("vmbmc.demo")
 # On the way out, each of the pods' stop and the API server's shutdown wait at most this long: the pods
 # already got SIGTERM, and whatever is left then is killed (the demo stops within 10 s).
@@ -120,13 +122,14 @@ async def _serve(
         # What `kubectl apply -k deploy/` creates; the controller runs from its Deployment's pod.
         objects = manifests.deploy_documents()
         runner.add_image(manifests.controller_image(objects))  # as `kind load docker-image` would
-        extra = []
+        # Redfish events only to the loopback range (IPv4; not ::1): nothing of the demo leaves the machine.
+        extra = ["--event-destinations", DEMO_EVENT_DESTINATIONS]
         if args.redfish or args.redfish_http:
-            extra = ["--redfish-default"] + (["--redfish-insecure-http-default"] if args.redfish_http else [])
+            extra.append("--redfish-default")
+            extra += ["--redfish-insecure-http-default"] if args.redfish_http else []
         if args.kbmc_mode != "dedicated":
             extra += ["--kbmc-mode", args.kbmc_mode]
-        if extra:
-            objects = with_controller_args(objects, extra)
+        objects = with_controller_args(objects, extra)
         await apply_all(api, objects)
     finally:
         await api.close()

@@ -59,11 +59,12 @@ def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
         children.bmc_role_binding,
         lambda b: children.vm_role(b, vm),  # its disks' PVCs and DataVolumes too
         children.vm_role_binding,
+        children.subscriptions_secret,  # where its Redfish event subscriptions are kept
     ):
         obj = build(bmc)
         if not bmc.uid:
             obj["metadata"].pop("ownerReferences", None)
         group, _, version = obj["apiVersion"].rpartition("/")
-        plural = "serviceaccounts" if obj["kind"] == "ServiceAccount" else PLURALS[obj["kind"]]
+        plural = {**PLURALS, "ServiceAccount": "serviceaccounts", "Secret": "secrets"}[obj["kind"]]
         emu.call(store.create, reg.get(group, version, plural), obj, obj["metadata"]["namespace"])
     emu.write_service_account_kubeconfig(kubeconfig, bmc.namespace, naming.kbmc_name(bmc.name))

@@ -12,6 +12,7 @@ from typing import Any
 
 from vmbmc.auth import StaticCredentials
 from vmbmc.auth.passwords import generate_password
+from vmbmc.destinations import AllowList
 from vmbmc.kbmc.server import DEFAULT_PORT as IPMI_PORT
 from vmbmc.kbmc.service import REDFISH_PORT, BmcService, ServiceOptions
 from vmbmc.kubevirt.hub import KubeVirtHub
@@ -51,6 +52,7 @@ class StandaloneBmcs:
                 ipmi_port=0 if shared else IPMI_PORT,
                 redfish_port=(0 if shared else REDFISH_PORT) if self.redfish else None,
                 redfish_http=self.redfish_http,
+                event_destinations=AllowList.parse("127.0.0.0/8"),  # loopback only, as the demo's controller
             )
             service = await BmcService(machine, creds, opts).start()
             self.services.append(service)

@@ -97,7 +97,10 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["credentials"]["secret"]["secretName"] == f"{name}-credentials"
     assert "emptyDir" in vols["tmp"]
-    for obj in (dep, svc, secret):
+    # where the kbmc keeps its Redfish event subscriptions: made empty, owned by the BMC
+    subscriptions = api.get("secret", SYSTEM, f"{name}-event-subscriptions")
+    assert subscriptions is not None and not subscriptions.get("data")
+    for obj in (dep, svc, secret, subscriptions):
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref["uid"] == bmc["metadata"]["uid"] and ref["kind"] == "VirtualMachineBMC"
         assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "kbmc"
@@ -111,6 +114,8 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
         {"apiGroups": ["virtualmachine.kubevirt.io"], "resources": ["virtualmachinebmcs/status"],
          "resourceNames": [name], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{name}-event-subscriptions"],
+         "verbs": ["get", "update", "patch"]},
     ]  # fmt: skip
     vm_role = api.get("role", "tenant-a", f"vmbmc-{name}-vm")
     assert vm_role is not None

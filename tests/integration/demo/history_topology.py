@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,9 @@ from typing import Any
 
 from pod_cluster import pod_cluster
 
+from tests.processes import kbmc_pid
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.destinations import AllowList
 from vmbmc_devcluster.demo.podrunner import LocalPodRunner
 from vmbmc_devcluster.demo.samples import sample_vm
 from vmbmc_devcluster.emulator.harness import EmulatorThread
@@ -39,6 +43,7 @@ class Topology:
             resync_seconds=2.0,
             redfish_default=True,
             identity="history-e2e",
+            event_destinations=AllowList.parse("127.0.0.0/8"),  # as the demo: Redfish events to loopback only
         )
         self.controller: ControllerThread | None = ControllerThread(self.options).start()
         reg = emu.emulator.registry
@@ -125,6 +130,32 @@ class Topology:
     def vm_printable(self, vm: str) -> str:
         obj = self.emu.call(self.store.try_get, self.rt["vm"], TENANT, vm) or {}
         return str((obj.get("status") or {}).get("printableStatus") or "")
+
+    # --- the kbmc's process and pod ---------------------------------------------------------------------
+    def restart_kbmc(self, bmc: str) -> None:
+        """The kbmc process is killed (SIGKILL): the pod runner restarts it at the same address."""
+        ip = self.credentials(bmc)[0]
+        pid = kbmc_pid(ip)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: kbmc_pid(ip) not in (None, pid), timeout=30, what="a new kbmc process")
+        self._answers(bmc)
+
+    def replace_pod(self, bmc: str) -> None:
+        """The kbmc pod is deleted: its Deployment's next pod serves the BMC."""
+        (old,) = self.kubectl("get", "pods", "-n", SYSTEM, "-l", f"{BMC_LABEL}={bmc}", "-o", "name").split()
+        self.kubectl("delete", "-n", SYSTEM, old, "--wait=false")
+
+        def replacement() -> bool:
+            names = self.kubectl("get", "pods", "-n", SYSTEM, "-l", f"{BMC_LABEL}={bmc}", "-o", "name")
+            return bool(names.split()) and old not in names.split()
+
+        wait_until(replacement, timeout=30, what="a replacement pod")
+        self._answers(bmc)
+
+    def _answers(self, bmc: str) -> None:
+        answers = lambda: "Chassis Power" in self.ipmitool(bmc, "power", "status")  # noqa: E731
+        wait_until(answers, timeout=30, what="answers")
 
     def wait_entries(self, bmc: str, reason: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         """The BMC's history entries whose Event (`<bmc>.<id>`) has `reason`, once there are `count`."""

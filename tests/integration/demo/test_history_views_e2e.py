@@ -6,9 +6,7 @@ over IPMI or Redfish, is recorded and hides the earlier entries from the log vie
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from history_topology import BMC_LABEL, SYSTEM, TENANT, Topology, topology
+from history_topology import TENANT, Topology, topology
 
-from tests.processes import kbmc_pid
 from vmbmc_devcluster.testing.waiting import wait_until
 
 LOG = "/redfish/v1/Systems/{vm}/LogServices/SEL"
@@ -56,32 +53,9 @@ def redfish_entries(topo: Topology, bmc: str, vm: str) -> list[dict]:
         return list(r.json()["Members"])
 
 
-def restarted_kbmc(topo: Topology, bmc: str, ip: str) -> None:
-    """The kbmc process is killed (SIGKILL): the pod runner restarts it at the same address."""
-    pid = kbmc_pid(ip)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: kbmc_pid(ip) not in (None, pid), timeout=30, what="a new kbmc process")
-    wait_until(lambda: "Chassis Power" in topo.ipmitool(bmc, "power", "status"), timeout=30, what="answers")
-
-
-def replaced_pod(topo: Topology, bmc: str) -> None:
-    """The kbmc pod is deleted: its Deployment's next pod serves the BMC."""
-    (old,) = topo.kubectl("get", "pods", "-n", SYSTEM, "-l", f"{BMC_LABEL}={bmc}", "-o", "name").split()
-    topo.kubectl("delete", "-n", SYSTEM, old, "--wait=false")
-
-    def replacement() -> bool:
-        names = topo.kubectl("get", "pods", "-n", SYSTEM, "-l", f"{BMC_LABEL}={bmc}", "-o", "name").split()
-        return bool(names) and old not in names
-
-    wait_until(replacement, timeout=30, what="a replacement pod")
-    wait_until(lambda: "Chassis Power" in topo.ipmitool(bmc, "power", "status"), timeout=30, what="answers")
-
-
 def test_every_view_shows_the_history_and_a_clear(topo: Topology) -> None:
     vm = topo.create_vm(41)
     bmc = f"{TENANT}-{vm}"
-    ip, _, _, _ = topo.credentials(bmc)
     assert topo.ipmitool(bmc, "power", "on") == "Chassis Power Control: Up/On"
     (on,) = topo.wait_entries(bmc, "PoweredOn", 1)
     halted = '{"spec":{"runStrategy":"Halted"}}'
@@ -110,9 +84,9 @@ def test_every_view_shows_the_history_and_a_clear(topo: Topology) -> None:
     assert second["Message"] == f"The resource '{vm}' has powered off: {off['message']}."
 
     # The kbmc killed, then its pod replaced: the same SEL.
-    restarted_kbmc(topo, bmc, ip)
+    topo.restart_kbmc(bmc)
     assert rows(topo.ipmitool(bmc, "sel", "elist")) == elist
-    replaced_pod(topo, bmc)
+    topo.replace_pod(bmc)
     assert rows(topo.ipmitool(bmc, "sel", "elist")) == elist
 
     # A clear over IPMI: a request of the BMC, its Events, and a clear entry in place of the rest.

@@ -1,8 +1,8 @@
 """Switching `--kbmc-mode` leaves exactly the objects the new mode needs, in every namespace, and nothing
 of the old mode: no per-BMC kbmc Deployment or ServiceAccount in shared mode, no shared kbmc (Deployment,
 ServiceAccount, Role, RoleBinding, roster ConfigMap) in dedicated mode, and in shared mode none in a
-namespace whose BMCs are all gone. Each BMC keeps its Service's ClusterIP, its credentials Secret, its
-boot override and its power history.
+namespace whose BMCs are all gone. Each BMC keeps its Service's ClusterIP, its credentials and event
+subscriptions Secrets, its boot override and its power history.
 
 Four controller runs against the emulator (RBAC enforced, the controller as its ServiceAccount with
 deploy/rbac.yaml, kbmc pods as real processes): dedicated → shared → dedicated → shared, with BMCs in the
@@ -55,6 +55,7 @@ def own(bmcs: Iterable[Bmc]) -> set[Obj]:
             ("Service", ns, f"{b}-kbmc"),
             ("NetworkPolicy", ns, f"{b}-kbmc"),
             ("Secret", ns, f"{b}-credentials"),
+            ("Secret", ns, f"{b}-event-subscriptions"),  # the Redfish event subscriptions, in both modes
             ("Role", ns, f"vmbmc-{b}-bmc"),
             ("RoleBinding", ns, f"vmbmc-{b}-bmc"),
             ("Role", vm_ns, f"vmbmc-{b}-vm"),
@@ -163,20 +164,23 @@ def test_switching_modes_leaves_exactly_what_the_mode_needs(tmp_path: Path) -> N
             return {
                 f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["data"]["password"]
                 for i in items()
-                if i["kind"] == "Secret"
+                if i["kind"] == "Secret" and i["metadata"]["name"].endswith("-credentials")
             }
 
         def bound_to(want: dict[str, str]) -> None:
             """Each BMC's RoleBindings name the account that serves it, and only the shared kbmc's Role
-            reads the BMC's Secret (the dedicated kbmc mounts it)."""
+            reads the BMC's credentials Secret (the dedicated kbmc mounts it); both its subscriptions'."""
             for i in items():
                 meta = i["metadata"]
                 bmc = (meta.get("labels") or {}).get("virtualmachinebmc.kubevirt.io/bmc")
                 if i["kind"] == "RoleBinding" and meta["name"] != SHARED:
                     assert [s["name"] for s in i["subjects"]] == [want[bmc]], meta["name"]
                 if i["kind"] == "Role" and meta["name"].endswith("-bmc"):
-                    reads = any("secrets" in r["resources"] for r in i["rules"])
+                    names = [n for r in i["rules"] if "secrets" in r["resources"] for n in r["resourceNames"]]
+                    reads = any(n.endswith("-credentials") for n in names)
                     assert reads == (want[bmc] == SHARED), meta["name"]
+                    others = [n for n in names if not n.endswith("-credentials")]
+                    assert others == [f"{bmc}-event-subscriptions"], meta["name"]
 
         def options(mode: str) -> ControllerOptions:
             return ControllerOptions(

@@ -1,5 +1,6 @@
 """Switching `--kbmc-mode` moves every BMC: dedicated → shared → dedicated, each BMC keeps its boot
-override and power history, and is served by the new mode's pod (the old one's goes). The emulator
+override, power history and Redfish event subscription (each transition pushed once, by whichever
+mode's kbmc serves it then), and is served by the new mode's pod (the old one's goes). The emulator
 enforces RBAC; the controller runs as its ServiceAccount with deploy/rbac.yaml, the kbmc pods under
 their own ServiceAccounts' tokens."""
 
@@ -10,13 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
 from pod_cluster import pod_cluster
 
+from tests.event_receiver import receiver
 from vmbmc.controller import ControllerOptions, ControllerThread
+from vmbmc.destinations import AllowList
 from vmbmc_devcluster.demo.cluster import ready_endpoint
 from vmbmc_devcluster.demo.endpoints import BmcEndpoint
 from vmbmc_devcluster.demo.samples import sample_vm
@@ -34,8 +38,14 @@ def ipmitool(e: BmcEndpoint, *args: str) -> str:
     return out.stdout
 
 
+def subscriptions(e: BmcEndpoint) -> list[str]:
+    assert e.redfish is not None
+    with httpx.Client(base_url=e.redfish, auth=(e.username, e.password), verify=False, timeout=30) as http:
+        return [m["@odata.id"] for m in http.get("/EventService/Subscriptions").json()["Members"]]
+
+
 def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None:
-    with pod_cluster(tmp_path, 200, (SYSTEM,)) as (emu, _runner, controller_kc):
+    with pod_cluster(tmp_path, 200, (SYSTEM,)) as (emu, _runner, controller_kc), receiver() as rx:
         store, reg = emu.emulator.store, emu.emulator.registry
         vm_rt = reg.get("kubevirt.io", "v1", "virtualmachines")
         bmc_rt, deploy_rt = (
@@ -53,6 +63,8 @@ def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None
                 health_address="127.0.0.1",
                 identity=f"switch-{mode}",
                 kbmc_mode=mode,
+                redfish_default=True,
+                event_destinations=AllowList.parse("127.0.0.0/8"),
             )
 
         def endpoint(vm: str, shared: bool) -> BmcEndpoint | None:
@@ -74,6 +86,11 @@ def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None
             ends = [
                 wait_until(lambda v=v: endpoint(v, False), timeout=60, what=f"{v} dedicated") for v in VMS
             ]
+            with httpx.Client(auth=(ends[0].username, ends[0].password), verify=False, timeout=30) as http:
+                body = {"Destination": rx.url, "Protocol": "Redfish", "Context": "", "EventTypes": ["Alert"]}
+                r = http.post(f"{ends[0].redfish}/EventService/Subscriptions", json=body)
+                assert r.status_code == 201, r.text
+                subscription = r.headers["Location"]
             assert "Set Boot Device to pxe" in ipmitool(
                 ends[0], "chassis", "bootdev", "pxe", "options=persistent"
             )
@@ -87,6 +104,8 @@ def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None
                 what="history and boot override recorded",
             )
         history = [h["id"] for h in status(VMS[0])["powerHistory"]]
+        # the boot order change and the power-on, each once (in the order of their times, not recorded)
+        wait_until(lambda: sorted(rx.event_ids()) == sorted(history), timeout=30, what="both pushed")
 
         def kept(end: BmcEndpoint) -> None:
             # Ready may still be the old mode's for a moment: wait for the new pod's answer
@@ -101,6 +120,10 @@ def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None
             wait_until(lambda: not dedicated_deployments(), timeout=30, what="the dedicated kbmcs gone")
             kept(ends[0])
             assert "is off" in ipmitool(ends[1], "power", "status")
+            # the subscription is served from its Secret by the shared kbmc, which pushes what follows
+            assert subscriptions(ends[0]) == [subscription]
+            assert "Down/Off" in ipmitool(ends[0], "power", "off")
+            wait_until(lambda: len(rx.event_ids()) == len(history) + 1, timeout=30, what="power-off pushed")
 
         with ControllerThread(options("dedicated")):
             ends = [
@@ -112,6 +135,12 @@ def test_switching_modes_keeps_boot_override_and_history(tmp_path: Path) -> None
                 what="the roster emptied",
             )
             assert all("serving" not in status(vm) for vm in VMS)
+            wait_until(lambda: "is off" in ipmitool(ends[0], "power", "status"), timeout=30, what="served")
+            assert subscriptions(ends[0]) == [subscription]
+            assert "Up/On" in ipmitool(ends[0], "power", "on")
             kept(ends[0])
+            recorded = len(history) + 2
+            pushed = wait_until(lambda: len(ids := rx.event_ids()) == recorded and ids, 30, "power-on pushed")
+            assert sorted(pushed) == sorted(h["id"] for h in status(VMS[0])["powerHistory"])  # each once
         # neither the controller nor a kbmc met a missing rule on the way (deploy/rbac.yaml, the Roles)
         assert emu.call(lambda: list(emu.emulator.security.denials)) == []

@@ -20,7 +20,12 @@ from machine_cluster import Cluster, vm_body
 from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
 from tests.image_server import serve_images
-from tests.redfish_validators import interop_failures, run_validator, service_failures
+from tests.redfish_validators import (
+    interop_failures,
+    run_validator,
+    service_failures,
+    without_refused_subscription,
+)
 from vmbmc_devcluster.emulator.cdi import DV_RT
 from vmbmc_devcluster.emulator.harness import EmulatorThread
 from vmbmc_devcluster.testing.waiting import wait_until
@@ -313,19 +318,21 @@ def test_protocol_validator_with_virtual_media(
     redfish: str, images: str, client: httpx.Client, tmp_path: Path
 ) -> None:
     """DMTF's Protocol Validator against the real kbmc with an image inserted: no FAIL, no WARN (its
-    one-token randomness check aside, judged on a sample in tests/integration/redfish)."""
+    one-token randomness check aside, judged on a sample in tests/integration/redfish) but its refused
+    192.168.1.50 subscription."""
     answer = client.post(f"{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia",
                          json={"Image": f"{images}/small.iso"})
     assert answer.status_code == 204, answer.text
     text = run_validator(
         "rf_protocol_validator", "-r", redfish, "-u", USER, "-p", PASSWORD, "--report-dir", str(tmp_path),
-        "--report-type", "tsv", "--no-cert-check",
+        "--report-type", "tsv", "--no-cert-check", exit_codes=(0, 1),  # 1: a check failed (read below)
     )
     reports = list(tmp_path.glob("*.tsv"))
     assert reports, text[-3000:]
     with reports[0].open(newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     failed = [r for r in rows if ("FAIL" in r or "WARN" in r) and r[0] != "RESP_HEADERS_X_AUTH_TOKEN"]
+    failed = without_refused_subscription(failed)  # the one expected: its 192.168.1.50 subscription (400)
     assert not failed, "\n".join("\t".join(r)[:300] for r in failed)
     assert len([r for r in rows if "PASS" in r]) > 200
 

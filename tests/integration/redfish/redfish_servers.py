@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "redfish"))
 from machine_double import FakeMachine
 
 from vmbmc.auth import LoginLimiter, StaticCredentials
+from vmbmc.destinations import AllowList
 from vmbmc.redfish import RedfishServer, create_app, serve
 
 USER, PASSWORD = "admin", "integration-password"
@@ -23,5 +24,6 @@ async def start(machine: FakeMachine, *, http: bool) -> RedfishServer:
         limiter=LoginLimiter(),
         manager_info={"ipmi_port": 10623, "https": not http, "version": "test"},
         settle_timeout=5,
+        event_destinations=AllowList.parse("127.0.0.0/8"),  # as the demo: loopback only, not ::1
     )
     return await serve(app, "127.0.0.1", 0, http=http)

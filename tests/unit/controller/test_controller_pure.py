@@ -11,6 +11,7 @@ from vmbmc.auth import passwords
 from vmbmc.controller import children as ch
 from vmbmc.controller import conditions, kube
 from vmbmc.controller.cli import configure
+from vmbmc.destinations import AllowList, narrow
 
 
 def test_label_selectors() -> None:
@@ -41,6 +42,23 @@ def test_deployment_has_no_secret_literal_and_redfish_flags() -> None:
     assert {p["containerPort"] for p in c["ports"]} == {10623, 8443, 8081}
     plain = ch.deployment(info(redfish=True), "img:1", "sec")
     assert "--redfish-http" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_event_destinations_reach_the_kbmc_narrowed_by_the_spec() -> None:
+    """The kbmc gets the controller's --event-destinations narrowed by spec.redfish.eventDestinations, and
+    an empty Secret for its subscriptions, owned by the BMC."""
+    body = {"metadata": {"namespace": "ns", "name": "b", "uid": "u"},
+            "spec": {"virtualMachineRef": {"name": "vm"}, "redfish": {"eventDestinations": ["127.0.0.1"]}}}
+    b = ch.BmcInfo.from_body(body)
+    assert b.event_destinations == ("127.0.0.1",) and info().event_destinations is None
+    narrowed, _ = narrow(AllowList.parse("127.0.0.0/8"), b.event_destinations)
+    (c,) = ch.deployment(b, "img:1", "sec", str(narrowed))["spec"]["template"]["spec"]["containers"]
+    assert c["args"][-2:] == ["--event-destinations", "127.0.0.1/32"]
+    (c,) = ch.deployment(b, "img:1", "sec")["spec"]["template"]["spec"]["containers"]
+    assert "--event-destinations" not in c["args"]  # empty: the kbmc's default, nowhere
+    secret = ch.subscriptions_secret(b)
+    assert (secret["metadata"]["name"], secret["data"]) == ("b-event-subscriptions", {})
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u"
 
 
 def test_vm_namespace_rbac_has_no_cross_namespace_owner() -> None:
@@ -104,10 +122,11 @@ def test_cli_flags() -> None:
         [
             *("--namespace=virtualmachinebmc-system", "--leader-elect", "--health-port=8080"),
             *("--kbmc-image=vmbmc:dev", "--no-auto-create", "--vm-namespace-selector", "a=b"),
-            *("--redfish-default", "-v", "--kubeconfig", "k"),
+            *("--redfish-default", "-v", "--kubeconfig", "k", "--event-destinations", "127.0.0.0/8,h:80"),
         ]
     )
     assert args.leader_elect and args.no_auto_create and args.redfish_default and args.verbose
+    assert args.event_destinations == "127.0.0.0/8,h:80"
     assert args.vm_namespace_selector == "a=b" and args.kbmc_image == "vmbmc:dev"
 
 

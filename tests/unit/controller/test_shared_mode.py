@@ -48,6 +48,14 @@ def test_a_changed_bmc_keeps_its_ports_and_an_unchanged_one_writes_nothing() -> 
     assert plan(roster, {"gone": None}) == {}  # removing what is not listed changes nothing
 
 
+def test_event_destinations_ride_in_the_roster() -> None:
+    roster = _apply({}, plan({}, {"a": _want("sa"), "b": Wanted(True, True, False, "sb", "127.0.0.0/8")}))
+    assert (roster["a"].event_destinations, roster["b"].event_destinations) == ("", "127.0.0.0/8")
+    assert "eventDestinations" not in roster["a"].as_json()  # absent when empty, as before it existed
+    changed = plan(roster, {"b": Wanted(True, True, False, "sb", "127.0.0.1/32")})
+    assert json.loads(changed["b"] or "")["eventDestinations"] == "127.0.0.1/32"
+
+
 def test_a_malformed_entry_is_skipped() -> None:
     good = RosterEntry(IPMI_BASE, REDFISH_BASE, True, False, False, "s").as_json()
     assert set(parse_roster({"data": {"ok": good, "bad": "{not json", "half": '{"ipmiPort": 1}'}})) == {"ok"}
@@ -84,10 +92,13 @@ def test_shared_policy_admits_this_bmcs_ports_on_the_shared_pod() -> None:
 def test_shared_rights_bind_the_shared_account_and_add_the_secret_by_name() -> None:
     role = ch.bmc_role(_info(), "b1-credentials")
     secret_rules = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    subscriptions = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["b1-event-subscriptions"],
+                     "verbs": ["get", "update", "patch"]}  # in both modes: its event subscriptions
     assert secret_rules == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["b1-credentials"], "verbs": ["get"]}
+        subscriptions,
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["b1-credentials"], "verbs": ["get"]},
     ]
-    assert not [r for r in ch.bmc_role(_info())["rules"] if r["resources"] == ["secrets"]]
+    assert [r for r in ch.bmc_role(_info())["rules"] if r["resources"] == ["secrets"]] == [subscriptions]
     for binding in (ch.bmc_role_binding(_info(), shared.NAME), ch.vm_role_binding(_info(), shared.NAME)):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": shared.NAME, "namespace": "ns"}]
     assert ch.bmc_role_binding(_info())["subjects"][0]["name"] == "b1-kbmc"

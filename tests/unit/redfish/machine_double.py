@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from vmbmc.machine.api import Machine
@@ -77,6 +78,7 @@ class FakeMachine(Machine):
         # status.powerHistory as the controller writes it, and status.logClearedAt as a clear writes it
         self.power_history: list[dict[str, Any]] = []
         self.log_cleared: dict[str, Any] | None = None
+        self.history_listeners: list[Callable[[LogView], None]] = []
 
     # --- test controls -----------------------------------------------------------------------
     def remove_vm(self) -> None:
@@ -232,6 +234,16 @@ class FakeMachine(Machine):
     def history(self) -> LogView:
         return log_view(self.power_history, self.log_cleared)
 
+    def record(self, *entries: dict[str, Any]) -> None:
+        """The controller records transitions: the history's listeners hear of the new view."""
+        self.power_history.extend(entries)
+        for listener in list(self.history_listeners):
+            listener(self.history())
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        self.history_listeners.append(listener)
+        return lambda: self.history_listeners.remove(listener) if listener in self.history_listeners else None
+
     def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
         future: asyncio.Future[LogEntry] = asyncio.get_running_loop().create_future()
         if self.fail_with is not None:
@@ -240,6 +252,8 @@ class FakeMachine(Machine):
         who = requester_text(requester.protocol.value, requester.user, requester.client)
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.log_cleared = {"time": now, "requestId": requester.request_id, "requester": who}
+        for listener in list(self.history_listeners):
+            listener(self.history())
         entry = cleared_entry(self.log_cleared)
         assert entry is not None
         future.set_result(entry)

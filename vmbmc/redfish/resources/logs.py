@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -74,23 +75,66 @@ def _time(entry: LogEntry) -> str:
     return _redfish_time(entry.time)
 
 
-def entry_body(inv: Inventory, entry: LogEntry) -> dict[str, Any]:
-    """One LogEntry (what an entry's Event says, with the registry message in front)."""
+@dataclass(frozen=True, slots=True)
+class EntryMessage:
+    """What every Redfish rendering of an entry says: the log entry and the pushed event alike."""
+
+    message_id: str
+    message: str  # the registry text with the full cause after it
+    args: list[str]
+    severity: str  # OK, or Warning (a VMI failed)
+    origin: str  # the URI of what it is about: the System, or the log for a clear
+    resource_type: str  # that resource's type (an EventDestination's ResourceTypes filter)
+
+
+def entry_message(inv: Inventory, entry: LogEntry) -> EntryMessage:
     prefix, key = MESSAGES[entry.reason]
     args = () if key == "ResourceChanged" else (LOG_ID,) if prefix == "LogService" else (inv.name,)
     message_id, text, str_args, _ = filled(prefix, key, *args)
+    clear = entry.reason is Reason.LOG_CLEARED
+    return EntryMessage(
+        message_id=message_id,
+        message=f"{text[:-1]}: {entry.message}." if text.endswith(".") else f"{text} {entry.message}",
+        args=str_args,
+        severity="Warning" if entry.warning else "OK",
+        origin=log_path(inv) if clear else system_path(inv),
+        resource_type="LogService" if clear else "ComputerSystem",
+    )
+
+
+def entry_body(inv: Inventory, entry: LogEntry) -> dict[str, Any]:
+    """One LogEntry (what an entry's Event says, with the registry message in front)."""
+    said = entry_message(inv, entry)
     return resource(
         "LogEntry", f"{entries_path(inv)}/{entry.id}", entry.id, f"Log Entry {entry.id}",
         EntryType="Event",
-        Severity="Warning" if entry.warning else "OK",
+        Severity=said.severity,
         Created=_time(entry),
         EventTimestamp=_time(entry),
         EventId=entry.id,
-        MessageId=message_id,
-        MessageArgs=str_args,
-        Message=f"{text[:-1]}: {entry.message}." if text.endswith(".") else f"{text} {entry.message}",
+        MessageId=said.message_id,
+        MessageArgs=said.args,
+        Message=said.message,
         Links={"OriginOfCondition": ref(system_path(inv))},
     )
+
+
+def event_record(inv: Inventory, entry: LogEntry) -> dict[str, Any]:
+    """The entry as one record of a pushed Redfish Event: the log entry's words, its id as the EventId
+    (stable: the transition's id), a link to the log entry. Every event vmbmc sends is an `Alert`."""
+    said = entry_message(inv, entry)
+    return {
+        "MemberId": "0",
+        "EventType": "Alert",
+        "EventId": entry.id,
+        "EventTimestamp": _time(entry),
+        "MessageSeverity": said.severity,
+        "MessageId": said.message_id,
+        "MessageArgs": said.args,
+        "Message": said.message,
+        "OriginOfCondition": ref(said.origin),
+        "LogEntry": ref(f"{entries_path(inv)}/{entry.id}"),
+    }
 
 
 async def log_services(request: Request) -> Response:

@@ -20,6 +20,7 @@ _SINGLETONS = {
     "AccountService": paths.ACCOUNT_SERVICE,
     "SessionService": paths.SESSION_SERVICE,
     "Registries": paths.REGISTRIES,
+    "EventService": paths.EVENT_SERVICE,
 }
 
 
