@@ -15,6 +15,7 @@ import asyncio
 
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
+from vmbmc.machine.firmware import FirmwareChange, FirmwareSettings, FirmwareStatus
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
     ActionResult,
@@ -127,3 +128,14 @@ class Machine(abc.ABC):
     async def eject_media(self, requester: Requester) -> MediaStatus:
         """Detach and delete the medium; an empty drive is a success with no call."""
         raise NotSupported("virtual media is not available on this back end")
+
+    # --- firmware settings: boot mode and Secure Boot (vmbmc.machine.firmware) -------------------
+    def firmware(self) -> FirmwareStatus | None:
+        """Pending (the VM's spec) and current (the running VMI's) settings, from the cache; None when this
+        back end has no firmware settings."""
+        return None
+
+    async def set_firmware(self, requester: Requester, change: FirmwareChange) -> FirmwareSettings:
+        """Record the request and patch the VM's spec (the next boot gets it); returns the pending settings
+        at once. Raises FirmwareConflict (a combination KubeVirt cannot boot), Busy, BackendUnavailable."""
+        raise NotSupported("firmware settings are not available on this back end")

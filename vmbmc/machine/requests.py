@@ -18,9 +18,11 @@ from vmbmc.machine.types import Effect, PowerAction, Protocol, Requester
 # Request actions beside the power actions.
 BOOT_ACTION = "boot_override"  # a boot override set through IPMI or Redfish
 RESTORE_ACTION = "boot_restore"  # the kbmc puts the boot order back once a Once override was used
+FIRMWARE_ACTION = "firmware_settings"  # boot mode / Secure Boot through Redfish SecureBoot or Bios
 
 BOOT_OVERRIDE_REASON = "BootOverrideSet"
 BOOT_RESTORED_REASON = "BootOverrideRestored"
+FIRMWARE_REASON = "FirmwareSettingsSet"
 FAILED_REASON = "PowerActionFailed"
 
 # The bound on a request's KubeVirt call: the kbmc sends (or re-sends) no call for a request more than this
@@ -44,6 +46,7 @@ _ACTION_TEXT = {
     PowerAction.NMI.value: "NMI",
     BOOT_ACTION: "boot override",
     RESTORE_ACTION: "boot order restore",
+    FIRMWARE_ACTION: "firmware settings",
     media.INSERT_ACTION: "virtual media insert",
     media.EJECT_ACTION: "virtual media eject",
 }
@@ -63,6 +66,7 @@ PATCH_TEXT = "a patch of the VirtualMachine's boot order and firmware"
 TARGET_TEXT = {
     media.INSERT_ACTION: "a CDI DataVolume importing the image and a patch adding the VM's CD-ROM",
     media.EJECT_ACTION: "a patch removing the VM's CD-ROM and deletion of its DataVolume",
+    FIRMWARE_ACTION: "a patch of the VirtualMachine's firmware, in effect once its VMI is recreated",
 }
 
 
@@ -72,6 +76,8 @@ def reason(action: str) -> str:
         return BOOT_OVERRIDE_REASON
     if action == RESTORE_ACTION:
         return BOOT_RESTORED_REASON
+    if action == FIRMWARE_ACTION:
+        return FIRMWARE_REASON
     if action in media.REASONS:
         return media.REASONS[action]
     return REQUEST_REASONS[PowerAction(action)]

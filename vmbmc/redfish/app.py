@@ -30,6 +30,7 @@ from vmbmc.redfish.middleware import AccessLogMiddleware, BodyLimitMiddleware, R
 from vmbmc.redfish.resources import (
     accounts,
     chassis,
+    firmware,
     inventory,
     managers,
     media,
@@ -93,6 +94,11 @@ ROUTES = [
             route(f"{parent}/{MEDIA_ACTIONS}.EjectMedia", POST=media.eject_media),
         )
     ],
+    route(f"{SYSTEM}/SecureBoot",                       GET=firmware.get_secure_boot,
+                                                        PATCH=firmware.patch_secure_boot),
+    route(f"{SYSTEM}/Bios",                             GET=firmware.get_bios),
+    route(f"{SYSTEM}/Bios/Settings",                    GET=firmware.get_bios_settings,
+                                                        PATCH=firmware.patch_bios_settings),
     route(f"{media.TASK_MONITORS}/{{task_id}}",         GET=media.task_monitor),
     route(paths.MANAGERS,                               GET=managers.managers),
     route(paths.MANAGER,                                GET=managers.manager),
@@ -112,6 +118,8 @@ ROUTES = [
     route(paths.REGISTRIES,                             GET=registries.registries),
     route(f"{paths.REGISTRIES}/Base",                   GET=registries.base_file),
     route(f"{paths.REGISTRIES}/Base/{{registry}}",      GET=registries.base_registry_document),
+    route(firmware.REGISTRY_FILE,                       GET=firmware.get_registry_file),
+    route(firmware.REGISTRY_URI,                        GET=firmware.get_registry),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Registries collection and the Base message registry vmbmc quotes in its error bodies."""
+"""Registries collection and the Base message registry vmbmc quotes in its error bodies; where firmware
+settings are offered, the collection also lists the Bios attribute registry's file (resources/firmware.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vmbmc.redfish import paths
+from vmbmc.redfish.bios import REGISTRY_ID as BIOS_REGISTRY_ID
+from vmbmc.redfish.context import service
 from vmbmc.redfish.errors import RedfishError, RedfishJSON
 from vmbmc.redfish.registry import REGISTRY_ID, base_registry
 from vmbmc.redfish.resources.base import collection, described_by, ok, resource
@@ -15,7 +18,10 @@ _REGISTRY_URI = f"{_FILE}/{REGISTRY_ID}"
 
 
 async def registries(request: Request) -> Response:
-    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", [_FILE])
+    files = [_FILE]
+    if service(request).machine.firmware() is not None:
+        files.append(f"{paths.REGISTRIES}/{BIOS_REGISTRY_ID}")  # the Bios attribute registry's file
+    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", files)
     return ok(body)
 
 
