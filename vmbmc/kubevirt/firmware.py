@@ -11,7 +11,6 @@ its saved bootloader, which the once-restore puts back, gets the same change.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Any
 
@@ -33,19 +32,6 @@ def _rv(obj: dict[str, Any] | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-def _with_saved(stored: StoredOverride | None, change: fw.FirmwareChange) -> StoredOverride | None:
-    """The pending Once override with `change` applied to the bootloader it will put back; None when there
-    is none or nothing changes (a change that cannot apply there, Secure Boot for a BIOS restore, is left)."""
-    if stored is None or not stored.pending_once:
-        return None
-    try:
-        wanted = fw.resulting(fw.of_bootloader(stored.saved_firmware), change)
-    except fw.FirmwareConflict:
-        return None
-    saved = fw.changed_bootloader(stored.saved_firmware, wanted)
-    return None if saved == stored.saved_firmware else dataclasses.replace(stored, saved_firmware=saved)
-
-
 class FirmwareControl:
     def __init__(self, vm: KubeVirtVm, lock: asyncio.Lock) -> None:
         self.vm = vm
@@ -60,7 +46,7 @@ class FirmwareControl:
         vm = self.vm.current()
         wanted = fw.resulting(fw.status(vm, None).pending, change)  # FirmwareConflict: no record
         requests, what = self.vm.requests, change.text()
-        if not fw.plan(vm, wanted) and _with_saved(self.vm.store.override(), change) is None:
+        if not fw.plan(vm, wanted) and fw.restored_with(self.vm.store.override(), change) is None:
             await requests.open(requester, FIRMWARE_ACTION, Effect.NONE, what=what,
                                 note="the VM's spec has these settings already")
             return wanted
@@ -97,7 +83,7 @@ class FirmwareControl:
             for tries in range(PATCH_RETRIES):
                 if vm is None:
                     raise NotFound(f"VirtualMachine {self.vm.ref} not found")
-                record = _with_saved(store.override(), change)
+                record = fw.restored_with(store.override(), change)
                 try:
                     if record is not None:
                         await store.write_override(record)

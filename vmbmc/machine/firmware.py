@@ -14,9 +14,11 @@ Pending settings are the VM's spec (what the next boot gets); current ones are t
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from vmbmc.machine.boot import StoredOverride
 from vmbmc.machine.errors import Invalid
 from vmbmc.machine.observe import vmi_alive
 from vmbmc.machine.types import BootMode
@@ -161,3 +163,17 @@ def plan(vm: dict[str, Any], wanted: FirmwareSettings) -> Patch:
         else:
             ops.append({"op": "add", "path": f"{FEATURES_PATH}/smm/enabled", "value": True})
     return ops
+
+
+def restored_with(stored: StoredOverride | None, change: FirmwareChange) -> StoredOverride | None:
+    """A pending Once override with `change` applied to the bootloader its restore puts back, so a setting
+    made while it is pending outlives it; None when there is none or nothing changes (a change that cannot
+    apply there, Secure Boot for a BIOS restore, is left out)."""
+    if stored is None or not stored.pending_once:
+        return None
+    try:
+        wanted = resulting(of_bootloader(stored.saved_firmware), change)
+    except FirmwareConflict:
+        return None
+    saved = changed_bootloader(stored.saved_firmware, wanted)
+    return None if saved == stored.saved_firmware else dataclasses.replace(stored, saved_firmware=saved)

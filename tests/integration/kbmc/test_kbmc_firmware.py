@@ -185,6 +185,25 @@ def test_bios_settings_through_sushy_applied_at_reset(cluster: Cluster, system: 
     assert bios.attributes == {"BootMode": "Bios", "SecureBoot": "Disabled"}  # off: the VM's spec
 
 
+def test_a_setting_outlives_a_pending_once_override(cluster: Cluster, system: Any) -> None:
+    """A Once override saves the bootloader its restore puts back; a setting made while it is pending is
+    made there too, so the restore after the boot does not undo it."""
+    bios = system.bios
+    bios.set_attributes({"BootMode": "Bios", "SecureBoot": "Disabled"})  # powered off, BIOS
+    system.set_system_boot_options(sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE,
+                                   mode=BootSourceOverrideMode.UEFI)
+    assert cluster.bmc(BMC)["status"]["bootOverride"]["savedFirmware"] == {"bios": {}}
+    bios.set_attributes({"BootMode": "Uefi", "SecureBoot": "Enabled"}, apply_time=sushy.APPLY_TIME_ON_RESET)
+    assert cluster.bmc(BMC)["status"]["bootOverride"]["savedFirmware"] == {"efi": {"secureBoot": True}}
+    power(system, ResetType.ON, PowerState.ON)
+    until(lambda: not cluster.bmc(BMC)["status"].get("bootOverride"), "the Once override consumed")
+    vm = cluster.vm(VM)
+    assert bootloader(vm) == {"efi": {"secureBoot": True}} and smm(vm) == {"enabled": True}
+    interfaces = domain(vm)["devices"]["interfaces"]
+    assert all("bootOrder" not in i for i in interfaces)  # the boot order is back as it was
+    power(system, ResetType.FORCE_OFF, PowerState.OFF)
+
+
 def test_settings_errors(client: httpx.Client) -> None:
     settings = f"{SYSTEM}/Bios/Settings"
     cases = [
