@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Redfish benchmark: GET System requests/s, p50/p99 latency and RSS, vmbmc vs sushy-emulator.
 
-    python bench/redfish_bench.py [--duration 5] [--sushy-emulator PATH] [--json]
+    python bench/redfish_bench.py [--duration 5] [--tls] [--hypercorn] [--sushy-emulator PATH] [--json]
 
 Each server runs in its own process (so its RSS is its own and the load generator does not share its
 GIL); the load generator is a minimal HTTP/1.1 keep-alive client on raw asyncio streams, one
@@ -11,6 +11,9 @@ sushy-emulator `--fake` without authentication. sushy-emulator checks Basic auth
 file of bcrypt digests; ours uses cost 5, Apache `htpasswd -B`'s default. vmbmc's System comes from
 the test double Machine (tests/unit/redfish), so the numbers measure the Redfish front end, not
 KubeVirt. sushy-emulator is the one in this venv (`pip install -e '.[bench]'`) unless named.
+`--tls`: both servers over HTTPS (a self-signed ECDSA certificate; every client connection pays its
+handshake). `--hypercorn`: also the same app under hypercorn (when installed; not a dependency), the
+ASGI server that was weighed against uvicorn for the connection hardening (docs/redfish.md).
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,8 +40,8 @@ USER, PASSWORD = "admin", "bench-password"
 
 
 # --- servers -----------------------------------------------------------------------------------
-def serve_vmbmc(port: int) -> None:
-    """`--serve PORT`: the vmbmc Redfish server of one BMC on a test-double Machine, plain HTTP."""
+def serve_vmbmc(port: int, tls: bool, server: str) -> None:
+    """`--serve PORT`: the vmbmc Redfish server of one BMC on a test-double Machine."""
     sys.path.insert(0, str(ROOT / "tests" / "unit" / "redfish"))
     from machine_double import FakeMachine
 
@@ -44,15 +49,42 @@ def serve_vmbmc(port: int) -> None:
     from vmbmc.redfish import create_app, serve
 
     async def main() -> None:
-        app = create_app(FakeMachine(), StaticCredentials(USER, PASSWORD), manager_info={"https": False})
-        server = await serve(app, "127.0.0.1", port, http=True)
+        app = create_app(FakeMachine(), StaticCredentials(USER, PASSWORD), manager_info={"https": tls})
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        if server == "hypercorn":
+            await serve_hypercorn(app, port, tls, stop)
+            return
+        running = await serve(app, "127.0.0.1", port, http=not tls)
         await stop.wait()
-        await server.stop()
+        await running.stop()
 
     asyncio.run(main())
+
+
+async def serve_hypercorn(app, port: int, tls: bool, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """The same app under hypercorn with its own deadlines (it has no connection caps)."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from vmbmc.redfish.tls import self_signed_certificate_apart
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    config.keep_alive_timeout, config.ssl_handshake_timeout = 15, 10
+    config.alpn_protocols = ["http/1.1"]
+    if tls:
+        cert, key = await self_signed_certificate_apart(("127.0.0.1",))
+        config.certfile, config.keyfile = str(cert), str(key)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+
+def client_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
 
 
 def free_port() -> int:
@@ -65,7 +97,7 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=client_tls()) as r:
                 r.read()
                 return
         except OSError:
@@ -116,11 +148,12 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _client(host: str, port: int, request: bytes, until: float, result: Result) -> None:
+async def _client(host: str, port: int, request: bytes, until: float, result: Result,
+                  tls: ssl.SSLContext | None) -> None:
     reader = writer = None
     while time.perf_counter() < until:
         if writer is None:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         started = time.perf_counter()
         writer.write(request)
         try:
@@ -140,6 +173,8 @@ async def _client(host: str, port: int, request: bytes, until: float, result: Re
             result.reconnects += 1
     if writer is not None:
         writer.close()
+        with contextlib.suppress(OSError, TimeoutError):  # a TLS close waits for the server's close_notify
+            await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,7 +183,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(
-    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float, pid: int = 0
+    host: str, port: int, path: str, headers: dict[str, str], clients: int, duration: float, pid: int = 0,
+    tls: bool = False,
 ) -> Result:
     lines = [
         f"GET {path} HTTP/1.1",
@@ -158,14 +194,18 @@ async def load(
         *(f"{k}: {v}" for k, v in headers.items()),
     ]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    context = client_tls() if tls else None
     warm = Result(0, 1, [], 0, 0)
     await asyncio.gather(
-        *(_client(host, port, request, time.perf_counter() + 0.5, warm) for _ in range(clients))
+        *(_client(host, port, request, time.perf_counter() + 0.5, warm, context) for _ in range(clients))
     )
+    await asyncio.sleep(0.5)  # the server has released the warm-up's connections (16 per address)
     result = Result(0, duration, [], 0, 0)
     cpu0 = cpu_seconds(pid) if pid else 0.0
     start = time.perf_counter()
-    await asyncio.gather(*(_client(host, port, request, start + duration, result) for _ in range(clients)))
+    await asyncio.gather(
+        *(_client(host, port, request, start + duration, result, context) for _ in range(clients))
+    )
     result.seconds = time.perf_counter() - start
     if pid:
         result.server_cpu = cpu_seconds(pid) - cpu0
@@ -176,27 +216,39 @@ async def load(
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 
 
-def vmbmc_target(auth: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+Target = tuple[subprocess.Popen, int, str, dict[str, str]]
+
+
+def vmbmc_target(auth: str, tls: bool, server: str = "uvicorn") -> Target:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
+    scheme = "https" if tls else "http"
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--serve-with", server,
+                             *(("--tls",) if tls else ())])
+    wait_http(f"{scheme}://127.0.0.1:{port}/redfish/v1/")
     if auth == "basic":
         return proc, port, "/redfish/v1/Systems/vm1", BASIC
     body = json.dumps({"UserName": USER, "Password": PASSWORD}).encode()
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/redfish/v1/SessionService/Sessions",
+        f"{scheme}://127.0.0.1:{port}/redfish/v1/SessionService/Sessions",
         data=body,
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(req) as r:
+    with urllib.request.urlopen(req, context=client_tls()) as r:
         token = r.headers["X-Auth-Token"]
     return proc, port, "/redfish/v1/Systems/vm1", {"X-Auth-Token": token}
 
 
-def sushy_target(binary: str, auth: str) -> tuple[subprocess.Popen, int, str, dict[str, str]]:
+def sushy_target(binary: str, auth: str, tls: bool) -> Target:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="sushy-bench-"))
+    scheme, tls_args = "http", []
+    if tls:
+        sys.path.insert(0, str(ROOT))
+        from vmbmc.redfish.tls import self_signed_certificate_apart
+
+        cert, key = asyncio.run(self_signed_certificate_apart(("127.0.0.1",)))
+        scheme, tls_args = "https", ["--ssl-certificate", str(cert), "--ssl-key", str(key)]
     config = work / "emulator.conf"
     config.write_text("SUSHY_EMULATOR_AUTH_FILE = None\n")
     if auth == "basic":
@@ -206,28 +258,28 @@ def sushy_target(binary: str, auth: str) -> tuple[subprocess.Popen, int, str, di
         (work / "htpasswd").write_text(f"{USER}:{digest}\n")
         config.write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(work / 'htpasswd')!r}\n")
     proc = subprocess.Popen(
-        [binary, "--fake", "-i", "127.0.0.1", "-p", str(port), "--config", str(config)],
+        [binary, "--fake", "-i", "127.0.0.1", "-p", str(port), "--config", str(config), *tls_args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     headers = BASIC if auth == "basic" else {}
-    wait_http(f"http://127.0.0.1:{port}/redfish/v1/")
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/redfish/v1/Systems", headers=headers)
-    with urllib.request.urlopen(req) as r:
+    wait_http(f"{scheme}://127.0.0.1:{port}/redfish/v1/")
+    req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}/redfish/v1/Systems", headers=headers)
+    with urllib.request.urlopen(req, context=client_tls()) as r:
         system = json.load(r)["Members"][0]["@odata.id"]
     return proc, port, system, headers
 
 
-def run(name: str, target, duration: float) -> list[dict]:
+def run(name: str, target, duration: float, tls: bool) -> list[dict]:
     proc, port, path, headers = target
     rows = []
     try:
         for clients in (1, 16):
-            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration, proc.pid))
+            result = asyncio.run(load("127.0.0.1", port, path, headers, clients, duration, proc.pid, tls))
             rss, hwm = rss_kib(proc.pid)
             rows.append(
                 {
-                    "server": name,
+                    "server": name + (", TLS" if tls else ""),
                     "clients": clients,
                     "rps": round(result.rps),
                     "p50_ms": round(result.percentile(50), 2),
@@ -254,7 +306,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-with", default="uvicorn", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (default 5)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS for both servers")
+    parser.add_argument("--hypercorn", action="store_true", help="also the same app under hypercorn")
     parser.add_argument(
         "--sushy-emulator",
         default=os.environ.get("SUSHY_EMULATOR", str(Path(sys.executable).with_name("sushy-emulator"))),
@@ -262,18 +317,19 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
+    tls, duration = args.tls, args.duration
     if args.serve:
-        serve_vmbmc(args.serve)
+        serve_vmbmc(args.serve, tls, args.serve_with)
         return 0
-    rows = run("vmbmc, Basic auth", vmbmc_target("basic"), args.duration)
-    rows += run("vmbmc, session token", vmbmc_target("session"), args.duration)
+    rows = run("vmbmc, Basic auth", vmbmc_target("basic", tls), duration, tls)
+    rows += run("vmbmc, session token", vmbmc_target("session", tls), duration, tls)
+    if args.hypercorn:
+        hypercorn = vmbmc_target("basic", tls, "hypercorn")
+        rows += run("vmbmc app on hypercorn, Basic auth", hypercorn, duration, tls)
     if Path(args.sushy_emulator).exists():
-        rows += run(
-            "sushy-emulator --fake, Basic auth", sushy_target(args.sushy_emulator, "basic"), args.duration
-        )
-        rows += run(
-            "sushy-emulator --fake, no auth", sushy_target(args.sushy_emulator, "none"), args.duration
-        )
+        binary = args.sushy_emulator
+        rows += run("sushy-emulator --fake, Basic auth", sushy_target(binary, "basic", tls), duration, tls)
+        rows += run("sushy-emulator --fake, no auth", sushy_target(binary, "none", tls), duration, tls)
     else:
         print(f"# sushy-emulator not found at {args.sushy_emulator}; vmbmc only", file=sys.stderr)
     if args.json:

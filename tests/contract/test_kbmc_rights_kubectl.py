@@ -27,8 +27,12 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _vm(name: str) -> dict[str, Any]:
+    """The demo's VM as `name`, its root disk a DataVolume (and so a PVC) `<name>-rootdisk`."""
     vm = copy.deepcopy(sample_vm(1, NS))
     vm["metadata"]["name"] = name
+    vm["spec"]["dataVolumeTemplates"][0]["metadata"]["name"] = f"{name}-rootdisk"
+    root = next(v for v in vm["spec"]["template"]["spec"]["volumes"] if v["name"] == "rootdisk")
+    root["dataVolume"]["name"] = f"{name}-rootdisk"
     return vm
 
 
@@ -112,6 +116,12 @@ def test_its_own_vm_vmi_subresources_bmc_status_and_events(as_kbmc: Callable[...
     assert _ok(as_kbmc("get", "vmbmc", "bmc-a", "-o", "name")).strip().endswith("/bmc-a")
     status = '{"status": {"powerState": "Off"}}'
     _ok(as_kbmc("patch", "vmbmc", "bmc-a", "--subresource=status", "--type", "merge", "-p", status))
+    # A log clear (IPMI Clear SEL, Redfish ClearLog) writes its own status.logClearedAt, nothing else; the
+    # log views read status.powerHistory from the same object.
+    cleared = '{"status": {"logClearedAt": {"time": "2025-06-02T10:00:00Z", "requestId": "r1"}}}'
+    _ok(as_kbmc("patch", "vmbmc", "bmc-a", "--subresource=status", "--type", "merge", "-p", cleared))
+    read = as_kbmc("get", "vmbmc", "bmc-a", "-o", "jsonpath={.status.logClearedAt.requestId}")
+    assert _ok(read) == "r1"
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -154,9 +164,38 @@ def test_everything_else_is_forbidden(as_kbmc: Callable[..., Any]) -> None:
         as_kbmc("patch", "vmbmc", "bmc-b", "--subresource=status", "--type", "merge", "-p", status),
         'cannot get resource "virtualmachinebmcs/status"',
     )
+    cleared = '{"status": {"logClearedAt": {"time": "2025-06-02T10:00:00Z", "requestId": "r2"}}}'
+    _forbidden(
+        as_kbmc("patch", "vmbmc", "bmc-b", "--subresource=status", "--type", "merge", "-p", cleared),
+        'cannot get resource "virtualmachinebmcs/status"',
+    )
     _forbidden(as_kbmc("get", "virtualmachinebmcs"), 'cannot list resource "virtualmachinebmcs"')
     _forbidden(as_kbmc("get", "pods"), 'cannot list resource "pods"')
     _forbidden(as_kbmc("get", "vms", "-A"), "at the cluster scope")
+
+
+def test_its_own_disks_claims_and_no_others(as_kbmc: Callable[..., Any]) -> None:
+    """For the disk sizes Redfish reports: `get` on the PVC and DataVolume its VM's root disk names, by
+    name; another VM's, and any list, are refused."""
+    def own_pvc() -> subprocess.CompletedProcess[str] | None:
+        proc = as_kbmc("get", "pvc", "vm-a-rootdisk", "-o", "json")
+        return proc if proc.returncode == 0 else None
+
+    pvc = wait_until(own_pvc, 30, "its VM's root disk PVC (CDI makes it), read with its own rights")
+    assert json.loads(pvc.stdout)["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    _ok(as_kbmc("get", "dv", "vm-a-rootdisk", "-o", "name"))
+    in_ns = f'in the namespace "{NS}"'
+    _forbidden(
+        as_kbmc("get", "pvc", "vm-b-rootdisk"),
+        f'persistentvolumeclaims "vm-b-rootdisk" is forbidden: User "{USER}" cannot get resource '
+        f'"persistentvolumeclaims" in API group "" {in_ns}',
+    )
+    _forbidden(as_kbmc("get", "dv", "vm-b-rootdisk"), 'cannot get resource "datavolumes"')
+    pvcs = 'resource "persistentvolumeclaims"'
+    _forbidden(as_kbmc("get", "pvc"), f'cannot list {pvcs} in API group "" {in_ns}')
+    own = "fieldSelector=metadata.name=vm-a-rootdisk"
+    watch = f"/api/v1/namespaces/{NS}/persistentvolumeclaims?watch=1&{own}"
+    _forbidden(as_kbmc("get", "--raw", watch, "--request-timeout=5s"), f"cannot watch {pvcs}")
 
 
 def test_events_cannot_be_read_or_changed(as_kbmc: Callable[..., Any]) -> None:

@@ -13,6 +13,7 @@ from vmbmc.controller import transitions as tr
 from vmbmc.k8s.clock import parse as parse_time
 from vmbmc.machine import media
 from vmbmc.machine import requests as rq
+from vmbmc.machine.history import EXTERNAL_PREFIX
 from vmbmc.machine.types import Effect, PowerAction
 
 REQUEST_WINDOW_SECONDS = 120
@@ -98,9 +99,10 @@ def history_entry(transition: tr.Transition, req: dict[str, Any] | None, own: st
         "time": transition.time,
         "from": transition.from_state,
         "to": transition.to_state,
+        "reason": transition.reason,  # what the log views render (vmbmc.machine.history)
     }
     if req is None:
-        entry.update(cause="External", message=tr.EXTERNAL_PREFIX + transition.external)
+        entry.update(cause="External", message=EXTERNAL_PREFIX + transition.external)
     else:
         who = requester_text(req, own)
         request_id = str(req.get("id"))

@@ -9,10 +9,12 @@ from typing import Any
 
 from vmbmc import naming as n
 from vmbmc.auth.passwords import generate_password as generate_password
+from vmbmc.machine.inventory import disk_claims
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
 IPMI_PORT = 10623
 SERVICE_IPMI_PORT = 623
+SERVICE_REDFISH_PORT = 443  # HTTPS, or plain HTTP with spec.redfish.insecureHTTP
 REDFISH_PORT = 8443
 HEALTH_PORT = 8081
 CREDENTIALS_DIR = "/etc/vmbmc/credentials"
@@ -126,13 +128,14 @@ def bmc_role(b: BmcInfo, shared_secret: str | None = None) -> dict[str, Any]:
     return role
 
 
-def vm_role(b: BmcInfo) -> dict[str, Any]:
-    """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources.
+def vm_role(b: BmcInfo, vm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kbmc's rights in the VM's namespace: its own VM, VMI and their lifecycle subresources, and
+    `get` on the PVCs and DataVolumes its disks name (`vm`: the VM as last seen; none, no such rule).
 
     No ownerReference: the owner may live in another namespace, and Kubernetes' garbage collector would
     delete the Role at once; the BMC's finalizer deletes it by its labels instead."""
-    vm = [b.vm_name]
-    return {
+    vm_names = [b.vm_name]
+    role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _vm_ns_meta(b, n.vm_role_name(b.name)),
@@ -140,13 +143,13 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
             {
                 "apiGroups": ["kubevirt.io"],
                 "resources": ["virtualmachines"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get", "list", "watch", "patch"],
             },
             {
                 "apiGroups": ["kubevirt.io"],
                 "resources": ["virtualmachineinstances"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get", "list", "watch"],
             },
             {
@@ -158,13 +161,13 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
                     "virtualmachineinstances/pause",
                     "virtualmachineinstances/unpause",
                 ],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["update"],
             },
             {  # Serial over LAN: the VM's serial console (a WebSocket GET)
                 "apiGroups": ["subresources.kubevirt.io"],
                 "resources": ["virtualmachineinstances/console"],
-                "resourceNames": vm,
+                "resourceNames": vm_names,
                 "verbs": ["get"],
             },
             # VirtualMedia: its one DataVolume by name; `create` cannot be limited by name (the kbmc only
@@ -178,6 +181,23 @@ def vm_role(b: BmcInfo) -> dict[str, Any]:
             },
         ],
     }
+    role["rules"].extend(disk_rules(vm))
+    return role
+
+
+def disk_rules(vm: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`get`, by name, on the PVCs and DataVolumes the VM's disks name: their sizes are the disk sizes
+    Redfish reports (Ironic's inspection). A rule only for names there are: an empty `resourceNames`
+    would grant every object."""
+    pvcs, dvs = disk_claims(vm) if vm is not None else ((), ())
+    rules: list[dict[str, Any]] = []
+    if pvcs:
+        rules.append({"apiGroups": [""], "resources": ["persistentvolumeclaims"],
+                      "resourceNames": list(pvcs), "verbs": ["get"]})
+    if dvs:
+        rules.append({"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"],
+                      "resourceNames": list(dvs), "verbs": ["get"]})
+    return rules
 
 
 def _vm_ns_meta(b: BmcInfo, name: str) -> dict[str, Any]:
@@ -334,7 +354,9 @@ def service(b: BmcInfo, targets: tuple[int, int] | None = None) -> dict[str, Any
         ipmi = {"name": "ipmi", "port": SERVICE_IPMI_PORT, "targetPort": ipmi_target, "protocol": "UDP"}
         ports.append(ipmi)
     if b.redfish:
-        ports.append({"name": "redfish", "port": 443, "targetPort": redfish_target, "protocol": "TCP"})
+        ports.append(
+            {"name": "redfish", "port": SERVICE_REDFISH_PORT, "targetPort": redfish_target, "protocol": "TCP"}
+        )
     if not ports:
         # A Service needs a port; the health port keeps it valid when both front ends are off.
         ports.append({"name": "health", "port": HEALTH_PORT, "targetPort": HEALTH_PORT, "protocol": "TCP"})

@@ -178,6 +178,8 @@ async def vm_event(
     await _sync(state, namespace, name, vm, bmcs_by_vm, bmc_vm_annotation, ns_labels)
     vmi = _first(vmis.get((namespace, name)))
     await _observe_all(state, bmcs_by_vm, (namespace, name), vm, vmi)
+    for bmc in bmcs_by_vm.get((namespace, name), ()) if vm is not None else ():
+        await _with_retries(state, "rights", lambda b=dict(bmc): reconcile.follow_vm_disks(state, b, vm))
 
 
 async def vmi_event(

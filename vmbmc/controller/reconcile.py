@@ -14,6 +14,7 @@ from vmbmc.controller import children as ch
 from vmbmc.controller import kube, shared
 from vmbmc.controller.credentials import CredentialsCheck, check_secret
 from vmbmc.controller.state import State
+from vmbmc.machine.inventory import disk_claims
 from vmbmc.machine.media import data_volume_name as media_dv_name
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
         await kube.apply(state.api, ch.service_account(info))
     await kube.apply(state.api, ch.bmc_role(info, secret if state.shared else None), likely_new=new)
     await kube.apply(state.api, ch.bmc_role_binding(info, account), likely_new=new)
-    await kube.apply(state.api, ch.vm_role(info), likely_new=new)
+    await apply_vm_role(state, info, vm, likely_new=new)
     await kube.apply(state.api, ch.vm_role_binding(info, account), likely_new=new)
     if rights_may_be_elsewhere(bmc, info):
         await remove_workload(state, info, keep_vm_namespace=info.vm_namespace, deployment=False)
@@ -111,6 +112,25 @@ async def reconcile(state: State, bmc: dict[str, Any], cached_vm: dict[str, Any]
     )
     if creds.missing:  # nothing watches Secrets: look again until it is there
         raise kopf.TemporaryError(creds.condition["message"], delay=10)
+
+
+async def apply_vm_role(
+    state: State, info: ch.BmcInfo, vm: dict[str, Any] | None, *, likely_new: bool = False
+) -> None:
+    """The kbmc's Role in the VM's namespace, naming the PVCs and DataVolumes the VM's disks read now."""
+    await kube.apply(state.api, ch.vm_role(info, vm), likely_new=likely_new)
+    state.disk_claims[(info.namespace, info.name)] = disk_claims(vm) if vm is not None else ((), ())
+
+
+async def follow_vm_disks(state: State, bmc: dict[str, Any], vm: dict[str, Any]) -> None:
+    """A VM changed: when its disks now name other PVCs or DataVolumes than the BMC's kbmc Role grants
+    (by name), write the Role again. Nothing for a BMC not reconciled yet in this process (its reconcile
+    writes the Role) or refused (it has no Role)."""
+    info = ch.BmcInfo.from_body(bmc)
+    granted = state.disk_claims.get((info.namespace, info.name))
+    if granted is None or granted == disk_claims(vm) or refusal(state, info) is not None:
+        return
+    await apply_vm_role(state, info, vm)
 
 
 async def check_credentials(
@@ -138,9 +158,11 @@ def endpoints(info: ch.BmcInfo, ip: str, targets: tuple[int, int] | None = None)
     if not ip or ip == "None":
         return out
     if info.ipmi:
-        out["ipmi"] = f"{ip}:623"
+        out["ipmi"] = f"{ip}:{ch.SERVICE_IPMI_PORT}"
     if info.redfish:
-        out["redfish"] = f"{'http' if info.insecure_http else 'https'}://{ip}/redfish/v1"
+        # the Service's Redfish port is 443 either way: plain HTTP there needs the port spelled out
+        out["redfish"] = f"http://{ip}:{ch.SERVICE_REDFISH_PORT}/redfish/v1" if info.insecure_http else (
+            f"https://{ip}/redfish/v1")
     return out
 
 
@@ -357,6 +379,7 @@ async def cleanup(state: State, namespace: str, name: str) -> None:
     await state.roster(namespace).put(name, None)  # a shared kbmc stops serving it
     state.recorder.forget(namespace, name)
     state.ready_locks.pop((namespace, name), None)
+    state.disk_claims.pop((namespace, name), None)
 
 
 async def _event(state: State, bmc: dict[str, Any], key: str, type_: str, reason: str, message: str) -> None:

@@ -39,6 +39,7 @@ from vmbmc.k8s import clock
 from vmbmc.k8s.client import MERGE_PATCH, ApiClient, ApiError
 from vmbmc.k8s.events import create_event, event_body, involved
 from vmbmc.k8s.status import guarded_patch
+from vmbmc.machine import requests as rq
 from vmbmc.naming import API_VERSION, KIND, bmc_path, vm_path, vm_ref
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class PowerRecorder:
         attributed = attribution.attribute(found, requests, history, own)
         entries = [entry for entry, _ in attributed]
         for transition, (entry, req) in zip(found, attributed, strict=True):
-            await self._emit(bmc, vm, transition, entry, attribution.vm_message(entry, req, own), seen_at)
+            message = attribution.vm_message(entry, req, own)
+            await self._emit(bmc, vm, transition, entry, message, seen_at, req)
         if found or self._written.get(key) != status_signature(bmc, observed):
             await self._write_status(api, key, bmc, observed, found, entries, now)
         if new_memory is not None:
@@ -200,17 +202,26 @@ class PowerRecorder:
         entry: dict[str, Any],
         vm_message: str,
         seen_at: datetime.datetime,
+        req: dict[str, Any] | None,
     ) -> None:
         """The transition's Events, on the BMC and on the VM. `seen_at` (eventTime) is when the controller
-        saw it: after the request that caused it was recorded, so kubectl lists the request first."""
+        saw it: after the request that caused it (`req`) was recorded, so kubectl lists the request first;
+        the Event's lastTimestamp also comes after any second the request's Event may hold."""
+        after = rq.event_last(req) if req is not None else ""
         on_bmc = involved(bmc, API_VERSION, KIND)
-        await self._create_event(f"{on_bmc['name']}.{t.id}", on_bmc, t, entry["message"], seen_at)
+        await self._create_event(f"{on_bmc['name']}.{t.id}", on_bmc, t, entry["message"], seen_at, after)
         if vm is not None:
             on_vm = involved(vm, "kubevirt.io/v1", "VirtualMachine")
-            await self._create_event(f"{on_vm['name']}.{t.vm_id}", on_vm, t, vm_message, seen_at)
+            await self._create_event(f"{on_vm['name']}.{t.vm_id}", on_vm, t, vm_message, seen_at, after)
 
     async def _create_event(
-        self, name: str, about: dict[str, Any], t: tr.Transition, message: str, seen_at: datetime.datetime
+        self,
+        name: str,
+        about: dict[str, Any],
+        t: tr.Transition,
+        message: str,
+        seen_at: datetime.datetime,
+        after: str,
     ) -> None:
         body = event_body(
             name=name,
@@ -224,6 +235,7 @@ class PowerRecorder:
             recorded=t.time,
             at=seen_at,
             effect=True,
+            after=after,
         )
         await create_event(self.api, body)  # False (409): written before, by us or another BMC's recorder
 

@@ -26,6 +26,8 @@ class State:
     rosters: dict[str, Roster] = field(default_factory=dict)
     # auto-created BMCs not yet seen by the watch: VM (namespace, name) → (BMC name, monotonic time)
     created_bmcs: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    # the PVC and DataVolume names each BMC's VM-namespace Role grants (reconcile.follow_vm_disks)
+    disk_claims: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
     # shared mode: each namespace's shared kbmc pod readiness, as its Deployment's last event said
     shared_pod_ready: dict[str, bool] = field(default_factory=dict)
     # --vm-namespace-selector: each namespace's labels as its last event showed them

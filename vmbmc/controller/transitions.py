@@ -27,17 +27,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from vmbmc.machine.history import Reason
 from vmbmc.machine.observe import FINAL_PHASES, phase_time, run_strategy
 from vmbmc.machine.observe import observe as power_state
 from vmbmc.machine.types import PowerState
 
-# Transition reasons (the Event reasons).
-POWERED_ON = "PoweredOn"
-POWERED_OFF = "PoweredOff"
-RESTARTED = "Restarted"
-PAUSED = "Paused"
-RESUMED = "Resumed"
-BOOT_DEVICE_CHANGED = "BootDeviceChanged"
+# Transition reasons (the Event reasons): the log views' vocabulary (vmbmc.machine.history).
+POWERED_ON, POWERED_OFF, RESTARTED = Reason.POWERED_ON, Reason.POWERED_OFF, Reason.RESTARTED
+PAUSED, RESUMED, BOOT_DEVICE_CHANGED = Reason.PAUSED, Reason.RESUMED, Reason.BOOT_DEVICE_CHANGED
 
 # Power states (status.powerState, vmbmc.machine's vocabulary); only the settled ones are in powerHistory.
 ON, OFF, PAUSED_STATE = PowerState.ON, PowerState.OFF, PowerState.PAUSED
@@ -45,7 +42,6 @@ POWERING_ON, POWERING_OFF, UNKNOWN = PowerState.POWERING_ON, PowerState.POWERING
 SETTLED = (ON, OFF, PAUSED_STATE)
 
 # External causes: what KubeVirt shows, after "outside the BMC: ".
-EXTERNAL_PREFIX = "outside the BMC: "
 STOPPED_API = "stopped through the KubeVirt API"
 STARTED_API = "started through the KubeVirt API"
 RESTARTED_API = "restarted through the KubeVirt API"

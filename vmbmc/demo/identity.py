@@ -51,11 +51,13 @@ def install_kbmc_identity(emu: Any, bmc: Any, kubeconfig: Path) -> None:
     from vmbmc.controller import children
 
     store, reg = emu.emulator.store, emu.emulator.registry
+    vms = reg.get("kubevirt.io", "v1", "virtualmachines")
+    vm = emu.call(store.try_get, vms, bmc.vm_namespace, bmc.vm_name) if vms is not None else None
     for build in (
         children.service_account,
         children.bmc_role,
         children.bmc_role_binding,
-        children.vm_role,
+        lambda b: children.vm_role(b, vm),  # its disks' PVCs and DataVolumes too
         children.vm_role_binding,
     ):
         obj = build(bmc)

@@ -1,6 +1,12 @@
-"""Sample VMs for the demo: Off, with a disk, a cdrom and a NIC, so every boot target can be tried."""
+"""Sample VMs for the demo: Off, with a disk, a cdrom and a NIC, so every boot target can be tried.
+
+The disk is a 10Gi DataVolume from `dataVolumeTemplates`, blank as a bare-metal host's disk before
+Ironic writes an image to it; its size is what Redfish reports and Ironic's inspection reads (local_gb).
+"""
 
 from __future__ import annotations
+
+ROOT_DISK_SIZE = "10Gi"
 
 
 def sample_vm(index: int, namespace: str = "default") -> dict:
@@ -10,6 +16,15 @@ def sample_vm(index: int, namespace: str = "default") -> dict:
         "metadata": {"name": f"demo-vm-{index}", "namespace": namespace, "labels": {"app": "vmbmc-demo"}},
         "spec": {
             "runStrategy": "Halted",
+            "dataVolumeTemplates": [
+                {
+                    "metadata": {"name": f"demo-vm-{index}-rootdisk"},
+                    "spec": {
+                        "source": {"blank": {}},
+                        "storage": {"resources": {"requests": {"storage": ROOT_DISK_SIZE}}},
+                    },
+                }
+            ],
             "template": {
                 "metadata": {"labels": {"kubevirt.io/vm": f"demo-vm-{index}"}},
                 "spec": {
@@ -34,10 +49,7 @@ def sample_vm(index: int, namespace: str = "default") -> dict:
                     },
                     "networks": [{"name": "default", "pod": {}}],
                     "volumes": [
-                        {
-                            "name": "rootdisk",
-                            "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"},
-                        },
+                        {"name": "rootdisk", "dataVolume": {"name": f"demo-vm-{index}-rootdisk"}},
                         {
                             "name": "installer",
                             "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"},

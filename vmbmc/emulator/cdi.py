@@ -17,8 +17,9 @@ importer pod do, in the order CDI reports it:
   with a growing ``status.restartCount``; this emulator records the first failure as ``Failed`` (CDI
   ≤ 1.2x did so too). Clients must accept both (vmbmc does: `vmbmc.kubevirt.media.import_state`).
 
-The bytes are counted, not kept: nothing is written to disk. Other sources (registry, pvc, blank...)
-stay ``Pending`` with a condition saying the emulator does not import them.
+The bytes are counted, not kept: nothing is written to disk. A ``spec.source.blank`` DataVolume gets its
+PVC and ends ``Succeeded`` at once (CDI writes an empty image). Other sources (registry, pvc...) stay
+``Pending`` with a condition saying the emulator does not import them.
 """
 
 from __future__ import annotations
@@ -140,12 +141,24 @@ class Cdi:
         uid = meta.get("uid", "")
         if meta.get("deletionTimestamp") or uid in self._imports or (dv.get("status") or {}).get("phase"):
             return
-        url = (((dv.get("spec") or {}).get("source") or {}).get("http") or {}).get("url")
+        source = (dv.get("spec") or {}).get("source") or {}
+        url = (source.get("http") or {}).get("url")
+        if "blank" in source:
+            self._blank(dv)
+            return
         if not url:
             self._set_status(dv, {"phase": "Pending", "conditions": _conditions(
-                False, False, False, "Unsupported", "the emulator imports only spec.source.http")})
+                False, False, False, "Unsupported", "the emulator imports only spec.source.http and blank")})
             return
         self._imports[uid] = asyncio.get_running_loop().create_task(self._import(dv, str(url)))
+
+    def _blank(self, dv: dict) -> None:
+        """A blank disk of the requested size: the PVC, then Succeeded (CDI's blank importer only writes
+        an empty image, which this emulator does not keep)."""
+        self._create_pvc(dv)
+        self._set_status(dv, {"phase": "Succeeded", "progress": "100.0%", "restartCount": 0,
+                              "claimName": dv["metadata"]["name"],
+                              "conditions": _conditions(True, True, False, "Completed")})
 
     def _set_status(self, dv: dict, status: dict[str, Any]) -> bool:
         meta = dv["metadata"]
@@ -183,8 +196,7 @@ class Cdi:
                 "resources": {"requests": {"storage": _storage_request(dv)}},
                 "volumeMode": "Filesystem",
             },
-            "status": {"phase": "Bound", "capacity": {"storage": _storage_request(dv)}},
-        }
+        }  # bound by the cluster's provisioner (vmbmc.emulator.volumes), as CDI's PVCs are
         try:
             self.store.create(pvc_rt, pvc, meta["namespace"])
         except ApiError as err:

@@ -177,10 +177,12 @@ class EmulatorThread:
         if self._kubevirt:
             from vmbmc.emulator.cdi import install_cdi
             from vmbmc.emulator.kubevirt import install_kubevirt
+            from vmbmc.emulator.volumes import install_volume_binder
             from vmbmc.emulator.workloads import install_workloads
 
             self.kubevirt = install_kubevirt(self.emulator, **self._kubevirt_options)
             self.cdi = install_cdi(self.emulator)
+            install_volume_binder(self.emulator)
             self.workloads = install_workloads(self.emulator, pod_runner=self._pod_runner)
         for path in self._crds:
             self._apply_crd_file(path)

@@ -502,6 +502,7 @@ class KubeVirt:
                 name,
                 lambda o: o["metadata"].setdefault("finalizers", []).append(ks.VM_FINALIZER),
             )
+        self._create_data_volumes(vm)
         try:
             actions = ks.sync_run_strategy(vm, vmi)
         except ks.Refusal as refusal:
@@ -531,6 +532,39 @@ class KubeVirt:
         if vm is None:
             return
         self._write_status(vm, vmi)
+
+    def _create_data_volumes(self, vm: dict) -> None:
+        """virt-controller's part of `dataVolumeTemplates`: each DataVolume is created, owned by the VM,
+        as soon as the VM exists (running or not) and is missing; CDI then makes and fills its PVC."""
+        dv_rt = self.emulator.registry.get("cdi.kubevirt.io", "v1beta1", "datavolumes")
+        meta = vm["metadata"]
+        if dv_rt is None:
+            return  # no CDI: KubeVirt would report the VM's DataVolumes missing
+        for template in (vm.get("spec") or {}).get("dataVolumeTemplates") or []:
+            tmeta = template.get("metadata") or {}
+            name = tmeta.get("name")
+            if not name or self.store.try_get(dv_rt, meta["namespace"], name) is not None:
+                continue
+            dv = {
+                "apiVersion": dv_rt.api_version,
+                "kind": "DataVolume",
+                "metadata": {
+                    "name": name,
+                    "namespace": meta["namespace"],
+                    "labels": {**(tmeta.get("labels") or {}), "kubevirt.io/created-by": meta["uid"]},
+                    "annotations": dict(tmeta.get("annotations") or {}),
+                    "ownerReferences": [{
+                        "apiVersion": VM_RT.api_version, "kind": "VirtualMachine", "name": meta["name"],
+                        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+                    }],
+                },
+                "spec": copy.deepcopy(template.get("spec") or {}),
+            }
+            try:
+                self.store.create(dv_rt, dv, meta["namespace"])
+            except ApiError as err:
+                if err.code != 409:
+                    raise
 
     def _write_status(self, vm: dict, vmi: dict | None) -> None:
         started = self._templates.get(ks.uid(vmi) or "")

@@ -7,9 +7,12 @@ pkg/apis/core/validation/events.go). `firstTimestamp` is the time of what it rec
 a transition's time as KubeVirt recorded it).
 
 `lastTimestamp` (when it was recorded) orders the list: `kubectl describe` sorts Events on it alone, in
-whole seconds, and keeps the API server's order (by name) between equal ones. So a request's Event takes
-the second it was made in, and a transition's Event the second after it was seen (rounded up): a request
-is listed before the transition it caused even when both fall within one second.
+whole seconds, and equal ones come out in no reliable order (Go's sort is not stable beyond 12 items).
+So an Event never shares its second with its cause: a client's request takes the second it was made
+in; whatever is recorded in reaction to something seen (a transition, a request's outcome, a request
+the kbmc makes on its own) the second after it was seen (rounded up), and never a second its cause
+could hold (`after`). So `kubectl describe` lists cause before effect even when both fall within one
+second.
 """
 
 from __future__ import annotations
@@ -54,13 +57,19 @@ def event_body(
     recorded: str = "",
     at: datetime.datetime | None = None,
     effect: bool = False,
+    after: str = "",
 ) -> dict[str, Any]:
     """The Event `name` about the object `about` (an involvedObject). `recorded`: the time the Event is
     about (seconds, e.g. a VMI's phase transition), default `at`; `at`: when it was seen (eventTime).
-    `effect`: it records the effect of a request (a transition): its lastTimestamp is rounded up."""
+    `effect`: it records something seen in reaction to an earlier Event (a transition, an outcome): its
+    lastTimestamp is rounded up. `after`: the latest lastTimestamp its cause's Event may have; this
+    one's is at least a second later."""
     at = at or clock.now()
     first = recorded or clock.rfc3339(at)
     last = max(first, clock.rfc3339_up(at)) if effect else first
+    cause = clock.parse(after) if after else None
+    if cause is not None:
+        last = max(last, clock.rfc3339(cause + datetime.timedelta(seconds=1)))
     return {
         "apiVersion": "v1",
         "kind": "Event",

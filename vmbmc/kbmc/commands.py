@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmbmc import __version__
-from vmbmc.kbmc import fru
+from vmbmc.kbmc import fru, sdr, sel
 from vmbmc.kbmc.sessions import Priv
 from vmbmc.kbmc.wire import Request
 from vmbmc.machine import errors
@@ -40,6 +40,7 @@ CC_OK = 0x00
 CC_PARAM_UNSUPPORTED = 0x80  # Get/Set System Boot Options: parameter not supported
 CC_BUSY = 0xC0
 CC_INVALID_COMMAND = 0xC1
+CC_RESERVATION = 0xC5  # reservation canceled or invalid
 CC_BAD_LENGTH = 0xC7
 CC_OUT_OF_RANGE = 0xC9
 CC_NOT_PRESENT = 0xCB
@@ -113,6 +114,8 @@ class Waiting:
 
     future: asyncio.Future[object]
     then: Callable[[], None] | None = None  # run on success
+    data: bytes = b""  # the answer's data on success
+    late: tuple[int, bytes] = (CC_BUSY, b"")  # the answer when KubeVirt has not answered within ANSWER_WAIT
 
 
 Outcome = tuple[int, bytes] | Waiting
@@ -135,6 +138,10 @@ class Commands:
         self.boot_params: dict[int, bytes] = {0: b"\x00", 1: b"\x00", 2: b"\x00", 3: b"\x00", 4: b"\x00\x00"}
         self.identify_until = 0.0  # monotonic deadline; inf = on until turned off
         self.powered_on_by_ipmi = False
+        self._sel: sel.Log | None = None  # the SEL of the machine's last history view
+        self._sel_reservation: tuple[int, tuple[int, ...]] = (0, ())  # (id, the SEL it was made for)
+        self._clearing: asyncio.Future[object] | None = None  # the last Clear SEL's store
+        self._sdr: tuple[str, tuple[bytes, ...]] = ("", ())  # (MC name, records)
 
     def handle(self, caller: Caller, req: Request) -> tuple[str, Outcome]:
         """(command name, (completion code, response data) or Waiting)."""
@@ -165,12 +172,12 @@ class Commands:
             await asyncio.wait_for(asyncio.shield(waiting.future), ANSWER_WAIT)
         except TimeoutError:
             log.info("KubeVirt has not answered yet", extra={"command": name, "seconds": ANSWER_WAIT})
-            return CC_BUSY, b""
+            return waiting.late
         except errors.MachineError as err:
             return self._refused(name, err)
         if waiting.then is not None:
             waiting.then()
-        return CC_OK, b""
+        return CC_OK, waiting.data
 
     def _requester(self, caller: Caller) -> Requester:
         return Requester(Protocol.IPMI, caller.user, caller.client, secrets.token_hex(8))
@@ -179,11 +186,11 @@ class Commands:
     def get_device_id(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         major, minor = firmware_revision()
         # 15 bytes (IPMI 2.0 §20.1): 3-byte manufacturer id, 2-byte product id, 4-byte aux revision.
-        # "Provides device SDRs" (an empty set) and sensor device, not an SDR repository: with an
-        # empty repository ipmitool tries to rebuild it, and `fru print` / `sdr list` fail.
-        # Additional device support: chassis (0x80), FRU inventory (0x08), sensor device (0x01).
+        # Additional device support: chassis (0x80), FRU inventory (0x08), SEL (0x04), SDR repository
+        # (0x02: the records the SEL names, vmbmc.kbmc.sdr), sensor device (0x01). No device SDRs of
+        # its own beside the repository's (device revision bit 7 clear).
         return CC_OK, (
-            bytes((DEVICE_ID, 0x81, major, minor, 0x02, 0x89))
+            bytes((DEVICE_ID, 0x01, major, minor, 0x02, 0x8F))
             + MANUFACTURER_ID.to_bytes(3, "little")
             + PRODUCT_ID.to_bytes(2, "little")
             + bytes(4)
@@ -315,7 +322,7 @@ class Commands:
             return CC_PARAM_UNSUPPORTED, b""
         return CC_OK, bytes((0x01, 5)) + boot_flags(self.machine.boot_override())
 
-    # --- Storage: FRU and an empty SEL -----------------------------------------------------
+    # --- Storage: FRU ------------------------------------------------------------------------
     def _fru(self) -> bytes:
         return fru.image(self.machine.inventory(), __version__)
 
@@ -338,50 +345,89 @@ class Commands:
         chunk = image[offset : offset + min(count, 64)]
         return CC_OK, bytes((len(chunk),)) + chunk
 
+    # --- SDR repository (vmbmc.kbmc.sdr) ----------------------------------------------------
+    def _sdr_records(self) -> tuple[bytes, ...]:
+        name = self.machine.inventory().name
+        if self._sdr[0] != name:
+            self._sdr = (name, sdr.repository(name))
+        return self._sdr[1]
+
     def get_device_sdr_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        # One record, the BMC's own locator, and no sensors: a VM has none to show, and
-        # `fru print` / `sdr list` finish cleanly (ipmitool always reads record 0).
-        return CC_OK, bytes((0, 0x01))  # 0 sensors, static, LUN 0
+        # The device's SDRs are the repository's: byte 1 counts sensors, or records when asked (bit 0).
+        records = self._sdr_records()
+        count = len(records) if data and data[0] & 0x01 else len(sdr.SENSORS)
+        return CC_OK, bytes((count, 0x01))  # static sensors, LUN 0
+
+    def get_sdr_repository_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
+        return CC_OK, sdr.repository_info(len(self._sdr_records()))
 
     def reserve_sdr(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        return CC_OK, b"\x01\x00"
+        return CC_OK, b"\x01\x00"  # the repository never changes: one reservation serves every read
 
     def get_sdr(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         if len(data) != 6:
             return CC_BAD_LENGTH, b""
         record_id, offset, count = struct.unpack("<H", data[2:4])[0], data[4], data[5]
-        if record_id not in (0x0000, 0xFFFF):  # 0 = first, FFFF = last: both are our one record
+        found = sdr.get_sdr(self._sdr_records(), record_id, offset, count)
+        if found is None:
             return CC_NOT_PRESENT, b""
-        record = mc_locator_record(self.machine.inventory().name)
-        if offset > len(record):
+        following, chunk = found
+        if offset and not chunk:
             return CC_OUT_OF_RANGE, b""
-        return CC_OK, b"\xff\xff" + record[offset : offset + count]
+        return CC_OK, struct.pack("<H", following) + chunk
+
+    # --- SEL: the power history (vmbmc.kbmc.sel) --------------------------------------------
+    def _log(self) -> sel.Log:
+        view = self.machine.history()
+        if self._sel is None or self._sel.view is not view:
+            self._sel = sel.Log.of(view)
+        return self._sel
 
     def get_sel_info(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        # SEL version 1.5, no entries, no free space, timestamps unspecified, supports only
-        # Clear SEL and Reserve SEL. KubeVirt has no system event log to show.
-        return CC_OK, bytes((0x51, 0, 0, 0, 0)) + b"\xff" * 8 + bytes((0x02,))
+        return CC_OK, self._log().info()
 
     def reserve_sel(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        return CC_OK, b"\x01\x00"
+        # A reservation ends with the next one or when the log changes (an entry added, a clear).
+        rid = self._sel_reservation[0] % 0xFFFF + 1  # never 0: ipmitool reads 0 as a failure
+        self._sel_reservation = (rid, self._log().signature())
+        return CC_OK, struct.pack("<H", rid)
+
+    def _reserved(self, data: bytes, *, changed_ok: bool = False) -> bool:
+        """The request names the current reservation, made for the SEL as it is now (or as it was, when
+        `changed_ok`: asking how a clear is going, once it has changed the SEL)."""
+        rid, signature = self._sel_reservation
+        same = changed_ok or signature == self._log().signature()
+        return struct.unpack("<H", data[:2])[0] == rid != 0 and same
 
     def get_sel_entry(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        return CC_NOT_PRESENT, b""
+        if len(data) != 6:
+            return CC_BAD_LENGTH, b""
+        record_id, offset, count = struct.unpack("<H", data[2:4])[0], data[4], data[5]
+        if offset and not self._reserved(data):  # only a partial read needs the reservation
+            return CC_RESERVATION, b""
+        if offset >= sel.RECORD_SIZE:
+            return CC_OUT_OF_RANGE, b""
+        found = self._log().entry(record_id, offset, count)
+        if found is None:
+            return CC_NOT_PRESENT, b""
+        return CC_OK, struct.pack("<H", found[0]) + found[1]
 
-    def clear_sel(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
-        if len(data) != 6 or data[2:5] != b"CLR":
+    def clear_sel(self, caller: Caller, data: bytes) -> Outcome:
+        if len(data) != 6 or data[2:5] != b"CLR" or data[5] not in (0x00, 0xAA):
             return CC_INVALID_FIELD, b""
-        return CC_OK, b"\x01"  # erasure completed
+        if not self._reserved(data, changed_ok=data[5] == 0x00):
+            return CC_RESERVATION, b""
+        if data[5] == 0x00:  # get erasure status
+            done = self._clearing is None or self._clearing.done()
+            return CC_OK, b"\x01" if done else b"\x00"
+        # Recorded as a request of this BMC (record, Event, status.logClearedAt, Event LogCleared); the
+        # answer says "completed" once it is stored, "in progress" if that takes longer than ANSWER_WAIT.
+        future = self.machine.clear_log(self._requester(caller))
+        self._clearing = future
+        return Waiting(future, data=b"\x01", late=(CC_OK, b"\x00"))
 
     def get_sel_time(self, caller: Caller, data: bytes) -> tuple[int, bytes]:
         return CC_OK, struct.pack("<I", int(time.time()) & 0xFFFFFFFF)
-
-
-def mc_locator_record(name: str) -> bytes:
-    """SDR type 12h, Management Controller Device Locator (IPMI 2.0 §43.9), for this BMC."""
-    label = name.encode("ascii", "replace")[:16]
-    body = bytes((0x20, 0x00, 0x00, 0x89, 0, 0, 0, 0x06, 0x01, 0x00, 0xC0 | len(label))) + label
-    return struct.pack("<HBBB", 0x0000, 0x51, 0x12, len(body)) + body
 
 
 def boot_flags(override: BootOverride) -> bytes:
@@ -411,8 +457,10 @@ COMMANDS: dict[tuple[int, int], tuple[str, Priv, Handler]] = {
     (NETFN_STORAGE, 0x11): ("Read FRU Data", Priv.USER, Commands.read_fru_data),
     (NETFN_SENSOR, 0x20): ("Get Device SDR Info", Priv.USER, Commands.get_device_sdr_info),
     (NETFN_SENSOR, 0x21): ("Get Device SDR", Priv.USER, Commands.get_sdr),
-    (NETFN_STORAGE, 0x23): ("Get SDR", Priv.USER, Commands.get_sdr),
     (NETFN_SENSOR, 0x22): ("Reserve Device SDR Repository", Priv.USER, Commands.reserve_sdr),
+    (NETFN_STORAGE, 0x20): ("Get SDR Repository Info", Priv.USER, Commands.get_sdr_repository_info),
+    (NETFN_STORAGE, 0x22): ("Reserve SDR Repository", Priv.USER, Commands.reserve_sdr),
+    (NETFN_STORAGE, 0x23): ("Get SDR", Priv.USER, Commands.get_sdr),
     (NETFN_STORAGE, 0x40): ("Get SEL Info", Priv.USER, Commands.get_sel_info),
     (NETFN_STORAGE, 0x42): ("Reserve SEL", Priv.USER, Commands.reserve_sel),
     (NETFN_STORAGE, 0x43): ("Get SEL Entry", Priv.USER, Commands.get_sel_entry),

@@ -44,7 +44,7 @@ class KubeVirtHub:
         return cls(await ApiClient.connect(kubeconfig), asyncio.get_running_loop())
 
     # --- watch caches -------------------------------------------------------------------------
-    async def _informer(self, path: str, name: str | None, *, required: bool = True) -> Informer:
+    async def _informer(self, path: str, name: str | None) -> Informer:
         """The shared cache of `path` (a namespaced collection), or one limited to `name`."""
         selector = f"metadata.name={name}" if name else None
         key = (path, selector)
@@ -55,8 +55,6 @@ class KubeVirtHub:
                 self._informers[key] = inf
                 inf.start()
             inf.refcount += 1
-        if not required:
-            return inf
         deadline = self.loop.time() + SYNC_TIMEOUT
         try:
             await asyncio.wait_for(inf.first_result.wait(), SYNC_TIMEOUT)
@@ -136,16 +134,12 @@ class KubeVirtHub:
         held.append(vms)
         vmis = await self._informer(vm_path(namespace, resource="virtualmachineinstances"), only)
         held.append(vmis)
-        pvcs = None
-        if not restricted:  # a pod's Roles grant no PVC access: sizes then come from dataVolumeTemplates only
-            pvcs = await self._informer(
-                f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", None, required=False
-            )
-            held.append(pvcs)
         machine = KubeVirtMachine(
             namespace, name, api=self.api, loop=self.loop, events=self.events,
-            vms=vms, vmis=vmis, store=store, bmc=bmc, pvcs=pvcs,
+            vms=vms, vmis=vmis, store=store, bmc=bmc,
         )
+        if (vm := vms.get(name)) is not None:
+            machine.volumes.follow(vm)  # the disk sizes, read before a client asks
         self._machines[id(machine)] = (machine, held)
         machine.check_once_restore()  # an override consumed while no kbmc was running
         machine.recover_requests()  # records a killed kbmc left pending
@@ -161,11 +155,7 @@ class KubeVirtHub:
 
     def ready(self) -> bool:
         """Every watch has synced at least once (for /readyz)."""
-        return all(
-            inf.synced.is_set()
-            for inf in self._informers.values()
-            if "persistentvolumeclaims" not in inf.path
-        )
+        return all(inf.synced.is_set() for inf in self._informers.values())
 
     async def close(self) -> None:
         for machine, _ in list(self._machines.values()):

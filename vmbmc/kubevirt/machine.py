@@ -18,6 +18,7 @@ as tasks on the same loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from vmbmc.k8s.client import ApiClient
@@ -26,16 +27,19 @@ from vmbmc.kubevirt.answers import Answers
 from vmbmc.kubevirt.boot_override import BootOverrides
 from vmbmc.kubevirt.boot_restore import BootRestore
 from vmbmc.kubevirt.firmware import FirmwareControl
+from vmbmc.kubevirt.history import HistorySource
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.power import PowerControl
 from vmbmc.kubevirt.records import RecordStore
 from vmbmc.kubevirt.recovery import Recovery
 from vmbmc.kubevirt.requests import EventWriter, RequestLog
 from vmbmc.kubevirt.vm import KubeVirtVm
+from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.firmware import FirmwareChange, FirmwareSettings, FirmwareStatus
+from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
@@ -64,7 +68,6 @@ class KubeVirtMachine(Machine):
         vmis: Informer,
         store: RecordStore,
         bmc: str | None,
-        pvcs: Informer | None = None,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.vm = f"{namespace}/{name}"
@@ -74,15 +77,16 @@ class KubeVirtMachine(Machine):
         self.requests = RequestLog(store, events, self.vm)
         self.kubevirt_vm = KubeVirtVm(
             api, loop, namespace, name, vms=vms, vmis=vmis, store=store, requests=self.requests, bmc=bmc,
-            pvcs=pvcs,
         )
+        self.volumes = VolumeSizes(api, namespace)  # the disks' PVCs and DataVolumes, for sizes
         self._answers = Answers()  # shared: `answer(id)` finds a power request's and a boot override's
         self.power = PowerControl(self.kubevirt_vm, self._answers)
         self.restore = BootRestore(self.kubevirt_vm, asyncio.Lock())  # the lock: one boot write at a time
         self.overrides = BootOverrides(self.kubevirt_vm, self._answers, self.restore)
         self.media = MediaDrive(self.kubevirt_vm)
         self.firmware_control = FirmwareControl(self.kubevirt_vm, self.restore.lock)
-        self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media)
+        self.log = HistorySource(store, self.requests, loop)  # the log views of the recorded history
+        self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media, self.log)
         vms.subscribe(name, self._on_change)
         vmis.subscribe(name, self._on_change)
         store.informer.subscribe(store.name, self._on_change)
@@ -92,6 +96,8 @@ class KubeVirtMachine(Machine):
         self.kubevirt_vm.changed()
         self.restore.check_late()
         self.restore.check_once()
+        if (vm := self.kubevirt_vm.vms.get(self.name)) is not None:
+            self.volumes.follow(vm)
 
     async def wait_change(self, timeout: float) -> None:
         await self.kubevirt_vm.wait_change(timeout)
@@ -111,6 +117,8 @@ class KubeVirtMachine(Machine):
         t.vmis.unsubscribe(t.name, self._on_change)
         t.store.informer.unsubscribe(t.store.name, self._on_change)
         t.close()
+        self.volumes.close()
+        self.log.close()
 
     # --- reads ----------------------------------------------------------------------------
     def power_status(self) -> PowerStatus:
@@ -120,8 +128,9 @@ class KubeVirtMachine(Machine):
         return self.overrides.current()
 
     def inventory(self) -> Inventory:
-        pvcs = self.kubevirt_vm.pvcs.objects if self.kubevirt_vm.pvcs is not None else None
-        return inventory(self.kubevirt_vm.current(), self.kubevirt_vm.vmi(), pvcs)
+        vm = self.kubevirt_vm.current()
+        self.volumes.follow(vm)
+        return inventory(vm, self.kubevirt_vm.vmi(), self.volumes.pvcs, self.volumes.dvs)
 
     def supported_boot_targets(self) -> tuple[BootTarget, ...]:
         return boot.supported_targets(self.kubevirt_vm.current())
@@ -176,6 +185,15 @@ class KubeVirtMachine(Machine):
 
     async def set_firmware(self, requester: Requester, change: FirmwareChange) -> FirmwareSettings:
         return await self.firmware_control.set(requester, change)
+    # --- the power history's log views (vmbmc.kubevirt.history) --------------------------------------
+    def history(self) -> LogView:
+        return self.log.view()
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        return self.log.clear(requester)
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        return self.log.watch(listener)
 
     # --- console ------------------------------------------------------------------------------
     def open_console(self, output: Output, state: StateListener) -> Console:

@@ -1,6 +1,7 @@
-"""Where a BMC keeps what must outlive its process: the boot override and the request records.
+"""Where a BMC keeps what must outlive its process: the boot override, the request records, the log clear.
 
-CR mode: `status.bootOverride` and `status.requests` of the VirtualMachineBMC (fields the kbmc writes),
+CR mode: `status.bootOverride`, `status.requests` and `status.logClearedAt` of the VirtualMachineBMC
+(fields the kbmc writes; it reads the controller's `status.powerHistory` from the same object),
 written with merge patches on the status subresource guarded by resourceVersion and retried on 409, so the
 controller's status writes and ours never clobber each other. Standalone mode: the same data as JSON
 in annotations of the VM (prefix `virtualmachinebmc.kubevirt.io/`). The holder also receives the BMC's
@@ -30,6 +31,7 @@ ANNOTATION_PREFIX = f"{n.LABEL_PREFIX}/"
 BOOT_ANNOTATION = ANNOTATION_PREFIX + "boot-override"
 REQUESTS_ANNOTATION = ANNOTATION_PREFIX + "requests"
 MEDIA_ANNOTATION = ANNOTATION_PREFIX + "virtual-media"
+LOG_CLEARED_ANNOTATION = ANNOTATION_PREFIX + "log-cleared-at"
 MAX_REQUESTS = 10
 COMPONENT = "vmbmc-kbmc"
 
@@ -87,6 +89,16 @@ class RecordStore(abc.ABC):
         obj = self.current()
         return self._read_media(obj) if obj else []
 
+    def power_history(self) -> list[dict[str, Any]]:
+        """`status.powerHistory` (the controller's); none in standalone mode, where no controller runs."""
+        obj = self.current()
+        return self._read_history(obj) if obj else []
+
+    def log_cleared(self) -> dict[str, Any] | None:
+        """`status.logClearedAt` (or its annotation in standalone mode)."""
+        obj = self.current()
+        return self._read_log_cleared(obj) if obj else None
+
     def involved_object(self) -> dict[str, Any] | None:
         obj = self.current()
         if obj is None:
@@ -105,6 +117,9 @@ class RecordStore(abc.ABC):
 
     async def write_media(self, entries: list[dict[str, Any]]) -> None:
         await self._update(lambda obj: self._media_patch(entries))
+
+    async def write_log_cleared(self, value: dict[str, Any]) -> None:
+        await self._update(lambda obj: self._log_cleared_patch(value))
 
     async def record_request(self, entry: dict[str, Any]) -> None:
         """Add the entry, or update the one with the same id (newest last, at most 10)."""
@@ -157,6 +172,15 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
 
+    @abc.abstractmethod
+    def _read_history(self, obj: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def _read_log_cleared(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def _log_cleared_patch(self, value: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class BmcStatusStore(RecordStore):
     kind = n.KIND
@@ -185,6 +209,16 @@ class BmcStatusStore(RecordStore):
 
     def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"status": {"virtualMedia": entries}}
+
+    def _read_history(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        return list((obj.get("status") or {}).get("powerHistory") or [])
+
+    def _read_log_cleared(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        value = (obj.get("status") or {}).get("logClearedAt")
+        return value if isinstance(value, dict) else None
+
+    def _log_cleared_patch(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {"status": {"logClearedAt": value}}
 
 
 class VmAnnotationStore(RecordStore):
@@ -230,3 +264,14 @@ class VmAnnotationStore(RecordStore):
     def _media_patch(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         value = json.dumps(entries, separators=(",", ":")) if entries else None
         return {"metadata": {"annotations": {MEDIA_ANNOTATION: value}}}
+
+    def _read_history(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # no controller records transitions for a standalone BMC
+
+    def _read_log_cleared(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        value = self._annotation(obj, LOG_CLEARED_ANNOTATION)
+        return value if isinstance(value, dict) else None
+
+    def _log_cleared_patch(self, value: dict[str, Any]) -> dict[str, Any]:
+        value_text = json.dumps(value, separators=(",", ":"))
+        return {"metadata": {"annotations": {LOG_CLEARED_ANNOTATION: value_text}}}

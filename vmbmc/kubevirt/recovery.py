@@ -11,13 +11,14 @@ from typing import Any
 
 from vmbmc.k8s.client import ApiError
 from vmbmc.kubevirt.boot_restore import BootRestore, LatePatch
+from vmbmc.kubevirt.history import HistorySource
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.vm import KubeVirtVm
 from vmbmc.machine import boot
 from vmbmc.machine.errors import MachineError
 from vmbmc.machine.media import EJECT_ACTION, INSERT_ACTION
 from vmbmc.machine.observe import observe
-from vmbmc.machine.requests import BOOT_ACTION
+from vmbmc.machine.requests import BOOT_ACTION, LOG_CLEAR_ACTION
 from vmbmc.machine.types import Effect, PowerAction, PowerState
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,11 @@ def _seconds(stamp: str) -> float:
 
 
 class Recovery:
-    def __init__(self, vm: KubeVirtVm, restore: BootRestore, media: MediaDrive) -> None:
+    def __init__(self, vm: KubeVirtVm, restore: BootRestore, media: MediaDrive, log: HistorySource) -> None:
         self.vm = vm
         self.restore = restore
         self.media = media
+        self.log = log
 
     def start(self) -> asyncio.Task[None]:
         return self.vm.spawn(self._recover())
@@ -92,6 +94,8 @@ class Recovery:
                 return False
         if action in (INSERT_ACTION, EJECT_ACTION):
             return self.media.carried_out(action)
+        if action == LOG_CLEAR_ACTION:
+            return self.log.carried_out(str(rid))
         try:
             power = PowerAction(action)
             vm, vmi = self.vm.current(), self.vm.vmi()

@@ -49,8 +49,11 @@ class EventWriter:
         *,
         action: str,
         recorded: str = "",
+        effect: bool = True,
     ) -> None:
-        """Write one Event about `involved` (nothing when the holder is gone). Never raises."""
+        """Write one Event about `involved` (nothing when the holder is gone). Never raises. `effect`
+        (the default): it records something seen after its cause, so it is listed after it (events.py);
+        False only for a client's request."""
         if involved is None:
             return
         digest = hashlib.sha256(f"{self.salt}/{key}".encode()).hexdigest()[:16]
@@ -64,6 +67,7 @@ class EventWriter:
             component=COMPONENT,
             instance=self.instance,
             recorded=recorded,
+            effect=effect,
         )
         try:
             await create_event(self.api, body)
@@ -112,6 +116,8 @@ class RequestLog:
                 f"{self.vm}/{requester.request_id}",
                 action=rq.reason(action),
                 recorded=entry["time"],
+                # the kbmc's own requests react to something seen (a used override, a failed import)
+                effect=requester.protocol is Protocol.KBMC,
             ),
         )
 

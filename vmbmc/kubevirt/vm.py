@@ -34,14 +34,13 @@ class KubeVirtVm:
         store: RecordStore,
         requests: RequestLog,
         bmc: str | None,
-        pvcs: Informer | None = None,
     ) -> None:
         self.api = api
         self.loop = loop
         self.namespace, self.name = namespace, name
         self.ref = f"{namespace}/{name}"  # for messages and logs
         self.bmc = bmc
-        self.vms, self.vmis, self.pvcs = vms, vmis, pvcs
+        self.vms, self.vmis = vms, vmis
         self.store = store
         self.requests = requests
         self._own_vm = OwnWrites(vms)  # our own last VM patch's answer, until the watch shows it

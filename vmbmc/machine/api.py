@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
 from vmbmc.machine.firmware import FirmwareChange, FirmwareSettings, FirmwareStatus
+from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.types import (
     ActionResult,
@@ -139,3 +141,20 @@ class Machine(abc.ABC):
         """Record the request and patch the VM's spec (the next boot gets it); returns the pending settings
         at once. Raises FirmwareConflict (a combination KubeVirt cannot boot), Busy, BackendUnavailable."""
         raise NotSupported("firmware settings are not available on this back end")
+    # --- the power history as the log views show it (vmbmc.machine.history) ----------------------
+    def history(self) -> LogView:
+        """The recorded transitions after the last clear, from the cache; empty where the back end
+        records none."""
+        return LogView()
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        """Record a log clear (a request, the clear's time and an Event); never blocks. The future
+        resolves with the clear's entry once it is stored, or with the MachineError. Every log view
+        then hides the entries at or before it; Kubernetes Events stay. A second call with the same
+        request id returns the first one's future."""
+        raise NotSupported("this machine keeps no log")
+
+    def watch_history(self, listener: Callable[[LogView], None]) -> Callable[[], None]:
+        """Call `listener` (on the loop) with the new view whenever it changes; returns the call that
+        stops it."""
+        return lambda: None

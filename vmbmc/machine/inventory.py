@@ -1,12 +1,13 @@
 """Inventory of a VM for both protocols (Redfish ComputerSystem, IPMI FRU and GUID), from its spec.
 
 Pure: the VM dict, its VMI (for MACs KubeVirt or the network plug-in assigned) and, when the caller has
-them cached, the PersistentVolumeClaims of the VM's namespace (for disk sizes).
+read them, the PersistentVolumeClaims and DataVolumes its disks name (for disk sizes, `disk_claims`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -52,37 +53,81 @@ def memory_bytes(domain: dict[str, Any]) -> int:
     return _int_quantity(guest) or _int_quantity(_resource(domain, "memory")) or 0
 
 
+def _requested(spec: dict[str, Any]) -> int | None:
+    """The storage a PVC spec, or a DataVolume's `storage`/`pvc` part, asks for."""
+    return _int_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
+
+
+def _dv_request(dv: dict[str, Any]) -> int | None:
+    spec = dv.get("spec") or {}
+    return _requested(spec.get("storage") or spec.get("pvc") or {})
+
+
+def _volume_claim(volume: dict[str, Any]) -> tuple[str, bool]:
+    """The PVC a volume reads (a DataVolume's PVC has the DataVolume's name), and whether it is a
+    DataVolume; ("", False) for any other volume type."""
+    if "dataVolume" in volume:
+        return str((volume["dataVolume"] or {}).get("name") or ""), True
+    if "persistentVolumeClaim" in volume:
+        return str((volume["persistentVolumeClaim"] or {}).get("claimName") or ""), False
+    return "", False
+
+
+def disk_claims(vm: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The PersistentVolumeClaims and the DataVolumes whose sizes the VM's disks report (CD-ROMs left
+    out: they are never a root disk), sorted: what a kbmc reads by name, and its Role names."""
+    tspec = _template_spec(vm)
+    cdroms = {d.get("name") for d in ((tspec.get("domain") or {}).get("devices") or {}).get("disks") or []
+              if "cdrom" in d}
+    pvcs, dvs = set(), set()
+    for volume in tspec.get("volumes") or []:
+        if volume.get("name") in cdroms:
+            continue
+        claim, is_dv = _volume_claim(volume)
+        if claim:
+            pvcs.add(claim)
+            if is_dv:
+                dvs.add(claim)
+    return tuple(sorted(pvcs)), tuple(sorted(dvs))
+
+
 def _disk_size(
-    volume: dict[str, Any] | None, vm: dict[str, Any], pvcs: dict[str, dict[str, Any]]
+    volume: dict[str, Any] | None,
+    vm: dict[str, Any],
+    pvcs: Mapping[str, dict[str, Any]],
+    dvs: Mapping[str, dict[str, Any]],
 ) -> int | None:
+    """The most truthful size known: what Kubernetes allocated (the PVC's `status.capacity`, which a
+    provisioner may round up), else what the PVC, its DataVolume or the VM's DataVolume template ask
+    for. A containerDisk has none: its image's virtual size is in no API object."""
     if volume is None:
         return None
     if "emptyDisk" in volume:
         return _int_quantity((volume["emptyDisk"] or {}).get("capacity"))
-    claim = None
-    if "dataVolume" in volume:
-        claim = (volume["dataVolume"] or {}).get("name")
-        for dvt in (vm.get("spec") or {}).get("dataVolumeTemplates") or []:
-            if (dvt.get("metadata") or {}).get("name") == claim:
-                spec = dvt.get("spec") or {}
-                storage = spec.get("storage") or spec.get("pvc") or {}
-                size = _int_quantity(((storage.get("resources") or {}).get("requests") or {}).get("storage"))
-                if size:
-                    return size
-    elif "persistentVolumeClaim" in volume:
-        claim = (volume["persistentVolumeClaim"] or {}).get("claimName")
-    pvc = pvcs.get(str(claim)) if claim else None
+    claim, is_dv = _volume_claim(volume)
+    if not claim:
+        return None
+    pvc = pvcs.get(claim)
     if pvc is not None:
-        capacity = ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
-        requested = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
-        return _int_quantity(capacity or requested)
+        capacity = _int_quantity(((pvc.get("status") or {}).get("capacity") or {}).get("storage"))
+        if capacity or _requested(pvc.get("spec") or {}):
+            return capacity or _requested(pvc.get("spec") or {})
+    if not is_dv:
+        return None
+    dv = dvs.get(claim)
+    if dv is not None and _dv_request(dv):
+        return _dv_request(dv)
+    for template in (vm.get("spec") or {}).get("dataVolumeTemplates") or []:
+        if (template.get("metadata") or {}).get("name") == claim:
+            return _dv_request(template)
     return None
 
 
 def inventory(
     vm: dict[str, Any],
     vmi: dict[str, Any] | None = None,
-    pvcs: dict[str, dict[str, Any]] | None = None,
+    pvcs: Mapping[str, dict[str, Any]] | None = None,
+    dvs: Mapping[str, dict[str, Any]] | None = None,
 ) -> Inventory:
     meta = vm.get("metadata") or {}
     tspec = _template_spec(vm)
@@ -111,7 +156,7 @@ def inventory(
             Disk(
                 name=str(d.get("name", "")),
                 kind=kind,
-                size_bytes=_disk_size(volumes.get(d.get("name")), vm, pvcs or {}),
+                size_bytes=_disk_size(volumes.get(d.get("name")), vm, pvcs or {}, dvs or {}),
                 bus=str(bus or ""),
             )
         )

@@ -8,6 +8,7 @@ name the cause of a transition (`vmbmc.controller.transitions`).
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,10 +20,13 @@ from vmbmc.machine.types import Effect, PowerAction, Protocol, Requester
 BOOT_ACTION = "boot_override"  # a boot override set through IPMI or Redfish
 RESTORE_ACTION = "boot_restore"  # the kbmc puts the boot order back once a Once override was used
 FIRMWARE_ACTION = "firmware_settings"  # boot mode / Secure Boot through Redfish SecureBoot or Bios
+LOG_CLEAR_ACTION = "clear_log"  # IPMI Clear SEL, Redfish LogService.ClearLog
 
 BOOT_OVERRIDE_REASON = "BootOverrideSet"
 BOOT_RESTORED_REASON = "BootOverrideRestored"
 FIRMWARE_REASON = "FirmwareSettingsSet"
+LOG_CLEAR_REASON = "ClearLogRequested"
+LOG_CLEARED_REASON = "LogCleared"  # the clear is stored: every log view hides what came before
 FAILED_REASON = "PowerActionFailed"
 
 # The bound on a request's KubeVirt call: the kbmc sends (or re-sends) no call for a request more than this
@@ -47,6 +51,7 @@ _ACTION_TEXT = {
     BOOT_ACTION: "boot override",
     RESTORE_ACTION: "boot order restore",
     FIRMWARE_ACTION: "firmware settings",
+    LOG_CLEAR_ACTION: "log clear",
     media.INSERT_ACTION: "virtual media insert",
     media.EJECT_ACTION: "virtual media eject",
 }
@@ -67,6 +72,8 @@ TARGET_TEXT = {
     media.INSERT_ACTION: "a CDI DataVolume importing the image and a patch adding the VM's CD-ROM",
     media.EJECT_ACTION: "a patch removing the VM's CD-ROM and deletion of its DataVolume",
     FIRMWARE_ACTION: "a patch of the VirtualMachine's firmware, in effect once its VMI is recreated",
+    LOG_CLEAR_ACTION: "the clear's time stored with the BMC; the SEL and the Redfish log hide what came "
+    "before, Kubernetes Events stay",
 }
 
 
@@ -78,6 +85,8 @@ def reason(action: str) -> str:
         return BOOT_RESTORED_REASON
     if action == FIRMWARE_ACTION:
         return FIRMWARE_REASON
+    if action == LOG_CLEAR_ACTION:
+        return LOG_CLEAR_REASON
     if action in media.REASONS:
         return media.REASONS[action]
     return REQUEST_REASONS[PowerAction(action)]
@@ -133,3 +142,17 @@ def request_message(
 def kbmc_requester(request_id: str) -> Requester:
     """The Requester of a request the kbmc makes on its own: protocol kbmc, user and client `-`."""
     return Requester(Protocol.KBMC, "-", "-", request_id)
+
+
+def event_last(record: dict[str, Any]) -> str:
+    """The latest `lastTimestamp` the Event of this request record may have: the second it was made in
+    for a client's request; for one the kbmc made on its own (a reaction to something seen, whose Event
+    is rounded up, vmbmc.k8s.events), the second after. An Event it causes is listed after it."""
+    made = str(record.get("time") or "")
+    if record.get("protocol") != Protocol.KBMC.value:
+        return made
+    try:
+        at = datetime.datetime.strptime(made, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return made
+    return (at + datetime.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

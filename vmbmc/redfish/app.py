@@ -32,6 +32,7 @@ from vmbmc.redfish.resources import (
     chassis,
     firmware,
     inventory,
+    logs,
     managers,
     media,
     registries,
@@ -44,6 +45,7 @@ from vmbmc.redfish.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 SYSTEM = f"{paths.SYSTEMS}/{{system_id}}"
+LOG = f"{SYSTEM}/LogServices/{{log_id}}"
 MEDIA_ACTIONS = "VirtualMedia/{media_id}/Actions/VirtualMedia"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -100,6 +102,11 @@ ROUTES = [
     route(f"{SYSTEM}/Bios/Settings",                    GET=firmware.get_bios_settings,
                                                         PATCH=firmware.patch_bios_settings),
     route(f"{media.TASK_MONITORS}/{{task_id}}",         GET=media.task_monitor),
+    route(f"{SYSTEM}/LogServices",                      GET=logs.log_services),
+    route(LOG,                                          GET=logs.log_service),
+    route(f"{LOG}/Entries",                             GET=logs.log_entries),
+    route(f"{LOG}/Entries/{{entry_id}}",                GET=logs.log_entry),
+    route(f"{LOG}/Actions/LogService.ClearLog",         POST=logs.clear_log),
     route(paths.MANAGERS,                               GET=managers.managers),
     route(paths.MANAGER,                                GET=managers.manager),
     route(f"{paths.MANAGER}/Actions/Manager.Reset",     POST=managers.reset_manager),
@@ -116,10 +123,11 @@ ROUTES = [
     route(f"{paths.SESSIONS}/Members",                  POST=sessions.login),
     route(f"{paths.SESSIONS}/{{session_id}}",           GET=sessions.session, DELETE=sessions.logout),
     route(paths.REGISTRIES,                             GET=registries.registries),
-    route(f"{paths.REGISTRIES}/Base",                   GET=registries.base_file),
-    route(f"{paths.REGISTRIES}/Base/{{registry}}",      GET=registries.base_registry_document),
+    # the Bios attribute registry before the message registries' patterns (the first route that matches wins)
     route(firmware.REGISTRY_FILE,                       GET=firmware.get_registry_file),
     route(firmware.REGISTRY_URI,                        GET=firmware.get_registry),
+    route(f"{paths.REGISTRIES}/{{prefix}}",             GET=registries.registry_file),
+    route(f"{paths.REGISTRIES}/{{prefix}}/{{registry}}", GET=registries.registry_document),
 ]
 
 

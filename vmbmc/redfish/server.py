@@ -20,9 +20,10 @@ from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.config import create_ssl_context
 
-from vmbmc.redfish.connections import ConnectionGuard, ConnectionLimits, protocol_factory
+from vmbmc.redfish.connections import ConnectionGuard, ConnectionLimits
+from vmbmc.redfish.phases import RequestPhases
+from vmbmc.redfish.protocol import protocol_factory
 from vmbmc.redfish.tls import self_signed_certificate_apart
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,7 @@ class RedfishServer:
         except TimeoutError:
             # Idle keep-alive TLS connections wait for the client's close_notify, which a client
             # in its keep-alive pool never sends: drop them, as a BMC reboot would.
-            for connection in list(self._server.server_state.connections):
-                cycle = getattr(connection, "cycle", None)
-                transport = getattr(connection, "transport", None)
-                idle = cycle is None or getattr(cycle, "response_complete", False)
-                if idle and transport is not None:
-                    transport.abort()
+            self.guard.abort_waiting()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), _STOP_TIMEOUT)
         except TimeoutError:
@@ -106,7 +102,7 @@ class RedfishServer:
         except Exception:
             log.exception("redfish server ended with an error", extra={"port": self.port})
         finally:
-            self.guard.close_all()  # TLS handshakes still under way are not uvicorn's connections
+            self.guard.close_all()  # TLS handshakes still under way are not uvicorn's connections yet
             self._sock.close()
             if self._tls_dir is not None:
                 shutil.rmtree(self._tls_dir, ignore_errors=True)
@@ -117,12 +113,13 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
             http: bool, guard: ConnectionGuard) -> uvicorn.Config:
     context = None
     if not http:
-        # TLS is ours, not uvicorn's: vmbmc.redfish.connections admits a connection before its
+        # TLS is ours, not uvicorn's: vmbmc.redfish.protocol admits a connection before its
         # handshake and gives the handshake a deadline.
-        context = create_ssl_context(tls_cert, tls_key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None,
-                                     _TLS12_CIPHERS)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls_cert, tls_key)  # type: ignore[arg-type]
+        context.set_ciphers(_TLS12_CIPHERS)
     return uvicorn.Config(
-        app,
+        RequestPhases(app, guard),
         host=host,
         port=port,
         http=protocol_factory(guard, context),  # type: ignore[arg-type]
@@ -131,6 +128,7 @@ def _config(app: ASGIApp, host: str, port: int, tls_cert: str | None, tls_key: s
         lifespan="off",
         ws="none",  # Redfish has no WebSocket; wsproto (there for the emulator) stays out of the kbmc
         server_header=False,
+        proxy_headers=False,  # scope["client"] is the peer: the guard finds its connection by it
         timeout_keep_alive=guard.limits.keep_alive,
         timeout_graceful_shutdown=5,
     )

@@ -11,6 +11,7 @@ from tests.integration.controller.conftest import SYSTEM, Api, until
 from vmbmc.machine.media import data_volume
 
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
+ROOT_DV = "demo-vm-1-rootdisk"  # the sample VM's root disk (its DataVolume and PVC)
 
 
 def bmc_ready(api: Api, ns: str, name: str) -> Any:
@@ -127,6 +128,11 @@ def test_vm_gets_a_bmc_with_every_child(api: Api, controller: Any) -> None:
         {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "verbs": ["create"]},
         {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"],
          "resourceNames": [f"vmbmc-{name}-media"], "verbs": ["get", "watch", "delete"]},
+        # the disk sizes: the root disk's DataVolume and its PVC (same name), by name
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [ROOT_DV],
+         "verbs": ["get"]},
+        {"apiGroups": ["cdi.kubevirt.io"], "resources": ["datavolumes"], "resourceNames": [ROOT_DV],
+         "verbs": ["get"]},
     ]  # fmt: skip
     assert "ownerReferences" not in vm_role["metadata"], "no cross-namespace ownerReference"
     for ns, rb_name in ((SYSTEM, f"vmbmc-{name}-bmc"), ("tenant-a", f"vmbmc-{name}-vm")):
@@ -265,7 +271,7 @@ def test_redfish_insecure_http(api: Api, controller: Any) -> None:
         "redfish BMC ready with its endpoints",
     )
     ip = bmc["status"]["serviceIP"]
-    assert bmc["status"]["endpoints"] == {"ipmi": f"{ip}:623", "redfish": f"http://{ip}/redfish/v1"}
+    assert bmc["status"]["endpoints"] == {"ipmi": f"{ip}:623", "redfish": f"http://{ip}:443/redfish/v1"}
     svc = api.get("service", "rf", "rf-bmc-kbmc")
     assert {(p["port"], p["targetPort"], p["protocol"]) for p in svc["spec"]["ports"]} == {
         (623, 10623, "UDP"),
@@ -317,3 +323,28 @@ def test_bmc_pointed_at_another_namespace_moves_its_rights(api: Api, controller:
           20, "the Redfish endpoint")  # fmt: skip
     for kind in ("role", "rolebinding"):
         assert api.get(kind, "move-b", f"vmbmc-{name}-vm") is not None
+
+
+def test_kbmc_role_follows_the_vms_disks(api: Api, controller: Any) -> None:
+    """A VM whose disks name other PVCs (a disk added, one dropped) gets its kbmc Role rewritten: `get`
+    by name on exactly the claims it names now, and no PVC rule at all once it names none."""
+    vm = api.vm("tenant-a", "disks")
+    name = "tenant-a-disks"
+    until(lambda: bmc_ready(api, SYSTEM, name), 20, "the auto-created BMC to be ready")
+
+    def claims() -> list[list[str]]:
+        role = api.get("role", "tenant-a", f"vmbmc-{name}-vm") or {}
+        return [r["resourceNames"] for r in role.get("rules", [])
+                if r["resources"] == ["persistentvolumeclaims"]]
+
+    assert claims() == [[ROOT_DV]]
+    template = vm["spec"]["template"]["spec"]
+    template["domain"]["devices"]["disks"].append({"name": "data", "disk": {}})
+    template["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "data-claim"}})
+    api.merge("vm", "tenant-a", "disks", {"spec": {"template": {"spec": template}}})
+    until(lambda: claims() == [["data-claim", ROOT_DV]], 15, "the Role to name the new claim")
+    template["domain"]["devices"]["disks"] = [d for d in template["domain"]["devices"]["disks"]
+                                              if d["name"] == "installer"]
+    template["volumes"] = [v for v in template["volumes"] if v["name"] == "installer"]
+    api.merge("vm", "tenant-a", "disks", {"spec": {"template": {"spec": template}}})
+    until(lambda: claims() == [], 15, "no PVC rule once the VM names no claim")

@@ -12,14 +12,10 @@ the pod runner running each kbmc pod as a real `vmbmc kbmc` process under its ow
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sushy
@@ -28,143 +24,18 @@ from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode,
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
-from pod_cluster import pod_cluster
+from history_topology import SYSTEM, TENANT, Topology, topology
 
-from tests.conftest import KUBECTL
+from tests.kubectl_events import assert_cause_first, described_reasons
 from tests.waiting import wait_until
-from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
 
-SYSTEM, TENANT = "virtualmachinebmc-system", "tenant"
-BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"
 OUTSIDE = "outside the BMC"
-
-
-class Topology:
-    """The emulator, the pod runner and a controller that can be restarted."""
-
-    def __init__(self, emu: EmulatorThread, runner: LocalPodRunner, controller_kc: Path, tmp: Path) -> None:
-        self.emu, self.runner, self.tmp = emu, runner, tmp
-        self.kubeconfig = str(emu.kubeconfig)
-        self.options = ControllerOptions(
-            kubeconfig=str(controller_kc),
-            health_port=0,
-            health_address="127.0.0.1",
-            resync_seconds=2.0,
-            redfish_default=True,
-            identity="history-e2e",
-        )
-        self.controller: ControllerThread | None = ControllerThread(self.options).start()
-        reg = emu.emulator.registry
-        self.store = emu.emulator.store
-        self.rt = {
-            "vm": reg.get("kubevirt.io", "v1", "virtualmachines"),
-            "bmc": reg.get("virtualmachine.kubevirt.io", "v1", "virtualmachinebmcs"),
-            "pod": reg.get("", "v1", "pods"),
-            "secret": reg.get("", "v1", "secrets"),
-            "ns": reg.get("", "v1", "namespaces"),
-        }
-
-    def stop_controller(self) -> None:
-        assert self.controller is not None
-        self.controller.stop()
-        assert self.controller.error is None, self.controller.error
-        self.controller = None
-
-    def start_controller(self) -> None:
-        self.controller = ControllerThread(self.options).start()
-
-    # --- reading, with kubectl as an operator does -------------------------------------------------
-    def kubectl(self, *args: str) -> str:
-        out = subprocess.run(
-            [KUBECTL, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True, timeout=30
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
-    def bmc(self, name: str) -> dict[str, Any]:
-        return dict(json.loads(self.kubectl("get", "vmbmc", name, "-n", SYSTEM, "-o", "json")))
-
-    def history(self, bmc: str) -> list[dict[str, Any]]:
-        return list((self.bmc(bmc).get("status") or {}).get("powerHistory") or [])
-
-    def events(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
-        """Every Event about the object, found by involvedObject as `kubectl describe` finds them."""
-        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
-        listed = json.loads(
-            self.kubectl("get", "events", "-n", namespace, "--field-selector", selector, "-o", "json")
-        )
-        return list(listed["items"])
-
-    def vm_events(self, vm: str) -> list[dict[str, Any]]:
-        return self.events("VirtualMachine", TENANT, vm)
-
-    def bmc_events(self, bmc: str) -> list[dict[str, Any]]:
-        return self.events("VirtualMachineBMC", SYSTEM, bmc)
-
-    # --- the cluster ----------------------------------------------------------------------------------
-    def create_vm(self, index: int) -> str:
-        vm = sample_vm(index, TENANT)
-        self.emu.call(self.store.create, self.rt["vm"], vm, TENANT)
-        return str(vm["metadata"]["name"])
-
-    def credentials(self, bmc_name: str) -> tuple[str, str, str, str]:
-        """(pod address, user, password, redfish URL) of a Ready BMC, once its pod has an address."""
-
-        def ready() -> tuple[str, str, str, str] | None:
-            bmc = self.emu.call(self.store.try_get, self.rt["bmc"], SYSTEM, bmc_name)
-            status = (bmc or {}).get("status") or {}
-            if not status.get("ready"):
-                return None
-            pods, _ = self.emu.call(
-                self.store.list, self.rt["pod"], SYSTEM, label_selector=f"{BMC_LABEL}={bmc_name}"
-            )
-            ip = next((p["status"].get("podIP") for p in pods if (p.get("status") or {}).get("podIP")), None)
-            secret = self.emu.call(self.store.try_get, self.rt["secret"], SYSTEM, status["credentialsSecret"])
-            if not ip or secret is None:
-                return None
-            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-            return ip, data["username"], data["password"], f"https://{ip}:8443"
-
-        found: tuple[str, str, str, str] = wait_until(ready, timeout=40, what=f"BMC {bmc_name} Ready")
-        return found
-
-    def ipmitool(self, bmc_name: str, *args: str) -> str:
-        ip, user, password, _ = self.credentials(bmc_name)
-        cmd = ["ipmitool", "-I", "lanplus", "-H", ip, "-p", "10623", "-U", user, "-P", password, *args]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
-
-    def vm_printable(self, vm: str) -> str:
-        obj = self.emu.call(self.store.try_get, self.rt["vm"], TENANT, vm) or {}
-        return str((obj.get("status") or {}).get("printableStatus") or "")
-
-    def wait_entries(self, bmc: str, reason: str, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-        """The BMC's history entries whose Event (`<bmc>.<id>`) has `reason`, once there are `count`."""
-
-        def found() -> list[dict[str, Any]] | None:
-            reasons = {e["metadata"]["name"]: e["reason"] for e in self.bmc_events(bmc)}
-            hits = [h for h in self.history(bmc) if reasons.get(f"{bmc}.{h['id']}") == reason]
-            return hits if len(hits) >= count else None
-
-        hits: list[dict[str, Any]] = wait_until(found, timeout=timeout, what=f"{count} x {reason} on {bmc}")
-        return hits
 
 
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    tmp = tmp_path_factory.mktemp("history-e2e")
-    with pod_cluster(tmp, 220, (SYSTEM, TENANT)) as (emu, runner, controller_kc):
-        topology = Topology(emu, runner, controller_kc, tmp)
-        try:
-            yield topology
-        finally:
-            if topology.controller is not None:
-                topology.stop_controller()
-            assert emu.call(lambda: list(emu.emulator.security.denials)) == []  # no rule missing anywhere
+    with topology(tmp_path_factory.mktemp("history-e2e"), 220) as found:
+        yield found
 
 
 def assert_nothing_outside(topo: Topology, bmc: str, vm: str) -> None:
@@ -189,9 +60,11 @@ def assert_override_used_and_attributed(topo: Topology, bmc: str, vm: str) -> No
     assert changes[1]["message"] == f"by the kbmc (request {restore['id']})"
     (restored,) = [e for e in topo.bmc_events(bmc) if e["reason"] == "BootOverrideRestored"]
     assert f"one-time override {override['id']} was used" in restored["message"]
-    assert restored["eventTime"] < next(
-        e["eventTime"] for e in topo.bmc_events(bmc) if e["metadata"]["name"] == f"{bmc}.{changes[1]['id']}"
-    )
+    name = f"{bmc}.{changes[1]['id']}"
+    (restore_change,) = [e for e in topo.bmc_events(bmc) if e["metadata"]["name"] == name]
+    assert restored["eventTime"] < restore_change["eventTime"]
+    # the second kubectl sorts on: the restore's boot change never shares the restore's (rounded up)
+    assert restored["lastTimestamp"] < restore_change["lastTimestamp"], (restored, restore_change)
     vm_obj = topo.emu.call(topo.store.get, topo.rt["vm"], TENANT, vm)
     devices = vm_obj["spec"]["template"]["spec"]["domain"]["devices"]
     assert all("bootOrder" not in d for d in devices["disks"] + devices["interfaces"])  # as it was
@@ -210,7 +83,9 @@ def test_ironic_flow_over_ipmi(topo: Topology) -> None:
     assert_history_once(topo, bmc)
     # kubectl describe lists each request before its effect (eventTime), and the VM's Events name the BMC.
     reasons = described_reasons(topo.kubectl("describe", "vmbmc", bmc, "-n", SYSTEM))
-    assert reasons.index("PowerOnRequested") < reasons.index("PoweredOn"), reasons
+    assert_cause_first(reasons, topo.bmc_events(bmc), [
+        ("PowerOnRequested", "PoweredOn"), ("BootOverrideSet", "BootOverrideRestored"),
+    ])  # fmt: skip
     assert reasons.index("BootOverrideSet") < reasons.index("BootDeviceChanged"), reasons
     assert reasons.index("BootOverrideRestored") < len(reasons) - reasons[::-1].index("BootDeviceChanged") - 1
     (vm_on,) = [e for e in topo.vm_events(vm) if e["reason"] == "PoweredOn"]
@@ -342,9 +217,3 @@ def assert_history_once(topo: Topology, bmc: str) -> None:
     assert len(ids) == len(set(ids))
     ours = [e for e in topo.bmc_events(bmc) if e.get("reportingComponent") == "vmbmc-controller"]
     assert sorted(e["metadata"]["name"] for e in ours) == sorted(f"{bmc}.{i}" for i in ids)
-
-
-def described_reasons(text: str) -> list[str]:
-    """The Reason column of `kubectl describe`'s Events table, top to bottom."""
-    lines = text.split("Events:", 1)[1].splitlines()
-    return [line.split()[1] for line in lines[3:] if line.strip()]

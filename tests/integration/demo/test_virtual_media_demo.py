@@ -20,6 +20,7 @@ from sushy import BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState,
 from tests.conftest import KUBECTL
 from tests.demo_process import start_demo
 from tests.image_server import serve_images
+from tests.kubectl_events import assert_cause_first, described_reasons
 from tests.waiting import wait_until
 
 WAIT = 60.0  # seconds: every wait below is bounded by this
@@ -84,5 +85,13 @@ def test_ironic_virtual_media_boot_in_the_demo(demo: dict[str, Any], tmp_path: P
     assert events is not None
     seen = {e["reason"] for e in events["items"]}
     assert {"InsertMediaRequested", "MediaInserted", "EjectMediaRequested", "MediaEjected"} <= seen, seen
+    # kubectl describe lists each of the kbmc's Events after its cause, within one second too
+    reasons = described_reasons(kubectl("describe", "vmbmc", "-n", bmc_ns, bmc_name).stdout)
+    assert_cause_first(reasons, events["items"], [
+        ("InsertMediaRequested", "MediaInserted"), ("EjectMediaRequested", "MediaEjected"),
+        ("BootOverrideSet", "BootOverrideRestored"), ("PowerOnRequested", "PoweredOn"),
+    ])  # fmt: skip
+    restore = len(reasons) - 1 - reasons[::-1].index("BootDeviceChanged")  # the restore's boot change
+    assert reasons.index("BootOverrideRestored") < restore, reasons
     status = get("vmbmc", "-n", bmc_ns, bmc_name)
     assert status is not None and not status["status"].get("virtualMedia")

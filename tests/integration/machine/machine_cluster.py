@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,14 @@ class Cluster:
             "spec": spec,
         }
         return self.emu.call(self.emu.emulator.store.create, self.bmcs, body, "default")
+
+    def patch_bmc_status(self, name: str, status: dict) -> None:
+        """A merge patch of BMC `default/<name>`'s status, as the controller writes its fields."""
+        body = json.dumps({"status": status})
+        self.emu.call(
+            self.emu.emulator.store.patch, self.bmcs, "default", name, "application/merge-patch+json", body,
+            subresource="status",
+        )
 
     def vm(self, name: str) -> dict | None:
         return copy.deepcopy(self.emu.call(self.emu.emulator.store.try_get, self.vms, "default", name))

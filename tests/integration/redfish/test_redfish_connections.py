@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -158,3 +159,82 @@ async def test_idle_keep_alive_connection_is_closed(https) -> None:
         assert first.startswith(b"HTTP/1.1 200")
     assert await closed_by_server(reader, 10)  # keep_alive=1 s
     writer.close()
+
+
+def request_with_the_finished_message(host: str, port: int, request: bytes) -> bytes:
+    """A TLS 1.3 client that sends `request` in the same TCP write as its handshake's Finished
+    message (TLS 1.3 allows it), then reads the answer's head. Memory BIOs make that exact."""
+    context = client_tls()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        for _ in range(20):  # bounded: a handshake takes two round trips
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536) or b"")
+        tls.write(request)
+        sock.sendall(outgoing.read())  # the Finished message and the request together
+        answer = b""
+        for _ in range(50):  # bounded by the socket timeout too
+            try:
+                answer += tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+            if b"\r\n\r\n" in answer:
+                break
+        return answer
+
+
+async def test_a_request_sent_along_with_the_tls_finished_message_is_answered(https) -> None:
+    request = b"GET /redfish/v1 HTTP/1.1\r\nHost: bmc\r\n\r\n"
+    answer = await asyncio.to_thread(request_with_the_finished_message, https.host, https.port, request)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # not dropped while the TLS layer was being put in place
+    assert https.guard.timed_out == 0
+
+
+async def test_plain_http_listener_has_the_same_deadlines_and_answers(machine) -> None:
+    app = create_app(machine, StaticCredentials(USER, PASSWORD), limiter=LoginLimiter(),
+                     manager_info={"https": False, "version": "test"})
+    server = await serve(app, "127.0.0.1", 0, http=True, limits=LIMITS)
+    try:
+        stalled_reader, stalled = await connect(server, "127.0.38.1", tls=False)
+        stalled.write(HALF_HEADER)
+        await stalled.drain()
+        reader, writer = await connect(server, "127.0.38.2", tls=False)
+        writer.write(b"GET /redfish/v1 HTTP/1.1\r\nHost: bmc\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        assert await closed_by_server(stalled_reader, 10)
+        stalled.close()
+        assert server.guard.timed_out >= 1
+    finally:
+        await server.stop()
+
+
+async def test_pipelined_requests_on_one_connection_are_all_answered(https) -> None:
+    reader, writer = await connect(https, "127.0.39.1")
+    get = b"GET /redfish/v1 HTTP/1.1\r\nHost: bmc\r\n\r\n"
+    reset = (b"POST /redfish/v1/Systems/vm1/Actions/ComputerSystem.Reset HTTP/1.1\r\nHost: bmc\r\n"
+             b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")  # no credentials: 401
+    writer.write(get + reset + get)
+    await writer.drain()
+    statuses = []
+    for _ in range(3):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode().split("\r\n")
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.lower() == "content-length")
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        statuses.append(lines[0])
+    writer.close()
+    assert statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 401 Unauthorized", "HTTP/1.1 200 OK"]
+    assert https.guard.malformed == 0

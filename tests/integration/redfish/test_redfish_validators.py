@@ -20,6 +20,7 @@ import httpx
 import pytest
 from redfish_servers import PASSWORD, USER
 
+from tests.history_entries import HISTORY
 from tests.redfish_csdl import CSDL
 
 BIN = Path(sys.executable).parent
@@ -52,8 +53,12 @@ async def _run(*argv: str, timeout: float = 100) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-@pytest.mark.parametrize("authtype", ["Session", "Basic"])
-async def test_service_validator(https_server, tmp_path: Path, authtype: str) -> None:
+@pytest.mark.parametrize(("authtype", "history"), [("Session", False), ("Basic", True)])
+async def test_service_validator(https_server, machine, tmp_path: Path, authtype: str, history: bool) -> None:
+    """Both the log a client meets first (empty) and one with entries and a clear."""
+    if history:
+        machine.power_history = HISTORY
+        machine.log_cleared = {"time": "2025-06-02T10:06:00Z", "requestId": "cc33", "requester": "the kbmc"}
     code, out = await _run(
         _tool("rf_service_validator"),
         "-r",
@@ -76,6 +81,9 @@ async def test_service_validator(https_server, tmp_path: Path, authtype: str) ->
     ]
     assert code == 0 and not fails, f"service validator failed:\n{chr(10).join(fails)}\n{summary}"
     assert "Validating /redfish/v1/Systems/vm1..." in out, "the crawl reached the System"
+    assert "Validating /redfish/v1/Systems/vm1/LogServices/SEL..." in out, "the crawl reached the log"
+    if history:
+        assert "/LogServices/SEL/Entries/d00d000000000004" in out, "the crawl reached an entry"
 
 
 TOKEN_RANDOMNESS = "RESP_HEADERS_X_AUTH_TOKEN"

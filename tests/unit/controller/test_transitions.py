@@ -421,6 +421,7 @@ def test_entries_name_the_requester_and_consume_once() -> None:
         "time": T2,
         "from": "On",
         "to": "Off",
+        "reason": "PoweredOff",
         "cause": "Request",
         "requester": "IPMI user admin from 10.244.1.7",
         "requestId": "r1",

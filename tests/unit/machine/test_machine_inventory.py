@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from machine_vms import vm, vmi
 
-from vmbmc.machine.inventory import inventory, parse_quantity
+from vmbmc.machine.inventory import disk_claims, inventory, parse_quantity
 from vmbmc.machine.types import BootMode, Disk, Nic
 
 
@@ -67,6 +67,30 @@ def test_full_inventory() -> None:
         Disk("iso", "cdrom", None, "sata"),
     )
     assert inv.boot_mode is BootMode.UEFI
+
+
+def test_disk_claims_name_what_a_kbmc_reads() -> None:
+    """The PVCs and DataVolumes of disks and LUNs (a DataVolume's PVC has its name); no CD-ROM's."""
+    v = full_vm()
+    v["spec"]["template"]["spec"]["domain"]["devices"]["disks"].append({"name": "media", "cdrom": {}})
+    v["spec"]["template"]["spec"]["volumes"].append({"name": "media", "dataVolume": {"name": "media-dv"}})
+    assert disk_claims(v) == (("data-dv", "pvc-1", "root-dv"), ("data-dv", "root-dv"))
+    assert disk_claims({"metadata": {"name": "x"}}) == ((), ())
+
+
+def test_sizes_prefer_what_kubernetes_allocated() -> None:
+    """A bound PVC's capacity (a provisioner may round up) beats every request; then the PVC's request,
+    the DataVolume's, the VM's template; a PVC without either falls through to its DataVolume."""
+    root = {
+        "status": {"capacity": {"storage": "21Gi"}},
+        "spec": {"resources": {"requests": {"storage": "20Gi"}}},
+    }
+    pending = {"spec": {"resources": {"requests": {"storage": "3Gi"}}}}  # not bound yet: its request
+    empty = {"spec": {}}  # nothing known: the DataVolume says
+    dvs = {"data-dv": {"spec": {"storage": {"resources": {"requests": {"storage": "4Gi"}}}}}}
+    inv = inventory(full_vm(), None, {"root-dv": root, "pvc-1": pending, "data-dv": empty}, dvs)
+    sizes = {d.name: d.size_bytes for d in inv.disks}
+    assert sizes == {"root": 21 << 30, "data": 4 << 30, "scratch": 2 << 30, "claim": 3 << 30, "iso": None}
 
 
 def test_fallbacks() -> None:

@@ -9,10 +9,14 @@ from `act`) to exercise the error mapping, and read `calls` to see what the BMC 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
+from typing import Any
 
 from vmbmc.machine.api import Machine
 from vmbmc.machine.errors import Busy, Invalid, MachineError, NotFound, NotSupported, Refused
+from vmbmc.machine.history import LogEntry, LogView, cleared_entry, log_view
+from vmbmc.machine.requests import requester_text
 from vmbmc.machine.types import (
     ActionResult,
     BootMode,
@@ -70,6 +74,9 @@ class FakeMachine(Machine):
         self.stale = False
         self.calls: list[tuple[PowerAction, Requester]] = []
         self.boot_calls: list[Requester] = []
+        # status.powerHistory as the controller writes it, and status.logClearedAt as a clear writes it
+        self.power_history: list[dict[str, Any]] = []
+        self.log_cleared: dict[str, Any] | None = None
 
     # --- test controls -----------------------------------------------------------------------
     def remove_vm(self) -> None:
@@ -220,3 +227,21 @@ class FakeMachine(Machine):
         if self.fail_with is not None:
             raise self.fail_with
         return self.submit_boot_override(requester, target=target, enabled=enabled, mode=mode)
+
+    # --- history -----------------------------------------------------------------------------
+    def history(self) -> LogView:
+        return log_view(self.power_history, self.log_cleared)
+
+    def clear_log(self, requester: Requester) -> asyncio.Future[LogEntry]:
+        future: asyncio.Future[LogEntry] = asyncio.get_running_loop().create_future()
+        if self.fail_with is not None:
+            future.set_exception(self.fail_with)
+            return future
+        who = requester_text(requester.protocol.value, requester.user, requester.client)
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.log_cleared = {"time": now, "requestId": requester.request_id, "requester": who}
+        entry = cleared_entry(self.log_cleared)
+        assert entry is not None
+        future.set_result(entry)
+        return future
+

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from machine_double import FakeMachine
 
+from tests.redfish_csdl import nullable_properties
 from vmbmc.machine import media as md
 from vmbmc.machine.types import Requester
 from vmbmc.redfish.resources import media as media_resource
@@ -92,3 +93,24 @@ async def test_not_offered_without_a_back_end(client: httpx.AsyncClient, app) ->
     assert (await client.get(CD)).status_code == 404
     assert "VirtualMedia" not in (await client.get("/redfish/v1/Systems/vm1")).json()
     assert "VirtualMedia" not in (await client.get("/redfish/v1/Managers/BMC")).json()
+
+
+@pytest.mark.parametrize("path", [CD, "/redfish/v1/Managers/BMC/VirtualMedia/Cd"])
+async def test_empty_media_reads_null_where_the_schema_allows_it(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """Ironic's interop profile reads `Image` in every state: an empty device says null, in exactly the
+    nullable properties DMTF's VirtualMedia schema has, and nothing else is null."""
+    body = (await client.get(path)).json()
+    nulls = {key for key, value in body.items() if value is None}
+    assert nulls == {"Image", "ImageName", "TransferMethod", "TransferProtocolType"}, body
+    assert nulls <= nullable_properties("VirtualMedia")
+    assert body["Inserted"] is False and body["ConnectedVia"] == "NotConnected"
+
+
+async def test_inserted_media_has_no_nulls(client: httpx.AsyncClient, machine: MediaMachine) -> None:
+    machine.media = md.MediaStatus(IMAGE, True, "dv", md.SUCCEEDED, "")
+    body = (await client.get(CD)).json()
+    assert [key for key, value in body.items() if value is None] == []
+    assert body["Image"] == IMAGE and body["ImageName"] == "boot.iso"
+    assert body["TransferProtocolType"] == "HTTP"

@@ -39,6 +39,8 @@ TASK_MONITORS = f"{paths.ROOT}/TaskService/TaskMonitors"
 MAX_TASKS = 16
 _INSERT_PARAMS = ("Image", "Inserted", "WriteProtected", "TransferMethod", "TransferProtocolType")
 _CREDENTIALS = ("UserName", "Password")
+# Nullable in DMTF's VirtualMedia schema, and null while nothing is inserted or importing
+EMPTY_NULLS = ("Image", "ImageName", "TransferMethod", "TransferProtocolType")
 
 
 def offered(request: Request) -> bool:
@@ -93,10 +95,12 @@ def media_body(base: str, state: md.MediaStatus) -> dict[str, Any]:
             EJECT_ACTION: {"target": f"{path}/Actions/VirtualMedia.EjectMedia"},
         },
     )
-    if state.image:  # never a JSON null for a string
+    # Empty media reads as null in every nullable property a client looks for (Image first: Ironic's
+    # interop profile reads it in every state), as DMTF's schema allows; nothing is invented.
+    body.update(dict.fromkeys(EMPTY_NULLS))
+    if state.image:
         body["Image"] = state.image
-        if state.image_name:
-            body["ImageName"] = state.image_name
+        body["ImageName"] = state.image_name or None
         body["TransferMethod"] = "Upload"  # CDI copies the whole image into a volume first
         body["TransferProtocolType"] = "HTTPS" if state.image.startswith("https:") else "HTTP"
     return body

@@ -1,5 +1,5 @@
-"""Registries collection and the Base message registry vmbmc quotes in its error bodies; where firmware
-settings are offered, the collection also lists the Bios attribute registry's file (resources/firmware.py)."""
+"""Registries collection: one MessageRegistryFile per registry vmbmc quotes (vmbmc.redfish.registry), and
+the Bios attribute registry's where firmware settings are offered (resources/firmware.py)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,52 @@ from vmbmc.redfish import paths
 from vmbmc.redfish.bios import REGISTRY_ID as BIOS_REGISTRY_ID
 from vmbmc.redfish.context import service
 from vmbmc.redfish.errors import RedfishError, RedfishJSON
-from vmbmc.redfish.registry import REGISTRY_ID, base_registry
+from vmbmc.redfish.registry import REGISTRIES, registry
 from vmbmc.redfish.resources.base import collection, described_by, ok, resource
 
-_FILE = f"{paths.REGISTRIES}/Base"
-_REGISTRY_URI = f"{_FILE}/{REGISTRY_ID}"
+_DESCRIPTIONS = {
+    "Base": "DMTF Base message registry (the messages this service uses)",
+    "ResourceEvent": "DMTF Resource Event message registry (the log entries' power messages)",
+    "LogService": "DMTF Log Service message registry (the log clear)",
+    "Vmbmc": "vmbmc's own messages (log entries DMTF's registries have no message for)",
+}
+
+
+def _file(prefix: str) -> str:
+    return f"{paths.REGISTRIES}/{prefix}"
+
+
+def _prefix(request: Request) -> str:
+    prefix = request.path_params["prefix"]
+    if prefix not in REGISTRIES:
+        raise RedfishError(404, "ResourceNotFound", "MessageRegistryFile", prefix)
+    return str(prefix)
 
 
 async def registries(request: Request) -> Response:
-    files = [_FILE]
+    members = [_file(prefix) for prefix in REGISTRIES]
     if service(request).machine.firmware() is not None:
-        files.append(f"{paths.REGISTRIES}/{BIOS_REGISTRY_ID}")  # the Bios attribute registry's file
-    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", files)
+        members.append(_file(BIOS_REGISTRY_ID))  # the Bios attribute registry's file
+    body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", members)
     return ok(body)
 
 
-async def base_file(request: Request) -> Response:
-    major_minor = REGISTRY_ID.rsplit(".", 1)[0]  # "Base.1.16"
+async def registry_file(request: Request) -> Response:
+    prefix = _prefix(request)
+    registry_id = REGISTRIES[prefix]
     body = resource(
-        "MessageRegistryFile", _FILE, "Base", "Base Message Registry File",
-        Description="DMTF Base message registry (the messages this service uses)",
+        "MessageRegistryFile", _file(prefix), prefix, f"{registry(prefix)['Name']} File",
+        Description=_DESCRIPTIONS[prefix],
         Languages=["en"],
-        Registry=major_minor,
-        Location=[{"Language": "en", "Uri": _REGISTRY_URI}],
+        Registry=registry_id.rsplit(".", 1)[0],  # "Base.1.16"
+        Location=[{"Language": "en", "Uri": f"{_file(prefix)}/{registry_id}"}],
     )
     return ok(body)
 
 
-async def base_registry_document(request: Request) -> Response:
-    if request.path_params["registry"] != REGISTRY_ID:
+async def registry_document(request: Request) -> Response:
+    prefix = _prefix(request)
+    if request.path_params["registry"] != REGISTRIES[prefix]:
         raise RedfishError(404, "ResourceNotFound", "MessageRegistry", request.path_params["registry"])
-    return RedfishJSON(base_registry(), headers={"Link": described_by(base_registry()["@odata.type"])})
+    document = registry(prefix)
+    return RedfishJSON(document, headers={"Link": described_by(document["@odata.type"])})

@@ -86,6 +86,7 @@ def system_body(svc: Service, inv: Inventory) -> dict[str, Any]:
         Processors=ref(f"{path}/Processors"),
         EthernetInterfaces=ref(f"{path}/EthernetInterfaces"),
         SimpleStorage=ref(f"{path}/SimpleStorage"),
+        LogServices=ref(f"{path}/LogServices"),
         Links={"ManagedBy": [ref(paths.MANAGER)], "Chassis": [ref(paths.CHASSIS)]},
         Actions={
             RESET_ACTION: {
