@@ -137,6 +137,8 @@ def test_secure_boot_through_sushy_and_a_reset(cluster: Cluster, system: Any) ->
     sb.refresh()
     assert sb.current_boot == sushy.SecureBootCurrentBoot.DISABLED
     assert "FirmwareSettingsSet" in reasons(cluster)
+    records = cluster.bmc(BMC)["status"]["requests"]
+    assert any(r["action"] == "firmware_settings" and r["effect"] == "called" for r in records), records
     power(system, ResetType.FORCE_OFF, PowerState.OFF)
     sb.refresh()
     assert sb.current_boot is None
