@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sushy
 import urllib3
-from kbmc_process import PASSWORD, USER, KbmcProcess, serve_bmc
+from kbmc_process import PASSWORD, USER, serve_bmc
 from machine_cluster import Cluster, vm_body
 from sushy import BootSourceOverrideMode, PowerState, ResetType
 
@@ -31,21 +31,14 @@ WAIT = 30.0  # seconds: every poll below is bounded by this
 
 
 @pytest.fixture(scope="module")
-def served(
-    emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, KbmcProcess]]:
-    """The kbmc of a VM that boots with BIOS (no bootloader) and has no SMM, Redfish over HTTPS."""
+def redfish(emu: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redfish URL of the kbmc of a VM that boots with BIOS (no bootloader) and has no SMM, over HTTPS."""
     vm = vm_body(VM)
     vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["macAddress"] = "52:54:00:00:29:29"
     emu.call(emu.emulator.store.create, cluster.vms, vm, "default")
     served = serve_bmc(emu, cluster, tmp_path_factory.mktemp("kbmc-fw"), BMC, VM, redfish="https")
-    yield served.redfish, served.kbmc
+    yield served.redfish
     served.kbmc.stop()
-
-
-@pytest.fixture(scope="module")
-def redfish(served: tuple[str, KbmcProcess]) -> str:
-    return served[0]
 
 
 @pytest.fixture

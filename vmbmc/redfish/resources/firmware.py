@@ -46,6 +46,14 @@ def _state(request: Request) -> tuple[str, FirmwareStatus]:
     return path, state
 
 
+async def _patch_body(request: Request) -> tuple[str, FirmwareStatus, dict[str, Any]]:
+    path, state = _state(request)
+    body = await read_object(request)
+    if not body:
+        raise RedfishError(400, "EmptyJSON")
+    return path, state, body
+
+
 async def _change(request: Request, change: FirmwareChange, names: dict[str, str], value: str) -> Response:
     """Apply `change` (204), mapping a conflict to PropertyValueConflict with the request's names."""
     if change.empty():
@@ -84,10 +92,7 @@ async def get_secure_boot(request: Request) -> Response:
 
 
 async def patch_secure_boot(request: Request) -> Response:
-    path, state = _state(request)
-    body = await read_object(request)
-    if not body:
-        raise RedfishError(400, "EmptyJSON")
+    path, state, body = await _patch_body(request)
     readable = secure_boot_body(path, state)
     enable = None
     for key, value in body.items():
@@ -148,10 +153,7 @@ async def get_bios_settings(request: Request) -> Response:
 
 
 async def patch_bios_settings(request: Request) -> Response:
-    path, state = _state(request)
-    body = await read_object(request)
-    if not body:
-        raise RedfishError(400, "EmptyJSON")
+    path, state, body = await _patch_body(request)
     change = bios.parse_settings_patch(body, settings_body(path, state))
     return await _change(request, change, bios.ATTRIBUTE_OF, json.dumps(body.get("Attributes")))
 
