@@ -74,7 +74,9 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
     out = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        # the versions CI and the image install (constraints.txt), not whatever is newest today
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"),
+         str(wheel)],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,

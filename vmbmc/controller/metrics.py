@@ -1,8 +1,9 @@
-"""Prometheus metrics of one controller (a registry of its own, so several can run in one process)."""
+"""Prometheus metrics of one controller (a registry of its own, so several can run in one process; its
+health port serves it, vmbmc/health.py)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class Metrics:
@@ -23,6 +24,3 @@ class Metrics:
             "vmbmc_controller_leader", "1 while this replica holds the Lease", registry=self.registry
         )
         self.bmcs = Gauge("vmbmc_controller_bmcs", "BMCs known to this controller", registry=self.registry)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -58,7 +58,7 @@ class Controller:
         self.options = options
         self.handle_signals = handle_signals  # SIGINT/SIGTERM stop it (the CLI; main thread only)
         self.metrics = Metrics()
-        self.health = HealthServer(self.metrics.render, options.health_address, options.health_port)
+        self.health = HealthServer(self.metrics.registry, options.health_address, options.health_port)
         self.health_port: int | None = None
 
     async def run(self, *, stop_flag: Flag | None = None, ready_flag: Flag | None = None) -> None:

@@ -4,7 +4,8 @@ kubelet would start its container, so what `deploy/` and the controller write is
 Like the kubelet of a kind node, it runs only the images it has been given (`add_image`, what
 `kind load docker-image` does); a pod naming any other image, or one that a kubelet would pull anyway
 (`imagePullPolicy: Always`, the default for `:latest`), shows `ErrImagePull` / `ImagePullBackOff`.
-The image's entrypoint is `vmbmc` (see Dockerfile), so a container runs `python -m vmbmc ARGS`.
+The image's entrypoint is `vmbmc` (see Dockerfile), so a container runs `python -P -m vmbmc ARGS`, in
+a directory of its own (never the caller's, where a folder named `vmbmc` would shadow the package).
 
 A container gets what a kubelet gives it: its `env` (literals, the downward API's
 `fieldRef`s, `secretKeyRef`/`configMapKeyRef`), its Secret, ConfigMap and emptyDir volumes written out
@@ -101,8 +102,9 @@ class LocalPodRunner:
         first_address: int = 101,
         images: Iterable[str] = (),
     ) -> None:
-        self.kubeconfig = str(kubeconfig)
-        self.workdir = Path(workdir)
+        # absolute: a pod runs in a directory of its own, where a relative path would point elsewhere
+        self.kubeconfig = str(Path(kubeconfig).absolute())
+        self.workdir = Path(workdir).absolute()
         self._next = itertools.count(first_address)
         self._emulator: Any = None
         self._url: str | None = None
@@ -273,7 +275,7 @@ class LocalPodRunner:
             env["VMBMC_RESTRICTED"] = "1"
         with (root / f"{container['name']}.log").open("ab") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=env
+                *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=env, cwd=root
             )
         self._running.add(proc)
         self._on_address[address] = proc
@@ -325,7 +327,9 @@ class LocalPodRunner:
         # No Service in front of a local pod: clients use the container port, which SOL then names.
         args = _without(args, "--advertised-ipmi-port")
         args = [*_without(args, flag, "--kubeconfig"), flag, address, "--kubeconfig", kubeconfig]
-        return [sys.executable, "-m", "vmbmc", *args]
+        # -P: not the working directory first on sys.path, where a folder named `vmbmc` (the parent of a
+        # clone) would shadow the installed package
+        return [sys.executable, "-P", "-m", "vmbmc", *args]
 
     async def _watch(
         self,

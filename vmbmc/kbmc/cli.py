@@ -108,14 +108,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     try:
         if args.health_port >= 0:
             from vmbmc.health import HealthServer
-            from vmbmc.kbmc.metrics import render
+            from vmbmc.metrics import REGISTRY
 
             # Ready once the VM watch has synced (before that the BMC would answer from nothing) and
             # the front ends listen (Redfish waits for its certificate).
             def ready() -> bool:
                 return service is not None and hub.ready()
 
-            health = HealthServer(render, args.address, args.health_port, ready_check=ready)
+            health = HealthServer(REGISTRY, args.address, args.health_port, ready_check=ready)
             health.ready_reason = "watch not synced or not listening yet"
             await health.start()
         if args.bmc:
@@ -180,9 +180,9 @@ async def serve_shared(args: argparse.Namespace, stop: asyncio.Event) -> int:
     try:
         if args.health_port >= 0:
             from vmbmc.health import HealthServer
-            from vmbmc.kbmc.metrics import render
+            from vmbmc.metrics import REGISTRY
 
-            health = HealthServer(render, args.address, args.health_port, ready_check=kbmc.ready)
+            health = HealthServer(REGISTRY, args.address, args.health_port, ready_check=kbmc.ready)
             health.ready_reason = "roster not read, or its BMCs not started yet"
             await health.start()
         log.info("shared kbmc started", extra={"namespace": args.shared, "address": args.address})

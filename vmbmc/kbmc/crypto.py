@@ -11,9 +11,9 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from vmbmc.kbmc import aes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 AUTH_RAKP_HMAC_SHA1 = 0x01
 AUTH_RAKP_HMAC_SHA256 = 0x03
@@ -97,6 +97,10 @@ class SessionKeys:
     suite: CipherSuite
     k1: bytes  # integrity key
     aes_key: bytes  # first 16 bytes of K2
+    _aes: algorithms.AES = field(init=False, repr=False, compare=False)  # the key, checked once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aes", algorithms.AES(self.aes_key))
 
     @classmethod
     def derive(cls, suite: CipherSuite, sik: bytes) -> SessionKeys:
@@ -113,17 +117,25 @@ class SessionKeys:
         pad_len = (15 - len(payload) % 16) % 16
         plain = payload + bytes(range(1, pad_len + 1)) + bytes((pad_len,))
         iv = os.urandom(16)
-        return iv + aes.encrypt(self.aes_key, iv, plain)
+        return iv + _cbc(self._aes, iv, plain, encrypt=True)
 
     def decrypt(self, data: bytes) -> bytes | None:
         """The payload, or None when the data is not a well-formed encrypted payload."""
         if len(data) < 32 or len(data) % 16:
             return None
-        plain = aes.decrypt(self.aes_key, data[:16], data[16:])
+        plain = _cbc(self._aes, data[:16], data[16:], encrypt=False)
         pad_len = plain[-1]
         if pad_len > 15 or pad_len >= len(plain):
             return None
         return plain[: len(plain) - 1 - pad_len]
+
+
+def _cbc(key: algorithms.AES, iv: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    """AES-CBC-128 over whole blocks, no padding of its own (IPMI's pad is in the payload). A new context
+    per packet: every packet has its own IV, and cryptography offers no way to reset one."""
+    cipher = Cipher(key, modes.CBC(iv))
+    ctx = cipher.encryptor() if encrypt else cipher.decryptor()
+    return ctx.update(data) + ctx.finalize()
 
 
 def password_key(password: str, size: int) -> bytes | None:

@@ -18,8 +18,10 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from vmbmc import metrics
 from vmbmc.auth import Credentials, LoginLimiter
-from vmbmc.kbmc import crypto, metrics, wire
+from vmbmc.auth.lockout import Turn
+from vmbmc.kbmc import channel, crypto, wire
 from vmbmc.kbmc.commands import (
     CC_BAD_LENGTH,
     CC_BUSY,
@@ -38,8 +40,6 @@ from vmbmc.ratelog import RateLimitedLog
 
 log = logging.getLogger("vmbmc.kbmc.requests")
 
-CHANNEL = 0x01
-CURRENT_CHANNEL = 0x0E
 
 # RMCP+ status codes (IPMI 2.0 table 13-15)
 RS_OK = 0x00
@@ -108,7 +108,7 @@ class LanChannel:
         self.limiter = limiter
         self.identity = identity
         self.table = table if table is not None else SessionTable()  # an empty table is falsy
-        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"), on_note=metrics.DROPPED.inc)
+        self.bad = RateLimitedLog(logging.getLogger("vmbmc.kbmc.lan"), on_note=metrics.IPMI_DROPPED.inc)
 
     # --- entry -----------------------------------------------------------------------------
     def handle(self, datagram: bytes, client: Client) -> Answer:
@@ -185,7 +185,10 @@ class LanChannel:
             return answer(CC_NULL_USER)
         password = self.credentials.password_for(user)
         if password is None:
-            return self._failed(client, user, "unknown user", answer(CC_INVALID_USER), "lan")
+            turn = self._turn(client, "lan")
+            if turn is None:
+                return None
+            return self._failed(turn, client, user, "unknown user", answer(CC_INVALID_USER))
         key16 = crypto.password_key(password, 16)
         if key16 is None:
             self.bad.note(client[0], "IPMI 1.5 refused: the password is longer than 16 bytes")
@@ -207,13 +210,17 @@ class LanChannel:
                 wire.AUTH_MD5, seq, s.id, crypto.md5_auth_code(s.key16, s.id, msg, seq), msg
             )
 
+        turn = self._turn(client, "lan")
+        if turn is None:
+            return None  # the session stays: a retransmit tries again
         expected = crypto.md5_auth_code(s.key16, s.id, pkt.message, pkt.seq)
         if not hmac.compare_digest(expected, pkt.authcode):
             self.table.close(s.id)
             # Answered (real BMCs often stay silent: a 10 s client timeout), late if held.
             return self._failed(
-                client, s.user, "wrong password (Activate Session)", answer(CC_INSUFFICIENT_PRIV), "lan"
+                turn, client, s.user, "wrong password (Activate Session)", answer(CC_INSUFFICIENT_PRIV)
             )
+        turn.passed()
         if len(req.data) != 22:
             return answer(CC_BAD_LENGTH)
         authtype, max_priv, challenge, out_seq = (
@@ -234,7 +241,7 @@ class LanChannel:
         # (FreeIPMI checks this, IPMI 2.0 §22.17).
         s.out_seq = struct.unpack("<I", out_seq)[0]
         self.table.touch(s)
-        metrics.SESSIONS_OPENED.labels("lan").inc()
+        metrics.IPMI_SESSIONS_OPENED.labels("lan").inc()
         log.info("session opened", extra=self._extra(s, "Activate Session", CC_OK, protocol="lan"))
         return answer(
             CC_OK, bytes((wire.AUTH_MD5,)) + struct.pack("<II", s.id, inbound) + bytes((max_priv,)), s.out_seq
@@ -385,9 +392,12 @@ class LanChannel:
             self.bad.note(client[0], "RMCP+ refused: the password is longer than 20 bytes")
             return answer(RS_UNAUTHORIZED_NAME)
         if kuid is None:
+            turn = self._turn(client, "lanplus")
+            if turn is None:
+                return None  # the set-up stays: a retransmit tries again
             # Kept (unusable) until it expires, so a retransmitted RAKP 1 gets this same answer.
             hs.failed, hs.rakp1, hs.rakp2 = True, p, answer(RS_UNAUTHORIZED_NAME)
-            out = self._failed(client, user, "unknown user (RAKP 1)", hs.rakp2, "lanplus")
+            out = self._failed(turn, client, user, "unknown user (RAKP 1)", hs.rakp2)
             hs.answer_at = self.table.now() + (out.delay if isinstance(out, Later) else 0.0)
             return out
         hs.rakp1, hs.console_rand, hs.bmc_rand, hs.role = p, p[8:24], os.urandom(16), role
@@ -432,17 +442,26 @@ class LanChannel:
             )
 
         if status != RS_OK:
-            # The client rejected our RAKP 2: it holds a different password.
+            # The client rejected our RAKP 2: it holds a different password. Nothing to check or answer,
+            # so it takes no turn: it counts, and trips or extends a hold.
             self.table.close(s.id)
-            why = f"wrong password (client refused RAKP 2, status 0x{status:02x})"
-            self._failed(client, s.user, why, None, "lanplus")
+            metrics.IPMI_LOGIN_FAILURES.inc()
+            held = self.limiter.held(client[0])
+            self.limiter.failure(client[0], "lanplus")
+            if not held:
+                why = f"wrong password (client refused RAKP 2, status 0x{status:02x})"
+                log.warning("login failed", extra={"client": client[0], "user": s.user, "reason": why})
             return None
+        turn = self._turn(client, "lanplus")
+        if turn is None:
+            return None  # the set-up stays: a retransmit tries again
         password = self.credentials.password_for(s.user)
         kuid = crypto.password_key(password, 20) if password is not None else None
         rakp = self._rakp(s)
         if kuid is None or not hmac.compare_digest(rakp.rakp3_code(hs.suite, kuid), p[8:]):
             self.table.close(s.id)
-            return self._failed(client, s.user, "wrong password (RAKP 3)", answer(RS_INVALID_ICV), "lanplus")
+            return self._failed(turn, client, s.user, "wrong password (RAKP 3)", answer(RS_INVALID_ICV))
+        turn.passed()
         sik = rakp.sik(hs.suite, kuid)
         s.keys = crypto.SessionKeys.derive(hs.suite, sik)
         s.priv = s.max_priv
@@ -451,7 +470,7 @@ class LanChannel:
         hs.rakp3 = p
         hs.rakp4 = answer(RS_OK, rakp.rakp4_code(hs.suite, sik))
         self.table.touch(s)
-        metrics.SESSIONS_OPENED.labels("lanplus").inc()
+        metrics.IPMI_SESSIONS_OPENED.labels("lanplus").inc()
         log.info(
             "session opened",
             extra=self._extra(s, "RAKP 3", CC_OK, protocol="lanplus", cipher_suite=hs.suite.id),
@@ -464,47 +483,11 @@ class LanChannel:
             self.bad.note(client[0], "dropped a sessionless command")
             return None, b""
         if req.cmd == 0x38:
-            return self._auth_capabilities(req.data)
+            return channel.auth_capabilities(req.data)
         if req.cmd == 0x54:
-            return self._cipher_suites(req.data)
+            return channel.cipher_suites(req.data)
         self.bad.note(client[0], f"dropped sessionless command 0x{req.cmd:02x}")
         return None, b""
-
-    def _auth_capabilities(self, data: bytes) -> tuple[int, bytes]:
-        if len(data) != 2:
-            return CC_BAD_LENGTH, b""
-        channel, v2 = data[0] & 0x0F, bool(data[0] & 0x80)
-        if channel not in (CURRENT_CHANNEL, CHANNEL) or not Priv.CALLBACK <= data[1] & 0x0F <= 5:
-            return CC_INVALID_FIELD, b""
-        # MD5 only; per-message and user-level authentication on; non-null users only;
-        # extended: IPMI 1.5 and 2.0 connections.
-        return CC_OK, bytes((CHANNEL, 0x04 | (0x80 if v2 else 0), 0x04, 0x03 if v2 else 0, 0, 0, 0, 0))
-
-    def _cipher_suites(self, data: bytes) -> tuple[int, bytes]:
-        if len(data) != 3:
-            return CC_BAD_LENGTH, b""
-        channel = data[0] & 0x0F
-        if channel not in (CURRENT_CHANNEL, CHANNEL):
-            return CC_INVALID_FIELD, b""
-        if data[1] not in (wire.PAYLOAD_IPMI, wire.PAYLOAD_SOL):  # IPMI and SOL payloads only
-            return CC_OK, bytes((CHANNEL,))
-        if data[2] & 0x80:
-            records = b"".join(s.record for s in crypto.SUITES)
-        else:  # the algorithms, each once
-            algos = [s.auth for s in crypto.SUITES] + [0x40 | s.integrity for s in crypto.SUITES]
-            algos += [0x80 | s.confidentiality for s in crypto.SUITES]
-            records = bytes(dict.fromkeys(algos))
-        index = data[2] & 0x3F
-        return CC_OK, bytes((CHANNEL,)) + records[index * 16 : index * 16 + 16]
-
-    def _channel_info(self, s: Session, data: bytes) -> tuple[int, bytes]:
-        if len(data) != 1:
-            return CC_BAD_LENGTH, b""
-        if data[0] & 0x0F not in (CURRENT_CHANNEL, CHANNEL):
-            return CC_INVALID_FIELD, b""  # one channel: this LAN channel
-        sessions = min(len(self.table.active()), 0x3F)
-        # 802.3 LAN, IPMB-1.0 protocol, multi-session, IPMI forum IANA 7154, no aux info.
-        return CC_OK, bytes((CHANNEL, 0x04, 0x01, 0x80 | sessions)) + (7154).to_bytes(3, "little") + bytes(2)
 
     def _in_session(self, s: Session, req: Request) -> Message:
         """The response message; a retransmitted request gets the first answer again (none while the
@@ -517,11 +500,11 @@ class LanChannel:
         if req.netfn == 0x06 and req.cmd in (0x3B, 0x3C):
             name, code, data = self._session_command(s, req)
         elif req.netfn == 0x06 and req.cmd == 0x42:
-            name, (code, data) = "Get Channel Info", self._channel_info(s, req.data)
+            name, (code, data) = "Get Channel Info", channel.channel_info(req.data, len(self.table.active()))
         elif req.netfn == 0x06 and req.cmd in (0x38, 0x54):
             name = "Get Channel Auth Capabilities" if req.cmd == 0x38 else "Get Channel Cipher Suites"
             code, data = (
-                self._auth_capabilities(req.data) if req.cmd == 0x38 else self._cipher_suites(req.data)
+                channel.auth_capabilities(req.data) if req.cmd == 0x38 else channel.cipher_suites(req.data)
             )
         elif self.sol is not None and (req.netfn, req.cmd) in self.sol.COMMANDS:
             name, code, data = self.sol.command(s, req)
@@ -545,7 +528,7 @@ class LanChannel:
     ) -> bytes:
         response = req.response(code, data)
         s.remember(key, response)
-        metrics.REQUESTS.labels(name, f"0x{code:02x}").inc()
+        metrics.IPMI_REQUESTS.labels(name, f"0x{code:02x}").inc()
         level = logging.INFO if code != CC_INVALID_COMMAND else logging.DEBUG
         log.log(level, "ipmi request", extra=self._extra(s, name, code))
         return response
@@ -576,14 +559,24 @@ class LanChannel:
         return name, CC_OK, b""
 
     # --- helpers ---------------------------------------------------------------------------
-    def _failed(self, client: Client, user: str, why: str, answer: bytes | None, protocol: str) -> Answer:
+    def _turn(self, client: Client, protocol: str) -> Turn | None:
+        """The turn of a credential check (vmbmc/auth/lockout.py): an Activate Session's auth code, a RAKP
+        3's HMAC, or a user name that turns out unknown. None when the address is held and had a check
+        less than the hold's delay ago: the datagram is dropped unchecked, and the client's retransmit
+        tries again. IPMI attempts never queue: ipmitool starts a new RMCP+ set-up after 1 s without an
+        answer, so a queued answer would reach nobody and stale set-ups would push real ones back."""
+        turn = self.limiter.turn(client[0], protocol, queue=False)
+        if turn is None:
+            self.bad.note(client[0], "dropped a login attempt unchecked: its address is held, no turn free")
+        return turn
+
+    def _failed(self, turn: Turn, client: Client, user: str, why: str, answer: bytes) -> Answer:
         """A failed login (a wrong credential presented): counted, logged until the address is held, and its
         answer delayed while it is."""
-        metrics.LOGIN_FAILURES.inc()
-        delay = self.limiter.failure(client[0], protocol)
+        metrics.IPMI_LOGIN_FAILURES.inc()
+        delay = turn.failed()
         if not delay:  # once held, the limiter has logged the hold; stay quiet
             log.warning("login failed", extra={"client": client[0], "user": user, "reason": why})
-        if answer is None or not delay:
             return answer
         return Later(answer, delay)
 

@@ -1,11 +1,13 @@
 """Authentication middleware: a session token (`X-Auth-Token`) or HTTP Basic on every request except
 the service root, `$metadata`, the OData service document and the login itself.
 
-A wrong password is a failed login: recorded in the BMC's `LoginLimiter` (shared with IPMI) by
-client address; while the address is held, the 401 is sent only after the hold's delay.
-Credentials are always checked first, so correct credentials are answered at once and never
-refused. A request without credentials, with a malformed header or an unknown or expired token is
-not a failed login (a plain 401).
+Every password check (Basic, session login) takes its turn from the BMC's `LoginLimiter` (shared
+with IPMI, vmbmc/auth/lockout.py): at once unless the client's address is held and others from it are
+waiting; a held address's queued attempts wait on the event loop, one check per hold delay, and beyond
+its short queue are refused unchecked with 503 and `Retry-After`. A wrong password is a failed login;
+while the address is held its 401 is sent only after the hold's delay. A correct password is answered
+as soon as it is checked. A request without credentials, with a malformed header or an unknown or
+expired token is not a failed login (a plain 401).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmbmc.redfish import paths
 from vmbmc.redfish.context import Service
-from vmbmc.redfish.errors import RedfishError
+from vmbmc.redfish.errors import RedfishError, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,30 @@ def unauthorized() -> RedfishError:
     return RedfishError(401, "NoValidSession", headers=_WWW_AUTHENTICATE)
 
 
-async def login_failed(service: Service, client: str, user: str, how: str) -> RedfishError:
-    """Record a failed login and build its 401, after the hold's delay when the address is held
-    (an asyncio sleep: other requests go on meanwhile). Held addresses are not logged again."""
-    delay = service.limiter.failure(client, "redfish")
+async def check_password(
+    service: Service, client: str, user: str, password: str, how: str
+) -> RedfishError | None:
+    """Check a password in its turn (vmbmc/auth/lockout.py): None when right, else the error to answer
+    (401 once the failure's delay has passed, or 503 unchecked when the address's queue is full). The
+    waits are asyncio sleeps: other requests go on meanwhile. Held addresses are not logged again."""
+    limiter = service.limiter
+    turn = limiter.turn(client, "redfish")
+    if turn is None:
+        # counted (vmbmc_login_refused_unchecked_total), not logged: a guesser could flood the log
+        log.debug("login refused unchecked: the address is held and its queue is full",
+                  extra={"client": client, "user": user, "auth": how})
+        wait = limiter.delay * (limiter.queue + 1)
+        return RedfishError(503, "ServiceTemporarilyUnavailable", math.ceil(wait), headers=retry_after(wait))
+    if turn.wait:
+        try:
+            await asyncio.sleep(turn.wait)
+        except BaseException:
+            turn.cancel()
+            raise
+    if service.credentials.check(user, password):
+        turn.passed()
+        return None
+    delay = turn.failed()
     if delay:
         await asyncio.sleep(delay)
     else:
@@ -87,8 +110,9 @@ class AuthMiddleware:
                 await unauthorized().response()(scope, receive, send)
                 return
             user, password = pair
-            if not service.credentials.check(user, password):
-                await (await login_failed(service, client, user, "basic")).response()(scope, receive, send)
+            refused = await check_password(service, client, user, password, "basic")
+            if refused is not None:
+                await refused.response()(scope, receive, send)
                 return
             state["user"] = user
         else:

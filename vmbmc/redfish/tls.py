@@ -82,6 +82,7 @@ async def self_signed_certificate_apart(names: tuple[str, ...] = ()) -> tuple[Pa
     out = Path(tempfile.mkdtemp(prefix="vmbmc-tls-"))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-P",  # not the working directory on sys.path: a folder named `vmbmc` there would shadow us
         "-m",
         "vmbmc.redfish.tls",
         str(out),

@@ -26,6 +26,7 @@ import pytest
 from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
+from tests.prometheus_text import sample
 from tests.rmcp_client import Console, ipmi_message, md5_code, udp_transport
 from vmbmc.emulator.harness import EmulatorThread
 
@@ -53,8 +54,7 @@ def fresh_redfish(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> Iter
 def delayed_count(kbmc: KbmcProcess, protocol: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{kbmc.health_port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    found = re.search(rf'^vmbmc_login_failures_delayed_total{{protocol="{protocol}"}} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return sample(text, "vmbmc_login_failures_delayed_total", protocol=protocol) or 0.0
 
 
 def timed(fn) -> tuple[object, float]:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ import pytest
 from kbmc_process import VMBMC, KbmcProcess, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 
+from tests.prometheus_text import sample
 from vmbmc.emulator.harness import EmulatorThread
 
 
@@ -124,7 +125,11 @@ def test_health_endpoints(kbmc: KbmcProcess) -> None:
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
     kbmc.ipmitool("power", "status")
     metrics = httpx.get(f"{base}/metrics", timeout=5).text
-    assert 'vmbmc_ipmi_requests_total{command="Get Chassis Status",completion_code="0x00"}' in metrics
+    status = sample(
+        metrics, "vmbmc_ipmi_requests_total", command="Get Chassis Status", completion_code="0x00"
+    )
+    assert status is not None and status >= 1
+    assert (sample(metrics, "process_resident_memory_bytes") or 0) > 1 << 20
 
 
 def test_cli_errors_are_clear(emu: EmulatorThread, tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ def test_command_line_keeps_the_containers_args_and_binds_the_pod_ip() -> None:
     }  # fmt: skip
     argv = LocalPodRunner._argv(container, {"/etc/vmbmc/credentials": "/w/creds"}, "127.10.0.9", "/w/kc")
     assert argv[1:] == [
+        "-P",  # the caller's working directory is not on sys.path (a folder `vmbmc` there would shadow us)
         "-m",
         "vmbmc",
         *("kbmc", "--bmc", "ns/b", "--credentials-dir", "/w/creds"),
@@ -69,7 +70,7 @@ def test_command_line_keeps_the_containers_args_and_binds_the_pod_ip() -> None:
     ]
     controller = {"command": ["vmbmc"], "args": ["controller", "--health-port=8080"]}
     argv = LocalPodRunner._argv(controller, {}, "127.10.0.2", "/w/kc")
-    assert argv[3:] == [
+    assert argv[4:] == [
         "controller",
         "--health-port=8080",
         "--health-address",

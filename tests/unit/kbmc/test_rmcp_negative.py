@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "redfish"))
 
 from machine_double import FakeMachine
 
+from tests.fake_clock import Clock
 from tests.rmcp_client import OPEN_RSP, Console, ipmi_message, parse
 from vmbmc.auth import LoginLimiter, StaticCredentials
 from vmbmc.kbmc.commands import Commands
@@ -26,14 +27,6 @@ CLIENT = ("127.0.0.1", 40000)
 USER, PASSWORD = "admin", "rmcp-test-pw"
 GUID = bytes(range(16))
 GET_CHASSIS_STATUS = (0x00, 0x01)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -157,7 +150,7 @@ def test_client_refusing_rakp2_ends_the_set_up_and_counts(lan) -> None:
     assert c.open() == 0 and c.rakp1()[1] == 0  # type: ignore[index]
     assert c.rakp3(status=0x0F) is None  # "invalid integrity check value": no RAKP 4 for a refusal
     assert c.rakp3() is None  # the set-up is gone: a correct RAKP 3 now finds nothing
-    assert channel.table.active() == [] and len(channel.limiter._failures[CLIENT[0]]) == 1
+    assert channel.table.active() == [] and channel.limiter.failures(CLIENT[0]) == 1
 
 
 def test_bad_rakp3_hmac_is_refused_and_counts(lan) -> None:
@@ -167,7 +160,7 @@ def test_bad_rakp3_hmac_is_refused_and_counts(lan) -> None:
     rakp4 = c.rakp3(code=bytes(20))
     assert rakp4 is not None and rakp4[1] == 0x0F and len(rakp4) == 8  # invalid integrity check value
     assert c.rakp3() is None  # the set-up was closed
-    assert channel.table.active() == [] and len(channel.limiter._failures[CLIENT[0]]) == 1
+    assert channel.table.active() == [] and channel.limiter.failures(CLIENT[0]) == 1
 
 
 def test_unknown_user_in_rakp1_is_refused_and_its_retransmit_gets_the_same_answer(lan) -> None:
@@ -177,7 +170,7 @@ def test_unknown_user_in_rakp1_is_refused_and_its_retransmit_gets_the_same_answe
     first = c.rakp1()
     assert first is not None and first[1] == 0x0D  # unauthorized name
     assert c.rakp1() == first
-    assert len(channel.limiter._failures[CLIENT[0]]) == 1  # a retransmit is not a second failure
+    assert channel.limiter.failures(CLIENT[0]) == 1  # a retransmit is not a second failure
     c.derive()
     assert c.rakp3() is None  # nothing to authenticate against
 
@@ -203,13 +196,42 @@ def test_held_address_gets_failures_late_and_correct_logins_at_once(lan, clock: 
     clock.now += 0.5
     again = channel.handle(c.rakp1_request(), CLIENT)  # a retransmit waits for the rest of the delay
     assert isinstance(again, Later) and again.delay == pytest.approx(1.5)
+    clock.now += 1.5  # a client that waited for its answer: its next attempt is alone again
     wrong = console(channel)
     assert wrong.open() == 0 and wrong.rakp1()[1] == 0  # type: ignore[index]
     out = channel.handle(wrong.rakp3_request(code=bytes(20)), CLIENT)
     assert isinstance(out, Later) and parse(out.datagram)[3][1] == 0x0F
     assert channel.limiter.delayed == 2
-    console(channel).login()  # via() asserts nothing was delayed
+    clock.now += 2.0
+    console(channel).login()  # via() asserts nothing was delayed or dropped
+    console(channel).login()  # and again at once: a correct check frees the turn
     assert channel.limiter.held(CLIENT[0]) and channel.limiter.delayed == 2
+
+
+def test_parallel_attempts_from_a_held_address_wait_their_turn(lan, clock: Clock) -> None:
+    """Consoles racing from one held address: one RAKP 3 check per delay; the others are dropped
+    unchecked (no queue over UDP) until a retransmit finds the turn free; the right password among the
+    guesses is answered only in such a turn."""
+    channel, _ = lan
+    for _ in range(5):
+        c = console(channel, user="nobody")
+        assert c.open() == 0 and c.rakp1()[1] == 0x0D  # type: ignore[index]
+    consoles = [console(channel, password=f"guess-{n}") for n in range(4)]
+    consoles[2] = console(channel)  # the right one
+    for c in consoles:  # RAKP 1 names a known user: answered at once, no check of a credential
+        assert c.open() == 0 and c.rakp1()[1] == 0  # type: ignore[index]
+    outs = [channel.handle(c.rakp3_request(), CLIENT) for c in consoles]
+    assert isinstance(outs[0], Later) and outs[0].delay == 2.0  # checked, failed: answered late
+    assert outs[1:] == [None, None, None] and channel.limiter.refused == 3  # dropped unchecked
+    assert channel.limiter.checks_held == 1
+    clock.now += 1.9  # a retransmit before the turn is free: dropped again
+    assert channel.handle(consoles[2].rakp3_request(), CLIENT) is None
+    clock.now += 0.1
+    rakp4 = channel.handle(consoles[2].rakp3_request(), CLIENT)  # the right password, in its turn
+    assert isinstance(rakp4, bytes) and parse(rakp4)[3][1] == 0
+    out = channel.handle(consoles[3].rakp3_request(), CLIENT)  # a correct check freed the turn
+    assert isinstance(out, Later) and channel.limiter.checks_held == 3
+    assert len(channel.table.active()) == 1
 
 
 def test_cipher_zero_refusal_is_a_full_open_session_response(lan) -> None:

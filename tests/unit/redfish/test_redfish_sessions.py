@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
+import httpx
+
+from vmbmc.auth import LoginLimiter
 from vmbmc.redfish.sessions import SessionStore
 
 SESSIONS = "/redfish/v1/SessionService/Sessions"
@@ -68,7 +72,7 @@ async def test_bad_logins(anon, limiter) -> None:
     assert (await anon.get("/redfish/v1/Systems", headers=basic("admin", "nope"))).status_code == 401
     assert (await anon.get("/redfish/v1/Systems", headers={"Authorization": "Basic !!"})).status_code == 401
     assert (await anon.get("/redfish/v1/Systems", headers={"X-Auth-Token": "forged"})).status_code == 401
-    assert len(limiter._failures["127.0.0.1"]) == 2  # wrong passwords count; garbage headers do not
+    assert limiter.failures("127.0.0.1") == 2  # wrong passwords count; garbage headers do not
 
 
 async def test_held_address_waits_on_failures_only(anon, limiter) -> None:
@@ -90,6 +94,34 @@ async def test_held_address_waits_on_failures_only(anon, limiter) -> None:
     assert (await anon.post(SESSIONS, json=GOOD)).status_code == 201
     assert limiter.delayed == 2  # correct credentials took the undelayed path
     assert limiter.held("127.0.0.1")  # and a correct login did not end the hold
+
+
+async def test_parallel_guesses_from_a_held_address_wait_their_turn(app, anon) -> None:
+    """Eight requests at once from a held address, Basic and session logins mixed, the right password
+    third: one password check per delay in arrival order, the right one answered only in its turn,
+    the requests beyond the queue refused with 503 and never checked."""
+    limiter = app.state.service.limiter = LoginLimiter(delay=0.3, queue=3)
+    for _ in range(limiter.limit):
+        await anon.get("/redfish/v1/Systems", headers=basic("admin", "guess"))
+    assert limiter.held("127.0.0.1")
+    passwords = ["g0", "g1", "password-for-tests", "g3", "g4", "g5", "g6", "g7"]
+    answered: dict[int, float] = {}
+    started = time.monotonic()
+
+    async def attempt(n: int) -> httpx.Response:
+        if n % 2:
+            r = await anon.post(SESSIONS, json={"UserName": "admin", "Password": passwords[n]})
+        else:
+            r = await anon.get("/redfish/v1/Systems", headers=basic("admin", passwords[n]))
+        answered[n] = time.monotonic() - started
+        return r
+
+    answers = await asyncio.gather(*(attempt(n) for n in range(8)))
+    assert [r.status_code for r in answers] == [401, 401, 200, 401, 503, 503, 503, 503]
+    assert limiter.checks_held == 4 and limiter.refused == 4  # the 503s were never checked
+    assert answers[4].headers["Retry-After"] and "ServiceTemporarilyUnavailable" in answers[4].text
+    assert answered[2] >= 2 * limiter.delay * 0.95  # the right password waited for two checks before it
+    assert limiter.held("127.0.0.1")
 
 
 async def test_no_credentials_no_power_change(anon, machine) -> None:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vmbmc.redfish import paths
-from vmbmc.redfish.auth import login_failed
+from vmbmc.redfish.auth import check_password
 from vmbmc.redfish.body import is_annotation, read_object
 from vmbmc.redfish.context import client_address, service
 from vmbmc.redfish.errors import RedfishError
@@ -63,8 +63,9 @@ async def login(request: Request) -> Response:
             raise RedfishError(400, "PropertyValueTypeError", shown, key)
     client = client_address(request)
     user = body["UserName"]
-    if not svc.credentials.check(user, body["Password"]):
-        raise await login_failed(svc, client, user, "session")
+    refused = await check_password(svc, client, user, body["Password"], "session")
+    if refused is not None:
+        raise refused
     session, token = svc.sessions.create(user, client)
     log.info("session created", extra={"session": session.id, "user": user, "client": client})
     location = f"{paths.SESSIONS}/{session.id}"
