@@ -42,6 +42,14 @@ def attributes(settings: FirmwareSettings) -> dict[str, str]:
     return {BOOT_MODE: mode, SECURE_BOOT: "Enabled" if settings.secure_boot else "Disabled"}
 
 
+def pending_attributes(pending: FirmwareSettings, current: FirmwareSettings) -> dict[str, str]:
+    """What the settings object shows: the attributes the VM's spec changes for the next boot (those
+    that differ from what runs), as sushy's `pending_attributes` means them. Empty once applied: Ironic's
+    verification reads a pending attribute it asked for as not applied yet."""
+    now = attributes(current)
+    return {name: value for name, value in attributes(pending).items() if now[name] != value}
+
+
 def _value(attributes: dict[str, Any], name: str, values: dict[str, Any]) -> Any:
     if name not in attributes:
         return None

@@ -156,7 +156,7 @@ def test_bios_settings_through_sushy_applied_at_reset(cluster: Cluster, system: 
     wanted = {"BootMode": "Uefi", "SecureBoot": "Enabled"}
     bios.set_attributes(wanted, apply_time=sushy.APPLY_TIME_ON_RESET)
     bios.refresh()
-    assert bios.pending_attributes == wanted  # the settings object: the VM's spec
+    assert bios.pending_attributes == wanted  # the settings object: what the VM's spec changes
     assert bios.attributes == {"BootMode": "Bios", "SecureBoot": "Disabled"}  # the running VMI
     vm = cluster.vm(VM)
     assert bootloader(vm) == {"efi": {"secureBoot": True}} and smm(vm) == {"enabled": True}
@@ -166,6 +166,7 @@ def test_bios_settings_through_sushy_applied_at_reset(cluster: Cluster, system: 
     assert bootloader(vmi) == {"efi": {"secureBoot": True}} and smm(vmi) == {"enabled": True}
     bios.refresh()
     assert bios.attributes == wanted  # what Ironic's verification step compares
+    assert bios.pending_attributes == {}  # applied: nothing pending any more
     system.refresh()
     assert system.secure_boot.current_boot == sushy.SecureBootCurrentBoot.ENABLED
     assert system.boot.mode == BootSourceOverrideMode.UEFI
@@ -176,8 +177,11 @@ def test_bios_settings_through_sushy_applied_at_reset(cluster: Cluster, system: 
     assert refused.value.status_code == 400 and error_id(refused.value) == "PropertyValueConflict"
     bios.set_attributes({"BootMode": "Bios", "SecureBoot": "Disabled"})
     assert bootloader(cluster.vm(VM)) == {"bios": {}}
+    bios.refresh()
+    assert bios.pending_attributes == {"BootMode": "Bios", "SecureBoot": "Disabled"}
     power(system, ResetType.FORCE_OFF, PowerState.OFF)
     bios.refresh()
+    assert bios.pending_attributes == {}  # off: the next start boots with the VM's spec
     assert bios.attributes == {"BootMode": "Bios", "SecureBoot": "Disabled"}  # off: the VM's spec
 
 

@@ -137,9 +137,10 @@ def settings_body(path: str, state: FirmwareStatus) -> dict[str, Any]:
     }
     return resource(
         "Bios", f"{path}/Bios/Settings", "Settings", "BIOS Configuration Pending Settings",
-        Description="The VirtualMachine's spec: its next instance (after a reset) boots with these",
+        Description="What the VirtualMachine's spec changes: its next instance (after a reset) boots with "
+                    "these",
         AttributeRegistry=bios.REGISTRY_ID,
-        Attributes=bios.attributes(state.pending),
+        Attributes=bios.pending_attributes(state.pending, state.current or state.pending),
         **{bios.APPLY_TIME_PROPERTY: apply_time},
     )
 
