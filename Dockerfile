@@ -4,7 +4,8 @@
 # Stage 1 builds the wheel exactly as `pip wheel .` does anywhere: setup.py copies crds/ and deploy/
 # into it (vmbmc/_manifests). Stage 2 installs that wheel with its runtime dependencies only, at the
 # versions constraints.txt pins (no test or bench extras, no compiler, no source tree), and runs as a
-# non-root user.
+# non-root user. The development distribution (devcluster/: the emulator and `vmbmc demo`) is never
+# copied in.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md ./

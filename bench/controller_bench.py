@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vmbmc.demo.samples import sample_vm  # noqa: E402
-from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
+from vmbmc_devcluster.demo.samples import sample_vm  # noqa: E402
+from vmbmc_devcluster.emulator.harness import EmulatorThread  # noqa: E402
 
 SYSTEM = "virtualmachinebmc-system"
 

@@ -13,7 +13,7 @@ import time
 
 import aiohttp
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 def _vm(i: int) -> dict:

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "machine"))
 
 from machine_cluster import Cluster, crd_files  # noqa: E402
 
-from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 from vmbmc.kubevirt.hub import KubeVirtHub  # noqa: E402
 from vmbmc.machine import Machine, PowerAction, PowerState, Protocol, Requester  # noqa: E402
+from vmbmc_devcluster.emulator.harness import EmulatorThread  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vmbmc.controller.children import BmcInfo  # noqa: E402
-from vmbmc.demo.identity import install_controller_identity, install_kbmc_identity  # noqa: E402
-from vmbmc.demo.samples import sample_vm  # noqa: E402
-from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 from vmbmc.naming import SYSTEM_NAMESPACE  # noqa: E402
+from vmbmc_devcluster.demo.identity import install_controller_identity, install_kbmc_identity  # noqa: E402
+from vmbmc_devcluster.demo.samples import sample_vm  # noqa: E402
+from vmbmc_devcluster.emulator.harness import EmulatorThread  # noqa: E402
 
 VMBMC = [sys.executable, "-m", "vmbmc"]  # --python replaces the interpreter
 ENV: dict[str, str] = {}  # --source sets PYTHONPATH

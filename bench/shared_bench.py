@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.controller_bench import proc_stats  # noqa: E402
-from vmbmc.demo.samples import sample_vm  # noqa: E402
-from vmbmc.emulator.harness import EmulatorThread  # noqa: E402
 from vmbmc.roster import NAME, parse_roster  # noqa: E402
+from vmbmc_devcluster.demo.samples import sample_vm  # noqa: E402
+from vmbmc_devcluster.emulator.harness import EmulatorThread  # noqa: E402
 
 SYSTEM = "virtualmachinebmc-system"
 CREATE_BATCH = 50  # VMs created per call on the emulator's loop

@@ -1,5 +1,5 @@
 """CDI as vmbmc's virtual media uses it, through kubectl and the kubernetes client: the emulator's fake CDI
-(vmbmc/emulator/cdi.py), or a real cluster with CDI and KubeVirt (`--kubeconfig`; then
+(devcluster/vmbmc_devcluster/emulator/cdi.py), or a real cluster with CDI and KubeVirt (`--kubeconfig`; then
 VMBMC_TEST_IMAGE_BASE must name an HTTP server the cluster reaches, serving `small.iso` and answering 404
 for `missing.iso`). The outcome is judged with the product's own reading of a DataVolume
 (`vmbmc.machine.media.import_state`), which accepts both CDI behaviours on a failing source."""
@@ -20,9 +20,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.image_server import serve_images
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.machine import media as md
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CIRROS = "quay.io/kubevirt/cirros-container-disk-demo"

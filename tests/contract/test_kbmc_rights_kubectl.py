@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.waiting import wait_until
 from vmbmc.controller.children import BmcInfo
-from vmbmc.demo.identity import install_kbmc_identity
-from vmbmc.demo.samples import sample_vm
+from vmbmc_devcluster.demo.identity import install_kbmc_identity
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.testing.waiting import wait_until
 
 NS = "kbmc-rights"
 USER = f"system:serviceaccount:{NS}:bmc-a-kbmc"
@@ -68,7 +68,7 @@ def as_kbmc(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Callable
 
 
 def _kubectl(kubeconfig: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import KUBECTL
+    from vmbmc_devcluster.testing.plugin import KUBECTL
 
     return subprocess.run(
         [KUBECTL, "--kubeconfig", kubeconfig, *args], input=input, capture_output=True, text=True, timeout=60

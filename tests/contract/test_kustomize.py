@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import KUBECTL, ROOT
+from tests.conftest import ROOT
 from vmbmc import kustomize, manifests
+from vmbmc_devcluster.testing.plugin import KUBECTL
 
 
 def kubectl_kustomize(path: Path) -> list[dict]:

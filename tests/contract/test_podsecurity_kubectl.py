@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.waiting import wait_until
 from vmbmc.controller import children
-from vmbmc.emulator.podsecurity import evaluate
+from vmbmc_devcluster.emulator.podsecurity import evaluate
+from vmbmc_devcluster.testing.waiting import wait_until
 
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 BARE_POD_DETAIL = (

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "machine"))
 from kbmc_process import KbmcProcess, serve_bmc
 from machine_cluster import Cluster, crd_files
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 @dataclass

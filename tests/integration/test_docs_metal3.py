@@ -158,7 +158,7 @@ def test_the_pages_explain_exactly_the_reasons_the_code_writes() -> None:
     section = text.split("## The `Credentials` condition")[1].split("\n## ")[0]
     assert credentials and set(re.findall(r"^\| `(\w+)` \|", section, re.M)) == credentials
     (held,) = _reasons("vmbmc/auth/lockout.py", r'log\.warning\(\s*"([^"]+)"')
-    (metric,) = _reasons("vmbmc/auth/lockout.py", r'Counter\(\s*"(vmbmc_login_failures_delayed)"')
+    (metric,) = _reasons("vmbmc/metrics.py", r'Counter\(\s*"(vmbmc_login_failures_delayed)"')
     assert f"`{held}`" in text and f"`{metric}_total`" in text, "the kbmc's log line and metric, as written"
     metal3 = (ROOT / "docs" / "metal3.md").read_text()
     for fact in (n.LABEL_CLIENT, f"{ch.SERVICE_IPMI_PORT}/UDP", f"{ch.SERVICE_REDFISH_PORT}/TCP",

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import KUBECTL
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 REQUEST_ID = re.compile(r"\(request ([0-9a-zA-Z-]+)\)")
 EVENT_WAIT = 30.0  # seconds for a step's outcome Events (the controller's) to follow its requests

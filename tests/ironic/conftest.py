@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_process import DemoProcess, start_demo
 from tests.image_server import serve_images
 from tests.ironic.ironic_service import Ironic, listening, session_pids
 from tests.ironic.ironic_venv import ensure_venv
+from vmbmc_devcluster.testing.demo_process import DemoProcess, start_demo
 
 DEMO_TIMEOUT = 120.0  # seconds until every BMC of the demo answers, on a loaded machine
 

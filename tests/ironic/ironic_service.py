@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.waiting import wait_until
 
 API_VERSION = "1.115"  # ironic 39.0.0's newest; nodes' `inventory` needs >= 1.81
 START_TIMEOUT = 120.0  # seconds until the API answers (its first start compiles what it imports)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_process import DemoProcess
 from tests.ironic.bmc_view import BmcView
 from tests.ironic.conftest import Images
 from tests.ironic.ironic_service import Ironic, session_pids
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.demo_process import DemoProcess
+from vmbmc_devcluster.testing.waiting import wait_until
 
 # Bounds: the first test also starts the demo and Ironic, and builds the Ironic venv when it is missing.
 pytestmark = pytest.mark.ironic
@@ -118,7 +118,8 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
     assert (inventory["cpu"]["count"], inventory["memory"]["physical_mb"]) == (2, 2048), inventory
     assert inventory["system_vendor"]["manufacturer"] == "KubeVirt", inventory
     ports = ironic.call("GET", f"/ports?node={name}", 200).json()["ports"]
-    assert [p["address"] for p in ports] == ["02:00:00:00:00:01"]  # the VM's NIC (vmbmc/demo/samples.py)
+    # the VM's NIC (devcluster/vmbmc_devcluster/demo/samples.py)
+    assert [p["address"] for p in ports] == ["02:00:00:00:00:01"]
     view.expect_events([], "inspection (Ironic only reads)")
 
     ironic.provision(name, "provide", "available")  # automated cleaning is off: it would need an agent

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "vmbmc"
-NOT_PRODUCT = ("vmbmc.emulator", "vmbmc.demo")  # the development distribution: tests and the demo only
+NOT_PRODUCT = ("vmbmc_devcluster",)  # the development distribution: tests and the demo only
 MAX_LINES = 600
 
 # Each product module's layer: the layer of its longest listed prefix.

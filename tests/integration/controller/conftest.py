@@ -19,10 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.samples import sample_vm
+from vmbmc_devcluster.demo.identity import install_controller_identity
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 CONTROLLER_USER = f"system:serviceaccount:{SYSTEM}:vmbmc-controller"

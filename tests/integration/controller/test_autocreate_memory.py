@@ -15,9 +15,9 @@ from vmbmc.controller.metrics import Metrics
 from vmbmc.controller.options import ControllerOptions
 from vmbmc.controller.recorder import PowerRecorder
 from vmbmc.controller.state import State
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.k8s.client import ApiClient
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[3]
 BMCS = f"/apis/{n.GROUP}/{n.VERSION}/namespaces/{n.SYSTEM_NAMESPACE}/{n.PLURAL}"

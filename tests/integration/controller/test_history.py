@@ -20,11 +20,11 @@ import pytest
 from tests.integration.controller.conftest import controller_kubeconfig
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import MARKER_ANNOTATION, PowerRecorder
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.k8s.client import WATCH_OPEN, ApiClient, ApiError
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import PowerAction, Protocol, Requester
 from vmbmc.naming import bmc_path, vm_path
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 NS = "default"
 _names = itertools.count(1)

@@ -15,9 +15,9 @@ import copy
 from typing import Any
 
 from tests.integration.controller.conftest import SYSTEM, Api, until
-from vmbmc.demo.samples import sample_vm
 from vmbmc.k8s.http import MAX_REQUESTS
 from vmbmc.naming import LABEL_VM_NAMESPACE
+from vmbmc_devcluster.demo.samples import sample_vm
 
 QUIET, BURST = "quiet", "burst"
 SUBJECT = "subject"

@@ -15,12 +15,12 @@ from typing import Any
 
 from pod_cluster import pod_cluster
 
-from tests.conftest import KUBECTL
-from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.demo.podrunner import LocalPodRunner
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM, TENANT = "virtualmachinebmc-system", "tenant"
 BMC_LABEL = "virtualmachinebmc.kubevirt.io/bmc"

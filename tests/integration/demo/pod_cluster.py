@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 from machine_cluster import ROOT, crd_files
 
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.demo.identity import install_controller_identity
+from vmbmc_devcluster.demo.podrunner import LocalPodRunner
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 class PodCluster(NamedTuple):

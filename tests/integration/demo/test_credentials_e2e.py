@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
 from machine_cluster import ROOT, crd_files
 
-from tests.conftest import KUBECTL
-from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.identity import install_controller_identity
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.demo.identity import install_controller_identity
+from vmbmc_devcluster.demo.podrunner import LocalPodRunner
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 PW18 = "Ab3dEf6hIj9lMn2pQr"  # 18 bytes

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import KUBECTL
-from tests.demo_process import start_demo
 from tests.log_secrets import file_leaks, kubeconfig_tokens, kubeconfig_tokens_under, leaks, outside_guide
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.demo_process import start_demo
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 
 def _children(pid: int) -> list[int]:

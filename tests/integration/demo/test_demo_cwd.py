@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.demo_process import start_demo
+from vmbmc_devcluster.testing.demo_process import start_demo
 
 
 def test_demo_from_a_directory_holding_a_vmbmc_folder(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import KUBECTL
-from tests.demo_process import start_demo
+from vmbmc_devcluster.testing.demo_process import start_demo
+from vmbmc_devcluster.testing.plugin import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 from history_topology import SYSTEM, TENANT, Topology, topology
 
 from tests.kubectl_events import assert_cause_first, described_reasons
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.waiting import wait_until
 
 OUTSIDE = "outside the BMC"
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 from history_topology import BMC_LABEL, SYSTEM, TENANT, Topology, topology
 
 from tests.processes import kbmc_pid
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.waiting import wait_until
 
 LOG = "/redfish/v1/Systems/{vm}/LogServices/SEL"
 

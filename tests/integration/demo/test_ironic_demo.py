@@ -14,9 +14,9 @@ import pytest
 import sushy
 import urllib3
 
-from tests.demo_process import start_demo
 from tests.image_server import serve_images
 from tests.redfish_validators import interop_failures
+from vmbmc_devcluster.testing.demo_process import start_demo
 
 GIB = 1 << 30
 MANAGER = "/redfish/v1/Managers/BMC"

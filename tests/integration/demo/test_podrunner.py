@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "kbmc"))
 
 from machine_cluster import Cluster, crd_files
 
-from tests.waiting import wait_until
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.demo.podrunner import LocalPodRunner
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 PASSWORD = "pod-runner-pass-20ch"  # 20 characters: IPMI 2.0's limit
 

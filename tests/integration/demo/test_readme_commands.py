@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.demo_process import DemoProcess, start_demo
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.demo_process import DemoProcess, start_demo
+from vmbmc_devcluster.testing.waiting import wait_until
 
 README = Path(__file__).parents[3] / "README.md"
 PATH = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))

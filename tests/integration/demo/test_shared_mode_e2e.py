@@ -22,10 +22,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import KUBECTL
-from tests.demo_process import start_demo
-from tests.waiting import wait_until
-from vmbmc.demo.samples import sample_vm
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.testing.demo_process import start_demo
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 VMS = 50

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "machine"))
 
 from pod_cluster import pod_cluster
 
-from tests.conftest import KUBECTL
-from tests.waiting import wait_until
 from vmbmc.controller import ControllerOptions, ControllerThread
-from vmbmc.demo.cluster import ready_endpoint
-from vmbmc.demo.endpoints import BmcEndpoint
-from vmbmc.demo.samples import sample_vm
+from vmbmc_devcluster.demo.cluster import ready_endpoint
+from vmbmc_devcluster.demo.endpoints import BmcEndpoint
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 SHARED = "vmbmc-kbmc-shared"

@@ -21,15 +21,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import KUBECTL, ROOT
+from tests.conftest import ROOT
 from tests.processes import kbmc_pid
-from tests.waiting import wait_until
 from vmbmc import manifests
-from vmbmc.demo.cluster import controller_failure, ready_endpoint
-from vmbmc.demo.install import with_controller_args
-from vmbmc.demo.podrunner import LocalPodRunner
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.demo.cluster import controller_failure, ready_endpoint
+from vmbmc_devcluster.demo.install import with_controller_args
+from vmbmc_devcluster.demo.podrunner import LocalPodRunner
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 IMAGE = "registry.example/v/vmbmc:1.2.3"

@@ -17,11 +17,11 @@ import sushy
 import urllib3
 from sushy import BootSourceOverrideEnabled, BootSourceOverrideMode, PowerState, ResetType
 
-from tests.conftest import KUBECTL
-from tests.demo_process import start_demo
 from tests.image_server import serve_images
 from tests.kubectl_events import assert_cause_first, described_reasons
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.demo_process import start_demo
+from vmbmc_devcluster.testing.plugin import KUBECTL
+from vmbmc_devcluster.testing.waiting import wait_until
 
 WAIT = 60.0  # seconds: every wait below is bounded by this
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.kubeconfig import from_kubeconfig, in_cluster
 from vmbmc.redfish.tls import self_signed_certificate
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 NAMESPACE = "default"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.log_secrets import kubeconfig_tokens, leaks
 from vmbmc.controller.children import BmcInfo
-from vmbmc.demo.identity import install_kbmc_identity
+from vmbmc_devcluster.demo.identity import install_kbmc_identity
 
 if TYPE_CHECKING:
     from machine_cluster import Cluster

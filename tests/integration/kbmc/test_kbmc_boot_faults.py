@@ -33,11 +33,11 @@ from test_kbmc_faults import (  # noqa: F401  (bmc: a pytest fixture)
     warnings,
 )
 
-from tests.waiting import wait_until
-from vmbmc.emulator.emulator import FaultRule
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.machine.boot import boot_settings
 from vmbmc.machine.requests import CALL_BOUND_SECONDS, LATE_TEXT
+from vmbmc_devcluster.emulator.emulator import FaultRule
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 BOOT = "boot_override"
 

@@ -31,10 +31,10 @@ from machine_cluster import Cluster
 from test_machine_outage_emulator import Proxy
 
 from tests.log_secrets import kubeconfig_tokens, leaks
-from tests.waiting import wait_until
-from vmbmc.emulator.emulator import FaultRule
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.machine.requests import CALL_BOUND_SECONDS, LATE_TEXT
+from vmbmc_devcluster.emulator.emulator import FaultRule
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 SYSTEM = "virtualmachinebmc-system"
 ONE_TRY = ("-R", "1", "-N", "5")  # ipmitool: one try, 5 s timeout: the kbmc's own answer is timed

@@ -28,7 +28,7 @@ from machine_cluster import Cluster
 
 from tests.prometheus_text import sample
 from tests.rmcp_client import Console, ipmi_message, md5_code, udp_transport
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 HOLD_DELAY = 2.0
 FLOOD_RATE = 1000  # Open Session datagrams a second

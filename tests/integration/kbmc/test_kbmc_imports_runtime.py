@@ -14,7 +14,7 @@ from kbmc_process import PASSWORD, USER, serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.unit.kbmc.test_kbmc_imports import FORBIDDEN  # one list: the unit test's
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 def test_running_kbmc_imports(

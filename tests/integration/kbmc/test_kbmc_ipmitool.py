@@ -12,7 +12,7 @@ import pytest
 from kbmc_process import KbmcProcess
 from machine_cluster import Cluster
 
-from tests.waiting import wait_until
+from vmbmc_devcluster.testing.waiting import wait_until
 
 INTERFACES = [("lan", ()), ("lanplus", ()), ("lanplus", ("-C", "3")), ("lanplus", ("-C", "17"))]
 

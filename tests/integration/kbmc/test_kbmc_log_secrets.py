@@ -12,8 +12,8 @@ from kbmc_process import serve_new_bmc
 from machine_cluster import Cluster
 
 from tests.log_secrets import kubeconfig_tokens, leaks
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 WRONG = ("wrong-secret-1", "wrong-secret-2", "wrong-secret-3", "wrong-secret-4", "wrong-secret-5",
          "wrong-secret-6")

@@ -10,8 +10,8 @@ import httpx
 from kbmc_process import free_tcp_port, start_kbmc
 from machine_cluster import Cluster
 
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 
 def test_kbmc_for_a_missing_vm(emu: EmulatorThread, cluster: Cluster, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from kbmc_process import VMBMC, KbmcProcess, kbmc_kubeconfig, start_kbmc
 from machine_cluster import Cluster
 
 from tests.prometheus_text import sample
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 @pytest.mark.parametrize("driver", ["LAN_2_0", "LAN"])

@@ -14,8 +14,8 @@ from kbmc_process import ServedBmc, kbmc_kubeconfig, serve_new_bmc, start_kbmc
 from machine_cluster import Cluster
 
 from tests.history_entries import HISTORY
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 
 @pytest.fixture

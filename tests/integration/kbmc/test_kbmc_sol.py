@@ -15,7 +15,7 @@ import pytest
 from kbmc_process import KbmcProcess, ServedBmc, serve_bmc, start_kbmc
 from machine_cluster import Cluster
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 VM, BMC = "sol-vm", "sol-bmc"
 PROMPT = f"{VM} login: ".encode()

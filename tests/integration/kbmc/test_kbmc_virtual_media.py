@@ -21,9 +21,9 @@ from sushy import BootSource, BootSourceOverrideEnabled, BootSourceOverrideMode,
 
 from tests.image_server import serve_images
 from tests.redfish_validators import interop_failures, run_validator, service_failures
-from tests.waiting import wait_until
-from vmbmc.emulator.cdi import DV_RT
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.cdi import DV_RT
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 VM, BMC = "media-vm", "media-bmc"
 DV = f"vmbmc-{BMC}-media"

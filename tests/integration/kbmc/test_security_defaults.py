@@ -21,7 +21,7 @@ import pytest
 from kbmc_process import PASSWORD, USER, KbmcProcess, serve_new_bmc
 from machine_cluster import Cluster
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 LIMIT_LOG = "failed-login limit reached"
 ONE_TRY = ("-R", "1", "-N", "1")  # a refusal must not wait for ipmitool's retries

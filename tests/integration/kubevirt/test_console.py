@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vmbmc.demo.samples import sample_vm
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.websocket import WebSocket
 from vmbmc.kubevirt.console import SUBPROTOCOL
+from vmbmc_devcluster.demo.samples import sample_vm
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 NS = "default"
 

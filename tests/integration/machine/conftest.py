@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from machine_cluster import Cluster, crd_files
 
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import itertools
 import pytest
 from machine_cluster import Cluster, unique, wait_for
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.kubevirt.records import BOOT_ANNOTATION
 from vmbmc.machine import (
@@ -23,6 +22,7 @@ from vmbmc.machine import (
     Protocol,
     Requester,
 )
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 _ids = itertools.count(1)
 

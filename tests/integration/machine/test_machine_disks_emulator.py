@@ -8,9 +8,9 @@ from typing import Any
 
 from machine_cluster import Cluster, unique, vm_body, wait_for
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine.api import Machine
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 GIB = 1 << 30
 

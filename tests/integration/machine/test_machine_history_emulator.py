@@ -11,10 +11,10 @@ import pytest
 from machine_cluster import Cluster, unique, wait_for
 
 from tests.history_entries import HISTORY
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import BackendUnavailable, Machine, Protocol, Requester
 from vmbmc.machine.history import LogView, Origin, Reason
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 @asynccontextmanager

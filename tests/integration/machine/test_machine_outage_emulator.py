@@ -12,9 +12,9 @@ import pytest
 import yaml
 from machine_cluster import Cluster, unique, wait_for
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import BackendUnavailable, Effect, PowerAction, PowerState, Protocol, Requester
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 
 class Proxy:

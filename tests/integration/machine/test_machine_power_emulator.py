@@ -7,7 +7,6 @@ import itertools
 import pytest
 from machine_cluster import Cluster, unique, wait_for
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import (
     Effect,
@@ -18,6 +17,7 @@ from vmbmc.machine import (
     Refused,
     Requester,
 )
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 _ids = itertools.count(1)
 

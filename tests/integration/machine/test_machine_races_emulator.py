@@ -9,7 +9,6 @@ import re
 import pytest
 from machine_cluster import Cluster, unique, wait_for
 
-from vmbmc.emulator.harness import EmulatorThread
 from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.machine import (
     ActionResult,
@@ -25,6 +24,7 @@ from vmbmc.machine import (
     Protocol,
     Requester,
 )
+from vmbmc_devcluster.emulator.harness import EmulatorThread
 
 _ids = itertools.count(1)
 

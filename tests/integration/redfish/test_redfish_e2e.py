@@ -12,15 +12,13 @@ import time
 import uuid
 import warnings
 
-import pytest
 import sushy
 import urllib3
 from redfish_servers import PASSWORD, USER
 
 from vmbmc.auth import StaticCredentials
+from vmbmc.kubevirt.hub import KubeVirtHub
 from vmbmc.redfish import create_app, serve
-
-hub_module = pytest.importorskip("vmbmc.kubevirt.hub", reason="vmbmc.kubevirt (KubeVirtHub) has not landed")
 
 VM = """\
 apiVersion: v1
@@ -78,7 +76,7 @@ async def test_sushy_powers_on_a_kubevirt_vm(emulator, kubectl) -> None:
     # --validate=false: the emulator does not serve OpenAPI for client-side validation yet
     manifest = VM.format(name=name, namespace=namespace)
     await asyncio.to_thread(kubectl, "apply", "--validate=false", "-f", "-", input=manifest)
-    hub = await hub_module.KubeVirtHub.connect(str(emulator.kubeconfig))
+    hub = await KubeVirtHub.connect(str(emulator.kubeconfig))
     server = None
     try:
         machine = await hub.machine_for_vm(namespace, name)

@@ -20,11 +20,11 @@ import pytest
 
 from vmbmc.controller import transitions as tr
 from vmbmc.controller.recorder import status_patch
-from vmbmc.emulator.kubevirt_state import vm_status
 from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.machine import KubeVirtMachine
 from vmbmc.kubevirt.records import BmcStatusStore
 from vmbmc.machine import NotFound, PowerState
+from vmbmc_devcluster.emulator.kubevirt_state import vm_status
 
 NS, NAME, NOW = "ns", "vm1", "2025-05-01T10:01:00Z"
 T0, T1 = "2025-05-01T10:00:00Z", "2025-05-01T10:00:30Z"

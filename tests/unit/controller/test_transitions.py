@@ -8,8 +8,8 @@ import pytest
 
 from vmbmc.controller import attribution, conditions
 from vmbmc.controller import transitions as tr
-from vmbmc.emulator.kubevirt_state import vm_status
 from vmbmc.machine import requests as rq
+from vmbmc_devcluster.emulator.kubevirt_state import vm_status
 
 T0 = "2025-05-01T10:00:00Z"
 T1 = "2025-05-01T10:00:05Z"
