@@ -20,8 +20,8 @@ from machine_cluster import Cluster, vm_body
 from sushy import BootSourceOverrideMode, PowerState, ResetType
 
 from tests.redfish_validators import interop_failures, service_failures
-from tests.waiting import wait_until
-from vmbmc.emulator.harness import EmulatorThread
+from vmbmc_devcluster.emulator.harness import EmulatorThread
+from vmbmc_devcluster.testing.waiting import wait_until
 
 VM, BMC = "fw-vm", "fw-bmc"
 SYSTEM = f"/redfish/v1/Systems/{VM}"

@@ -10,11 +10,11 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from vmbmc.emulator import kubevirt_state as ks
 from vmbmc.machine import firmware as fw
 from vmbmc.machine.boot import StoredOverride
 from vmbmc.machine.firmware import FirmwareChange, FirmwareConflict, FirmwareSettings
 from vmbmc.machine.types import BootMode, BootPersistence, BootTarget
+from vmbmc_devcluster.emulator import kubevirt_state as ks
 
 UEFI, LEGACY = BootMode.UEFI, BootMode.LEGACY
 ON = FirmwareSettings(UEFI, True)
