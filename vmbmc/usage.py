@@ -60,21 +60,21 @@ def check_port_free(flag: str, host: str, number: int, proto: int = socket.SOCK_
 
 
 def check_kubeconfig(path: str | None) -> None:
-    """The cluster credentials the process will use exist: --kubeconfig, the in-cluster service account
-    (KUBERNETES_SERVICE_HOST in a pod), or KUBECONFIG / ~/.kube/config, in that order."""
+    """The cluster credentials the process will use exist: --kubeconfig, KUBECONFIG, the in-cluster
+    service account (KUBERNETES_SERVICE_HOST in a pod) or ~/.kube/config, in that order (vmbmc.k8s.config)."""
     if path:
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             raise UsageError(f"--kubeconfig {path}: no such readable file; give the path of a kubeconfig")
         _check_kubeconfig_file("--kubeconfig", path)
         return
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    candidates = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if not candidates and os.environ.get("KUBERNETES_SERVICE_HOST"):
         if not IN_CLUSTER_TOKEN.is_file():
             raise UsageError(
                 f"KUBERNETES_SERVICE_HOST is set but {IN_CLUSTER_TOKEN} is missing: give --kubeconfig PATH, "
                 "or run in a pod whose service account token is mounted"
             )
         return
-    candidates = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     if not candidates:
         candidates = [str(Path.home() / ".kube" / "config")]
     found = [p for p in candidates if os.path.isfile(p)]

@@ -102,18 +102,14 @@ async def sync_vm(
     vm_key = n.vm_key(vm_namespace, vm_name)
     for candidate in dict.fromkeys([name, n.hashed_bmc_name(vm_namespace, vm_name)]):
         body = new_bmc(state, candidate, vm_namespace, vm_name)
-        try:
-            await state.api.request("POST", kube.path(n.KIND, state.options.namespace), body=body)
+        if await state.api.create(kube.path(n.KIND, state.options.namespace), body) is not None:
             log.info("created BMC %s/%s for VM %s", state.options.namespace, candidate, vm_key)
             state.created_bmcs[key] = (candidate, time.monotonic())
             return
-        except ApiError as err:
-            if err.code != 409:
-                raise
         other = await kube.get(state.api, n.KIND, state.options.namespace, candidate)
         if other is not None and _annotation(other) == vm_key:
             # ours already: the index had not seen it yet, or our create reached the server and its
-            # answer was lost (the client sent it again); remembered like any create of ours
+            # answer was lost (create() sent it again); remembered like any create of ours
             state.created_bmcs[key] = (candidate, time.monotonic())
             return
     raise ApiError(409, "Conflict", f"no free BMC name for VM {vm_key}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,8 +23,8 @@ import kopf
 from vmbmc import naming as n
 from vmbmc.controller import autocreate, kube, leftovers, reconcile, shared
 from vmbmc.controller.state import State
+from vmbmc.k8s import config
 from vmbmc.k8s.client import ApiError
-from vmbmc.k8s.kubeconfig import ClusterConfig
 
 log = logging.getLogger(__name__)
 BMC = (n.GROUP, n.VERSION, n.PLURAL)
@@ -73,30 +74,11 @@ async def _with_retries(state: State, what: str, fn: Callable[[], Awaitable[None
             await asyncio.sleep(delay)
 
 
-async def connection_info(cfg: ClusterConfig) -> kopf.ConnectionInfo:
-    """kopf's login from the controller's own configuration (vmbmc.k8s.kubeconfig)."""
-    cfg.unauthorized()  # kopf logs in again after a 401: fetch rotated or expired credentials afresh
-    authorization, cred = await cfg.credentials()
-    scheme, _, token = (authorization or "").partition(" ")
-    bearer = token if scheme == "Bearer" else None
-    cert_pem, key_pem = cfg.cert_pem, cfg.key_pem
-    if cred is not None and cred.cert_pem:  # the exec plugin's certificate
-        cert_pem, key_pem = cred.cert_pem, cred.key_pem
-    return kopf.ConnectionInfo(
-        server=cfg.server,
-        ca_path=cfg.ca_file,
-        ca_data=cfg.ca_pem,
-        insecure=cfg.insecure,
-        scheme="Bearer" if bearer else None,
-        token=bearer,
-        username=None if bearer else cfg.username,
-        password=None if bearer else cfg.password,
-        certificate_path=None if cert_pem else cfg.cert_file,
-        certificate_data=cert_pem,
-        private_key_path=None if key_pem else cfg.key_file,
-        private_key_data=key_pem,
-        expiration=cred.expires if cred is not None else None,
-    )
+async def connection_info(cfg: config.SingleConfig) -> kopf.ConnectionInfo:
+    """kopf's login from the controller's own configuration (vmbmc.k8s.config), its credential fetched
+    afresh: kopf logs in again after a 401, so a rotated token or a re-run exec plugin is picked up."""
+    login = await config.login(cfg)
+    return kopf.ConnectionInfo(**dataclasses.asdict(login), scheme="Bearer" if login.token else None)
 
 
 # --- kopf's start, stop and login --------------------------------------------------------------------

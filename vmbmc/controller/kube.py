@@ -122,12 +122,10 @@ async def apply(
     for attempt in range(CONFLICT_RETRIES):
         existing = None if likely_new and attempt == 0 else await get(api, kind, ns, name)
         if existing is None:
-            try:
-                return dict(await api.request("POST", path(kind, ns), body=_without_nulls(desired)))
-            except ApiError as err:
-                if err.code == 409:  # created meanwhile (another worker, or a re-list): read it again
-                    continue
-                raise
+            created = await api.create(path(kind, ns), _without_nulls(desired))
+            if created is not None:
+                return dict(created)
+            continue  # 409: created meanwhile (another worker, a re-list, a lost answer): read it again
         if create_only or contains(existing, _patch_body(existing, desired)):
             return existing
         log.info("updating %s %s/%s", kind, ns, name)

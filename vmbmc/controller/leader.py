@@ -75,13 +75,8 @@ class LeaderElector:
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(0),
             }
-            try:
-                await self.api.request("POST", kube.path("Lease", self.namespace), body=body)
-                return True
-            except ApiError as err:
-                if err.code == 409:
-                    return False
-                raise
+            # None (409): there meanwhile, or made by a lost-answer attempt of ours; the next round reads it
+            return await self.api.create(kube.path("Lease", self.namespace), body) is not None
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         seen = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"))

@@ -118,12 +118,8 @@ class Roster:
                 return parse_roster(written)
             if all(w is None for w in batch.values()):
                 return {}  # nothing to remove from a roster that does not exist
-            try:
-                body = configmap(self.namespace)
-                await self.api.request("POST", configmap_path(self.namespace, None), body=body)
-            except ApiError as err:
-                if err.code != 409:
-                    raise
+            # made, or there already (None): the next round patches it
+            await self.api.create(configmap_path(self.namespace, None), configmap(self.namespace))
         raise ApiError(409, "Conflict", f"ConfigMap {self.namespace}/{NAME} could not be created")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vmbmc.k8s import clock
-from vmbmc.k8s.client import ApiClient, ApiError
+from vmbmc.k8s.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,7 @@ def event_body(
 
 
 async def create_event(api: ApiClient, body: Mapping[str, Any]) -> bool:
-    """Write the Event; False when it is already there (409). Other API errors are raised."""
+    """Write the Event; False when it is already there (409: its name is the transition's or request's
+    id, so a create tried again after a lost answer finds its own). Other API errors are raised."""
     namespace = body["metadata"]["namespace"]
-    try:
-        await api.request("POST", f"/api/v1/namespaces/{namespace}/events", body=dict(body))
-    except ApiError as err:
-        if err.code == 409:
-            return False
-        raise
-    return True
+    return await api.create(f"/api/v1/namespaces/{namespace}/events", dict(body)) is not None

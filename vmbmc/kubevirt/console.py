@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
-from vmbmc.k8s.websocket import WebSocket
 from vmbmc.kubevirt.records import subresource_path
 from vmbmc.machine.console import Console, ConsoleState, Output, StateListener
+
+if TYPE_CHECKING:
+    from httpx2.websockets import AsyncWebSocketSession
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ class KubeVirtConsole(Console):
         self._output, self._state = output, state
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._queued = 0
-        self._ws: WebSocket | None = None
         self._changed = asyncio.Event()
         self._closed = False
         self._shown: ConsoleState | None = None
@@ -86,9 +87,7 @@ class KubeVirtConsole(Console):
             return
         self._closed = True
         self.vmis.unsubscribe(self.name, self._on_change)
-        self._task.cancel()
-        if self._ws is not None:
-            self._ws.abort()
+        self._task.cancel()  # leaving the session's block closes the connection
 
     async def _wait_change(self, timeout: float | None) -> None:
         self._changed.clear()
@@ -104,7 +103,7 @@ class KubeVirtConsole(Console):
                 await self._wait_change(None)
                 continue
             try:
-                ws = await self.api.websocket(path, SUBPROTOCOL)
+                await self._session(path, uid)
             except ApiError as err:
                 if err.code in (404, 409):  # virt-api has not seen it Running yet, or it just ended
                     await self._wait_change(NOT_READY_RETRY)
@@ -115,8 +114,15 @@ class KubeVirtConsole(Console):
                 self._tell(ConsoleState.REFUSED, err.message)
                 await self._wait_change(REFUSED_RETRY)
                 continue
+            log.info("console disconnected", extra={"vm": f"{self.namespace}/{self.name}", "vmi_uid": uid})
+            self._shown = None  # the next state (waiting or connected again) is news
+            if _running(self.vmis.get(self.name)) == uid:
+                await self._wait_change(NOT_READY_RETRY)  # the same VMI: do not spin on a broken stream
+
+    async def _session(self, path: str, uid: str) -> None:
+        """One connection, from the upgrade until either side ends it. Raises ApiError if refused."""
+        async with self.api.websocket(path, SUBPROTOCOL) as ws:
             log.info("console connected", extra={"vm": f"{self.namespace}/{self.name}", "vmi_uid": uid})
-            self._ws = ws
             self._tell(ConsoleState.CONNECTED, "")
             try:
                 await self._pump(ws)
@@ -125,33 +131,37 @@ class KubeVirtConsole(Console):
                     "console stream failed", extra={"vm": f"{self.namespace}/{self.name}", "error": str(err)}
                 )
             finally:
-                self._ws = None
-                ws.abort()
                 self._drop_queue()
-            log.info("console disconnected", extra={"vm": f"{self.namespace}/{self.name}", "vmi_uid": uid})
-            self._shown = None  # the next state (waiting or connected again) is news
-            if _running(self.vmis.get(self.name)) == uid:
-                await self._wait_change(NOT_READY_RETRY)  # the same VMI: do not spin on a broken stream
 
-    async def _pump(self, ws: WebSocket) -> None:
+    async def _pump(self, ws: AsyncWebSocketSession) -> None:
+        """Bytes both ways until the server closes, the connection breaks or sending fails."""
+
         async def send() -> None:
-            try:
-                while True:
-                    data = await self._queue.get()
-                    self._queued -= len(data)
-                    await ws.send(data)
-            except Exception:  # the connection broke: end it, so that receive() sees the end
-                ws.abort()
+            while True:
+                data = await self._queue.get()
+                self._queued -= len(data)
+                await ws.send_bytes(data)
 
         sender = asyncio.ensure_future(send())
+        receiver = asyncio.ensure_future(self._receive(ws))
         try:
-            while (data := await ws.receive()) is not None:
+            await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _receive(self, ws: AsyncWebSocketSession) -> None:
+        from httpx2.websockets import HTTPXWSException  # loaded with the session already
+
+        with contextlib.suppress(HTTPXWSException):  # closed by the server or broken: the end
+            while True:
+                event = await ws.receive()
+                data = getattr(event, "data", b"")  # plain.kubevirt.io: binary frames; text tolerated
+                data = data.encode() if isinstance(data, str) else bytes(data)
                 if data and not self._closed:
                     self._output(data)
-        finally:
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
 
     def _drop_queue(self) -> None:
         while not self._queue.empty():

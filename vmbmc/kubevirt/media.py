@@ -105,12 +105,18 @@ class MediaDrive:
     async def _create_dv(self, image: str) -> None:
         body = md.data_volume(self.dv, self.vm.namespace, image, self.labels)
         for _ in range(PATCH_RETRIES):
-            try:
-                await self.vm.api.request("POST", dv_path(self.vm.namespace), body=body)
+            if await self.vm.api.create(dv_path(self.vm.namespace), body) is not None:
                 return
+            try:
+                there = await self.vm.api.request("GET", dv_path(self.vm.namespace, self.dv))
             except ApiError as err:
-                if err.code != 409:
+                if err.code != 404:
                     raise
+                continue  # gone meanwhile: create it again
+            if not there["metadata"].get("deletionTimestamp") and there.get("spec", {}).get("source") == (
+                body["spec"]["source"]
+            ):
+                return  # this image's, made by an earlier attempt whose answer was lost: done
             await self._delete_dv()  # a leftover of an earlier insert: replace it
             await asyncio.sleep(POLL_SECONDS)
         raise Busy(f"DataVolume {self.vm.namespace}/{self.dv} is still being deleted; retry")

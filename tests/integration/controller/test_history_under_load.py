@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from tests.integration.controller.conftest import SYSTEM, Api, until
-from vmbmc.k8s.http import MAX_REQUESTS
+from vmbmc.k8s.client import MAX_REQUESTS
 from vmbmc.naming import LABEL_VM_NAMESPACE
 from vmbmc_devcluster.demo.samples import sample_vm
 

@@ -1,6 +1,6 @@
-"""The back end's API client against real servers: the emulator over HTTPS (its CA, service-account
-tokens, tokenFile rotation, exec plugins, in-cluster files) and a TLS server that demands a client
-certificate. Who the API server saw is read back from a SelfSubjectReview."""
+"""The API client (lightkube's configuration, httpx2's transport) against real servers: the emulator over
+HTTPS (its CA, service-account tokens, tokenFile rotation, exec plugins, in-cluster files) and a TLS
+server that demands a client certificate. Who the API server saw is read back from a SelfSubjectReview."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vmbmc.k8s.client import ApiClient, ApiError
-from vmbmc.k8s.kubeconfig import from_kubeconfig, in_cluster
+from vmbmc.k8s import config
+from vmbmc.k8s.client import NOT_SENT, ApiClient, ApiError
 from vmbmc.redfish.tls import self_signed_certificate
 from vmbmc_devcluster.emulator.harness import EmulatorThread
 
@@ -72,8 +72,8 @@ async def clients() -> AsyncIterator[list[ApiClient]]:
         await api.close()
 
 
-async def connect(clients: list[ApiClient], path: Path, **kw: Any) -> ApiClient:
-    api = ApiClient(from_kubeconfig([path], **kw))
+async def connect(clients: list[ApiClient], path: Path) -> ApiClient:
+    api = ApiClient(config.load(str(path)))
     clients.append(api)
     return api
 
@@ -123,29 +123,37 @@ async def test_token_file_rotation(
     path = write_kubeconfig(
         tmp_path / "config",
         {"server": emulator.url, "certificate-authority-data": ca_data(emulator)},
-        {"tokenFile": str(token_file)},
+        {"tokenFile": "token"},  # beside the kubeconfig
     )
-    periodic = await connect(clients, path, token_period=0)
-    cached = await connect(clients, path)  # re-reads once a minute
-    assert await whoami(periodic) == await whoami(cached) == "system:serviceaccount:default:rotating-1"
-    # The token is rotated and the old one revoked (its ServiceAccount is gone).
+    api = await connect(clients, path)
+    lane = api.lane()  # shares the credentials
+    clients.append(lane)
+    assert await whoami(api) == await whoami(lane) == "system:serviceaccount:default:rotating-1"
+    # The token is rotated and the old one revoked (its ServiceAccount is gone): the 401 makes the
+    # client read the file again and send the call once more with the new token.
     token_file.write_text(service_account(emulator, "rotating-2"))
     delete_service_account(emulator, "rotating-1")
-    assert await whoami(periodic) == "system:serviceaccount:default:rotating-2"
-    # Within its minute, the other client learns it from the 401 and retries once with the new token.
-    assert await whoami(cached) == "system:serviceaccount:default:rotating-2"
+    assert await whoami(api) == "system:serviceaccount:default:rotating-2"
+    assert await whoami(lane) == "system:serviceaccount:default:rotating-2"
 
 
-async def test_in_cluster_files(emulator: EmulatorThread, clients: list[ApiClient], tmp_path: Path) -> None:
+async def test_in_cluster_files(
+    emulator: EmulatorThread, clients: list[ApiClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sa = tmp_path / "serviceaccount"
     sa.mkdir()
     (sa / "token").write_text(service_account(emulator, "in-cluster"))
     (sa / "ca.crt").write_bytes(Path(str(emulator.ca_file)).read_bytes())
-    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(emulator.port)}
-    api = ApiClient(in_cluster(env, sa, token_period=0))
+    (sa / "namespace").write_text(NAMESPACE)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(emulator.port))
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_DIR", str(sa))
+    api = await ApiClient.connect()  # no kubeconfig anywhere: the pod's service account
     clients.append(api)
     assert await whoami(api) == "system:serviceaccount:default:in-cluster"
     (sa / "token").write_text(service_account(emulator, "in-cluster-2"))  # the kubelet rotates it
+    delete_service_account(emulator, "in-cluster")  # and the old one expires
     assert await whoami(api) == "system:serviceaccount:default:in-cluster-2"
 
 
@@ -303,20 +311,17 @@ async def test_client_certificate_files_and_data(
         assert err.value.code == 0
 
 
-async def test_exec_plugin_client_certificate(
-    pki: dict[str, Path], clients: list[ApiClient], tmp_path: Path
+async def test_exec_plugin_lightkube_cannot_use_is_refused_unsent(
+    emulator: EmulatorThread, clients: list[ApiClient], tmp_path: Path
 ) -> None:
-    plugin = tmp_path / "cert-plugin"
-    plugin.write_text(
-        f"#!{sys.executable}\nimport json\n"
-        f"print(json.dumps({{'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential',"
-        f" 'status': {{'clientCertificateData': open({str(pki['client'])!r}).read(),"
-        f" 'clientKeyData': open({str(pki['client_key'])!r}).read()}}}}))\n"
-    )
+    """lightkube runs exec plugins of `client.authentication.k8s.io/v1beta1` (and v1alpha1) that answer
+    with a token; a `v1` plugin is refused before anything is sent (docs/k8s-client.md)."""
+    plugin = tmp_path / "v1-plugin"
+    plugin.write_text(f"#!{sys.executable}\nprint('{{}}')\n")
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
-    async with ClientCertServer(pki["server"], pki["server_key"], client_ca=pki["client_ca"]) as srv:
-        cluster = {"server": f"https://127.0.0.1:{srv.port}", "certificate-authority": str(pki["server"])}
-        user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin)}}
-        api = await connect(clients, write_kubeconfig(tmp_path / "config", cluster, user))
-        answer = await api.request("GET", "/api", retry=False)
-        assert "kbmc.client.test" in answer["client"]
+    cluster = {"server": emulator.url, "certificate-authority-data": ca_data(emulator)}
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin)}}
+    api = await connect(clients, write_kubeconfig(tmp_path / "config", cluster, user))
+    with pytest.raises(ApiError) as err:
+        await api.request("GET", "/api", retry=False)
+    assert (err.value.code, err.value.reason) == (0, NOT_SENT) and "not implemented" in err.value.message

@@ -1,5 +1,5 @@
 """The VMI console subresource: the emulator's WebSocket (KubeVirt's `plain.kubevirt.io`) and its fake
-guest, through the back end's own WebSocket client, under RBAC."""
+guest, through the API client's WebSocket session (httpx2's, framed by wsproto), under RBAC."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from httpx2.websockets import AsyncWebSocketSession, WebSocketDisconnect
 
 from vmbmc.k8s.client import ApiClient, ApiError
-from vmbmc.k8s.websocket import WebSocket
 from vmbmc.kubevirt.console import SUBPROTOCOL
 from vmbmc_devcluster.demo.samples import sample_vm
 from vmbmc_devcluster.emulator.harness import EmulatorThread
@@ -51,44 +51,45 @@ def wait_phase(emu: EmulatorThread, name: str, phase: str) -> None:
         time.sleep(0.05)
 
 
-async def read_until(ws: WebSocket, text: bytes, timeout: float = 10.0) -> bytes:
+async def read_until(ws: AsyncWebSocketSession, text: bytes, timeout: float = 10.0) -> bytes:
     seen = b""
     async with asyncio.timeout(timeout):
         while text not in seen:
-            data = await ws.receive()
-            assert data is not None, f"closed before {text!r}; got {seen!r}"
-            seen += data
+            seen += await ws.receive_bytes()  # raises WebSocketDisconnect if closed before
     return seen
+
+
+async def refused(api: ApiClient, name: str) -> ApiError:
+    with pytest.raises(ApiError) as err:
+        async with api.websocket(console_path(name), SUBPROTOCOL):
+            pass
+    return err.value
 
 
 async def test_console_of_a_running_vmi_is_a_getty(emu: EmulatorThread) -> None:
     create_vm(emu, "con-a")
     api = await ApiClient.connect(emu.kubeconfig)
     try:
-        with pytest.raises(ApiError) as err:  # no VMI: virt-api's 404
-            await api.websocket(console_path("con-a"), SUBPROTOCOL)
-        assert (
-            err.value.code == 404
-            and 'virtualmachineinstance.kubevirt.io "con-a" not found' in err.value.message
-        )
+        err = await refused(api, "con-a")  # no VMI: virt-api's 404
+        assert err.code == 404 and 'virtualmachineinstance.kubevirt.io "con-a" not found' in err.message
         assert emu.call(emu.kubevirt.virtctl, NS, "con-a", "start") == 202
         wait_phase(emu, "con-a", "Pending")
-        with pytest.raises(ApiError) as err:  # not Running yet: refused as virt-api refuses it
-            await api.websocket(console_path("con-a"), SUBPROTOCOL)
-        assert err.value.code == 409 and "VMI is not running" in err.value.message
+        err = await refused(api, "con-a")  # not Running yet: refused as virt-api refuses it
+        assert err.code == 409 and "VMI is not running" in err.message
         wait_phase(emu, "con-a", "Running")
-        ws = await api.websocket(console_path("con-a"), SUBPROTOCOL)
-        boot = await read_until(ws, b"con-a login: ")
-        assert b"SeaBIOS" in boot
-        await ws.send(b"root\r\n")  # echoed; CR LF is one Enter
-        echo = await read_until(ws, b"con-a login: ")
-        assert echo == b"root\r\ncon-a login: "
-        # The VMI stops: the console ends.
-        assert emu.call(emu.kubevirt.virtctl, NS, "con-a", "stop") == 202
-        async with asyncio.timeout(10):
-            while await ws.receive() is not None:
-                pass
-        await ws.close()
+        async with api.websocket(console_path("con-a"), SUBPROTOCOL) as ws:
+            assert ws.subprotocol == SUBPROTOCOL
+            boot = await read_until(ws, b"con-a login: ")
+            assert b"SeaBIOS" in boot
+            await ws.send_bytes(b"root\r\n")  # echoed; CR LF is one Enter
+            echo = await read_until(ws, b"con-a login: ")
+            assert echo == b"root\r\ncon-a login: "
+            # The VMI stops: the console ends.
+            assert emu.call(emu.kubevirt.virtctl, NS, "con-a", "stop") == 202
+            with pytest.raises(WebSocketDisconnect):
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.receive_bytes()
     finally:
         await api.close()
 
@@ -101,12 +102,11 @@ async def test_console_needs_get_on_the_subresource(emu: EmulatorThread, tmp_pat
     emu.write_service_account_kubeconfig(kubeconfig, NS, "nobody")
     api = await ApiClient.connect(str(kubeconfig))
     try:
-        with pytest.raises(ApiError) as err:
-            await api.websocket(console_path("con-a"), SUBPROTOCOL)
-        assert err.value.code == 403
+        err = await refused(api, "con-a")
+        assert err.code == 403
         assert (
             'cannot get resource "virtualmachineinstances/console" in API group "subresources.kubevirt.io"'
-            in (err.value.message)
+            in err.message
         )
     finally:
         await api.close()

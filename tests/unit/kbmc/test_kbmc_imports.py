@@ -9,15 +9,16 @@ import sys
 
 import pytest
 
-# Never in a kbmc: Kubernetes clients, the operator framework, pyghmi (a test client), aiohttp (our own
-# HTTP client replaces it; the health port is served by uvicorn, which Redfish ships anyway).
+# Never in a kbmc: Kubernetes clients other than lightkube, the operator framework, pyghmi (a test
+# client), aiohttp (lightkube's httpx2 is the HTTP client; the health port is served by uvicorn, which
+# Redfish ships anyway).
 FORBIDDEN = (
     "kubernetes",
     "kubernetes_asyncio",
     "kopf",
     "pyghmi",
     "aiohttp",
-    "wsproto",  # the emulator's WebSocket server; the kbmc's console client is its own
+    "wsproto",  # WebSocket frames: loaded only once a SOL session opens the VMI console
     "websockets",
 )
 # starlette only with Redfish; uvicorn with Redfish or the health port (`--health-port -1` turns it off).
