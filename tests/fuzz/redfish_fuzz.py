@@ -16,7 +16,9 @@ PATHS = [
     "/redfish/v1/Systems", "/redfish/v1/Systems/{id}",
     "/redfish/v1/Systems/{id}/Actions/ComputerSystem.Reset",
     "/redfish/v1/Systems/{id}/EthernetInterfaces", "/redfish/v1/Systems/{id}/Processors/0",
-    "/redfish/v1/Systems/{id}/SimpleStorage", "/redfish/v1/Managers", "/redfish/v1/Managers/BMC",
+    "/redfish/v1/Systems/{id}/SimpleStorage", "/redfish/v1/Systems/{id}/SecureBoot",
+    "/redfish/v1/Systems/{id}/Bios", "/redfish/v1/Systems/{id}/Bios/Settings",
+    "/redfish/v1/Managers", "/redfish/v1/Managers/BMC",
     "/redfish/v1/Managers/BMC/Actions/Manager.Reset", "/redfish/v1/Chassis/1",
     "/redfish/v1/AccountService", "/redfish/v1/AccountService/Accounts/1", "/redfish/v1/SessionService",
     "/redfish/v1/SessionService/Sessions", "/redfish/v1/SessionService/Sessions/{junk}",
@@ -45,7 +47,7 @@ def _junk_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return [_junk_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
     keys = ["ResetType", "Boot", "BootSourceOverrideTarget", "BootSourceOverrideEnabled", "UserName",
-            "Password", "AssetTag", "@odata.id", "fz", "Oem"]
+            "Password", "AssetTag", "@odata.id", "fz", "Oem", "Attributes", "@Redfish.SettingsApplyTime"]
     return {rng.choice(keys): _junk_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
 
 

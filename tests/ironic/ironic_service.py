@@ -56,7 +56,7 @@ enabled_inspect_interfaces = redfish,no-inspect
 enabled_console_interfaces = ipmitool-socat,no-console
 enabled_network_interfaces = noop
 enabled_storage_interfaces = noop
-enabled_bios_interfaces = no-bios
+enabled_bios_interfaces = redfish,no-bios
 enabled_firmware_interfaces = no-firmware
 enabled_raid_interfaces = no-raid
 enabled_rescue_interfaces = no-rescue
@@ -84,6 +84,8 @@ http_root = {http_root}
 
 [redfish]
 use_swift = False
+# how often a BIOS apply_configuration without a ramdisk polls whether the settings took effect (60 s)
+firmware_update_status_interval = 5
 
 [pxe]
 tftp_root = {root}/tftp

@@ -31,6 +31,7 @@ POWER_ON = [("PowerOnRequested", ["PoweredOn"])]
 POWER_OFF = [("PowerOffRequested", ["PoweredOff"])]
 REBOOT = POWER_OFF + POWER_ON  # Ironic reboots a node that is on as power off, then power on
 BOOT_CHANGED = [("BootOverrideSet", ["BootDeviceChanged"])]
+FIRMWARE_CHANGED = [("FirmwareSettingsSet", ["BootDeviceChanged"])]
 CONSOLE_WAIT = 30.0  # seconds for the console's login prompt and echo
 
 
@@ -62,14 +63,15 @@ def _power_on_reboot_off(
 
 def _delete(ironic: Ironic, view: BmcView, name: str, mac: str) -> None:
     """Delete the node (from manageable, as an operator retires a machine); its port goes with it."""
-    ironic.provision(name, "manage", "manageable")
+    if ironic.node(name)["provision_state"] != "manageable":
+        ironic.provision(name, "manage", "manageable")
     ironic.call("DELETE", f"/nodes/{name}", 204)
     assert ironic.http.get(f"/nodes/{name}").status_code == 404
     assert ironic.call("GET", f"/ports?address={mac}", 200).json()["ports"] == []
     view.expect_events([], "delete")
 
 
-@pytest.mark.timeout(450)
+@pytest.mark.timeout(540)
 def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Images) -> None:
     view = _view(demo, 0)
     name = "redfish-node"
@@ -79,6 +81,7 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
         "boot_interface": "redfish-virtual-media",
         "deploy_interface": "ramdisk",
         "inspect_interface": "redfish",
+        "bios_interface": "redfish",
         "driver_info": {
             "redfish_address": view.bmc["redfish"].removesuffix("/redfish/v1"),
             "redfish_system_id": f"/redfish/v1/Systems/{view.vm}",
@@ -88,6 +91,7 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
         },
     })  # fmt: skip
     assert view.power() == "Off"
+    _bios_settings_listed(ironic, name, {"BootMode": "Bios", "SecureBoot": "Disabled"})
     _power_on_reboot_off(ironic, view, name, view.power, "On", "Off")
 
     # boot device (once) and boot mode
@@ -123,7 +127,45 @@ def test_redfish_node_lifecycle(ironic: Ironic, demo: DemoProcess, images: Image
 
     for attempt in ("first", "second"):
         _redfish_deploy_and_undeploy(ironic, view, images, name, attempt)
+    ironic.provision(name, "manage", "manageable")
+    _bios_apply_configuration(ironic, view, name)
     _delete(ironic, view, name, "02:00:00:00:00:01")
+
+
+def _bios_settings_listed(ironic: Ironic, name: str, values: dict[str, str]) -> None:
+    """`baremetal node bios setting list --long`: what the `redfish` bios interface cached when the node
+    was managed, the Bios attributes with what the attribute registry says of them."""
+    listed = ironic.call("GET", f"/nodes/{name}/bios?detail=True", 200).json()["bios"]
+    settings = {s["name"]: s for s in listed}
+    assert {n: s["value"] for n, s in settings.items()} == values
+    assert settings["BootMode"]["allowable_values"] == ["Uefi", "Bios"], settings
+    assert settings["SecureBoot"]["allowable_values"] == ["Enabled", "Disabled"], settings
+    for setting in settings.values():
+        assert setting["attribute_type"] == "Enumeration" and setting["reset_required"] is True, setting
+        assert setting["read_only"] is False, setting
+
+
+def _bios_apply_configuration(ironic: Ironic, view: BmcView, name: str) -> None:
+    """A manual clean step `bios.apply_configuration` (the node is off and manageable, its boot mode UEFI,
+    no one-time boot override pending): Ironic patches
+    the settings object with apply time OnReset and reboots the node, which KubeVirt starts with the new
+    spec. No agent boots: the step needs no ramdisk, so Ironic skips it and polls the Bios until the
+    settings are current, then finishes the step and the cleaning."""
+    step = {"interface": "bios", "step": "apply_configuration",
+            "args": {"settings": [{"name": "SecureBoot", "value": "Enabled"}]}}
+    node = ironic.provision(name, "clean", "manageable", clean_steps=[step])  # caches the settings too
+    assert node["power_state"] == "power on", node
+    vmi = view.kubectl_json("vmi", "-n", view.vm_namespace, view.vm)
+    assert vmi is not None
+    domain = vmi["spec"]["domain"]  # the VMI KubeVirt made at the reboot runs Secure Boot, with SMM
+    assert domain["firmware"]["bootloader"] == {"efi": {"secureBoot": True}}, domain
+    assert domain["features"]["smm"] == {"enabled": True}, domain
+    assert view.get("/SecureBoot")["SecureBootCurrentBoot"] == "Enabled"
+    settings = ironic.call("GET", f"/nodes/{name}/bios", 200).json()["bios"]
+    assert {s["name"]: s["value"] for s in settings} == {"BootMode": "Uefi", "SecureBoot": "Enabled"}
+    view.expect_events([*FIRMWARE_CHANGED, *POWER_ON], "bios.apply_configuration")
+    ironic.power(name, "power off", "power off")  # as the node was before the step
+    view.expect_events(POWER_OFF, "power off after the bios step")
 
 
 def _redfish_deploy_and_undeploy(

@@ -30,6 +30,7 @@ LEADS_TO: dict[str, tuple[str, ...]] = {
     PowerAction.RESUME.value: (tr.RESUMED,),
     rq.BOOT_ACTION: (tr.BOOT_DEVICE_CHANGED,),
     rq.RESTORE_ACTION: (tr.BOOT_DEVICE_CHANGED,),
+    rq.FIRMWARE_ACTION: (tr.BOOT_DEVICE_CHANGED,),  # the boot mode and Secure Boot are the bootloader's
     # ejecting takes the virtual CD out of the VM, with the bootOrder a Cd override gave it
     media.EJECT_ACTION: (tr.BOOT_DEVICE_CHANGED,),
 }

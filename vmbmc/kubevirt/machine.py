@@ -6,6 +6,7 @@
     BootRestore      (boot_restore.py)  the once-restore, and undoing a boot patch that came late
     MediaDrive       (media.py)         the virtual CD-ROM (CDI DataVolume)
     KubeVirtConsole  (console.py)       the serial console (SOL), opened on demand
+    FirmwareControl  (firmware.py)      boot mode and Secure Boot of the VM's template
     Recovery         (recovery.py)      after a restart: the records a killed kbmc left pending
     Answers          (answers.py)       one answer per request id (retransmits, retries)
     SecretSubscriptions (subscriptions.py) the Redfish event subscriptions (a BMC's Secret)
@@ -27,6 +28,7 @@ from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.answers import Answers
 from vmbmc.kubevirt.boot_override import BootOverrides
 from vmbmc.kubevirt.boot_restore import BootRestore
+from vmbmc.kubevirt.firmware import FirmwareControl
 from vmbmc.kubevirt.history import HistorySource
 from vmbmc.kubevirt.media import MediaDrive
 from vmbmc.kubevirt.power import PowerControl
@@ -39,6 +41,7 @@ from vmbmc.kubevirt.volumes import VolumeSizes
 from vmbmc.machine import boot
 from vmbmc.machine.api import Machine
 from vmbmc.machine.console import Console, Output, StateListener
+from vmbmc.machine.firmware import FirmwareChange, FirmwareSettings, FirmwareStatus
 from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.inventory import inventory
 from vmbmc.machine.media import MediaStatus
@@ -85,6 +88,7 @@ class KubeVirtMachine(Machine):
         self.restore = BootRestore(self.kubevirt_vm, asyncio.Lock())  # the lock: one boot write at a time
         self.overrides = BootOverrides(self.kubevirt_vm, self._answers, self.restore)
         self.media = MediaDrive(self.kubevirt_vm)
+        self.firmware_control = FirmwareControl(self.kubevirt_vm, self.restore.lock)
         self.log = HistorySource(store, self.requests, loop)  # the log views of the recorded history
         self.recovery = Recovery(self.kubevirt_vm, self.restore, self.media, self.log)
         # A BMC's subscriptions outlive the process in its Secret; standalone ones live in memory.
@@ -184,6 +188,12 @@ class KubeVirtMachine(Machine):
     async def eject_media(self, requester: Requester) -> MediaStatus:
         return await self.media.eject(requester)
 
+    # --- firmware settings -------------------------------------------------------------------
+    def firmware(self) -> FirmwareStatus:
+        return self.firmware_control.status()
+
+    async def set_firmware(self, requester: Requester, change: FirmwareChange) -> FirmwareSettings:
+        return await self.firmware_control.set(requester, change)
     # --- the power history's log views (vmbmc.kubevirt.history) --------------------------------------
     def history(self) -> LogView:
         return self.log.view()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from vmbmc.machine.console import Console, Output, StateListener
 from vmbmc.machine.errors import NotSupported
+from vmbmc.machine.firmware import FirmwareChange, FirmwareSettings, FirmwareStatus
 from vmbmc.machine.history import LogEntry, LogView
 from vmbmc.machine.media import MediaStatus
 from vmbmc.machine.subscriptions import MemoryStore, SubscriptionStore
@@ -131,6 +132,16 @@ class Machine(abc.ABC):
         """Detach and delete the medium; an empty drive is a success with no call."""
         raise NotSupported("virtual media is not available on this back end")
 
+    # --- firmware settings: boot mode and Secure Boot (vmbmc.machine.firmware) -------------------
+    def firmware(self) -> FirmwareStatus | None:
+        """Pending (the VM's spec) and current (the running VMI's) settings, from the cache; None when this
+        back end has no firmware settings."""
+        return None
+
+    async def set_firmware(self, requester: Requester, change: FirmwareChange) -> FirmwareSettings:
+        """Record the request and patch the VM's spec (the next boot gets it); returns the pending settings
+        at once. Raises FirmwareConflict (a combination KubeVirt cannot boot), Busy, BackendUnavailable."""
+        raise NotSupported("firmware settings are not available on this back end")
     # --- the power history as the log views show it (vmbmc.machine.history) ----------------------
     def history(self) -> LogView:
         """The recorded transitions after the last clear, from the cache; empty where the back end

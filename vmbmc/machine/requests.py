@@ -19,10 +19,12 @@ from vmbmc.machine.types import Effect, PowerAction, Protocol, Requester
 # Request actions beside the power actions.
 BOOT_ACTION = "boot_override"  # a boot override set through IPMI or Redfish
 RESTORE_ACTION = "boot_restore"  # the kbmc puts the boot order back once a Once override was used
+FIRMWARE_ACTION = "firmware_settings"  # boot mode / Secure Boot through Redfish SecureBoot or Bios
 LOG_CLEAR_ACTION = "clear_log"  # IPMI Clear SEL, Redfish LogService.ClearLog
 
 BOOT_OVERRIDE_REASON = "BootOverrideSet"
 BOOT_RESTORED_REASON = "BootOverrideRestored"
+FIRMWARE_REASON = "FirmwareSettingsSet"
 LOG_CLEAR_REASON = "ClearLogRequested"
 LOG_CLEARED_REASON = "LogCleared"  # the clear is stored: every log view hides what came before
 FAILED_REASON = "PowerActionFailed"
@@ -48,6 +50,7 @@ _ACTION_TEXT = {
     PowerAction.NMI.value: "NMI",
     BOOT_ACTION: "boot override",
     RESTORE_ACTION: "boot order restore",
+    FIRMWARE_ACTION: "firmware settings",
     LOG_CLEAR_ACTION: "log clear",
     media.INSERT_ACTION: "virtual media insert",
     media.EJECT_ACTION: "virtual media eject",
@@ -68,6 +71,7 @@ PATCH_TEXT = "a patch of the VirtualMachine's boot order and firmware"
 TARGET_TEXT = {
     media.INSERT_ACTION: "a CDI DataVolume importing the image and a patch adding the VM's CD-ROM",
     media.EJECT_ACTION: "a patch removing the VM's CD-ROM and deletion of its DataVolume",
+    FIRMWARE_ACTION: "a patch of the VirtualMachine's firmware, in effect once its VMI is recreated",
     LOG_CLEAR_ACTION: "the clear's time stored with the BMC; the SEL and the Redfish log hide what came "
     "before, Kubernetes Events stay",
 }
@@ -79,6 +83,8 @@ def reason(action: str) -> str:
         return BOOT_OVERRIDE_REASON
     if action == RESTORE_ACTION:
         return BOOT_RESTORED_REASON
+    if action == FIRMWARE_ACTION:
+        return FIRMWARE_REASON
     if action == LOG_CLEAR_ACTION:
         return LOG_CLEAR_REASON
     if action in media.REASONS:

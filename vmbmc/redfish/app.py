@@ -33,6 +33,7 @@ from vmbmc.redfish.resources import (
     accounts,
     chassis,
     events,
+    firmware,
     inventory,
     logs,
     managers,
@@ -99,6 +100,11 @@ ROUTES = [
             route(f"{parent}/{MEDIA_ACTIONS}.EjectMedia", POST=media.eject_media),
         )
     ],
+    route(f"{SYSTEM}/SecureBoot",                       GET=firmware.get_secure_boot,
+                                                        PATCH=firmware.patch_secure_boot),
+    route(f"{SYSTEM}/Bios",                             GET=firmware.get_bios),
+    route(f"{SYSTEM}/Bios/Settings",                    GET=firmware.get_bios_settings,
+                                                        PATCH=firmware.patch_bios_settings),
     route(f"{media.TASK_MONITORS}/{{task_id}}",         GET=media.task_monitor),
     route(f"{SYSTEM}/LogServices",                      GET=logs.log_services),
     route(LOG,                                          GET=logs.log_service),
@@ -128,6 +134,9 @@ ROUTES = [
     route(f"{SUBSCRIPTION}/Actions/EventDestination.ResumeSubscription", POST=events.resume_subscription),
     route(f"{SUBSCRIPTION}/Actions/EventDestination.SuspendSubscription", POST=events.suspend_subscription),
     route(paths.REGISTRIES,                             GET=registries.registries),
+    # the Bios attribute registry before the message registries' patterns (the first route that matches wins)
+    route(firmware.REGISTRY_FILE,                       GET=firmware.get_registry_file),
+    route(firmware.REGISTRY_URI,                        GET=firmware.get_registry),
     route(f"{paths.REGISTRIES}/{{prefix}}",             GET=registries.registry_file),
     route(f"{paths.REGISTRIES}/{{prefix}}/{{registry}}", GET=registries.registry_document),
 ]

@@ -36,6 +36,10 @@ VERSIONS: dict[str, str | None] = {
     "SessionService": "v1_1_9",
     "Session": "v1_7_0",
     "SessionCollection": None,
+    "Bios": "v1_2_3",
+    "SecureBoot": "v1_1_2",
+    "Settings": "v1_4_0",
+    "AttributeRegistry": "v1_3_9",
     "LogService": "v1_9_0",
     "LogServiceCollection": None,
     "LogEntry": "v1_21_0",
@@ -55,10 +59,11 @@ _SUPPORT = ("Resource", "RedfishExtensions")
 _DMTF = "http://redfish.dmtf.org/schemas/v1"
 
 
-def odata_type(schema: str) -> str:
-    """`#ComputerSystem.v1_22_0.ComputerSystem`, or `#ComputerSystemCollection.ComputerSystemCollection`."""
-    version = VERSIONS[schema]
-    return f"#{schema}.{version}.{schema}" if version else f"#{schema}.{schema}"
+def odata_type(schema: str, type_name: str = "") -> str:
+    """`#ComputerSystem.v1_22_0.ComputerSystem`, or `#ComputerSystemCollection.ComputerSystemCollection`;
+    `type_name` names another type of the schema (`#Settings.v1_4_0.PreferredApplyTime`)."""
+    version, name = VERSIONS[schema], type_name or schema
+    return f"#{schema}.{version}.{name}" if version else f"#{schema}.{name}"
 
 
 @functools.cache

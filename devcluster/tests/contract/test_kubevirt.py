@@ -381,3 +381,29 @@ def test_webhook_refuses_bad_run_strategy(cluster: EmulatorThread, namespace: st
     bogus = VM_MANIFEST.format(name="bogus", namespace=namespace, run_strategy="Sometimes")
     out = kubectl(cluster, "apply", "--validate=false", "-f", "-", input=bogus, check=False)
     assert "Invalid RunStrategy (Sometimes)" in out
+
+
+def test_webhook_refuses_secure_boot_without_smm(cluster: EmulatorThread, namespace: str) -> None:
+    """KubeVirt's VM admission: EFI with Secure Boot on (or unset: KubeVirt's default) needs SMM."""
+    apply_vm(cluster, namespace, "sb")
+
+    def patch(domain: dict) -> str:
+        body = json.dumps({"spec": {"template": {"spec": {"domain": domain}}}})
+        return kubectl(cluster, "-n", namespace, "patch", "vm/sb", "--type=merge", "-p", body, check=False)
+
+    refusal = (
+        "spec.template.spec.domain has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently "
+        "disabled."
+    )
+    for efi in ({}, {"secureBoot": True}):
+        out = patch({"firmware": {"bootloader": {"efi": efi}}})
+        assert refusal in out, out
+    assert "patched" in patch({"features": {"smm": {"enabled": False}}})
+    out = patch({"firmware": {"bootloader": {"efi": {}}}})
+    assert refusal in out, out
+    # accepted: Secure Boot off, or on together with SMM
+    assert "patched" in patch({"firmware": {"bootloader": {"efi": {"secureBoot": False}}}})
+    on = {"features": {"smm": {"enabled": True}}, "firmware": {"bootloader": {"efi": {"secureBoot": True}}}}
+    assert "patched" in patch(on)
+    out = patch({"firmware": {"bootloader": {"bios": {}}}})
+    assert "has both EFI and BIOS configured, but they are mutually exclusive." in out, out

@@ -360,3 +360,30 @@ def test_webhook_validation() -> None:
     assert refusal.message.startswith(
         'admission webhook "virtualmachine-validator.kubevirt.io" denied the request: '
     )
+
+
+def test_webhook_firmware_validation() -> None:
+    """validateDomainSpec: Secure Boot (on, or unset: KubeVirt's default) needs SMM; EFI and BIOS exclude
+    each other."""
+    field = "spec.template.spec.domain"
+    message = f"{field} has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently disabled."
+
+    def causes(domain: dict) -> list[str]:
+        return [c["message"] for c in ks.validate_domain(domain, field)]
+
+    assert causes({}) == []
+    assert causes({"firmware": {"bootloader": {"bios": {}}}}) == []
+    assert causes({"firmware": {"bootloader": {"efi": {"secureBoot": False}}}}) == []
+    assert causes({"firmware": {"bootloader": {"efi": {}}}}) == [message]
+    assert causes({"firmware": {"bootloader": {"efi": {"secureBoot": True}}},
+                   "features": {"smm": {"enabled": False}}}) == [message]
+    assert causes({"firmware": {"bootloader": {"efi": {}}}, "features": {"smm": {}}}) == []
+    assert causes({"firmware": {"bootloader": {"efi": {"secureBoot": True}}},
+                   "features": {"smm": {"enabled": True}}}) == []
+    both = causes({"firmware": {"bootloader": {"efi": {"secureBoot": False}, "bios": {}}}})
+    exclusive = "has both EFI and BIOS configured, but they are mutually exclusive."
+    assert both == [f"{field}.firmware.bootloader {exclusive}"]
+    v = vm("Always")
+    v["spec"]["template"]["spec"]["domain"]["firmware"] = {"bootloader": {"efi": {}}}
+    refusal = ks.webhook_denial(ks.validate_vm(v))
+    assert refusal.code == 422 and refusal.message.endswith(message)

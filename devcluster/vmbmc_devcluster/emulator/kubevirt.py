@@ -748,7 +748,10 @@ def install_kubevirt(emulator: Emulator, **options: Any) -> KubeVirt:
 
 
 def _admit_vm(vm: dict, old: dict | None) -> dict:
-    """KubeVirt's validating webhook for VirtualMachines (the runStrategy part)."""
+    """KubeVirt's validating webhook for VirtualMachines (runStrategy and firmware). KubeVirt registers
+    it for the VM, not its status subresource: a write that leaves the spec as it was is not checked."""
+    if old is not None and old.get("spec") == vm.get("spec"):
+        return vm
     causes = ks.validate_vm(vm)
     if causes:
         raise _api_error(ks.webhook_denial(causes))

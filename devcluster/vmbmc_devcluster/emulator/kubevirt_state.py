@@ -118,10 +118,40 @@ def run_strategy(vm: dict) -> str:
 VM_VALIDATOR = "virtualmachine-validator.kubevirt.io"
 
 
-def validate_vm(vm: dict) -> list[dict]:
-    """The runStrategy checks of KubeVirt's VM admission webhook, as status causes."""
-    spec = vm.get("spec") or {}
+def validate_domain(domain: dict, field: str) -> list[dict]:
+    """The firmware checks of KubeVirt's validateDomainSpec (virt-api's admitters), as status causes: EFI
+    and BIOS together, and EFI Secure Boot (on, or unset: KubeVirt's default) without the `smm` feature."""
     causes = []
+    bootloader = (domain.get("firmware") or {}).get("bootloader") or {}
+    if bootloader.get("efi") is not None and bootloader.get("bios") is not None:
+        where = f"{field}.firmware.bootloader"
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": f"{where} has both EFI and BIOS configured, but they are mutually exclusive.",
+                "field": where,
+            }
+        )
+    efi = bootloader.get("efi")
+    smm = (domain.get("features") or {}).get("smm")
+    secure_boot = efi is not None and efi.get("secureBoot") in (None, True)
+    if secure_boot and (smm is None or smm.get("enabled") is False):
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": f"{field} has EFI SecureBoot enabled. SecureBoot requires SMM, which is currently "
+                "disabled.",
+                "field": field,
+            }
+        )
+    return causes
+
+
+def validate_vm(vm: dict) -> list[dict]:
+    """The runStrategy and firmware checks of KubeVirt's VM admission webhook, as status causes."""
+    spec = vm.get("spec") or {}
+    domain = (((spec.get("template") or {}).get("spec")) or {}).get("domain") or {}
+    causes = validate_domain(domain, "spec.template.spec.domain")
     if spec.get("running") is not None and spec.get("runStrategy") is not None:
         causes.append(
             {

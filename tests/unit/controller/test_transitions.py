@@ -484,6 +484,15 @@ def test_an_eject_explains_a_boot_change() -> None:
     assert entry["cause"] == "External"
 
 
+def test_a_firmware_setting_explains_a_boot_change() -> None:
+    """Secure Boot or the boot mode through Redfish changes the VM's bootloader: the BMC's request."""
+    changed = tr.Transition("t1", "BootDeviceChanged", T2, "On", "On", tr.BOOT_SPEC_CHANGED)
+    setting = {**req("f1", "firmware_settings", T1), "protocol": "redfish"}
+    ((entry, _),) = attribution.attribute([changed], [setting], [])
+    assert entry["cause"] == "Request"
+    assert entry["message"] == "by Redfish user admin from 10.244.1.7 (request f1)"
+
+
 def test_a_vm_status_ahead_of_its_vmi_invents_nothing() -> None:
     """The VM reads ready before this observer has its VMI (a cache filling up): the state is On, but no
     transition is recorded until the VMI that identifies it is known."""

@@ -1,4 +1,5 @@
-"""Registries collection: one MessageRegistryFile per registry vmbmc quotes (vmbmc.redfish.registry)."""
+"""Registries collection: one MessageRegistryFile per registry vmbmc quotes (vmbmc.redfish.registry), and
+the Bios attribute registry's where firmware settings are offered (resources/firmware.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vmbmc.redfish import paths
+from vmbmc.redfish.bios import REGISTRY_ID as BIOS_REGISTRY_ID
+from vmbmc.redfish.context import service
 from vmbmc.redfish.errors import RedfishError, RedfishJSON
 from vmbmc.redfish.registry import REGISTRIES, registry
 from vmbmc.redfish.resources.base import collection, described_by, ok, resource
@@ -31,6 +34,8 @@ def _prefix(request: Request) -> str:
 
 async def registries(request: Request) -> Response:
     members = [_file(prefix) for prefix in REGISTRIES]
+    if service(request).machine.firmware() is not None:
+        members.append(_file(BIOS_REGISTRY_ID))  # the Bios attribute registry's file
     body = collection("MessageRegistryFileCollection", paths.REGISTRIES, "Registry File Collection", members)
     return ok(body)
 

@@ -107,6 +107,9 @@ def system_body(svc: Service, inv: Inventory) -> dict[str, Any]:
         }
     if svc.machine.virtual_media() is not None:
         body["VirtualMedia"] = ref(f"{path}/VirtualMedia")
+    if svc.machine.firmware() is not None:
+        body["Bios"] = ref(f"{path}/Bios")
+        body["SecureBoot"] = ref(f"{path}/SecureBoot")
     # Redfish has no "Unknown" PowerState: leave the property out rather than invent a state.
     if power.state in REDFISH_POWER_STATES:
         body["PowerState"] = power.state.value
