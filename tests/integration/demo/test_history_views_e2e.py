@@ -66,7 +66,8 @@ def test_every_view_shows_the_history_and_a_clear(topo: Topology) -> None:
 
     # ipmitool: both transitions, who caused them, the ids' first digits as record ids.
     elist = wait_until(lambda: len(r := rows(topo.ipmitool(bmc, "sel", "elist"))) == 2 and r, what="SEL")
-    assert [r[0] for r in elist] == [on["id"][:4], off["id"][:4]]
+    # ipmitool prints record ids in hex without leading zeros
+    assert [int(r[0], 16) for r in elist] == [int(on["id"][:4], 16), int(off["id"][:4], 16)]
     assert [r[3:] for r in elist] == [
         ["System ACPI Power State IPMI Power", "S0/G0: working", "Asserted"],
         ["System ACPI Power State External Power", "S5/G2: soft-off", "Asserted"],
@@ -91,6 +92,9 @@ def test_every_view_shows_the_history_and_a_clear(topo: Topology) -> None:
 
     # A clear over IPMI: a request of the BMC, its Events, and a clear entry in place of the rest.
     assert "Clearing SEL" in topo.ipmitool(bmc, "sel", "clear")
+    wait_until(lambda: [r for r in topo.bmc(bmc)["status"].get("requests") or []
+                        if r["action"] == "clear_log" and r["effect"] != "pending"],
+               what="the clear's record settled")  # written after the IPMI answer
     status = topo.bmc(bmc)["status"]
     cleared = status["logClearedAt"]
     (clear_request,) = [r for r in status["requests"] if r["action"] == "clear_log"]
@@ -99,7 +103,8 @@ def test_every_view_shows_the_history_and_a_clear(topo: Topology) -> None:
     assert {"ClearLogRequested", "LogCleared", "PoweredOn", "PoweredOff"} <= set(reasons)  # Events stay
     assert [h["id"] for h in topo.history(bmc)] == [on["id"], off["id"]]  # and so does the history
     ((rid, *_, sensor, event, _),) = rows(topo.ipmitool(bmc, "sel", "elist"))
-    assert (rid, sensor, event) == (cleared["requestId"][:4], "Event Logging Disabled IPMI Log",
+    clear_id = int(cleared["requestId"][:4], 16)
+    assert (int(rid, 16), sensor, event) == (clear_id, "Event Logging Disabled IPMI Log",
                                     "Log area reset/cleared")
     (entry,) = redfish_entries(topo, bmc, vm)
     assert entry["MessageId"] == "LogService.1.1.0.LogCleared"
