@@ -33,6 +33,7 @@ LAYER_OF = {
     "vmbmc.usage": "base",
     "vmbmc.ratelog": "base",
     "vmbmc.health": "base",
+    "vmbmc.metrics": "base",  # the counters both front ends and the login hold share
     "vmbmc.lazy": "base",  # names a package loads on first use
     "vmbmc.kustomize": "base",
     "vmbmc.manifests": "base",
