@@ -53,7 +53,11 @@ class Phase(enum.Enum):
 class Connection:
     """One admitted connection: where it is, since when, and its one pending deadline."""
 
-    __slots__ = ("_guard", "_timer", "client", "in_app", "peer", "phase", "since", "transport")
+    __slots__ = ("_guard", "_stalls", "_timer", "client", "in_app", "peer", "phase", "since", "transport")
+
+    # A deadline that fires this late (s) found our own loop stalled (GC, a busy host), not the client:
+    # the client gets the deadline again, once per connection, before it is judged.
+    STALL = 1.0
 
     def __init__(self, guard: ConnectionGuard, peer: tuple[str, int], transport: asyncio.BaseTransport
                  ) -> None:
@@ -63,6 +67,7 @@ class Connection:
         self.phase, self.since = Phase.HANDSHAKE, time.monotonic()
         self.in_app = False  # the app holds a request and has not finished its answer
         self._timer: asyncio.TimerHandle | None = None
+        self._stalls = 0
 
     def set(self, phase: Phase) -> None:
         self.phase, self.since = phase, time.monotonic()
@@ -102,15 +107,21 @@ class Connection:
     # --- deadlines ---------------------------------------------------------------------------
     def arm(self, seconds: float, why: str) -> None:
         self.disarm()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired, why)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(seconds, self._expired, why, seconds, loop.time() + seconds)
 
     def disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expired(self, why: str) -> None:
+    def _expired(self, why: str, seconds: float, due: float) -> None:
         self._timer = None
+        if asyncio.get_running_loop().time() - due > self.STALL and not self._stalls:
+            # The bytes that would have met the deadline may be waiting, unread, behind the stall.
+            self._stalls += 1
+            self.arm(seconds, why)
+            return
         self._guard.timed_out += 1
         self._guard.notes.note(self.client, f"closed a stalled connection: {why}")
         self.transport.abort()

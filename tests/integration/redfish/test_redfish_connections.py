@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -238,3 +239,25 @@ async def test_pipelined_requests_on_one_connection_are_all_answered(https) -> N
     writer.close()
     assert statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 401 Unauthorized", "HTTP/1.1 200 OK"]
     assert https.guard.malformed == 0
+
+
+async def test_a_request_waiting_behind_a_stalled_server_loop_is_answered(machine) -> None:
+    """The deadline judges the client, not our loop: here the server's loop (this test's) is blocked
+    past the header deadline while a whole request waits unread; it is answered, not cut."""
+    server = await serve(create_app(machine, StaticCredentials(USER, PASSWORD), limiter=LoginLimiter(),
+                                    manager_info={"https": False, "version": "test"}),
+                         "127.0.0.1", 0, http=True, limits=LIMITS)
+    try:
+        reader, writer = await connect(server, "127.0.41.1", tls=False)
+        for _ in range(100):  # bounded: 10 s, until the server has accepted it (its deadline runs)
+            if len(server.guard):
+                break
+            await asyncio.sleep(0.1)
+        writer.write(b"GET /redfish/v1 HTTP/1.1\r\nHost: bmc\r\n\r\n")
+        time.sleep(LIMITS.header + 1.5)  # the stall under test
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert server.guard.timed_out == 0
+        writer.close()
+    finally:
+        await server.stop()
