@@ -81,11 +81,21 @@ Answer = bytes | Later | Deferred | None
 Message = bytes | Awaitable[bytes] | None  # a response message, now or once KubeVirt has answered
 
 
-@dataclass(frozen=True, slots=True)
 class Identity:
-    """What a BMC tells about itself on the LAN channel."""
+    """What a BMC tells about itself on the LAN channel: the managed system GUID sent in RAKP 2 (16
+    bytes), or how to find it when a session first needs it: a shared kbmc starting a thousand BMCs
+    reads no inventory for it, and the VM is cached by then."""
 
-    guid: bytes  # 16 bytes, the managed system GUID sent in RAKP 2
+    __slots__ = ("_guid",)
+
+    def __init__(self, guid: bytes | Callable[[], bytes]) -> None:
+        self._guid = guid
+
+    @property
+    def guid(self) -> bytes:
+        if callable(self._guid):
+            self._guid = self._guid()
+        return self._guid
 
 
 def client_text(client: Client) -> str:

@@ -148,9 +148,8 @@ class IpmiServer:
         self.commands = Commands(machine, on_bmc_reset=self._reset_soon)
         table = table if table is not None else SessionTable()
         sol = SolPayload(machine, table, self._send, lambda: self.advertised_port or self._port)
-        self.lan = LanChannel(
-            self.commands, credentials, limiter or LoginLimiter(), Identity(_bmc_guid(machine)), table, sol
-        )
+        identity = Identity(lambda: _bmc_guid(machine))
+        self.lan = LanChannel(self.commands, credentials, limiter or LoginLimiter(), identity, table, sol)
         self._transport: asyncio.DatagramTransport | None = None
         self._pruner: asyncio.TimerHandle | None = None
 
