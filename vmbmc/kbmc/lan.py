@@ -82,9 +82,8 @@ Message = bytes | Awaitable[bytes] | None  # a response message, now or once Kub
 
 
 class Identity:
-    """What a BMC tells about itself on the LAN channel: the managed system GUID sent in RAKP 2 (16
-    bytes), or how to find it when a session first needs it: a shared kbmc starting a thousand BMCs
-    reads no inventory for it, and the VM is cached by then."""
+    """The managed system GUID sent in RAKP 2 (16 bytes), or how to find it when a session first needs
+    it: a shared kbmc starting a thousand BMCs reads no inventory for it, and the VM is cached by then."""
 
     __slots__ = ("_guid",)
 
