@@ -1,12 +1,16 @@
-"""The product's Kubernetes API client: lightkube's configuration (vmbmc.k8s.config) on the httpx2 client
-that lightkube itself uses (its connection pool, timeouts, TLS, credentials and WebSocket sessions).
+"""The product's Kubernetes API client: lightkube's configuration (vmbmc.k8s.config: kubeconfig and
+in-cluster loading, credentials, the cluster's TLS context) on aiohttp's transport (its connection pool,
+timeouts, proxies from the environment, streamed responses and WebSocket client).
 
-Why raw paths rather than lightkube's typed resources: the back end needs KubeVirt's subresource group
-(`subresources.kubevirt.io`, not in generated models), exact Content-Types for JSON Patch and merge patch
-on custom resources, and a watch stream whose 410 Gone and bookmarks the informer handles itself.
+Why aiohttp rather than lightkube's own httpx2 client: measured CPU per call (docs/k8s-client.md). kopf
+and the Redfish event poster use aiohttp already. Why raw paths rather than lightkube's typed resources:
+the back end needs KubeVirt's subresource group (`subresources.kubevirt.io`, not in generated models),
+exact Content-Types for JSON Patch and merge patch on custom resources, and a watch stream whose 410 Gone
+and bookmarks the informer handles itself.
 
 Exactly once (docs/k8s-client.md): a request that may have reached the server is sent again only when
-it is idempotent (`idempotent()`); one that never left the pool is reported NOT_SENT and may be sent again.
+it is idempotent (`idempotent()`); one that never left this process is reported NOT_SENT and may be sent
+again.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import Any
 
-import httpcore2
+import aiohttp
 import httpx2
 from lightkube import ConfigError, SingleConfig
 from lightkube.config.client_adapter import user_auth, verify_cluster
@@ -28,11 +33,7 @@ from lightkube.config.models import User
 
 from vmbmc.k8s import config
 
-if TYPE_CHECKING:  # httpx2.websockets (and wsproto) load when a console first opens, not at start-up
-    from httpx2.websockets import AsyncWebSocketSession
-
 log = logging.getLogger(__name__)
-logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every request at INFO: ours say what matters
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -42,14 +43,11 @@ WATCH_OPEN = "_OPEN"
 NOT_SENT = "NotConnected"  # ApiError.reason of a request that never left this process
 RETRY_DELAYS = (0.1, 0.3, 0.9)  # backoff between attempts on a 5xx or a connection error
 
-MAX_REQUESTS = 64  # requests in flight per client (lane); the rest wait their turn in the pool, in order
+MAX_REQUESTS = 64  # requests in flight per client (lane); the rest wait their turn, in order
 CONNECT_TIMEOUT = 5.0
 KEEPALIVE_EXPIRY = 30.0  # idle pooled connections are closed after this (the API server keeps them longer)
-CALLS_PER_POOL = 16  # kept-alive connections per httpx2 client of calls
-STREAMS_PER_POOL = 32  # watches and WebSockets per httpx2 client
 WATCH_READ_SLACK = 30.0  # a watch silent this long past its timeoutSeconds is a dead connection
-SENT = ("http11.send_request_headers.started", "http2.send_request_headers.started")
-HEADERS_REFUSED = ("http11.send_request_headers.failed", "http2.send_request_headers.failed")
+WEBSOCKET_MAX_MESSAGE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -110,32 +108,24 @@ class ApiClient:
         auth: httpx2.Auth | None = None,
         verify: ssl.SSLContext | None = None,
     ) -> None:
-        """`wait_in_timeout`: a call's timeout counts its wait for a free connection in the pool too
-        (the kbmc: nothing may be sent after a power call's bound); a call that runs out waiting was
-        never sent. The controller's reconciles set it False: in a burst hundreds of them wait their
-        turn, and timing out there would only send them to the back of the queue again.
+        """`wait_in_timeout`: a call's timeout counts its wait for a free request slot too (the kbmc:
+        nothing may be sent after a power call's bound); a call that runs out waiting was never sent.
+        The controller's reconciles set it False: in a burst hundreds of them wait their turn, and
+        timing out there would only send them to the back of the queue again.
         `auth` and `verify` are shared by a lane with the client it came from."""
         self.cfg = cfg
         self.wait_in_timeout = wait_in_timeout
         self.host = cfg.cluster.server
         self._auth = auth if auth is not None else user_auth(cfg.user)
-        https = self.host.startswith("https://")
-        if verify is None and https:
+        if verify is None and self.host.startswith("https://"):
             verify = verify_cluster(cfg.cluster, cfg.user or User(), cfg.abs_file)
         self._verify = verify
-        self._common: dict[str, Any] = {
-            "base_url": self.host,
-            "auth": self._auth,
-            "verify": verify if https else False,  # plain http: no TLS settings to build
-            "headers": {"Accept": JSON, "User-Agent": "vmbmc"},
-        }
-        # httpcore scans every connection and every queued request of a pool at each event, so a pool
-        # of hundreds is quadratic in a burst. Calls: MAX_REQUESTS in flight, waiting beyond that in
-        # a first-come-first-served semaphore, over small pools of kept-alive connections. Watches and
-        # WebSockets last and are many (a shared kbmc holds three per BMC): small pools of their own.
+        # MAX_REQUESTS in flight, waiting beyond that in a first-come-first-served semaphore, over
+        # kept-alive connections; watches and WebSockets last and are many (a shared kbmc holds three
+        # per BMC): a session of their own, one connection each. Sessions are made on the loop.
         self._slots = asyncio.Semaphore(MAX_REQUESTS)
-        self._calls = _Pools(self._common, CALLS_PER_POOL, keep_alive=True, limit=MAX_REQUESTS)
-        self._streams = _Pools(self._common, STREAMS_PER_POOL, keep_alive=False)
+        self._calls: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
 
     @classmethod
     async def connect(
@@ -149,8 +139,8 @@ class ApiClient:
 
     def lane(self) -> ApiClient:
         """A client of the same cluster and credentials with a connection pool and in-flight limit of
-        its own. Calls wait for a free connection in the order they were made, so work that must not
-        queue behind a burst of other calls gets a lane of its own. Close it separately."""
+        its own. Calls wait for a free slot in the order they were made, so work that must not queue
+        behind a burst of other calls gets a lane of its own. Close it separately."""
         return ApiClient(self.cfg, wait_in_timeout=self.wait_in_timeout, auth=self._auth, verify=self._verify)
 
     async def request(
@@ -212,142 +202,211 @@ class ApiClient:
 
     async def _once(self, call: _Call) -> Any:
         timeout = call.timeout
-        sent = False
-
-        async def trace(event: str, info: dict[str, Any]) -> None:
-            nonlocal sent
-            if event in HEADERS_REFUSED and isinstance(info.get("exception"), httpcore2.LocalProtocolError):
-                sent = False  # h11 refused to write the head (say, CR/LF in a header): nothing went out
-            else:
-                sent = sent or event in SENT
-
+        sent = SimpleNamespace(headers=False)  # set by the trace once the request's head is written
         try:
             async with asyncio.timeout(timeout if self.wait_in_timeout else None) as bound:
                 async with self._slots:  # the queue: a call that times out here was never sent
                     if not self.wait_in_timeout:
                         bound.reschedule(asyncio.get_running_loop().time() + timeout)
-                    resp = await self._send(call, trace)
+                    status, content = await self._send(call, sent)
         except TimeoutError as exc:
-            waited = "answer" if sent else "free connection"
-            raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent) from exc
-        except (httpx2.HTTPError, ConfigError, OSError, ValueError, KeyError) as exc:
-            raise _no_answer(exc, sent) from exc
-        if resp.status_code >= 300:
-            raise _error(resp.status_code, resp.content)
-        return json.loads(resp.content) if resp.content.strip() else None
+            waited = "answer" if sent.headers else "free request slot"
+            raise _no_answer(TimeoutError(f"no {waited} within {timeout:g} s"), sent.headers) from exc
+        except (aiohttp.ClientError, _Dropped, ConfigError, OSError, ValueError, KeyError) as exc:
+            raise _no_answer(exc.__cause__ if isinstance(exc, _Dropped) else exc, sent.headers) from exc
+        if status >= 300:
+            raise _error(status, content)
+        return json.loads(content) if content.strip() else None
 
-    async def _send(self, call: _Call, trace: Any) -> httpx2.Response:
+    async def _send(self, call: _Call, sent: SimpleNamespace) -> tuple[int, bytes]:
         """The exchange. A kept-alive connection the server dropped as we sent on it cannot be told from
-        one whose request the server read: only an idempotent call is sent again (once, on another)."""
+        one whose request the server read: only an idempotent call is sent again (once, on another).
+        A 401 is answered by the credentials' flow (a token file read again, an exec plugin run again)
+        and the call sent once more: the server refused it, so nothing was carried out."""
+        session = self._session()
         for attempt in (1, 2):
+            credentials = await _Credentials.start(self._auth, call.method, self.host + call.path)
             try:
-                async with self._calls.client() as client:
-                    return await client.request(
-                        call.method,
-                        call.path,
-                        params=call.params,
-                        content=call.data,
-                        headers={"Content-Type": call.content_type} if call.content_type else None,
-                        timeout=httpx2.Timeout(call.timeout, connect=CONNECT_TIMEOUT, pool=None),
-                        extensions={"trace": trace},
-                    )
-            except httpx2.TransportError:
+                for _ in (1, 2):
+                    headers = {**credentials.headers, **({"Content-Type": call.content_type}
+                                                         if call.content_type else {})}
+                    async with session.request(
+                        call.method, call.path, params=call.params, data=call.data, headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=call.timeout, connect=CONNECT_TIMEOUT),
+                        trace_request_ctx=sent,
+                    ) as resp:
+                        status, content = resp.status, await resp.read()
+                    if status != 401 or not await credentials.refused():
+                        return status, content
+                return status, content
+            except (aiohttp.ClientConnectionError, _Dropped):
                 if not call.idempotent or attempt == 2:
                     raise
+            finally:
+                await credentials.close()
         raise AssertionError("unreachable")
 
-    async def watch(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, path: str, params: dict[str, str]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream watch events ({"type", "object"}) until the server ends the watch. Raises ApiError.
 
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
         read = float(params["timeoutSeconds"]) + WATCH_READ_SLACK if "timeoutSeconds" in params else None
+        credentials = await _Credentials.start(self._auth, "GET", self.host + path)
         try:
-            async with self._streams.client() as client, client.stream(
-                "GET",
-                path,
-                params={**params, "watch": "true"},
-                timeout=httpx2.Timeout(read, connect=CONNECT_TIMEOUT),
+            async with self._session(streams=True).get(
+                path, params={**params, "watch": "true"}, headers=credentials.headers,
+                timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=read),
             ) as resp:
-                if resp.status_code >= 300:
-                    raise _error(resp.status_code, resp.content)
+                if resp.status >= 300:
+                    if resp.status == 401:
+                        await credentials.refused()  # the next call has fresh credentials
+                    raise _error(resp.status, await resp.read())
                 yield {"type": WATCH_OPEN}  # tells the caller the stream is established
-                async for line in resp.aiter_lines():
-                    if line.strip():
-                        yield json.loads(line)
-        except (httpx2.HTTPError, ConfigError, OSError, json.JSONDecodeError) as exc:
+                # One JSON event per line; split here, as aiohttp's own line reader caps a line at
+                # 64 KiB and an object (a VM with its cloud-init) may be longer.
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+                if pending.strip():
+                    yield json.loads(pending)
+        except (aiohttp.ClientError, _Dropped, ConfigError, OSError, json.JSONDecodeError) as exc:
             raise ApiError(0, "ConnectionError", _describe(exc)) from exc
+        finally:
+            await credentials.close()
 
     @contextlib.asynccontextmanager
     async def websocket(
         self, path: str, subprotocol: str, timeout: float = 10.0
-    ) -> AsyncIterator[AsyncWebSocketSession]:
-        """A WebSocket subresource (the VMI console), as httpx2's session (wsproto frames it), closed on
-        leaving the block. Raises ApiError (the refusal's code) if it cannot be opened."""
-        from httpx2.websockets import HTTPXWSException, WebSocketUpgradeError
-
-        opened = False
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket subresource (the VMI console), as aiohttp's client WebSocket, closed on leaving
+        the block. Raises ApiError (the refusal's code) if it cannot be opened."""
+        credentials = await _Credentials.start(self._auth, "GET", self.host + path)
         try:
-            async with self._streams.client() as client, client.websocket(
-                path, subprotocols=[subprotocol], timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
-            ) as ws:
-                opened = True
-                yield ws
-        except WebSocketUpgradeError as exc:
-            raise _error(exc.response.status_code, exc.response.content) from exc
-        except (httpx2.HTTPError, HTTPXWSException, ConfigError, OSError) as exc:
-            if opened:
-                raise
+            async with asyncio.timeout(timeout):
+                ws = await self._session(streams=True).ws_connect(
+                    path, protocols=(subprotocol,), headers=credentials.headers,
+                    max_msg_size=WEBSOCKET_MAX_MESSAGE, autoping=True,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                await credentials.refused()
+            raise await self._refusal(path, exc.status) from exc
+        except (aiohttp.ClientError, _Dropped, ConfigError, OSError, TimeoutError) as exc:
             raise ApiError(0, "ConnectionError", _describe(exc)) from exc
+        finally:
+            await credentials.close()
+        try:
+            yield ws
+        finally:
+            await ws.close()
+
+    async def _refusal(self, path: str, code: int) -> ApiError:
+        """Why an upgrade was refused: aiohttp does not read a refused upgrade's body, so the same path is
+        read without one. The API server refuses it for the same reason (RBAC, the VMI not found or not
+        running) before any upgrade would be looked at; another answer is not taken for the reason."""
+        try:
+            await self.request("GET", path, retry=False)
+        except ApiError as err:
+            if err.code == code:
+                return err
+        return ApiError(code, "", f"HTTP {code}: the WebSocket upgrade was refused")
 
     async def close(self) -> None:
-        await self._calls.aclose()
-        await self._streams.aclose()
+        for session in (self._calls, self._streams):
+            if session is not None:
+                await session.close()
+        self._calls = self._streams = None
+
+    def _session(self, *, streams: bool = False) -> aiohttp.ClientSession:
+        """The calls' session (kept-alive connections, MAX_REQUESTS of them) or the streams' (one
+        connection per watch or WebSocket, closed with it); made on the running loop at first use."""
+        session = self._streams if streams else self._calls
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0 if streams else MAX_REQUESTS,
+                force_close=streams,
+                keepalive_timeout=None if streams else KEEPALIVE_EXPIRY,
+                ssl=self._verify if self._verify is not None else True,
+            )
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
+            session = aiohttp.ClientSession(
+                self.host, connector=connector, headers={"Accept": JSON, "User-Agent": "vmbmc"},
+                trust_env=True, trace_configs=[trace], middlewares=(_sent_once,),
+            )
+            if streams:
+                self._streams = session
+            else:
+                self._calls = session
+        return session
 
 
-class _Pools:
-    """httpx2 clients of the same settings, each holding at most `per_pool` connections: a request goes
-    to the least busy one, and another is opened when all are full (up to `limit` connections in all)."""
+class _Dropped(Exception):
+    """The connection broke after the request may have been written (wraps aiohttp's error): raised
+    instead of it so that aiohttp does not send the request again on its own; the policy is ours."""
 
-    def __init__(self, common: dict[str, Any], per_pool: int, *, keep_alive: bool, limit: int = 0) -> None:
-        self._common, self._per_pool, self._keep_alive, self._limit = common, per_pool, keep_alive, limit
-        self._pools: list[tuple[httpx2.AsyncClient, list[int]]] = []
 
-    def _open(self) -> tuple[httpx2.AsyncClient, list[int]]:
-        client = httpx2.AsyncClient(
-            **self._common,
-            limits=httpx2.Limits(
-                max_connections=self._per_pool,
-                max_keepalive_connections=self._per_pool if self._keep_alive else 0,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            event_hooks={} if self._keep_alive else {"response": [_read_refusal]},
-        )
-        self._pools.append((client, [0]))
-        return self._pools[-1]
+async def _sent_once(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+    """aiohttp sends a GET, PUT or DELETE again after a dropped connection; KubeVirt's `start`, `stop`
+    and `restart` are PUTs. `ApiClient._send` decides what is sent again."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):  # no connection: nothing was sent
+            raise
+        raise _Dropped(_describe(exc)) from exc
 
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx2.AsyncClient]:
-        pool = min(self._pools, key=lambda p: p[1][0], default=None)
-        room = not self._limit or len(self._pools) * self._per_pool < self._limit
-        if (pool is None or pool[1][0] >= self._per_pool) and room:
-            pool = self._open()
-        assert pool is not None
-        pool[1][0] += 1
+
+async def _headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    sent = context.trace_request_ctx
+    if isinstance(sent, SimpleNamespace):
+        sent.headers = True
+
+
+class _Credentials:
+    """lightkube's credentials (an httpx2 `Auth` flow: a token, a token file, an exec plugin, basic
+    auth) for one request: its Authorization header, and after a 401 the flow's next header, if any."""
+
+    def __init__(self, flow: AsyncGenerator[httpx2.Request, httpx2.Response] | None,
+                 request: httpx2.Request | None) -> None:
+        self._flow = flow
+        self.headers = _authorization(request)
+
+    @classmethod
+    async def start(cls, auth: httpx2.Auth | None, method: str, url: str) -> _Credentials:
+        if auth is None:
+            return cls(None, None)
+        flow = auth.async_auth_flow(httpx2.Request(method, url))
         try:
-            yield pool[0]
-        finally:
-            pool[1][0] -= 1
+            return cls(flow, await anext(flow))
+        except BaseException:
+            await flow.aclose()
+            raise
 
-    async def aclose(self) -> None:
-        for client, _ in self._pools:
-            await client.aclose()
-        self._pools.clear()
+    async def refused(self) -> bool:
+        """The server answered 401: True if the flow has other credentials to try (now in `headers`)."""
+        if self._flow is None:
+            return False
+        try:
+            request = await self._flow.asend(httpx2.Response(401))
+        except StopAsyncIteration:
+            return False
+        self.headers = _authorization(request)
+        return True
+
+    async def close(self) -> None:
+        if self._flow is not None:
+            await self._flow.aclose()
 
 
-async def _read_refusal(response: httpx2.Response) -> None:
-    """A watch or WebSocket refused (4xx, 5xx): read its Status now, so the error can say why."""
-    if response.status_code >= 300:
-        await response.aread()
+def _authorization(request: httpx2.Request | None) -> dict[str, str]:
+    value = None if request is None else request.headers.get("Authorization")
+    if value and any(c in value for c in "\r\n\0"):  # a header written into the request's head
+        raise ConfigError("the credentials hold a line break: not sent")
+    return {"Authorization": value} if value else {}
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -112,6 +113,16 @@ class Consoles:
                 self.guests.pop(next(iter(self.guests)))
             guest = self.guests[uid] = FakeGuest(name)
         return guest
+
+    async def plain(self, request: Request) -> JSONResponse:
+        """The path without a WebSocket upgrade: refused as virt-api refuses it, the VMI checked first
+        (404, 409, the same answers an upgrade gets), then 400 for the missing upgrade."""
+        try:
+            self._running_vmi(request.path_params["namespace"], request.path_params["name"])
+            raise ApiError(400, "BadRequest", "websocket: the client is not using the websocket protocol: "
+                           "'upgrade' token not found in 'Connection' header")
+        except ApiError as exc:
+            return JSONResponse(exc.status(), exc.code)
 
     async def endpoint(self, websocket: WebSocket) -> None:
         namespace, name = websocket.path_params["namespace"], websocket.path_params["name"]

@@ -413,7 +413,9 @@ def _line(type_: str, obj: dict) -> bytes:
 def create_app(emulator: Emulator) -> Starlette:
     api = Api(emulator)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    consoles = console.Consoles(emulator)
     routes = [
+        Route(console.PATH, consoles.plain, methods=["GET"]),  # before /apis/{rest}: virt-api's answer
         Route("/version", api.version, methods=["GET"]),
         Route("/version/", api.version, methods=["GET"]),
         Route("/openapi/v2", api.not_served, methods=["GET"]),
@@ -424,7 +426,7 @@ def create_app(emulator: Emulator) -> Starlette:
         Route("/apis", api.resource, methods=methods),
         Route("/apis/", api.resource, methods=methods),
         Route("/apis/{rest:path}", api.resource, methods=methods),
-        WebSocketRoute(console.PATH, console.Consoles(emulator).endpoint),
+        WebSocketRoute(console.PATH, consoles.endpoint),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
