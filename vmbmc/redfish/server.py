@@ -191,11 +191,11 @@ def run(app: ASGIApp, host: str, port: int, *, tls_cert: str | None = None, tls_
     """Standalone: serve until SIGINT or SIGTERM."""
 
     async def main() -> None:
-        server = await serve(app, host, port, tls_cert=tls_cert, tls_key=tls_key, http=http)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the port answers: a client may stop it at once
             loop.add_signal_handler(sig, stop.set)
+        server = await serve(app, host, port, tls_cert=tls_cert, tls_key=tls_key, http=http)
         await stop.wait()
         await server.stop()
 
