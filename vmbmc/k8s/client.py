@@ -20,6 +20,8 @@ import contextlib
 import json
 import logging
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -117,6 +119,7 @@ class ApiClient:
         self.wait_in_timeout = wait_in_timeout
         self.host = cfg.cluster.server
         self._auth = auth if auth is not None else user_auth(cfg.user)
+        self._credentials = _Credentials(self._auth, self.host)
         if verify is None and self.host.startswith("https://"):
             verify = verify_cluster(cfg.cluster, cfg.user or User(), cfg.abs_file)
         self._verify = verify
@@ -225,25 +228,23 @@ class ApiClient:
         and the call sent once more: the server refused it, so nothing was carried out."""
         session = self._session()
         for attempt in (1, 2):
-            credentials = await _Credentials.start(self._auth, call.method, self.host + call.path)
             try:
                 for _ in (1, 2):
-                    headers = {**credentials.headers, **({"Content-Type": call.content_type}
-                                                         if call.content_type else {})}
+                    credentials = await self._credentials.headers()
+                    headers = {**credentials, "Content-Type": call.content_type} if call.content_type \
+                        else credentials
                     async with session.request(
                         call.method, call.path, params=call.params, data=call.data, headers=headers,
                         timeout=aiohttp.ClientTimeout(total=call.timeout, connect=CONNECT_TIMEOUT),
                         trace_request_ctx=sent,
                     ) as resp:
                         status, content = resp.status, await resp.read()
-                    if status != 401 or not await credentials.refused():
+                    if status != 401 or not await self._credentials.refused(credentials):
                         return status, content
                 return status, content
             except (aiohttp.ClientConnectionError, _Dropped):
                 if not call.idempotent or attempt == 2:
                     raise
-            finally:
-                await credentials.close()
         raise AssertionError("unreachable")
 
     async def watch(self, path: str, params: dict[str, str]) -> AsyncGenerator[dict[str, Any], None]:
@@ -251,15 +252,15 @@ class ApiClient:
 
         The first item is {"type": WATCH_OPEN}, once the server has accepted the watch."""
         read = float(params["timeoutSeconds"]) + WATCH_READ_SLACK if "timeoutSeconds" in params else None
-        credentials = await _Credentials.start(self._auth, "GET", self.host + path)
         try:
+            credentials = await self._credentials.headers()
             async with self._session(streams=True).get(
-                path, params={**params, "watch": "true"}, headers=credentials.headers,
+                path, params={**params, "watch": "true"}, headers=credentials,
                 timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=read),
             ) as resp:
                 if resp.status >= 300:
                     if resp.status == 401:
-                        await credentials.refused()  # the next call has fresh credentials
+                        await self._credentials.refused(credentials)  # the next call has fresh ones
                     raise _error(resp.status, await resp.read())
                 yield {"type": WATCH_OPEN}  # tells the caller the stream is established
                 # One JSON event per line; split here, as aiohttp's own line reader caps a line at
@@ -274,8 +275,6 @@ class ApiClient:
                     yield json.loads(pending)
         except (aiohttp.ClientError, _Dropped, ConfigError, OSError, json.JSONDecodeError) as exc:
             raise ApiError(0, "ConnectionError", _describe(exc)) from exc
-        finally:
-            await credentials.close()
 
     @contextlib.asynccontextmanager
     async def websocket(
@@ -283,21 +282,20 @@ class ApiClient:
     ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
         """A WebSocket subresource (the VMI console), as aiohttp's client WebSocket, closed on leaving
         the block. Raises ApiError (the refusal's code) if it cannot be opened."""
-        credentials = await _Credentials.start(self._auth, "GET", self.host + path)
+        credentials: dict[str, str] = {}
         try:
             async with asyncio.timeout(timeout):
+                credentials = await self._credentials.headers()
                 ws = await self._session(streams=True).ws_connect(
-                    path, protocols=(subprotocol,), headers=credentials.headers,
+                    path, protocols=(subprotocol,), headers=credentials,
                     max_msg_size=WEBSOCKET_MAX_MESSAGE, autoping=True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
-                await credentials.refused()
+                await self._credentials.refused(credentials)
             raise await self._refusal(path, exc.status) from exc
         except (aiohttp.ClientError, _Dropped, ConfigError, OSError, TimeoutError) as exc:
             raise ApiError(0, "ConnectionError", _describe(exc)) from exc
-        finally:
-            await credentials.close()
         try:
             yield ws
         finally:
@@ -335,13 +333,22 @@ class ApiClient:
             trace.on_request_headers_sent.append(_headers_sent)
             session = aiohttp.ClientSession(
                 self.host, connector=connector, headers={"Accept": JSON, "User-Agent": "vmbmc"},
-                trust_env=True, trace_configs=[trace], middlewares=(_sent_once,),
+                proxy=_proxy(self.host), trace_configs=[trace], middlewares=(_sent_once,),
             )
             if streams:
                 self._streams = session
             else:
                 self._calls = session
         return session
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for the API server (`HTTPS_PROXY`/`HTTP_PROXY`, `NO_PROXY`),
+    decided once: aiohttp's `trust_env` looks it up again for every request, in a thread."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class _Dropped(Exception):
@@ -368,38 +375,47 @@ async def _headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace
 
 class _Credentials:
     """lightkube's credentials (an httpx2 `Auth` flow: a token, a token file, an exec plugin, basic
-    auth) for one request: its Authorization header, and after a 401 the flow's next header, if any."""
+    auth) as an Authorization header, kept until the API server answers 401; then the flow is asked
+    again (a token file is read again, an exec plugin runs again), as it would be inside httpx2."""
 
-    def __init__(self, flow: AsyncGenerator[httpx2.Request, httpx2.Response] | None,
-                 request: httpx2.Request | None) -> None:
-        self._flow = flow
-        self.headers = _authorization(request)
+    def __init__(self, auth: httpx2.Auth | None, url: str) -> None:
+        self._auth, self._url = auth, url
+        self._headers: dict[str, str] | None = None if auth is not None else {}
+        self._lock = asyncio.Lock()  # one exec plugin run at a time, not one per waiting call
 
-    @classmethod
-    async def start(cls, auth: httpx2.Auth | None, method: str, url: str) -> _Credentials:
-        if auth is None:
-            return cls(None, None)
-        flow = auth.async_auth_flow(httpx2.Request(method, url))
-        try:
-            return cls(flow, await anext(flow))
-        except BaseException:
-            await flow.aclose()
-            raise
+    async def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            async with self._lock:
+                if self._headers is None:
+                    self._headers = await self._ask(refused=None)
+        return self._headers
 
-    async def refused(self) -> bool:
-        """The server answered 401: True if the flow has other credentials to try (now in `headers`)."""
-        if self._flow is None:
+    async def refused(self, sent: dict[str, str]) -> bool:
+        """The server answered 401 to a call sent with `sent`: True if there are other credentials
+        to try (the flow's answer after a 401), now returned by `headers`."""
+        if self._auth is None:
             return False
+        async with self._lock:
+            if self._headers != sent:  # another call has refreshed them meanwhile
+                return True
+            fresh = await self._ask(refused=sent)
+            if fresh == sent or not fresh:
+                return False
+            self._headers = fresh
+            return True
+
+    async def _ask(self, refused: dict[str, str] | None) -> dict[str, str]:
+        assert self._auth is not None
+        flow = self._auth.async_auth_flow(httpx2.Request("GET", self._url))
         try:
-            request = await self._flow.asend(httpx2.Response(401))
+            request = await anext(flow)
+            if refused is not None:
+                request = await flow.asend(httpx2.Response(401))
         except StopAsyncIteration:
-            return False
-        self.headers = _authorization(request)
-        return True
-
-    async def close(self) -> None:
-        if self._flow is not None:
-            await self._flow.aclose()
+            return {}
+        finally:
+            await flow.aclose()
+        return _authorization(request)
 
 
 def _authorization(request: httpx2.Request | None) -> dict[str, str]:
