@@ -2,8 +2,8 @@
 
 Imported once a BMC has a subscription to deliver to. Every connection resolves its host afresh through
 `AllowListResolver`, which hands aiohttp only the addresses the allow-list admits; address literals, which
-aiohttp does not resolve, are checked before the request. No proxy from the environment, no redirects followed (a 3xx is a failed
-delivery), no cookies kept.
+aiohttp does not resolve, are checked before the request. No proxy from the environment, no redirects
+followed (a 3xx is a failed delivery), no cookies kept.
 """
 
 from __future__ import annotations
