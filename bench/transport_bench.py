@@ -2,7 +2,7 @@
 sequential GET of a small JSON object, and per new connection with one streamed GET (what opening a
 watch costs), against a local aiohttp server in its own process on 127.0.0.1.
 
-Rows: `vmbmc.k8s.client.ApiClient` (lightkube's configuration on aiohttp), httpx2's `AsyncClient`,
+Rows: `vmbmc.k8s.client.ApiClient` (lightkube's configuration on httpx2), httpx2's `AsyncClient`,
 httpcore2's connection pool without httpx2's client layer, aiohttp's `ClientSession` (kopf's transport);
 for new connections httpcore2 on its default (anyio) network backend and on a minimal asyncio-streams
 backend written here, to show what anyio costs.
@@ -65,7 +65,7 @@ async def per_call(calls: int, one: Callable[[int], Awaitable[Any]]) -> float:
 async def sequential(base: str, kubeconfig: Path, calls: int) -> dict[str, float]:
     rows: dict[str, float] = {}
     api = ApiClient(read(kubeconfig).get())
-    rows["vmbmc ApiClient (aiohttp)"] = await per_call(calls, lambda i: api.request("GET", PATH.format(i)))
+    rows["vmbmc ApiClient (httpx2)"] = await per_call(calls, lambda i: api.request("GET", PATH.format(i)))
     await api.close()
     async with httpx2.AsyncClient(base_url=base) as client:
         async def httpx2_get(i: int) -> Any:

@@ -184,7 +184,7 @@ def run_in(venv: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str
 @pytest.mark.timeout(600)
 def test_runtime_dependencies_only(venv: Path, tmp_path: Path) -> None:
     # extras only (test and bench tools), and what only the development distribution uses (wsproto is
-    # installed with the product all the same: httpx2, which lightkube requires, requires it)
+    # the product's too now: httpx2[ws] frames the VMI console with it)
     for module in ("pyghmi", "kubernetes", "celpy", "vmbmc_devcluster"):
         out = run_in(venv, "python", "-c", f"import {module}", cwd=tmp_path)
         assert out.returncode != 0, f"{module} is installed with the product's runtime dependencies"

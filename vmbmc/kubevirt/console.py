@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.k8s.informer import Informer
 from vmbmc.kubevirt.records import subresource_path
 from vmbmc.machine.console import Console, ConsoleState, Output, StateListener
+
+if TYPE_CHECKING:
+    from httpx2.websockets import AsyncWebSocketSession
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class KubeVirtConsole(Console):
             finally:
                 self._drop_queue()
 
-    async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _pump(self, ws: AsyncWebSocketSession) -> None:
         """Bytes both ways until the server closes, the connection breaks or sending fails."""
 
         async def send() -> None:
@@ -151,16 +152,16 @@ class KubeVirtConsole(Console):
                 with contextlib.suppress(BaseException):
                     await task
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Until the server closes or the connection breaks (aiohttp reports both as messages)."""
-        while True:
-            message = await ws.receive()
-            if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                return  # CLOSE, CLOSING, CLOSED or ERROR: the end
-            data = message.data  # plain.kubevirt.io: binary frames; text tolerated
-            data = data.encode() if isinstance(data, str) else bytes(data)
-            if data and not self._closed:
-                self._output(data)
+    async def _receive(self, ws: AsyncWebSocketSession) -> None:
+        from httpx2.websockets import HTTPXWSException  # loaded with the session already
+
+        with contextlib.suppress(HTTPXWSException):  # closed by the server or broken: the end
+            while True:
+                event = await ws.receive()
+                data = getattr(event, "data", b"")  # plain.kubevirt.io: binary frames; text tolerated
+                data = data.encode() if isinstance(data, str) else bytes(data)
+                if data and not self._closed:
+                    self._output(data)
 
     def _drop_queue(self) -> None:
         while not self._queue.empty():

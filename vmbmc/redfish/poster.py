@@ -1,9 +1,10 @@
-"""The HTTP POST of one event to one destination, on aiohttp's client (the API client's transport too).
+"""The HTTP POST of one event to one destination, on aiohttp's client (already a dependency of vmbmc).
 
-Imported once a BMC has a subscription to deliver to. Every connection resolves its host afresh through
-`AllowListResolver`, which hands aiohttp only the addresses the allow-list admits; address literals, which
-aiohttp does not resolve, are checked before the request. No proxy from the environment, no redirects
-followed (a 3xx is a failed delivery), no cookies kept.
+Imported only once a BMC has a subscription to deliver to (aiohttp costs the kbmc megabytes of memory it
+does not need otherwise). Every connection resolves its host afresh through `AllowListResolver`, which
+hands aiohttp only the addresses the allow-list admits; address literals, which aiohttp does not resolve,
+are checked before the request. No proxy from the environment, no redirects followed (a 3xx is a failed
+delivery), no cookies kept.
 """
 
 from __future__ import annotations

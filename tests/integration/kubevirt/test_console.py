@@ -1,5 +1,5 @@
 """The VMI console subresource: the emulator's WebSocket (KubeVirt's `plain.kubevirt.io`) and its fake
-guest, through the API client's WebSocket (aiohttp's client), under RBAC."""
+guest, through the API client's WebSocket session (httpx2's, framed by wsproto), under RBAC."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
+from httpx2.websockets import AsyncWebSocketSession, WebSocketDisconnect
 
 from vmbmc.k8s.client import ApiClient, ApiError
 from vmbmc.kubevirt.console import SUBPROTOCOL
@@ -51,11 +51,11 @@ def wait_phase(emu: EmulatorThread, name: str, phase: str) -> None:
         time.sleep(0.05)
 
 
-async def read_until(ws: aiohttp.ClientWebSocketResponse, text: bytes, timeout: float = 10.0) -> bytes:
+async def read_until(ws: AsyncWebSocketSession, text: bytes, timeout: float = 10.0) -> bytes:
     seen = b""
     async with asyncio.timeout(timeout):
         while text not in seen:
-            seen += await ws.receive_bytes()  # raises if a close comes before
+            seen += await ws.receive_bytes()  # raises WebSocketDisconnect if closed before
     return seen
 
 
@@ -78,7 +78,7 @@ async def test_console_of_a_running_vmi_is_a_getty(emu: EmulatorThread) -> None:
         assert err.code == 409 and "VMI is not running" in err.message
         wait_phase(emu, "con-a", "Running")
         async with api.websocket(console_path("con-a"), SUBPROTOCOL) as ws:
-            assert ws.protocol == SUBPROTOCOL
+            assert ws.subprotocol == SUBPROTOCOL
             boot = await read_until(ws, b"con-a login: ")
             assert b"SeaBIOS" in boot
             await ws.send_bytes(b"root\r\n")  # echoed; CR LF is one Enter
@@ -86,10 +86,10 @@ async def test_console_of_a_running_vmi_is_a_getty(emu: EmulatorThread) -> None:
             assert echo == b"root\r\ncon-a login: "
             # The VMI stops: the console ends.
             assert emu.call(emu.kubevirt.virtctl, NS, "con-a", "stop") == 202
-            async with asyncio.timeout(10):
-                while (message := await ws.receive()).type is aiohttp.WSMsgType.BINARY:
-                    pass
-            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+            with pytest.raises(WebSocketDisconnect):
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.receive_bytes()
     finally:
         await api.close()
 

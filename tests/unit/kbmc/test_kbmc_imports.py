@@ -9,17 +9,16 @@ import sys
 
 import pytest
 
-# Never in a kbmc: Kubernetes clients other than lightkube's configuration on aiohttp, the operator
-# framework, pyghmi (a test client), httpx2's transport (httpcore2: lightkube's credential flows need
-# httpx2's models only), other WebSocket libraries (the console is aiohttp's).
+# Never in a kbmc: Kubernetes clients other than lightkube, the operator framework, pyghmi (a test
+# client), aiohttp (lightkube's httpx2 is the HTTP client; the health port is served by uvicorn, which
+# Redfish ships anyway).
 FORBIDDEN = (
     "kubernetes",
     "kubernetes_asyncio",
     "kopf",
     "pyghmi",
-    "httpcore2",
-    "h2",
-    "wsproto",
+    "aiohttp",
+    "wsproto",  # WebSocket frames: loaded only once a SOL session opens the VMI console
     "websockets",
 )
 # starlette only with Redfish; uvicorn with Redfish or the health port (`--health-port -1` turns it off).
