@@ -110,3 +110,21 @@ async def test_console_needs_get_on_the_subresource(emu: EmulatorThread, tmp_pat
         )
     finally:
         await api.close()
+
+
+async def test_the_console_path_without_an_upgrade_is_refused_as_virt_api_does(emu: EmulatorThread) -> None:
+    """The VMI is checked first (404, 409, the answers an upgrade gets), then the missing upgrade (400)."""
+    create_vm(emu, "con-c")
+    api = await ApiClient.connect(emu.kubeconfig)
+    try:
+        with pytest.raises(ApiError) as err:
+            await api.request("GET", console_path("con-c"), retry=False)
+        assert err.value.code == 404
+        assert 'virtualmachineinstance.kubevirt.io "con-c" not found' in err.value.message
+        assert emu.call(emu.kubevirt.virtctl, NS, "con-c", "start") == 202
+        wait_phase(emu, "con-c", "Running")
+        with pytest.raises(ApiError) as err:
+            await api.request("GET", console_path("con-c"), retry=False)
+        assert err.value.code == 400 and "not using the websocket protocol" in err.value.message
+    finally:
+        await api.close()
