@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_configure(config: object) -> None:
     """A `sushy.Sushy` that a test dropped is closed by the garbage collector whenever it next runs, in
     whichever thread: its `__del__` DELETEs its Redfish session, retrying ten times against a BMC that
-    is long gone. In a later test that stalls a BMC's event loop or a client between its connect and
-    its request (a BMC then rightly closes the silent connection). Tests close what they must close."""
+    is long gone. During a later test that stalls a BMC's event loop, or a client between its connect
+    and its request (the BMC then rightly closes the silent connection). Tests close what they must."""
     import sushy.main
 
     sushy.main.Sushy.__del__ = lambda self: None  # type: ignore[method-assign]
