@@ -40,6 +40,11 @@ def _apply(kubectl: Callable[..., Any], *docs: dict, check: bool = True) -> Any:
     return kubectl("apply", "--validate=false", "-f", "-", input=text, check=check)
 
 
+# Each poll starts kubectl, and the emulator's Deployment and ReplicaSet controllers run in between: on a
+# machine whose cores are busy one round took over 20 s. Two waits in a test stay under its 120 s.
+WAIT = 45.0
+
+
 def _get(kubectl: Callable[..., Any], ns: str, *args: str) -> list[dict]:
     return json.loads(kubectl("-n", ns, "get", *args, "-o", "json").stdout)["items"]
 
@@ -157,7 +162,7 @@ def test_a_deployment_with_a_bad_template_is_warned_and_its_pods_fail(kubectl):
     assert proc.stderr.strip() == 'Warning: would violate PodSecurity "restricted:latest": ' + BARE_POD_DETAIL
     events = wait_until(
         lambda: [e for e in _get(kubectl, "psa-workload", "events") if e.get("reason") == "FailedCreate"],
-        20,
+        WAIT,
         "a FailedCreate event",
     )
     (rs,) = _get(kubectl, "psa-workload", "replicasets")
@@ -175,7 +180,7 @@ def test_a_deployment_with_a_bad_template_is_warned_and_its_pods_fail(kubectl):
             for r in _get(kubectl, "psa-workload", "replicasets")
             if (r.get("status") or {}).get("conditions")
         ],
-        20,
+        WAIT,
         "the ReplicaFailure condition",
     )[0]
     (cond,) = rs["status"]["conditions"]
@@ -204,7 +209,7 @@ def test_the_generated_kbmc_deployment_meets_restricted(kubectl, bmc):
     assert proc.stdout.strip() == f"deployment.apps/{deployment['metadata']['name']} created"
     assert proc.stderr == ""  # no `Warning: would violate PodSecurity …`
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    (pod,) = wait_until(lambda: _get(kubectl, "psa-kbmc", "pods", "-l", selector), 20, "the kbmc pod")
+    (pod,) = wait_until(lambda: _get(kubectl, "psa-kbmc", "pods", "-l", selector), WAIT, "the kbmc pod")
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     events = [e for e in _get(kubectl, "psa-kbmc", "events") if e.get("reason") == "FailedCreate"]
     assert events == []
@@ -227,5 +232,5 @@ def test_the_shipped_controller_deployment_meets_restricted(kubectl):
     stored = json.loads(kubectl("get", "namespace", system, "-o", "json").stdout)
     assert RESTRICTED.items() <= stored["metadata"]["labels"].items()
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    wait_until(lambda: _get(kubectl, system, "pods", "-l", selector), 20, "the controller pod")
+    wait_until(lambda: _get(kubectl, system, "pods", "-l", selector), WAIT, "the controller pod")
     assert [e for e in _get(kubectl, system, "events") if e.get("reason") == "FailedCreate"] == []
