@@ -53,7 +53,7 @@ class Phase(enum.Enum):
 class Connection:
     """One admitted connection: where it is, since when, and its one pending deadline."""
 
-    __slots__ = ("_guard", "_stalls", "_timer", "client", "in_app", "peer", "phase", "since", "transport")
+    __slots__ = ("_guard", "_regraced", "_timer", "client", "in_app", "peer", "phase", "since", "transport")
 
     # A deadline that fires this late (s) found our own loop stalled (GC, a busy host), not the client:
     # the client gets the deadline again, once per connection, before it is judged.
@@ -67,7 +67,7 @@ class Connection:
         self.phase, self.since = Phase.HANDSHAKE, time.monotonic()
         self.in_app = False  # the app holds a request and has not finished its answer
         self._timer: asyncio.TimerHandle | None = None
-        self._stalls = 0
+        self._regraced = False  # a late deadline has been given again once
 
     def set(self, phase: Phase) -> None:
         self.phase, self.since = phase, time.monotonic()
@@ -117,9 +117,9 @@ class Connection:
 
     def _expired(self, why: str, seconds: float, due: float) -> None:
         self._timer = None
-        if asyncio.get_running_loop().time() - due > self.STALL and not self._stalls:
+        if asyncio.get_running_loop().time() - due > self.STALL and not self._regraced:
             # The bytes that would have met the deadline may be waiting, unread, behind the stall.
-            self._stalls += 1
+            self._regraced = True
             self.arm(seconds, why)
             return
         self._guard.timed_out += 1
